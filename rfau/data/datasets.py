@@ -1,0 +1,205 @@
+"""Image datasets held in memory as one uint8 tensor, with a stable string id per sample.
+
+Supported sources:
+- ``digits``: scikit-learn's handwritten digits (ships with scikit-learn, no download).
+  Ids are ``digits/<index>``; every fifth sample (index % 5 == 0) is the test split.
+- an ImageFolder directory ``<root>/{train,test}/<class>/<file>`` or a ``.tar``/``.tar.gz``
+  archive of one (e.g. ../shared/datasets/cifar10). Ids are the paths inside the folder or
+  archive, e.g. ``train/cat/0001.jpg``. Decoded archives are cached as ``.npz``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rfau.errors import DatasetError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """All samples of a dataset: ``x`` is uint8 [N, C, H, W], ``y`` int64 [N]."""
+
+    name: str
+    ids: tuple[str, ...]
+    x: torch.Tensor
+    y: torch.Tensor
+    is_test: torch.Tensor
+    classes: tuple[str, ...]
+    kind: str  # "digits" or "imagefolder": picks default model and augmentation
+    index: dict[str, int] = field(repr=False, compare=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.index:
+            object.__setattr__(self, "index", {sid: i for i, sid in enumerate(self.ids)})
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x.shape[1:])  # type: ignore[return-value]
+
+    def split_ids(self, split: str) -> list[str]:
+        want = split == "test"
+        return [sid for sid, t in zip(self.ids, self.is_test.tolist()) if t == want]
+
+    def indices(self, ids: list[str] | tuple[str, ...]) -> torch.Tensor:
+        try:
+            return torch.tensor([self.index[s] for s in ids], dtype=torch.long)
+        except KeyError as e:
+            raise DatasetError(f"dataset {self.name!r} has no sample with id {e.args[0]!r}") from None
+
+    def class_of(self, sample_id: str) -> str:
+        return self.classes[int(self.y[self.index[sample_id]])]
+
+
+def load_dataset(source: str, cache_dir: str | Path | None = None) -> ImageDataset:
+    """Load ``digits`` or an ImageFolder directory/archive. Raises DatasetError with the reason."""
+    if source == "digits":
+        return _load_digits()
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DatasetError(
+            f"dataset {source!r} not found: give 'digits' or the path of an ImageFolder "
+            "directory or .tar/.tar.gz archive"
+        )
+    if path.is_dir():
+        return _load_imagefolder_dir(path)
+    if path.name.endswith((".tar", ".tar.gz", ".tgz")):
+        return _load_imagefolder_archive(path, Path(cache_dir) if cache_dir else _default_cache())
+    raise DatasetError(f"dataset {source!r} is neither a directory nor a .tar/.tar.gz archive")
+
+
+def _default_cache() -> Path:
+    return Path(os.environ.get("RFAU_CACHE_DIR", Path.home() / ".cache" / "rfau"))
+
+
+def _load_digits() -> ImageDataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
+    n = len(images)
+    return ImageDataset(
+        name="digits",
+        ids=tuple(f"digits/{i}" for i in range(n)),
+        x=torch.from_numpy(images).unsqueeze(1).contiguous(),
+        y=torch.from_numpy(bunch.target.astype(np.int64)),
+        is_test=torch.tensor([i % 5 == 0 for i in range(n)]),
+        classes=tuple(str(c) for c in range(10)),
+        kind="digits",
+    )
+
+
+def _parse_member(rel: str) -> tuple[str, str] | None:
+    """``train/cat/0001.jpg`` -> (split, class); None for anything that is not such an image."""
+    parts = rel.split("/")
+    if len(parts) != 3 or parts[0] not in SPLITS or not parts[2].lower().endswith(IMAGE_SUFFIXES):
+        return None
+    return parts[0], parts[1]
+
+
+def _assemble(name: str, entries: list[tuple[str, str, str, bytes]]) -> ImageDataset:
+    """entries: (id, split, class, encoded image bytes), decoded with PIL."""
+    from PIL import Image
+
+    if not entries:
+        raise DatasetError(f"dataset {name!r} holds no images under train/<class>/ or test/<class>/")
+    classes = sorted({c for _, s, c, _ in entries if s == "train"})
+    unknown = sorted({c for _, s, c, _ in entries if s == "test"} - set(classes))
+    if unknown:
+        raise DatasetError(f"dataset {name!r}: test classes {unknown} have no training images")
+    if not any(s == "test" for _, s, _, _ in entries):
+        raise DatasetError(f"dataset {name!r} has no test/<class>/ images")
+    entries.sort(key=lambda e: e[0])
+    arrays = []
+    mode = None
+    for sid, _, _, data in entries:
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                mode = mode or ("L" if im.mode in ("L", "1", "I;16") else "RGB")
+                arr = np.asarray(im.convert(mode))
+        except Exception as e:  # PIL raises many types for corrupt files
+            raise DatasetError(f"dataset {name!r}: cannot decode image {sid!r}: {e}") from None
+        if arrays and arr.shape != arrays[0].shape:
+            raise DatasetError(
+                f"dataset {name!r}: image {sid!r} has shape {arr.shape}, expected {arrays[0].shape}"
+            )
+        arrays.append(arr)
+    x = np.stack(arrays)
+    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+    cidx = {c: i for i, c in enumerate(classes)}
+    return ImageDataset(
+        name=name,
+        ids=tuple(e[0] for e in entries),
+        x=torch.from_numpy(np.ascontiguousarray(x)),
+        y=torch.tensor([cidx[e[2]] for e in entries], dtype=torch.long),
+        is_test=torch.tensor([e[1] == "test" for e in entries]),
+        classes=tuple(classes),
+        kind="imagefolder",
+    )
+
+
+def _load_imagefolder_dir(root: Path) -> ImageDataset:
+    entries = []
+    for split in SPLITS:
+        for f in sorted((root / split).glob("*/*")):
+            rel = f.relative_to(root).as_posix()
+            parsed = _parse_member(rel)
+            if parsed and f.is_file():
+                entries.append((rel, *parsed, f.read_bytes()))
+    return _assemble(str(root), entries)
+
+
+def _strip_top(names: list[str]) -> str:
+    """Archives may wrap the layout in one top folder (``cifar10/train/...``): find that prefix."""
+    tops = {n.split("/", 1)[0] for n in names if "/" in n}
+    if len(tops) == 1 and not tops & set(SPLITS):
+        return tops.pop() + "/"
+    return ""
+
+
+def _load_imagefolder_archive(path: Path, cache_dir: Path) -> ImageDataset:
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|v1".encode()).hexdigest()[:24]
+    cached = cache_dir / f"{key}.npz"
+    if cached.exists():
+        with np.load(cached, allow_pickle=False) as z:
+            return ImageDataset(
+                name=str(path),
+                ids=tuple(z["ids"].tolist()),
+                x=torch.from_numpy(z["x"]),
+                y=torch.from_numpy(z["y"]),
+                is_test=torch.from_numpy(z["is_test"]),
+                classes=tuple(z["classes"].tolist()),
+                kind="imagefolder",
+            )
+    try:
+        with tarfile.open(path) as tar:
+            members = [m for m in tar.getmembers() if m.isfile()]
+            prefix = _strip_top([m.name for m in members])
+            entries = []
+            for m in members:
+                rel = m.name[len(prefix):] if m.name.startswith(prefix) else m.name
+                parsed = _parse_member(rel)
+                if parsed:
+                    entries.append((rel, *parsed, tar.extractfile(m).read()))  # type: ignore[union-attr]
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DatasetError(f"cannot read archive {str(path)!r}: {e}") from None
+    ds = _assemble(str(path), entries)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp.npz")
+    np.savez(
+        tmp, ids=np.array(ds.ids), x=ds.x.numpy(), y=ds.y.numpy(),
+        is_test=ds.is_test.numpy(), classes=np.array(ds.classes),
+    )
+    tmp.replace(cached)
+    return ds

@@ -1,0 +1,121 @@
+"""The split: training data -> retain / forget / holdout, plus the test split.
+
+The holdout ("calibration") slice is a fixed, id-hashed share of the training split that the
+original model is never trained on. It tells the sample-wise forgetting target what *unseen*
+data of each class looks like to the model, without touching the test set used for evaluation.
+Because membership depends only on (id, salt, fraction), the bootstrap stage that trains the
+original model and every later split agree on it without storing lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rfau.data.datasets import ImageDataset
+from rfau.data.requests import DeletionRequest, resolve_forget_set
+from rfau.errors import RfauError
+from rfau.io import atomic_dir
+
+MANIFESTS = ("retain", "forget", "holdout", "test")
+HOLDOUT_SALT = "rfau-holdout-v1"
+
+
+def in_holdout(sample_id: str, fraction: float, salt: str = HOLDOUT_SALT) -> bool:
+    digest = hashlib.sha256(f"{salt}:{sample_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def ids_hash(ids: list[str] | tuple[str, ...]) -> str:
+    """Content hash of a set of ids (order-independent)."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+
+
+@dataclass
+class Split:
+    dataset: str
+    retain: list[str]
+    forget: list[str]
+    holdout: list[str]
+    test: list[str]
+    forget_classes: list[str] = field(default_factory=list)
+    request_ids: list[str] = field(default_factory=list)
+    holdout_fraction: float = 0.1
+
+    @property
+    def forget_hash(self) -> str:
+        return ids_hash(self.forget)
+
+    def summary(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "counts": {m: len(getattr(self, m)) for m in MANIFESTS},
+            "forget_sha256": self.forget_hash,
+            "forget_classes": self.forget_classes,
+            "request_ids": self.request_ids,
+            "holdout_fraction": self.holdout_fraction,
+            "holdout_salt": HOLDOUT_SALT,
+        }
+
+
+def make_split(
+    dataset: ImageDataset,
+    requests: list[tuple[str, DeletionRequest]],
+    holdout_fraction: float = 0.1,
+) -> Split:
+    """Validate the requests and partition the training split. Pure: writes nothing."""
+    if not 0.0 <= holdout_fraction < 0.5:
+        raise RfauError(f"holdout_fraction must be in [0, 0.5), got {holdout_fraction}")
+    forget, classes = resolve_forget_set(requests, dataset) if requests else ([], [])
+    fset = set(forget)
+    retain, holdout = [], []
+    for sid in dataset.split_ids("train"):
+        if sid in fset:
+            continue
+        (holdout if in_holdout(sid, holdout_fraction) else retain).append(sid)
+    if not retain:
+        raise RfauError("the split leaves no retain samples")
+    return Split(
+        dataset=dataset.name,
+        retain=retain,
+        forget=forget,
+        holdout=holdout,
+        test=dataset.split_ids("test"),
+        forget_classes=classes,
+        request_ids=[r.request_id for _, r in requests],
+        holdout_fraction=holdout_fraction,
+    )
+
+
+def write_split(split: Split, out_dir: str | Path) -> Path:
+    """Write ``<manifest>.txt`` (one id per line) and ``split.json``; all or nothing."""
+    with atomic_dir(out_dir) as tmp:
+        for m in MANIFESTS:
+            ids = getattr(split, m)
+            (tmp / f"{m}.txt").write_text("".join(f"{s}\n" for s in ids))
+        (tmp / "split.json").write_text(json.dumps(split.summary(), indent=2) + "\n")
+    return Path(out_dir)
+
+
+def read_split(split_dir: str | Path) -> Split:
+    d = Path(split_dir)
+    meta_file = d / "split.json"
+    if not meta_file.is_file():
+        raise RfauError(f"{d} is not a split folder (no split.json); run `rfau split` first")
+    meta = json.loads(meta_file.read_text())
+    lists = {m: (d / f"{m}.txt").read_text().split() for m in MANIFESTS}
+    split = Split(
+        dataset=meta["dataset"],
+        forget_classes=meta.get("forget_classes", []),
+        request_ids=meta.get("request_ids", []),
+        holdout_fraction=meta.get("holdout_fraction", 0.1),
+        **lists,
+    )
+    if split.forget_hash != meta["forget_sha256"]:
+        raise RfauError(f"{d}/forget.txt does not match the hash in split.json: the split was edited")
+    return split
+
+
+__all__ = ["Split", "make_split", "write_split", "read_split", "in_holdout", "ids_hash"]

@@ -1,0 +1,240 @@
+"""Residual Feature Alignment Unlearning (RFAU) with LoRA adapters (peft).
+
+The original model f0 is frozen; LoRA adapters on named target modules add a residual to every
+tapped feature, ``h_l(x) = h_l^0(x) + r_l(x)``. Training asks for:
+
+- retain: a *zero residual*, ``sum_l ||h_l(x_r) - h_l^0(x_r)||^2 / E||h_l^0||^2`` on a cached
+  budget of retain samples (original features computed once);
+- forget, class-wise (the sample's whole class goes): a residual that moves each tapped
+  feature to the original feature of a random retain sample of another class, so the class is
+  no longer recognised;
+- forget, sample-wise (scattered samples): a residual that makes the samples look *unseen*, not
+  wrong. Per class, forget samples are ranked by the original model's margin and mapped to the
+  same quantile of the original's true-label confidence on holdout data of that class (data it
+  never saw). The output-layer target keeps the sample's own off-class shape with that
+  confidence; the loss is KL(target || model). The share pushed below the decision boundary
+  then equals the error rate on unseen data, which is what retraining produces; a wrong-class
+  shift would over-forget.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+from torch import nn
+
+from rfau.config import RFAUConfig, resolve_device
+from rfau.errors import ModelError
+from rfau.methods.base import UnlearnData, UnlearnResult
+from rfau.models.arch import ARCHITECTURES
+from rfau.models.checkpoint import count_parameters
+from rfau.progress import progress_bar
+from rfau.train import autocast, predict_logits, set_seed, to_float
+
+LORA_TYPES = (nn.Linear, nn.Conv2d)
+MIN_HOLDOUT_PER_CLASS = 20  # below this a class's holdout is too thin; use the pooled holdout
+
+
+def arch_name(model: nn.Module) -> str:
+    for name, spec in ARCHITECTURES.items():
+        if type(model) is spec.cls:
+            return name
+    return type(model).__name__
+
+
+def resolve_modules(model: nn.Module, cfg: RFAUConfig) -> tuple[list[str], list[str]]:
+    """Named LoRA targets and taps (defaults from the architecture), checked against the model."""
+    spec = ARCHITECTURES.get(arch_name(model))
+    targets = list(cfg.target_modules or (spec.lora_targets if spec else []))
+    taps = list(cfg.taps or (spec.taps if spec else []))
+    modules = dict(model.named_modules())
+    if not targets or not taps:
+        raise ModelError("RFAU needs target_modules and taps for this architecture")
+    for name in targets:
+        if name not in modules:
+            raise ModelError(f"unknown LoRA target module {name!r}; e.g. {_examples(model)}")
+        if not isinstance(modules[name], LORA_TYPES):
+            raise ModelError(
+                f"LoRA target {name!r} is a {type(modules[name]).__name__}; only Linear and Conv2d"
+            )
+    for name in taps:
+        if name not in modules or name == "":
+            raise ModelError(f"unknown tapped layer {name!r}; e.g. {_examples(model)}")
+    if taps[-1] != _last_layer(model):
+        taps.append(_last_layer(model))  # the output layer is always tapped (sample-wise target)
+    return targets, taps
+
+
+def _examples(model: nn.Module) -> str:
+    names = [n for n, m in model.named_modules() if isinstance(m, LORA_TYPES)]
+    return ", ".join(names[-6:])
+
+
+def _last_layer(model: nn.Module) -> str:
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+
+
+class Taps:
+    """Forward hooks that record the outputs of named modules during a forward pass."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        self.out: dict[str, torch.Tensor] = {}
+        mods = dict(model.named_modules())
+        self.handles = [mods[n].register_forward_hook(self._hook(n)) for n in names]
+        self.names = names
+
+    def _hook(self, name: str):
+        def fn(_m, _inp, output):
+            self.out[name] = output
+
+        return fn
+
+    def features(self) -> list[torch.Tensor]:
+        return [self.out[n].float().flatten(1) for n in self.names]
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def calibrated_targets(
+    logits_f: torch.Tensor, y_f: torch.Tensor, logits_h: torch.Tensor, y_h: torch.Tensor
+) -> torch.Tensor:
+    """Target output distributions that make forget samples look like unseen (holdout) data."""
+    n = len(y_f)
+    ar = torch.arange(n)
+    conf_h = logits_h.softmax(1)[torch.arange(len(y_h)), y_h]
+    off = logits_f.clone()
+    off[ar, y_f] = float("-inf")
+    margin = logits_f[ar, y_f] - off.logsumexp(1)  # no saturation, unlike confidence
+    target_conf = torch.empty(n)
+    for c in y_f.unique():
+        idx = (y_f == c).nonzero().squeeze(1)
+        ref = conf_h[y_h == c] if int((y_h == c).sum()) >= MIN_HOLDOUT_PER_CLASS else conf_h
+        if len(ref) == 0:
+            raise ModelError("sample-wise forgetting needs holdout data (holdout_fraction > 0)")
+        ranks = margin[idx].argsort().argsort().float()
+        target_conf[idx] = torch.quantile(ref, (ranks + 0.5) / len(idx))
+    q = off.softmax(1) * (1 - target_conf)[:, None]
+    q[ar, y_f] = target_conf
+    return q
+
+
+def unlearn_rfau(model: nn.Module, data: UnlearnData, cfg: RFAUConfig) -> UnlearnResult:
+    start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    gen = set_seed(cfg.seed)
+    targets, taps = resolve_modules(model, cfg)
+    frozen = copy.deepcopy(model).to(device).eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+
+    classwise = data.forget_classwise.clone()
+    if cfg.regime == "class":
+        classwise[:] = True
+    elif cfg.regime == "sample":
+        classwise[:] = False
+
+    # original features of a fixed retain budget, computed once
+    budget = min(cfg.retain_budget, len(data.y_retain))
+    r_idx = torch.randperm(len(data.y_retain), generator=gen)[:budget]
+    x_r = data.x_retain[r_idx].to(device)
+    feats_r = _features(frozen, taps, x_r, device)
+
+    x_f = data.x_forget.to(device)
+    n_f = len(x_f)
+    if n_f == 0:
+        raise ModelError("nothing to forget: the forget set is empty")
+    cw_idx = classwise.nonzero().squeeze(1)
+    sw_idx = (~classwise).nonzero().squeeze(1)
+    q_sw = None
+    if len(sw_idx):
+        logits_f = predict_logits(frozen, data.x_forget[sw_idx], device=device)
+        logits_h = predict_logits(frozen, data.x_holdout, device=device)
+        q_sw = torch.zeros(n_f, data.num_classes)
+        q_sw[sw_idx] = calibrated_targets(logits_f, data.y_forget[sw_idx], logits_h, data.y_holdout)
+        q_sw = q_sw.to(device)
+    cw_mask = classwise.to(device)
+
+    lora = LoraConfig(
+        r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, bias="none",
+        target_modules="^(" + "|".join(re.escape(t) for t in targets) + ")$",
+    )
+    peft_model = get_peft_model(model.to(device), lora)
+    peft_model.eval()  # frozen BatchNorm statistics: the residual comes from the adapters only
+    inner = peft_model.base_model.model
+    hooks = Taps(inner, taps)
+    trainable = count_parameters(peft_model, trainable_only=True)
+    total = count_parameters(frozen)
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=0.0)
+    steps = (budget + cfg.batch_size - 1) // cfg.batch_size
+    scales = [f.pow(2).mean().clamp_min(1e-8) for f in feats_r]
+    history = []
+    with progress_bar(cfg.epochs, "rfau unlearn") as advance:
+        for epoch in range(cfg.epochs):
+            perm = torch.randperm(budget, generator=gen).to(device)
+            fperm = torch.randperm(n_f, generator=gen).to(device) if n_f else None
+            sums = torch.zeros(2, device=device)
+            for s in range(steps):
+                ri = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+                fi = fperm[(torch.arange(cfg.forget_batch_size, device=device) + s * cfg.forget_batch_size) % n_f]
+                xb = torch.cat([x_r[ri], x_f[fi]])
+                with autocast(device):
+                    peft_model(to_float(xb))
+                hs = hooks.features()
+                nr = len(ri)
+                loss_r = sum(F.mse_loss(h[:nr], f[ri].float()) / sc for h, f, sc in zip(hs, feats_r, scales))
+                loss_f = torch.zeros((), device=device)
+                cw = cw_mask[fi]
+                if bool(cw.any()):  # class-wise: features of random retain samples (other classes)
+                    pick = torch.randint(0, budget, (len(fi),), generator=gen).to(device)
+                    per = [((h[nr:] - f[pick].float()).pow(2).mean(1) / sc) for h, f, sc in zip(hs, feats_r, scales)]
+                    loss_f = loss_f + (sum(per) * cw).sum() / len(fi)
+                if q_sw is not None and bool((~cw).any()):  # sample-wise: calibrated outputs
+                    logp = hs[-1][nr:].log_softmax(1)
+                    kl = (q_sw[fi] * (q_sw[fi].clamp_min(1e-12).log() - logp)).sum(1)
+                    loss_f = loss_f + (kl * ~cw).sum() / len(fi)
+                loss = loss_r + cfg.forget_weight * loss_f
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sums += torch.stack([loss_r.detach(), loss_f.detach()])
+            lr_, lf_ = (sums / steps).tolist()
+            history.append({"epoch": epoch, "retain_loss": lr_, "forget_loss": lf_})
+            advance(retain=lr_, forget=lf_)
+    hooks.remove()
+    merged = copy.deepcopy(peft_model).merge_and_unload().eval()
+    return UnlearnResult(
+        model=merged,
+        adapter=peft_model,
+        trainable_params=trainable,
+        total_params=total,
+        seconds=time.perf_counter() - start,
+        info={
+            "target_modules": targets,
+            "taps": taps,
+            "forget_classwise": int(classwise.sum()),
+            "forget_samplewise": int((~classwise).sum()),
+            "retain_budget": budget,
+            "history": history,
+        },
+    )
+
+
+@torch.no_grad()
+def _features(model: nn.Module, taps: list[str], x: torch.Tensor, device, bs: int = 512) -> list[torch.Tensor]:
+    hooks = Taps(model, taps)
+    chunks: list[list[torch.Tensor]] = [[] for _ in taps]
+    for i in range(0, len(x), bs):
+        with autocast(device):
+            model(to_float(x[i:i + bs]))
+        for c, f in zip(chunks, hooks.features()):
+            c.append(f.to(torch.bfloat16 if device.type == "cuda" else torch.float32))
+    hooks.remove()
+    return [torch.cat(c) for c in chunks]

@@ -1,0 +1,55 @@
+"""Unlearning metrics in percent: UA, RA, TA, per-class accuracy, MIA-efficacy, avg gap."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rfau.data.datasets import ImageDataset
+from rfau.data.split import Split
+from rfau.metrics.mia import FEATURES, mia_efficacy
+from rfau.train import predict_logits
+
+GAP_METRICS = ("ua", "ra", "ta", "mia_confidence")
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float(100.0 * (logits.argmax(1) == y).float().mean()) if len(y) else float("nan")
+
+
+def evaluate_model(model: nn.Module, ds: ImageDataset, split: Split, seed: int = 0) -> dict:
+    """All metrics for one model on one split (values in percent)."""
+    parts = {}
+    for name in ("retain", "forget", "test"):
+        ids = getattr(split, name)
+        idx = ds.indices(ids)
+        parts[name] = (predict_logits(model, ds.x[idx]), ds.y[idx])
+    (lr, yr), (lf, yf), (lt, yt) = parts["retain"], parts["forget"], parts["test"]
+    forgotten = [ds.classes.index(c) for c in split.forget_classes]
+    kept = torch.tensor([int(c) not in forgotten for c in yt])
+    out = {
+        "ua": 100.0 - accuracy(lf, yf) if len(yf) else float("nan"),
+        "ra": accuracy(lr, yr),
+        "ta": accuracy(lt, yt),
+        "ta_kept_classes": accuracy(lt[kept], yt[kept]),
+        "ta_forgotten_classes": accuracy(lt[~kept], yt[~kept]) if forgotten else None,
+        "per_class_test_accuracy": {
+            ds.classes[c]: accuracy(lt[yt == c], yt[yt == c]) for c in range(len(ds.classes))
+        },
+        "forget_confidence_mean": float(lf.softmax(1)[torch.arange(len(yf)), yf].mean()) if len(yf) else None,
+        "test_confidence_mean": float(lt.softmax(1)[torch.arange(len(yt)), yt].mean()),
+        "counts": {"retain": len(yr), "forget": len(yf), "test": len(yt)},
+    }
+    for kind in FEATURES:
+        out[f"mia_{kind}"] = (
+            mia_efficacy(lr, yr, lt, yt, lf, yf, kind=kind, seed=seed) if len(yf) else float("nan")
+        )
+    return out
+
+
+def avg_gap(metrics: dict, reference: dict, keys: tuple[str, ...] = GAP_METRICS) -> float:
+    """Mean absolute difference to the reference (retrain) over UA, RA, TA, MIA-efficacy."""
+    return sum(abs(metrics[k] - reference[k]) for k in keys) / len(keys)
+
+
+__all__ = ["GAP_METRICS", "accuracy", "avg_gap", "evaluate_model", "mia_efficacy"]

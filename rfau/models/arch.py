@@ -1,0 +1,118 @@
+"""Architectures, by name. Each model takes float images in [0, 1] and normalises inside,
+so a checkpoint carries its own preprocessing (mean/std are buffers in the state dict)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rfau.errors import ModelError
+
+
+class Normalize(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(channels, 1, 1))
+        self.register_buffer("std", torch.ones(channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class SmallCNN(nn.Module):
+    """A compact CNN for small images such as the 8x8 digits (about 110k parameters)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.norm = Normalize(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, w, 3, padding=1)
+        self.conv2 = nn.Conv2d(w, 2 * w, 3, padding=1)
+        self.conv3 = nn.Conv2d(2 * w, 4 * w, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(4 * w, 4 * w)
+        self.fc = nn.Linear(4 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv1(self.norm(x)))
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = self.flatten(self.pool(torch.relu(self.conv3(x))))
+        return self.fc(torch.relu(self.fc1(x)))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """CIFAR-style ResNet-18 (3x3 stem, no max-pool); ``width`` 64 is the standard model."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 64) -> None:
+        super().__init__()
+        w = width
+        self.norm = Normalize(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, w, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        chans = [w, 2 * w, 4 * w, 8 * w]
+        cin = w
+        for i, c in enumerate(chans):
+            stride = 1 if i == 0 else 2
+            setattr(self, f"layer{i + 1}", nn.Sequential(BasicBlock(cin, c, stride), BasicBlock(c, c, 1)))
+            cin = c
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(8 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(self.norm(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(self.flatten(self.pool(x)))
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    cls: type[nn.Module]
+    lora_targets: tuple[str, ...]  # default LoRA target modules
+    taps: tuple[str, ...]  # default tapped layers (outputs aligned by RFAU)
+
+
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "small_cnn": ArchSpec(SmallCNN, ("conv3", "fc1", "fc"), ("flatten", "fc")),
+    "resnet18": ArchSpec(
+        ResNet18,
+        ("layer4.0.conv1", "layer4.0.conv2", "layer4.1.conv1", "layer4.1.conv2", "fc"),
+        ("layer4", "flatten", "fc"),
+    ),
+}
+
+
+def build_model(architecture: str, in_channels: int, num_classes: int, **kwargs) -> nn.Module:
+    spec = ARCHITECTURES.get(architecture)
+    if spec is None:
+        raise ModelError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+    try:
+        return spec.cls(in_channels=in_channels, num_classes=num_classes, **kwargs)
+    except TypeError as e:
+        raise ModelError(f"bad arguments for architecture {architecture!r}: {e}") from None
+
+
+def default_architecture(dataset_kind: str) -> str:
+    return "small_cnn" if dataset_kind == "digits" else "resnet18"

@@ -1,0 +1,85 @@
+"""Checkpoints: ``model.safetensors`` + ``model.json`` (the model card). No pickles, ever."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import rfau
+from rfau.errors import ModelError
+from rfau.io import sha256_file
+from rfau.models.arch import build_model
+
+WEIGHTS = "model.safetensors"
+CARD = "model.json"
+
+
+class ModelCard(BaseModel):
+    """What a checkpoint is, where it came from, and how it did."""
+
+    model_config = ConfigDict(extra="allow")
+
+    architecture: str
+    arch_kwargs: dict = Field(default_factory=dict)
+    classes: list[str]
+    input_shape: list[int]
+    dataset: str
+    train_manifest_sha256: str
+    train_samples: int
+    holdout_fraction: float
+    holdout_salt: str
+    metrics: dict = Field(default_factory=dict)
+    lineage: dict = Field(default_factory=dict)  # parent weights, method, forget-set hash
+    weights_sha256: str = ""
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+    rfau_version: str = rfau.__version__
+
+
+def save_checkpoint(model: nn.Module, card: ModelCard, out_dir: str | Path) -> ModelCard:
+    """Write weights and card into ``out_dir`` (which must exist); returns the card with its hash."""
+    out = Path(out_dir)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / WEIGHTS))
+    card = card.model_copy(update={"weights_sha256": sha256_file(out / WEIGHTS)})
+    (out / CARD).write_text(card.model_dump_json(indent=2) + "\n")
+    return card
+
+
+def read_card(model_dir: str | Path) -> ModelCard:
+    path = Path(model_dir) / CARD
+    if not path.is_file():
+        raise ModelError(f"{model_dir} is not a model folder: {CARD} is missing")
+    try:
+        return ModelCard.model_validate_json(path.read_text())
+    except ValidationError as e:
+        raise ModelError(f"{path}: invalid model card: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}") from None
+
+
+def load_checkpoint(model_dir: str | Path) -> tuple[nn.Module, ModelCard]:
+    """Rebuild the architecture named in the card and load the safetensors weights strictly."""
+    card = read_card(model_dir)
+    weights = Path(model_dir) / WEIGHTS
+    if not weights.is_file():
+        raise ModelError(f"{model_dir}: {WEIGHTS} is missing")
+    if card.weights_sha256 and sha256_file(weights) != card.weights_sha256:
+        raise ModelError(f"{weights}: sha256 does not match the model card; the weights were altered")
+    model = build_model(card.architecture, card.input_shape[0], len(card.classes), **card.arch_kwargs)
+    try:
+        state = load_file(str(weights))
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, RuntimeError) as e:
+        raise ModelError(f"{weights}: cannot load into {card.architecture}: {str(e)[:300]}") from None
+    model.eval()
+    return model, card
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+__all__ = ["ModelCard", "save_checkpoint", "load_checkpoint", "read_card", "count_parameters"]

@@ -1,0 +1,163 @@
+"""The pipeline's stages as plain functions over paths and configs. The CLI, dvc.yaml and the
+KFP components are thin drivers of these; no stage logic lives anywhere else.
+
+Every stage validates its inputs before it writes, and writes its output folder atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from rfau.config import TrainConfig
+from rfau.data.datasets import ImageDataset, load_dataset
+from rfau.data.requests import load_requests
+from rfau.data.split import HOLDOUT_SALT, Split, ids_hash, make_split, read_split, write_split
+from rfau.errors import ModelError, RfauError
+from rfau.io import atomic_dir, write_json
+from rfau.methods import UnlearnData, get_method
+from rfau.metrics import evaluate_model
+from rfau.models.arch import build_model, default_architecture
+from rfau.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
+from rfau.train import train_model
+
+Dataset = str | ImageDataset
+
+
+def _ds(dataset: Dataset) -> ImageDataset:
+    return dataset if isinstance(dataset, ImageDataset) else load_dataset(dataset)
+
+
+def split_stage(dataset: Dataset, requests: list[str | Path], out_dir: str | Path,
+                holdout_fraction: float = 0.1) -> Split:
+    """Deletion requests -> retain/forget/holdout/test manifests + split.json."""
+    ds = _ds(dataset)
+    split = make_split(ds, load_requests(requests), holdout_fraction)
+    write_split(split, out_dir)
+    return split
+
+
+def train_stage(dataset: Dataset, out_dir: str | Path, cfg: TrainConfig | None = None,
+                split_dir: str | Path | None = None, holdout_fraction: float = 0.1) -> ModelCard:
+    """Bootstrap: train the original model on the training split minus the holdout slice.
+    With ``split_dir``: train on that split's retain set (this is "retrain")."""
+    ds = _ds(dataset)
+    cfg = cfg or TrainConfig.preset(ds.kind)
+    split = read_split(split_dir) if split_dir else make_split(ds, [], holdout_fraction)
+    arch = cfg.architecture or default_architecture(ds.kind)
+    kwargs = {"width": cfg.width} if cfg.width else {}
+    idx = ds.indices(split.retain)
+    torch.manual_seed(cfg.seed)
+    model = build_model(arch, ds.input_shape[0], len(ds.classes), **kwargs)  # seeded init
+    with atomic_dir(out_dir) as tmp:
+        model = train_model(model, ds.x[idx], ds.y[idx], cfg, desc=f"train {arch}")
+        metrics = evaluate_model(model, ds, split, seed=cfg.seed)
+        card = ModelCard(
+            architecture=arch, arch_kwargs=kwargs, classes=list(ds.classes),
+            input_shape=list(ds.input_shape), dataset=ds.name,
+            train_manifest_sha256=ids_hash(split.retain), train_samples=len(split.retain),
+            holdout_fraction=split.holdout_fraction, holdout_salt=HOLDOUT_SALT,
+            metrics={k: metrics[k] for k in ("ra", "ta")},
+            lineage={"kind": "retrain" if split_dir else "original", "train_config": cfg.model_dump(),
+                     "forget_sha256": split.forget_hash, "request_ids": split.request_ids},
+        )
+        card = save_checkpoint(model, card, tmp)
+    return card
+
+
+def unlearn_data(ds: ImageDataset, split: Split) -> UnlearnData:
+    r, f, h = (ds.indices(getattr(split, m)) for m in ("retain", "forget", "holdout"))
+    forgotten = {ds.classes.index(c) for c in split.forget_classes}
+    return UnlearnData(
+        x_retain=ds.x[r], y_retain=ds.y[r], x_forget=ds.x[f], y_forget=ds.y[f],
+        forget_classwise=torch.tensor([int(c) in forgotten for c in ds.y[f]], dtype=torch.bool),
+        x_holdout=ds.x[h], y_holdout=ds.y[h], num_classes=len(ds.classes),
+    )
+
+
+def method_config(method: str, config: dict | None, ds: ImageDataset, card: ModelCard):
+    """Validate a method's settings (pydantic) -> its config object; retrain uses the card's recipe."""
+    cls = get_method(method).config
+    if cls is None:
+        return None
+    base = {}
+    if cls is TrainConfig:
+        base = dict(card.lineage.get("train_config") or TrainConfig.preset(ds.kind).model_dump())
+    base.update(config or {})
+    try:
+        return cls(**base)
+    except Exception as e:  # pydantic.ValidationError: name the bad setting
+        raise RfauError(f"invalid settings for method {method!r}: {e}") from None
+
+
+def check_compatible(card: ModelCard, ds: ImageDataset, split: Split) -> None:
+    if list(ds.classes) != card.classes or list(ds.input_shape) != card.input_shape:
+        raise ModelError(
+            f"model (classes {card.classes}, input {card.input_shape}) does not fit dataset "
+            f"{ds.name!r} (classes {list(ds.classes)}, input {list(ds.input_shape)})"
+        )
+    if abs(card.holdout_fraction - split.holdout_fraction) > 1e-12 or card.holdout_salt != HOLDOUT_SALT:
+        raise ModelError(
+            f"the split's holdout ({split.holdout_fraction}) differs from the model's "
+            f"({card.holdout_fraction}): the model may have trained on the calibration data"
+        )
+
+
+def unlearn_stage(model_dir: str | Path, dataset: Dataset, split_dir: str | Path, out_dir: str | Path,
+                  method: str = "rfau", config: dict | None = None) -> dict:
+    """Forget the split's forget set -> merged weights, model card, adapter (RFAU), unlearn.json."""
+    ds = _ds(dataset)
+    split = read_split(split_dir)
+    model, card = load_checkpoint(model_dir)
+    check_compatible(card, ds, split)
+    if not split.forget:
+        raise RfauError(f"{split_dir}: the forget set is empty; nothing to unlearn")
+    cfg = method_config(method, config, ds, card)
+    result = get_method(method).fn(model, unlearn_data(ds, split), cfg)
+    info = {
+        "method": method,
+        "config": cfg.model_dump() if cfg else {},
+        "seconds": result.seconds,
+        "trainable_params": result.trainable_params,
+        "total_params": result.total_params,
+        "trainable_share": result.trainable_params / result.total_params,
+        "forget_sha256": split.forget_hash,
+        "request_ids": split.request_ids,
+        **result.info,
+    }
+    new_card = card.model_copy(update={
+        "train_manifest_sha256": ids_hash(split.retain),
+        "train_samples": len(split.retain),
+        "metrics": {},
+        "lineage": {"kind": "unlearned", "parent_weights_sha256": card.weights_sha256,
+                    "method": method, "forget_sha256": split.forget_hash,
+                    "request_ids": split.request_ids},
+    })
+    with atomic_dir(out_dir) as tmp:
+        if result.adapter is not None:
+            result.adapter.save_pretrained(str(tmp / "adapter"))
+        save_checkpoint(result.model.cpu(), new_card, tmp)
+        write_json(tmp / "unlearn.json", info)
+    return info
+
+
+def evaluate_stage(model_dir: str | Path, dataset: Dataset, split_dir: str | Path,
+                   out_path: str | Path, seed: int = 0) -> dict:
+    """UA, RA, TA, per-class accuracy and MIA-efficacy of one model on one split -> JSON."""
+    ds = _ds(dataset)
+    split = read_split(split_dir)
+    model, card = load_checkpoint(model_dir)
+    check_compatible(card, ds, split)
+    metrics = evaluate_model(model, ds, split, seed=seed)
+    metrics["model_weights_sha256"] = card.weights_sha256
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.replace(out)
+    return metrics
+
+
+__all__ = ["split_stage", "train_stage", "unlearn_stage", "evaluate_stage"]
