@@ -150,7 +150,6 @@ def unlearn_rfau(model: nn.Module, data: UnlearnData, cfg: RFAUConfig) -> Unlear
     n_f = len(x_f)
     if n_f == 0:
         raise ModelError("nothing to forget: the forget set is empty")
-    cw_idx = classwise.nonzero().squeeze(1)
     sw_idx = (~classwise).nonzero().squeeze(1)
     q_sw = None
     if len(sw_idx):
