@@ -1,0 +1,28 @@
+# One command sets up what is missing and runs the main job; one runs the tests.
+#   make run    set up .venv (CPU torch from the pinned constraints) and run the main job on digits
+#   make test   set up .venv and run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: setup run test lint clean
+setup: $(VENV)/.installed
+
+# torch is installed first and pinned (2.13.0, CPU build): an open range would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -c constraints.txt torch==2.13.0
+	$(PIP) install -c constraints.txt -e '.[dev]'
+	touch $@
+
+run: setup
+	$(VENV)/bin/rfau run
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check rfau tests
+
+clean:
+	rm -rf runs .pytest_cache
