@@ -185,10 +185,11 @@ def _load_imagefolder_archive(path: Path, cache_dir: Path) -> ImageDataset:
     try:
         with tarfile.open(path) as tar:
             members = [m for m in tar.getmembers() if m.isfile()]
-            prefix = _strip_top([m.name for m in members])
+            names = [m.name.removeprefix("./") for m in members]
+            prefix = _strip_top(names)
             entries = []
-            for m in members:
-                rel = m.name[len(prefix):] if m.name.startswith(prefix) else m.name
+            for m, name in zip(members, names):
+                rel = name[len(prefix):] if name.startswith(prefix) else name
                 parsed = _parse_member(rel)
                 if parsed:
                     entries.append((rel, *parsed, tar.extractfile(m).read()))  # type: ignore[union-attr]

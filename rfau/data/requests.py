@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -60,6 +61,8 @@ def _parse_file(f: Path) -> list[tuple[str, DeletionRequest]]:
         raw = json.loads(f.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RequestError(f"{f}: malformed JSON: {e}") from None
+    except OSError as e:
+        raise RequestError(f"{f}: cannot read request file: {e}") from None
     items = raw if isinstance(raw, list) else [raw]
     out = []
     for i, item in enumerate(items):
@@ -118,7 +121,7 @@ def resolve_forget_set(
             if reason:
                 raise RequestError(f"{where}: sample id {sid!r} rejected: {reason}")
         for name, values in (("sample id", req.sample_ids), ("class", req.classes)):
-            dupes = sorted({v for v in values if values.count(v) > 1})
+            dupes = sorted(v for v, n in Counter(values).items() if n > 1)
             if dupes:
                 raise RequestError(f"{where}: duplicate {name}s {dupes[:5]}")
         unknown_cls = [c for c in req.classes if c not in by_class]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rfau.data.datasets import ImageDataset
 from rfau.data.requests import DeletionRequest, resolve_forget_set
-from rfau.errors import RfauError
+from rfau.errors import RequestError, RfauError
 from rfau.io import atomic_dir
 
 MANIFESTS = ("retain", "forget", "holdout", "test")
@@ -76,7 +76,10 @@ def make_split(
             continue
         (holdout if in_holdout(sid, holdout_fraction) else retain).append(sid)
     if not retain:
-        raise RfauError("the split leaves no retain samples")
+        raise RequestError(
+            f"the requests {[r.request_id for _, r in requests]} leave no retain samples "
+            "(all remaining training data is the calibration holdout)"
+        )
     return Split(
         dataset=dataset.name,
         retain=retain,
@@ -105,7 +108,7 @@ def read_split(split_dir: str | Path) -> Split:
     if not meta_file.is_file():
         raise RfauError(f"{d} is not a split folder (no split.json); run `rfau split` first")
     meta = json.loads(meta_file.read_text())
-    lists = {m: (d / f"{m}.txt").read_text().split() for m in MANIFESTS}
+    lists = {m: [ln for ln in (d / f"{m}.txt").read_text().splitlines() if ln] for m in MANIFESTS}
     split = Split(
         dataset=meta["dataset"],
         forget_classes=meta.get("forget_classes", []),

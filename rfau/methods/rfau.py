@@ -9,12 +9,11 @@ tapped feature, ``h_l(x) = h_l^0(x) + r_l(x)``. Training asks for:
   feature to the original feature of a random retain sample of another class, so the class is
   no longer recognised;
 - forget, sample-wise (scattered samples): a residual that makes the samples look *unseen*, not
-  wrong. Per class, forget samples are ranked by the original model's margin and mapped to the
-  same quantile of the original's true-label confidence on holdout data of that class (data it
-  never saw). The output-layer target keeps the sample's own off-class shape with that
-  confidence; the loss is KL(target || model). The share pushed below the decision boundary
-  then equals the error rate on unseen data, which is what retraining produces; a wrong-class
-  shift would over-forget.
+  wrong. Per class, forget samples are ranked by the original model's margin and matched with
+  the holdout sample (data the model never saw) at the same quantile of true-label confidence;
+  the output-layer target takes that sample's confidence and off-class profile, and the loss is
+  KL(target || model). The share pushed below the decision boundary then equals the error rate
+  on unseen data, which is what retraining produces; a wrong-class shift would over-forget.
 """
 
 from __future__ import annotations
@@ -105,23 +104,40 @@ class Taps:
 def calibrated_targets(
     logits_f: torch.Tensor, y_f: torch.Tensor, logits_h: torch.Tensor, y_h: torch.Tensor
 ) -> torch.Tensor:
-    """Target output distributions that make forget samples look like unseen (holdout) data."""
-    n = len(y_f)
+    """Target output distributions that make forget samples look like unseen (holdout) data.
+
+    Per class, the forget sample at rank u (by the original's margin) is matched with the holdout
+    sample at the same quantile u (by true-label confidence). The target takes that holdout
+    sample's whole output profile: its true-label confidence, and its off-class probabilities in
+    descending order, placed on the forget sample's own off-classes in the original's order.
+    Confidence, entropy and correctness (so the error rate) follow the unseen data.
+    """
+    n, c = logits_f.shape
     ar = torch.arange(n)
-    conf_h = logits_h.softmax(1)[torch.arange(len(y_h)), y_h]
+    p_h = logits_h.softmax(1)
+    conf_h = p_h[torch.arange(len(y_h)), y_h]
     off = logits_f.clone()
     off[ar, y_f] = float("-inf")
     margin = logits_f[ar, y_f] - off.logsumexp(1)  # no saturation, unlike confidence
-    target_conf = torch.empty(n)
-    for c in y_f.unique():
-        idx = (y_f == c).nonzero().squeeze(1)
-        ref = conf_h[y_h == c] if int((y_h == c).sum()) >= MIN_HOLDOUT_PER_CLASS else conf_h
+    matched = torch.empty(n, dtype=torch.long)
+    for k in y_f.unique():
+        idx = (y_f == k).nonzero().squeeze(1)
+        ref = (y_h == k).nonzero().squeeze(1)
+        if len(ref) < MIN_HOLDOUT_PER_CLASS:
+            ref = torch.arange(len(y_h))
         if len(ref) == 0:
             raise ModelError("sample-wise forgetting needs holdout data (holdout_fraction > 0)")
-        ranks = margin[idx].argsort().argsort().float()
-        target_conf[idx] = torch.quantile(ref, (ranks + 0.5) / len(idx))
-    q = off.softmax(1) * (1 - target_conf)[:, None]
-    q[ar, y_f] = target_conf
+        ref = ref[conf_h[ref].argsort()]
+        u = (margin[idx].argsort().argsort().float() + 0.5) / len(idx)
+        matched[idx] = ref[(u * len(ref)).long().clamp_max(len(ref) - 1)]
+    p_m, y_m = p_h[matched], y_h[matched]
+    p_off = p_m.clone()
+    p_off[ar, y_m] = -1.0
+    off_sorted = p_off.sort(1, descending=True).values[:, : c - 1]  # holdout profile, off-class
+    order = off.argsort(1, descending=True)[:, : c - 1]  # forget sample's off-classes, best first
+    q = torch.zeros(n, c)
+    q[ar, y_f] = p_m[ar, y_m]
+    q.scatter_(1, order, off_sorted)
     return q
 
 
