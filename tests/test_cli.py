@@ -1,0 +1,83 @@
+"""The command line as a user drives it: the installed `rfau` entry point in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RFAU = [str(Path(sys.executable).with_name("rfau"))]
+ENV = {**os.environ, "RFAU_QUIET": "1"}
+
+
+def rfau(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*RFAU, *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=600)
+
+
+@pytest.mark.parametrize("command", ["split", "train", "unlearn", "evaluate", "run", "methods"])
+def test_every_option_is_explained(command):
+    res = rfau(command, "--help")
+    assert res.returncode == 0, res.stderr
+    for line in res.stdout.splitlines():
+        if line.strip().startswith("│ --") and "--help" not in line:
+            # an option line must carry text after the option name and type
+            assert len(line.split()) > 3, f"option without help: {line}"
+
+
+def test_main_job_end_to_end(tmp_path):
+    res = rfau("run", "--workdir", str(tmp_path / "w"))
+    assert res.returncode == 0, res.stderr
+    for method in ("original", "rfau", "retrain"):
+        assert method in res.stdout
+    for col in ("UA", "RA", "TA", "MIA conf."):
+        assert col in res.stdout
+    assert "RFAU trains" in res.stdout
+    summary = json.loads((tmp_path / "w" / "summary.json").read_text())
+    assert set(summary["methods"]) == {"original", "rfau", "retrain"}
+    assert summary["rfau_trainable_share"] <= 0.05
+    assert (tmp_path / "w" / "rfau" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_stage_by_stage_like_dvc_would(tmp_path):
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps({"request_id": "r-1", "classes": ["7"], "reason": "consent withdrawn",
+                               "received_at": "2026-11-27T10:00:00Z"}))
+    assert rfau("split", str(req), "--out", str(tmp_path / "split")).returncode == 0
+    res = rfau("train", "--out", str(tmp_path / "orig"), "--epochs", "5")
+    assert res.returncode == 0, res.stderr
+    res = rfau("unlearn", "--model", str(tmp_path / "orig"), "--split", str(tmp_path / "split"),
+               "--out", str(tmp_path / "u"), "--set", "epochs=5", "--set", "rank=2")
+    assert res.returncode == 0, res.stderr
+    assert "trainable parameters" in res.stdout
+    assert json.loads((tmp_path / "u" / "unlearn.json").read_text())["config"]["rank"] == 2
+    res = rfau("evaluate", "--model", str(tmp_path / "u"), "--split", str(tmp_path / "split"),
+               "--out", str(tmp_path / "m.json"))
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["ua"] >= 90
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["split", "{bad}", "--out", "{out}"], "unknown sample ids"),
+    (["split", "{missing}", "--out", "{out}"], "no such request file"),
+    (["split", "{good}", "--out", "{out}", "--dataset", "/nope/data"], "not found"),
+    (["unlearn", "--model", "{tmp}/nomodel", "--split", "{tmp}/nosplit", "--out", "{out}"], "split.json"),
+    (["run", "--scenario", "bogus", "--workdir", "{out}"], "--scenario"),
+])
+def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, args, needle):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"request_id": "r-9", "sample_ids": ["digits/99999"], "reason": "x",
+                               "received_at": "2026-11-27T10:00:00Z"}))
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"request_id": "r-1", "classes": ["1"], "reason": "x",
+                                "received_at": "2026-11-27T10:00:00Z"}))
+    subs = {"bad": str(bad), "good": str(good), "missing": str(tmp_path / "none.json"),
+            "out": str(tmp_path / "out"), "tmp": str(tmp_path)}
+    res = rfau(*(a.format(**subs) for a in args))
+    assert res.returncode != 0
+    assert needle in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists()
