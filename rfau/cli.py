@@ -169,6 +169,50 @@ def run(
     out.print(f"outputs in {workdir}/ (summary.json, split/, original/, rfau/adapter, metrics/)")
 
 
+@app.command()
+def bench(
+    config: Annotated[str, typer.Argument(help="digits (CPU, seconds), cifar10-small (CPU, ~15 min) or cifar10 (GPU).")],
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Results folder (default: results/<config>).")] = None,
+    data: Annotated[str | None, typer.Option(help="CIFAR-10 ImageFolder dir or archive (else RFAU_CIFAR10 or ../shared).")] = None,
+    methods: Annotated[str | None, typer.Option(help="Comma-separated subset of methods (retrain is always run).")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Number of seeds (default by config).")] = None,
+    scenarios: Annotated[str | None, typer.Option(help="Comma-separated: class,random.")] = None,
+    max_train_per_class: Annotated[int | None, typer.Option(help="Size limit: training samples per class.")] = None,
+    max_test_per_class: Annotated[int | None, typer.Option(help="Size limit: test samples per class.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the original/retrain epochs (size limit).")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Benchmark every method against retrain and do-nothing; writes CSV, Markdown and plots."""
+    from rfau.bench import CONFIGS, aggregate, markdown_table, run_bench
+
+    if config not in CONFIGS:
+        _fail(RfauError(f"unknown bench config {config!r}; known: {', '.join(CONFIGS)}"))
+    cfg = CONFIGS[config]
+    upd: dict = {}
+    if seeds:
+        upd["seeds"] = tuple(range(seeds))
+    if scenarios:
+        upd["scenarios"] = tuple(s.strip() for s in scenarios.split(","))
+        if not set(upd["scenarios"]) <= {"class", "random"}:
+            _fail(RfauError(f"--scenarios must name class and/or random, got {scenarios!r}"))
+    if max_train_per_class:
+        upd["train_per_class"] = max_train_per_class
+    if max_test_per_class:
+        upd["test_per_class"] = max_test_per_class
+    if epochs:
+        upd["train"] = cfg.train.model_copy(update={"epochs": epochs})
+    cfg = cfg.model_copy(update=upd)
+    out_dir = out_dir or Path("results") / config
+    try:
+        rows = run_bench(cfg, out_dir, data, methods.split(",") if methods else None, device)
+    except RfauError as e:
+        _fail(e)
+    from rich.markdown import Markdown
+
+    out.print(Markdown(markdown_table(cfg, aggregate(rows), rows[0]["config"])))
+    out.print(f"results in {out_dir}/ (rows.csv, table.md, bench.json, gap_vs_time_*.png, mia_hist_*.png)")
+
+
 def print_summary(summary: dict) -> None:
     rows = summary["methods"]
     kind = f"classes {summary['forget_classes']}" if summary["forget_classes"] else "samples"

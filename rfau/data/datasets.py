@@ -204,3 +204,22 @@ def _load_imagefolder_archive(path: Path, cache_dir: Path) -> ImageDataset:
     )
     tmp.replace(cached)
     return ds
+
+
+def subset_dataset(ds: ImageDataset, train_per_class: int | None, test_per_class: int | None) -> ImageDataset:
+    """The first N training and M test samples of each class (in id order): a smaller benchmark."""
+    if train_per_class is None and test_per_class is None:
+        return ds
+    keep, seen = [], {}
+    for i, (t, c) in enumerate(zip(ds.is_test.tolist(), ds.y.tolist())):
+        cap = test_per_class if t else train_per_class
+        key = (t, c)
+        if cap is None or seen.get(key, 0) < cap:
+            seen[key] = seen.get(key, 0) + 1
+            keep.append(i)
+    idx = torch.tensor(keep)
+    return ImageDataset(
+        name=f"{ds.name}[train {train_per_class}/class, test {test_per_class}/class]",
+        ids=tuple(ds.ids[i] for i in keep), x=ds.x[idx].contiguous(), y=ds.y[idx],
+        is_test=ds.is_test[idx], classes=ds.classes, kind=ds.kind,
+    )

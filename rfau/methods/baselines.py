@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import time
 
+import torch
 from torch import nn
 
 from rfau.config import TrainConfig
@@ -22,6 +23,7 @@ def unlearn_retrain(model: nn.Module, data: UnlearnData, cfg: TrainConfig) -> Un
     """Train a fresh copy of the architecture on the retain set with the original recipe."""
     start = time.perf_counter()
     fresh = copy.deepcopy(model)
+    torch.manual_seed(cfg.seed)  # the fresh initialisation is part of the seeded recipe
     for m in fresh.modules():
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()

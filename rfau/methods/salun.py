@@ -8,6 +8,7 @@
    labels, trained together with the retain set) that updates only the salient weights:
    gradients are masked before the SGD step and the other weights are restored to their original
    values after it (the official code's fix, so weight decay and momentum cannot move them).
+   BatchNorm running statistics are buffers, not weights: they update in train mode, as upstream.
 
 Defaults are the released CIFAR-10 ResNet-18 example: mask ratio 0.5, 10 epochs, SGD lr 0.013,
 momentum 0.9, weight decay 5e-4, batch size 256.
