@@ -49,8 +49,8 @@ _DIGITS_AUG = {"augment_pad": 1, "augment_flip": False}
 CONFIGS: dict[str, BenchConfig] = {
     "digits": BenchConfig(
         name="digits", dataset="digits", train=TrainConfig.preset("digits"), seeds=(0, 1, 2),
-        methods={m: dict(_DIGITS_AUG) for m in ALL_METHODS if m not in ("original", "retrain", "rfau")}
-        | {"original": {}, "retrain": {}, "rfau": {}},
+        methods={m: dict(_DIGITS_AUG) for m in ALL_METHODS if m not in ("original", "retrain", "rfau", "ssd")}
+        | {"original": {}, "retrain": {}, "rfau": {}, "ssd": {}},
     ),
     "cifar10-small": BenchConfig(
         name="cifar10-small", dataset="cifar10", train_per_class=500, test_per_class=200,
@@ -69,12 +69,16 @@ CONFIGS: dict[str, BenchConfig] = {
 
 
 def find_cifar10(data: str | None) -> str:
-    candidates = [data, os.environ.get("RFAU_CIFAR10"),
-                  str(Path.cwd().parent / "shared" / "datasets" / "cifar10" / CIFAR_ARCHIVE),
-                  str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10" / CIFAR_ARCHIVE)]
-    for c in candidates:
-        if c and Path(c).exists():
-            return c
+    """--data, else $RFAU_CIFAR10, else ../shared/datasets/cifar10 beside the checkout."""
+    given = data or os.environ.get("RFAU_CIFAR10")
+    if given:
+        if not Path(given).exists():
+            raise RfauError(f"CIFAR-10 not found at {given!r} (from --data or RFAU_CIFAR10)")
+        return given
+    for root in (Path.cwd().parent, Path(__file__).resolve().parents[2]):
+        c = root / "shared" / "datasets" / "cifar10" / CIFAR_ARCHIVE
+        if c.exists():
+            return str(c)
     raise RfauError("CIFAR-10 not found: pass --data PATH (ImageFolder dir or archive) or set RFAU_CIFAR10")
 
 
