@@ -174,7 +174,6 @@ def unlearn_rfau(model: nn.Module, data: UnlearnData, cfg: RFAUConfig) -> Unlear
         q_sw = torch.zeros(n_f, data.num_classes)
         q_sw[sw_idx] = calibrated_targets(logits_f, data.y_forget[sw_idx], logits_h, data.y_holdout)
         q_sw = q_sw.to(device)
-    cw_mask = classwise.to(device)
 
     lora = LoraConfig(
         r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, bias="none",
@@ -194,11 +193,14 @@ def unlearn_rfau(model: nn.Module, data: UnlearnData, cfg: RFAUConfig) -> Unlear
     with progress_bar(cfg.epochs, "rfau unlearn") as advance:
         for epoch in range(cfg.epochs):
             perm = torch.randperm(budget, generator=gen).to(device)
-            fperm = torch.randperm(n_f, generator=gen).to(device) if n_f else None
+            fperm = torch.randperm(n_f, generator=gen)  # CPU: regime masks need no device sync
             sums = torch.zeros(2, device=device)
             for s in range(steps):
                 ri = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-                fi = fperm[(torch.arange(cfg.forget_batch_size, device=device) + s * cfg.forget_batch_size) % n_f]
+                fi_cpu = fperm[(torch.arange(cfg.forget_batch_size) + s * cfg.forget_batch_size) % n_f]
+                cw_cpu = classwise[fi_cpu]
+                any_cw, any_sw = bool(cw_cpu.any()), bool((~cw_cpu).any())
+                fi, cw = fi_cpu.to(device), cw_cpu.to(device)
                 xb = torch.cat([x_r[ri], x_f[fi]])
                 with autocast(device):
                     peft_model(to_float(xb))
@@ -206,12 +208,11 @@ def unlearn_rfau(model: nn.Module, data: UnlearnData, cfg: RFAUConfig) -> Unlear
                 nr = len(ri)
                 loss_r = sum(F.mse_loss(h[:nr], f[ri].float()) / sc for h, f, sc in zip(hs, feats_r, scales))
                 loss_f = torch.zeros((), device=device)
-                cw = cw_mask[fi]
-                if bool(cw.any()):  # class-wise: features of random retain samples (other classes)
+                if any_cw:  # class-wise: features of random retain samples (other classes)
                     pick = torch.randint(0, budget, (len(fi),), generator=gen).to(device)
                     per = [((h[nr:] - f[pick].float()).pow(2).mean(1) / sc) for h, f, sc in zip(hs, feats_r, scales)]
                     loss_f = loss_f + (sum(per) * cw).sum() / len(fi)
-                if q_sw is not None and bool((~cw).any()):  # sample-wise: calibrated outputs
+                if q_sw is not None and any_sw:  # sample-wise: calibrated outputs
                     logp = hs[-1][nr:].log_softmax(1)
                     kl = (q_sw[fi] * (q_sw[fi].clamp_min(1e-12).log() - logp)).sum(1)
                     loss_f = loss_f + (kl * ~cw).sum() / len(fi)
