@@ -30,7 +30,7 @@ from torch import nn
 from rfau.config import RFAUConfig, resolve_device
 from rfau.errors import ModelError
 from rfau.methods.base import UnlearnData, UnlearnResult
-from rfau.models.arch import ARCHITECTURES
+from rfau.models.arch import ARCHITECTURES, Staged
 from rfau.models.checkpoint import count_parameters
 from rfau.progress import progress_bar
 from rfau.train import autocast, predict_logits, set_seed, to_float
@@ -162,8 +162,11 @@ def unlearn_rfau(model: nn.Module, data: UnlearnData, cfg: RFAUConfig) -> Unlear
     x_r = data.x_retain[r_idx].to(device)
     feats_r = _features(frozen, taps, x_r, device)
 
-    x_f = data.x_forget.to(device)
-    n_f = len(x_f)
+    # the stages before the first adapter or tap are frozen: run them once, train on the rest
+    cut = frozen.first_stage(targets + taps) if isinstance(frozen, Staged) else 0
+    h_r = _prefix(frozen, x_r, cut, device)
+    h_f = _prefix(frozen, data.x_forget.to(device), cut, device)
+    n_f = len(h_f)
     if n_f == 0:
         raise ModelError("nothing to forget: the forget set is empty")
     sw_idx = (~classwise).nonzero().squeeze(1)
@@ -201,9 +204,9 @@ def unlearn_rfau(model: nn.Module, data: UnlearnData, cfg: RFAUConfig) -> Unlear
                 cw_cpu = classwise[fi_cpu]
                 any_cw, any_sw = bool(cw_cpu.any()), bool((~cw_cpu).any())
                 fi, cw = fi_cpu.to(device), cw_cpu.to(device)
-                xb = torch.cat([x_r[ri], x_f[fi]])
+                hb = torch.cat([h_r[ri], h_f[fi]])
                 with autocast(device):
-                    peft_model(to_float(xb))
+                    inner.run(hb, cut) if cut else peft_model(hb)
                 hs = hooks.features()
                 nr = len(ri)
                 loss_r = sum(F.mse_loss(h[:nr], f[ri].float()) / sc for h, f, sc in zip(hs, feats_r, scales))
@@ -238,9 +241,22 @@ def unlearn_rfau(model: nn.Module, data: UnlearnData, cfg: RFAUConfig) -> Unlear
             "forget_classwise": int(classwise.sum()),
             "forget_samplewise": int((~classwise).sum()),
             "retain_budget": budget,
+            "cached_prefix_stages": cut,
             "history": history,
         },
     )
+
+
+@torch.no_grad()
+def _prefix(model: nn.Module, x: torch.Tensor, cut: int, device, bs: int = 512) -> torch.Tensor:
+    """Float inputs of stage ``cut`` for uint8 images (the images themselves when cut is 0)."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    out = []
+    for i in range(0, len(x), bs):
+        with autocast(device):
+            h = to_float(x[i:i + bs])
+            out.append((model.run(h, 0, cut) if cut else h).to(dtype))
+    return torch.cat(out)
 
 
 @torch.no_grad()

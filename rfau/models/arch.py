@@ -21,8 +21,39 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class SmallCNN(nn.Module):
+class Staged(nn.Module):
+    """A model run as a chain of stages, so that a frozen prefix can be computed once and cached.
+
+    ``STAGES`` names each stage and the module-name prefixes it contains, in execution order.
+    """
+
+    STAGES: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def stage_fns(self) -> list:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)
+
+    def run(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        for fn in self.stage_fns()[start:stop]:
+            x = fn(x)
+        return x
+
+    def first_stage(self, module_names: list[str]) -> int:
+        """Index of the earliest stage holding any of these modules (all stages before it are
+        untouched by them)."""
+        for i, (_, prefixes) in enumerate(self.STAGES):
+            if any(n == p or n.startswith(p + ".") for n in module_names for p in prefixes):
+                return i
+        return 0
+
+
+class SmallCNN(Staged):
     """A compact CNN for small images such as the 8x8 digits (about 110k parameters)."""
+
+    STAGES = (("stem", ("norm", "conv1", "conv2")), ("conv3", ("conv3", "pool", "flatten")),
+              ("head", ("fc1", "fc")))
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32) -> None:
         super().__init__()
@@ -36,11 +67,12 @@ class SmallCNN(nn.Module):
         self.fc1 = nn.Linear(4 * w, 4 * w)
         self.fc = nn.Linear(4 * w, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.conv1(self.norm(x)))
-        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
-        x = self.flatten(self.pool(torch.relu(self.conv3(x))))
-        return self.fc(torch.relu(self.fc1(x)))
+    def stage_fns(self) -> list:
+        return [
+            lambda x: torch.max_pool2d(torch.relu(self.conv2(torch.relu(self.conv1(self.norm(x))))), 2),
+            lambda x: self.flatten(self.pool(torch.relu(self.conv3(x)))),
+            lambda x: self.fc(torch.relu(self.fc1(x))),
+        ]
 
 
 class BasicBlock(nn.Module):
@@ -62,8 +94,11 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
+class ResNet18(Staged):
     """CIFAR-style ResNet-18 (3x3 stem, no max-pool); ``width`` 64 is the standard model."""
+
+    STAGES = (("stem", ("norm", "conv1", "bn1")), ("layer1", ("layer1",)), ("layer2", ("layer2",)),
+              ("layer3", ("layer3",)), ("layer4", ("layer4",)), ("head", ("pool", "flatten", "fc")))
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 64) -> None:
         super().__init__()
@@ -81,10 +116,12 @@ class ResNet18(nn.Module):
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(8 * w, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn1(self.conv1(self.norm(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(self.flatten(self.pool(x)))
+    def stage_fns(self) -> list:
+        return [
+            lambda x: torch.relu(self.bn1(self.conv1(self.norm(x)))),
+            self.layer1, self.layer2, self.layer3, self.layer4,
+            lambda x: self.fc(self.flatten(self.pool(x))),
+        ]
 
 
 @dataclass(frozen=True)
