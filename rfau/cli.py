@@ -181,6 +181,7 @@ def bench(
     max_test_per_class: Annotated[int | None, typer.Option(help="Size limit: test samples per class.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the original/retrain epochs (size limit).")] = None,
     device: DeviceOpt = "auto",
+    reuse: Annotated[bool, typer.Option(help="Reuse the original and retrain models of an earlier run in --out.")] = False,
 ) -> None:
     """Benchmark every method against retrain and do-nothing; writes CSV, Markdown and plots."""
     from rfau.bench import CONFIGS, aggregate, markdown_table, run_bench
@@ -204,7 +205,7 @@ def bench(
     cfg = cfg.model_copy(update=upd)
     out_dir = out_dir or Path("results") / config
     try:
-        rows = run_bench(cfg, out_dir, data, methods.split(",") if methods else None, device)
+        rows = run_bench(cfg, out_dir, data, methods.split(",") if methods else None, device, reuse)
     except RfauError as e:
         _fail(e)
     from rich.markdown import Markdown
