@@ -60,7 +60,7 @@ CONFIGS: dict[str, BenchConfig] = {
                           augment_pad=2),
         methods={m: {"augment_pad": 2} for m in ("finetune", "neggrad_plus", "random_label", "scrub", "salun")}
         | {"original": {}, "retrain": {}, "ssd": {},
-           "rfau": {"rank": 4, "epochs": 20, "retain_budget": 2000, "batch_size": 128}},
+           "rfau": {"rank": 6, "epochs": 30, "lr": 5e-3, "retain_budget": 2000, "batch_size": 128}},
     ),
     "cifar10": BenchConfig(
         name="cifar10", dataset="cifar10",
