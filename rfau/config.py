@@ -47,6 +47,9 @@ class RFAUConfig(_Config):
     target_modules: list[str] | None = None  # None: the architecture's defaults
     taps: list[str] | None = None  # None: the architecture's defaults
     regime: Literal["auto", "class", "sample"] = "auto"
+    # class-wise shift: the original's output with the forgotten classes removed (default), or
+    # the tapped features of random retain samples of other classes
+    classwise_target: Literal["masked_output", "other_class_features"] = "masked_output"
     epochs: int = Field(30, ge=1)
     retain_budget: int = Field(5000, ge=1)  # retain samples cached and visited per epoch
     batch_size: int = Field(128, ge=1)

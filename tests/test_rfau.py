@@ -14,7 +14,7 @@ from rfau.data import load_dataset
 from rfau.errors import ModelError
 from rfau.io import read_json, write_json
 from rfau.job import demo_request
-from rfau.methods.rfau import calibrated_targets, unlearn_rfau
+from rfau.methods.rfau import calibrated_targets, masked_targets, unlearn_rfau
 from rfau.models import load_checkpoint
 from rfau.stages import evaluate_stage, split_stage, train_stage, unlearn_data, unlearn_stage
 from rfau.train import predict_logits
@@ -212,3 +212,26 @@ def test_a_pickle_posing_as_weights_is_never_unpickled(work, tmp_path):
     write_json(d / "model.json", card)
     with pytest.raises(ModelError, match="cannot load"):
         load_checkpoint(d)
+
+
+def test_masked_targets_remove_own_and_forgotten_classes():
+    logits = torch.randn(50, 6)
+    y = torch.randint(0, 6, (50,))
+    q = masked_targets(logits, y, torch.tensor([2, 4]))
+    torch.testing.assert_close(q.sum(1), torch.ones(50))
+    assert float(q[:, [2, 4]].abs().max()) == 0.0
+    assert float(q[torch.arange(50), y].abs().max()) == 0.0
+    # the remaining classes keep the original's relative preferences
+    keep = [k for k in range(6) if k not in (2, 4)]
+    i = int((~torch.isin(y, torch.tensor([2, 4]))).nonzero()[0])
+    rest = [k for k in keep if k != int(y[i])]
+    torch.testing.assert_close(q[i, rest], logits[i, rest].softmax(0))
+
+
+def test_feature_variant_of_the_classwise_shift_also_forgets_the_class(work, ds):
+    root = work["root"]
+    unlearn_stage(root / "original", ds, root / "split-class", root / "cw-features",
+                  config={"classwise_target": "other_class_features"})
+    m = evaluate_stage(root / "cw-features", ds, root / "split-class", root / "cw-features.json")
+    assert m["ua"] >= 99.0
+    assert abs(m["ra"] - work["class"]["original"]["ra"]) <= 1.0

@@ -141,6 +141,34 @@ def calibrated_targets(
     return q
 
 
+def masked_targets(logits_f: torch.Tensor, y_f: torch.Tensor, forgotten: torch.Tensor) -> torch.Tensor:
+    """Class-wise targets: the original's output with the sample's own class and every forgotten
+    class removed and the rest renormalised: what a model that never saw those classes predicts."""
+    z = logits_f.clone()
+    z[:, forgotten] = float("-inf")
+    z[torch.arange(len(y_f)), y_f] = float("-inf")
+    return z.softmax(1)
+
+
+def output_targets(frozen: nn.Module, data: UnlearnData, classwise: torch.Tensor, classwise_target: str,
+                   device) -> torch.Tensor | None:
+    """Target output distribution of every forget sample that gets an output-level shift."""
+    n, c = len(data.y_forget), data.num_classes
+    q = torch.zeros(n, c)
+    sw = (~classwise).nonzero().squeeze(1)
+    cw = classwise.nonzero().squeeze(1)
+    if len(sw):
+        logits_f = predict_logits(frozen, data.x_forget[sw], device=device)
+        logits_h = predict_logits(frozen, data.x_holdout, device=device)
+        q[sw] = calibrated_targets(logits_f, data.y_forget[sw], logits_h, data.y_holdout)
+    if len(cw) and classwise_target == "masked_output":
+        forgotten = data.y_forget[data.forget_classwise].unique()  # whole classes the request names
+        if len(forgotten) >= c:
+            raise ModelError("class-wise forgetting of every class leaves nothing to predict")
+        q[cw] = masked_targets(predict_logits(frozen, data.x_forget[cw], device=device), data.y_forget[cw], forgotten)
+    return q.to(device)
+
+
 def unlearn_rfau(model: nn.Module, data: UnlearnData, cfg: RFAUConfig) -> UnlearnResult:
     start = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -169,14 +197,9 @@ def unlearn_rfau(model: nn.Module, data: UnlearnData, cfg: RFAUConfig) -> Unlear
     n_f = len(h_f)
     if n_f == 0:
         raise ModelError("nothing to forget: the forget set is empty")
-    sw_idx = (~classwise).nonzero().squeeze(1)
-    q_sw = None
-    if len(sw_idx):
-        logits_f = predict_logits(frozen, data.x_forget[sw_idx], device=device)
-        logits_h = predict_logits(frozen, data.x_holdout, device=device)
-        q_sw = torch.zeros(n_f, data.num_classes)
-        q_sw[sw_idx] = calibrated_targets(logits_f, data.y_forget[sw_idx], logits_h, data.y_holdout)
-        q_sw = q_sw.to(device)
+    q_out = output_targets(frozen, data, classwise, cfg.classwise_target, device)  # None: no KL term
+    kl_mask = ~classwise if cfg.classwise_target == "other_class_features" else torch.ones_like(classwise)
+    feat_cw = classwise if cfg.classwise_target == "other_class_features" else torch.zeros_like(classwise)
 
     lora = LoraConfig(
         r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, bias="none",
@@ -201,9 +224,9 @@ def unlearn_rfau(model: nn.Module, data: UnlearnData, cfg: RFAUConfig) -> Unlear
             for s in range(steps):
                 ri = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
                 fi_cpu = fperm[(torch.arange(cfg.forget_batch_size) + s * cfg.forget_batch_size) % n_f]
-                cw_cpu = classwise[fi_cpu]
-                any_cw, any_sw = bool(cw_cpu.any()), bool((~cw_cpu).any())
-                fi, cw = fi_cpu.to(device), cw_cpu.to(device)
+                cw_cpu, kl_cpu = feat_cw[fi_cpu], kl_mask[fi_cpu]
+                any_cw, any_kl = bool(cw_cpu.any()), bool(kl_cpu.any())
+                fi, cw, klm = fi_cpu.to(device), cw_cpu.to(device), kl_cpu.to(device)
                 hb = torch.cat([h_r[ri], h_f[fi]])
                 with autocast(device):
                     inner.run(hb, cut) if cut else peft_model(hb)
@@ -211,14 +234,14 @@ def unlearn_rfau(model: nn.Module, data: UnlearnData, cfg: RFAUConfig) -> Unlear
                 nr = len(ri)
                 loss_r = sum(F.mse_loss(h[:nr], f[ri].float()) / sc for h, f, sc in zip(hs, feats_r, scales))
                 loss_f = torch.zeros((), device=device)
-                if any_cw:  # class-wise: features of random retain samples (other classes)
+                if any_cw:  # class-wise, feature variant: features of random retain samples
                     pick = torch.randint(0, budget, (len(fi),), generator=gen).to(device)
                     per = [((h[nr:] - f[pick].float()).pow(2).mean(1) / sc) for h, f, sc in zip(hs, feats_r, scales)]
                     loss_f = loss_f + (sum(per) * cw).sum() / len(fi)
-                if q_sw is not None and any_sw:  # sample-wise: calibrated outputs
-                    logp = hs[-1][nr:].log_softmax(1)
-                    kl = (q_sw[fi] * (q_sw[fi].clamp_min(1e-12).log() - logp)).sum(1)
-                    loss_f = loss_f + (kl * ~cw).sum() / len(fi)
+                if any_kl:  # output targets: calibrated (sample-wise) or class-masked (class-wise)
+                    q = q_out[fi]
+                    kl = (q * (q.clamp_min(1e-12).log() - hs[-1][nr:].log_softmax(1))).sum(1)
+                    loss_f = loss_f + (kl * klm).sum() / len(fi)
                 loss = loss_r + cfg.forget_weight * loss_f
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
