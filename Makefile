@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test lint clean browser
 setup: $(VENV)/.installed
 
 # torch is installed first and pinned (2.13.0, CPU build): an open range would pull a multi-GB CUDA build.
@@ -18,7 +18,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 run: setup
 	$(VENV)/bin/rfau run
 
-test: setup
+# Debian's chromium for the browser test of the MLflow UI (skipped where it cannot be installed)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "chromium not installed: the browser test will be skipped"; }
+
+test: setup browser
 	$(PY) -m pytest -q
 
 lint: setup

@@ -153,6 +153,7 @@ def run(
     workdir: Annotated[Path, typer.Option("--workdir", "-w", help="Where every stage writes its outputs.")] = Path("runs/latest"),
     set_: Annotated[list[str] | None, typer.Option("--set", help="RFAU setting KEY=VALUE.")] = None,
     retrain: Annotated[bool, typer.Option(help="Also retrain from scratch as the gold standard.")] = True,
+    track: Annotated[bool, typer.Option(help="Log to MLflow and register the result (gated promotion).")] = True,
     seed: SeedOpt = 0,
 ) -> None:
     """The main job: split -> (train) -> unlearn with RFAU -> retrain -> evaluate, then a table."""
@@ -162,7 +163,7 @@ def run(
         _fail(RfauError(f"--scenario must be 'random' or 'class', got {scenario!r}"))
     try:
         summary = run_job(dataset, workdir, requests, scenario, model_dir,
-                          _parse_config(None, set_), retrain=retrain, seed=seed)
+                          _parse_config(None, set_), retrain=retrain, seed=seed, track=track)
     except RfauError as e:
         _fail(e)
     print_summary(summary)
@@ -214,6 +215,84 @@ def bench(
     out.print(f"results in {out_dir}/ (rows.csv, table.md, bench.json, gap_vs_time_*.png, mia_hist_*.png)")
 
 
+ModelNameOpt = Annotated[str | None, typer.Option("--name", help="Registered model name (default: $RFAU_MODEL_NAME or rfau-model).")]
+TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: $RFAU_TRACKING_URI, else a local store in .rfau/).")]
+
+
+def _settings(name: str | None, tracking_uri: str | None):
+    from rfau.tracking.settings import TrackingSettings
+
+    return TrackingSettings.from_env(model_name=name, tracking_uri=tracking_uri)
+
+
+@app.command()
+def register(
+    model_dir: Annotated[Path, typer.Option("--model", "-m", help="Unlearned model folder (from `rfau unlearn`).")],
+    metrics: Annotated[Path, typer.Option(help="Its evaluation JSON (from `rfau evaluate`).")],
+    baseline: Annotated[Path | None, typer.Option(help="Evaluation JSON of the model it was unlearned from, on the same split (for the drop gates).")] = None,
+    gates: Annotated[Path | None, typer.Option(help="JSON file with gate bounds (see rfau/tracking/gates.py).")] = None,
+    bootstrap: Annotated[bool, typer.Option(help="Register an original model: no gates; champion only if there is none.")] = False,
+    name: ModelNameOpt = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Register a model version; it becomes champion only when every gate passes."""
+    from rfau.tracking.gates import Gates
+    from rfau.tracking.registry import register as do_register
+
+    try:
+        g = Gates(**_parse_config(gates, None)) if gates else Gates()
+        res = do_register(model_dir, metrics, _settings(name, tracking_uri), g, baseline, bootstrap)
+    except RfauError as e:
+        _fail(e)
+    except ValueError as e:  # pydantic: bad gate settings
+        _fail(RfauError(f"invalid gates in {gates}: {e}"))
+    out.print_json(data=res)
+    if not bootstrap and not res["gates_passed"]:
+        err.print("[yellow]a gate failed: the champion is unchanged (see gate_failures on the version)[/]")
+
+
+@app.command()
+def promote(
+    version: Annotated[int, typer.Argument(help="Version to make champion.")],
+    name: ModelNameOpt = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Make a version champion by hand; the old champion becomes 'previous'."""
+    from rfau.tracking.registry import promote as do_promote
+
+    try:
+        out.print_json(data=do_promote(_settings(name, tracking_uri), version))
+    except RfauError as e:
+        _fail(e)
+
+
+@app.command()
+def rollback(name: ModelNameOpt = None, tracking_uri: TrackingOpt = None) -> None:
+    """Give the champion alias back to the 'previous' version."""
+    from rfau.tracking.registry import rollback as do_rollback
+
+    try:
+        out.print_json(data=do_rollback(_settings(name, tracking_uri)))
+    except RfauError as e:
+        _fail(e)
+
+
+@app.command()
+def models(name: ModelNameOpt = None, tracking_uri: TrackingOpt = None) -> None:
+    """Registered versions with their aliases and gate verdicts."""
+    from rfau.tracking.registry import list_versions
+
+    try:
+        rows = list_versions(_settings(name, tracking_uri))
+    except RfauError as e:
+        _fail(e)
+    t = Table("version", "aliases", "gates", "method", "requests", "gate failures")
+    for r in rows:
+        t.add_row(str(r["version"]), ", ".join(r["aliases"]), str(r["gates_passed"]), str(r["method"]),
+                  str(r["requests"]), str(r["gate_failures"]))
+    out.print(t)
+
+
 def print_summary(summary: dict) -> None:
     rows = summary["methods"]
     kind = f"classes {summary['forget_classes']}" if summary["forget_classes"] else "samples"
@@ -231,6 +310,13 @@ def print_summary(summary: dict) -> None:
     out.print(t)
     out.print(f"RFAU trains {summary['rfau_trainable_params']:,} of {summary['total_params']:,} parameters "
               f"({100 * summary['rfau_trainable_share']:.2f}%)")
+    reg = summary.get("registry")
+    if reg:
+        verdict = "gates passed: promoted to champion" if reg["gates_passed"] else "a gate failed: champion unchanged"
+        out.print(f"registry: {reg['model']} version {reg['version']} ({'new' if reg['new'] else 'already registered'}; "
+                  f"{verdict}); champion is version {reg['champion']}")
+        for g in reg.get("gates", []):
+            out.print(f"  gate {g['name']}: {g['value']:.2f} <= {g['bound']} {'ok' if g['passed'] else 'FAILED'}")
 
 
 if __name__ == "__main__":

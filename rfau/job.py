@@ -1,7 +1,8 @@
 """The main job: the whole chain on one dataset, side by side with retrain and do-nothing.
 
 split -> original (trained here when none is given) -> unlearn (RFAU) -> retrain -> evaluate all
-three -> a summary (``summary.json`` + a table). With no requests given, a demo request is made:
+three -> a summary (``summary.json`` + a table) -> MLflow runs and a registry version, promoted to
+champion only when the gates pass. With no requests given, a demo request is made:
 ``random`` names 10% of the training samples, ``class`` names one whole class.
 """
 
@@ -11,12 +12,14 @@ import random
 from datetime import UTC, datetime
 from pathlib import Path
 
+import rfau
 from rfau.config import TrainConfig
 from rfau.data.datasets import ImageDataset, load_dataset
 from rfau.data.split import in_holdout
 from rfau.io import read_json, write_json
 from rfau.metrics import GAP_METRICS, avg_gap
 from rfau.stages import evaluate_stage, split_stage, train_stage, unlearn_stage
+from rfau.tracking.settings import TrackingSettings
 
 SUMMARY_KEYS = ("ua", "ra", "ta", "ta_kept_classes", "mia_confidence", "mia_entropy")
 
@@ -46,7 +49,8 @@ def demo_request(ds: ImageDataset, scenario: str, out_dir: Path, seed: int = 0,
 def run_job(dataset: str, workdir: str | Path, requests: list[Path] | None = None,
             scenario: str = "random", model_dir: str | Path | None = None,
             rfau_config: dict | None = None, train_config: TrainConfig | None = None,
-            retrain: bool = True, seed: int = 0) -> dict:
+            retrain: bool = True, seed: int = 0, track: bool = True,
+            settings: TrackingSettings | None = None) -> dict:
     wd = Path(workdir)
     ds = load_dataset(dataset)
     if not requests:
@@ -80,5 +84,38 @@ def run_job(dataset: str, workdir: str | Path, requests: list[Path] | None = Non
         "rfau_trainable_share": info["trainable_share"],
         "methods": rows,
     }
+    if track:
+        summary["registry"] = track_and_register(wd, split, info, rows, Path(model_dir), settings)
     write_json(wd / "summary.json", summary)
     return summary
+
+
+def track_and_register(wd: Path, split, info: dict, rows: dict, model_dir: Path,
+                       settings: TrackingSettings | None) -> dict:
+    """Log the run to MLflow (a parent run, a nested run per stage) and register: the original
+    as the bootstrap champion where the registry has none, then the RFAU model behind the gates."""
+    from rfau.tracking import registry
+
+    settings = settings or TrackingSettings.from_env()
+    cfg = info["config"]
+    with registry.pipeline_run(settings, "rfau-run", tags={
+        "request_ids": ",".join(split.request_ids), "forget_sha256": split.forget_hash,
+        "dataset": split.dataset, "code_version": rfau.__version__,
+        "base_weights_sha256": read_json(model_dir / "model.json")["weights_sha256"]}):
+        registry.log_stage("split", params=split.summary()["counts"], artifacts=[wd / "split" / "split.json"])
+        registry.log_stage(
+            "unlearn",
+            params={"method": info["method"], "rank": cfg.get("rank"), "target_modules": info.get("target_modules"),
+                    "taps": info.get("taps"), "retain_budget": info.get("retain_budget"), "epochs": cfg.get("epochs"),
+                    "lr": cfg.get("lr"), "seed": cfg.get("seed"), "regime": cfg.get("regime")},
+            metrics={"seconds": info["seconds"], "trainable_params": info["trainable_params"],
+                     "trainable_share": info["trainable_share"]},
+            history=info.get("history"),
+            artifacts=[wd / "rfau" / "adapter", wd / "rfau" / "model.json", wd / "rfau" / "unlearn.json"],
+        )
+        registry.log_stage("evaluate", metrics={f"{m}.{k}": v for m, r in rows.items() for k, v in r.items()},
+                           artifacts=[wd / "metrics"])
+        boot = registry.register(model_dir, wd / "metrics" / "original.json", settings, bootstrap=True)
+        reg = registry.register(wd / "rfau", wd / "metrics" / "rfau.json", settings,
+                                baseline_metrics_path=wd / "metrics" / "original.json")
+    return {"original_version": boot["version"], **reg}

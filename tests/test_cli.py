@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 RFAU = [str(Path(sys.executable).with_name("rfau"))]
-ENV = {**os.environ, "RFAU_QUIET": "1"}
+# the registry the main job writes to goes to a scratch folder, not the checkout's .rfau/
+ENV = {**os.environ, "RFAU_QUIET": "1", "RFAU_STATE_DIR": tempfile.mkdtemp(prefix="rfau-state-")}
 
 
 def rfau(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -40,6 +42,8 @@ def test_main_job_end_to_end(tmp_path):
     assert set(summary["methods"]) == {"original", "rfau", "retrain"}
     assert summary["rfau_trainable_share"] <= 0.05
     assert (tmp_path / "w" / "rfau" / "adapter" / "adapter_model.safetensors").is_file()
+    assert "registry: rfau-model version" in res.stdout
+    assert summary["registry"]["original_version"] >= 1
 
 
 def test_stage_by_stage_like_dvc_would(tmp_path):

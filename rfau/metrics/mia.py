@@ -27,18 +27,28 @@ def attack_feature(logits: torch.Tensor, y: torch.Tensor, kind: str) -> np.ndarr
     return f.numpy().reshape(-1, 1).astype(np.float64)
 
 
-def mia_efficacy(
-    logits_retain: torch.Tensor, y_retain: torch.Tensor,
-    logits_test: torch.Tensor, y_test: torch.Tensor,
-    logits_forget: torch.Tensor, y_forget: torch.Tensor,
-    kind: str = "confidence", seed: int = 0,
-) -> float:
+def fit_attack(logits_retain: torch.Tensor, y_retain: torch.Tensor, logits_test: torch.Tensor,
+               y_test: torch.Tensor, kind: str = "confidence", seed: int = 0) -> SVC:
+    """The SVC attack: as many (seeded) retain members as test non-members."""
     n = min(len(y_test), len(y_retain))
     pick = torch.randperm(len(y_retain), generator=torch.Generator().manual_seed(seed))[:n]
     members = attack_feature(logits_retain[pick], y_retain[pick], kind)
     non_members = attack_feature(logits_test[:n], y_test[:n], kind)
     x = np.concatenate([members, non_members])
     y = np.concatenate([np.ones(len(members)), np.zeros(len(non_members))])
-    clf = SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
-    pred = clf.predict(attack_feature(logits_forget, y_forget, kind))
-    return float(100.0 * (1.0 - pred).mean())
+    return SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
+
+
+def nonmember_share(clf: SVC, logits: torch.Tensor, y: torch.Tensor, kind: str = "confidence") -> float:
+    """Percent of the samples the attack calls non-member."""
+    return float(100.0 * (1.0 - clf.predict(attack_feature(logits, y, kind))).mean())
+
+
+def mia_efficacy(
+    logits_retain: torch.Tensor, y_retain: torch.Tensor,
+    logits_test: torch.Tensor, y_test: torch.Tensor,
+    logits_forget: torch.Tensor, y_forget: torch.Tensor,
+    kind: str = "confidence", seed: int = 0,
+) -> float:
+    clf = fit_attack(logits_retain, y_retain, logits_test, y_test, kind, seed)
+    return nonmember_share(clf, logits_forget, y_forget, kind)

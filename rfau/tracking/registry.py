@@ -1,0 +1,279 @@
+"""MLflow tracking and the model registry: one parent run per pipeline run with a nested run per
+stage, versions with lineage tags, and the ``champion`` alias moved only when every gate passes.
+
+Aliases: ``champion`` (served), ``previous`` (the champion before it; ``rfau rollback`` restores
+it), ``candidate`` (the newest version that failed a gate). A batch is identified by the new
+weights' sha256 and the forget set's hash: registering it again returns the same version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from rfau.errors import RfauError
+from rfau.io import read_json
+from rfau.models.checkpoint import CARD, WEIGHTS, read_card
+from rfau.tracking.gates import Gates, check_gates
+from rfau.tracking.settings import TrackingSettings
+
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+CHAMPION, PREVIOUS, CANDIDATE = "champion", "previous", "candidate"
+
+
+def _mlflow():
+    import mlflow
+
+    return mlflow
+
+
+def connect(settings: TrackingSettings):
+    """Point MLflow at the configured store and check that it answers; returns a client."""
+    mlflow = _mlflow()
+    from mlflow.tracking import MlflowClient
+
+    uri = settings.uri()
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri, settings.redacted_uri())
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(uri, uri)
+    try:
+        exp = client.get_experiment_by_name(settings.experiment)
+        if exp is None:
+            client.create_experiment(settings.experiment, artifact_location=settings.artifact_location())
+    except Exception as e:  # MlflowException, requests errors: all mean "not usable"
+        raise RfauError(f"cannot use the MLflow tracking store at {settings.redacted_uri()}: "
+                        f"{str(e).splitlines()[0][:300]}") from None
+    mlflow.set_experiment(settings.experiment)
+    return client
+
+
+def _check_server(uri: str, shown: str) -> None:
+    """Fail fast (MLflow's client would retry for minutes) when the server does not answer."""
+    import requests
+
+    try:
+        r = requests.get(uri.rstrip("/") + "/health", timeout=5)
+    except requests.RequestException as e:
+        raise RfauError(f"MLflow tracking server {shown} is unreachable: {type(e).__name__}") from None
+    if r.status_code != 200:
+        raise RfauError(f"MLflow tracking server {shown} answered {r.status_code} on /health")
+
+
+def batch_key(model_dir: Path) -> str:
+    card = read_card(model_dir)
+    forget = card.lineage.get("forget_sha256", "")
+    return hashlib.sha256(f"{card.weights_sha256}:{forget}".encode()).hexdigest()[:32]
+
+
+def _find_version(client, name: str, key: str):
+    try:
+        found = client.search_model_versions(f"name='{name}' and tags.`rfau.batch_key`='{key}'")
+    except Exception:
+        return None  # no such registered model yet
+    return found[0] if found else None
+
+
+def _alias_version(client, name: str, alias: str):
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except Exception:
+        return None
+
+
+@contextmanager
+def pipeline_run(settings: TrackingSettings, name: str, tags: dict | None = None):
+    """The parent run of one pipeline run; stages log into nested runs under it."""
+    mlflow = _mlflow()
+    connect(settings)
+    with mlflow.start_run(run_name=name, tags={f"rfau.{k}": str(v) for k, v in (tags or {}).items()}) as run:
+        yield run
+
+
+def log_stage(name: str, params: dict | None = None, metrics: dict | None = None,
+              artifacts: list[Path] | None = None, tags: dict | None = None,
+              history: list[dict] | None = None) -> str:
+    """A nested run for one finished stage (call inside ``pipeline_run``); ``history`` rows
+    (with an ``epoch`` key) become per-epoch metric steps."""
+    mlflow = _mlflow()
+    with mlflow.start_run(run_name=name, nested=True) as run:
+        for row in history or []:
+            mlflow.log_metrics({f"rfau.{k}": float(v) for k, v in row.items() if k != "epoch"},
+                               step=int(row["epoch"]))
+        if params:
+            mlflow.log_params({f"rfau.{k}": _short(v) for k, v in params.items()})
+        if metrics:
+            mlflow.log_metrics({f"rfau.{k}": float(v) for k, v in metrics.items()
+                                if isinstance(v, int | float) and v == v})
+        if tags:
+            mlflow.set_tags({f"rfau.{k}": _short(v) for k, v in tags.items()})
+        for a in artifacts or []:
+            if a.is_dir():
+                mlflow.log_artifacts(str(a), artifact_path=a.name)
+            elif a.exists():
+                mlflow.log_artifact(str(a))
+        return run.info.run_id
+
+
+def _short(v) -> str:
+    s = v if isinstance(v, str) else json.dumps(v, default=str)
+    return s if len(s) <= 500 else s[:497] + "..."
+
+
+def register(model_dir: str | Path, metrics_path: str | Path, settings: TrackingSettings,
+             gates: Gates | None = None, baseline_metrics_path: str | Path | None = None,
+             bootstrap: bool = False) -> dict:
+    """Register an unlearned model as a new version; promote it to champion when the gates pass.
+    ``bootstrap``: the original model (nothing forgotten, no gates); it becomes champion only
+    where the registry has none.
+
+    Everything is validated before the registry changes; a failure after the version is created
+    deletes it again, so no half-registered version remains."""
+    model_dir = Path(model_dir)
+    card = read_card(model_dir)  # validates the folder
+    for f in (model_dir / WEIGHTS, Path(metrics_path)):
+        if not f.is_file():
+            raise RfauError(f"cannot register: {f} is missing")
+    metrics = read_json(metrics_path)
+    if metrics.get("model_weights_sha256") and metrics["model_weights_sha256"] != card.weights_sha256:
+        raise RfauError(f"{metrics_path} evaluates other weights than {model_dir}")
+    baseline = read_json(baseline_metrics_path) if baseline_metrics_path else None
+    info = read_json(model_dir / "unlearn.json") if (model_dir / "unlearn.json").exists() else {}
+    regime = "class" if info.get("forget_samplewise", 1) == 0 else "sample"
+    gates = gates or Gates()
+    results = [] if bootstrap else check_gates(metrics, baseline, regime, gates)
+    passed = all(r.passed for r in results)
+    if bootstrap:
+        regime = "none"
+
+    client = connect(settings)
+    name = settings.model_name
+    key = batch_key(model_dir)
+    existing = _find_version(client, name, key)
+    if existing is not None:
+        champ = _alias_version(client, name, CHAMPION)
+        return {"model": name, "version": int(existing.version), "new": False,
+                "champion": int(champ.version) if champ else None,
+                "gates_passed": existing.tags.get("rfau.gates_passed") == "true"}
+
+    mlflow = _mlflow()
+    version = None
+    nested = mlflow.active_run() is not None
+    try:
+        with mlflow.start_run(run_name="register", nested=nested) as run:
+            mlflow.log_params({"rfau.method": info.get("method", card.lineage.get("kind", "")),
+                               "rfau.regime": regime,
+                               **{f"rfau.gate.{k}": v for k, v in gates.model_dump().items()}})
+            mlflow.log_metrics({f"rfau.{k}": float(v) for k, v in metrics.items()
+                                if isinstance(v, int | float) and v == v})
+            mlflow.log_dict(metrics, "evaluation.json")
+            mlflow.log_dict([r.model_dump() for r in results], "gates.json")
+            if (model_dir / "adapter").is_dir():
+                mlflow.log_artifacts(str(model_dir / "adapter"), artifact_path="adapter")
+            with tempfile.TemporaryDirectory() as tmp:
+                served = Path(tmp) / "weights"
+                served.mkdir()
+                for f in (WEIGHTS, CARD):
+                    (served / f).write_bytes((model_dir / f).read_bytes())
+                import numpy as np
+                from mlflow.models import infer_signature
+
+                c, h, w = card.input_shape
+                sig = infer_signature(np.zeros((1, c, h, w), np.float32),
+                                      np.zeros((1, len(card.classes)), np.float32))
+                logged = mlflow.pyfunc.log_model(
+                    name="model", python_model=str(PYFUNC_CODE), artifacts={"model_dir": str(served)},
+                    signature=sig, pip_requirements=["rfau", "torch", "safetensors"],
+                )
+            mv = mlflow.register_model(logged.model_uri, name, await_registration_for=60)
+            version = mv.version
+            tags = {
+                "rfau.batch_key": key,
+                "rfau.weights_sha256": card.weights_sha256,
+                "rfau.forget_sha256": card.lineage.get("forget_sha256", ""),
+                "rfau.parent_weights_sha256": card.lineage.get("parent_weights_sha256", ""),
+                "rfau.request_ids": ",".join(card.lineage.get("request_ids", [])),
+                "rfau.method": card.lineage.get("method", card.lineage.get("kind", "")),
+                "rfau.regime": regime,
+                "rfau.run_id": run.info.run_id,
+                "rfau.gates_passed": str(passed).lower(),
+                "rfau.gate_failures": "; ".join(f"{r.name}={r.value} > {r.bound} ({r.detail})"
+                                                for r in results if not r.passed) or "none",
+            }
+            for k, v in tags.items():
+                client.set_model_version_tag(name, version, k, _short(v))
+        if bootstrap:
+            if _alias_version(client, name, CHAMPION) is None:
+                client.set_registered_model_alias(name, CHAMPION, version)
+        elif passed:
+            _move_champion(client, name, version)
+        else:
+            client.set_registered_model_alias(name, CANDIDATE, version)
+    except Exception as e:
+        if version is not None:  # no half-registered version
+            try:
+                client.delete_model_version(name, version)
+            except Exception:
+                pass
+        if isinstance(e, RfauError):
+            raise
+        raise RfauError(f"registration failed at {settings.redacted_uri()}: {str(e).splitlines()[0][:300]}") from None
+    champ = _alias_version(client, name, CHAMPION)
+    return {"model": name, "version": int(version), "new": True, "gates_passed": passed,
+            "gates": [r.model_dump() for r in results],
+            "champion": int(champ.version) if champ else None}
+
+
+def _move_champion(client, name: str, version) -> None:
+    current = _alias_version(client, name, CHAMPION)
+    if current is not None and str(current.version) != str(version):
+        client.set_registered_model_alias(name, PREVIOUS, current.version)
+    client.set_registered_model_alias(name, CHAMPION, version)
+
+
+def promote(settings: TrackingSettings, version: int) -> dict:
+    """Make a version champion by hand (the old champion becomes ``previous``)."""
+    client = connect(settings)
+    try:
+        client.get_model_version(settings.model_name, str(version))
+    except Exception:
+        raise RfauError(f"model {settings.model_name!r} has no version {version}") from None
+    _move_champion(client, settings.model_name, str(version))
+    return {"model": settings.model_name, "champion": int(version)}
+
+
+def rollback(settings: TrackingSettings) -> dict:
+    """Give ``champion`` back to the ``previous`` version."""
+    client = connect(settings)
+    name = settings.model_name
+    prev = _alias_version(client, name, PREVIOUS)
+    if prev is None:
+        raise RfauError(f"model {name!r} has no 'previous' version to roll back to")
+    cur = _alias_version(client, name, CHAMPION)
+    client.set_registered_model_alias(name, CHAMPION, prev.version)
+    client.delete_registered_model_alias(name, PREVIOUS)
+    if cur is not None:
+        client.set_model_version_tag(name, cur.version, "rfau.rolled_back", "true")
+    return {"model": name, "champion": int(prev.version), "rolled_back": int(cur.version) if cur else None}
+
+
+def list_versions(settings: TrackingSettings) -> list[dict]:
+    client = connect(settings)
+    name = settings.model_name
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+        aliases = client.get_registered_model(name).aliases
+    except Exception:
+        return []
+    by_version: dict[str, list[str]] = {}
+    for alias, v in aliases.items():
+        by_version.setdefault(str(v), []).append(alias)
+    return sorted(({"version": int(v.version), "aliases": sorted(by_version.get(str(v.version), [])),
+                    "gates_passed": v.tags.get("rfau.gates_passed"),
+                    "gate_failures": v.tags.get("rfau.gate_failures"),
+                    "method": v.tags.get("rfau.method"), "requests": v.tags.get("rfau.request_ids"),
+                    "created": v.creation_timestamp} for v in versions), key=lambda d: d["version"])

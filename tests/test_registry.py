@@ -1,0 +1,153 @@
+"""Tracking and registry against a real MLflow server on loopback with S3 artifacts (moto)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from rfau.data import load_dataset
+from rfau.errors import RfauError
+from rfau.job import demo_request
+from rfau.models import load_checkpoint
+from rfau.stages import evaluate_stage, split_stage, train_stage, unlearn_stage
+from rfau.tracking.gates import Gates, check_gates
+from rfau.tracking.registry import list_versions, register, rollback
+from rfau.tracking.settings import TrackingSettings
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A quick original, a class-wise RFAU model and their evaluations on digits."""
+    root = tmp_path_factory.mktemp("reg")
+    ds = load_dataset("digits")
+    train_stage(ds, root / "original")
+    split_stage(ds, [demo_request(ds, "class", root / "req")], root / "split")
+    unlearn_stage(root / "original", ds, root / "split", root / "rfau", config={"epochs": 15})
+    # a deletion that did not happen: no forget loss, so the class is still recognised
+    unlearn_stage(root / "original", ds, root / "split", root / "noforget", config={"epochs": 1, "forget_weight": 0.0})
+    for m in ("original", "rfau", "noforget"):
+        evaluate_stage(root / m, ds, root / "split", root / f"{m}.json")
+    return root
+
+
+def settings_for(server, name: str) -> TrackingSettings:
+    return TrackingSettings(tracking_uri=server["url"], model_name=name)
+
+
+def test_gates_pure_logic():
+    m = {"ua": 100.0, "ra": 99.0, "ta": 90.0, "ta_kept_classes": 98.0, "mia_confidence": 100, "mia_confidence_test": 5}
+    champ = {"ra": 99.5, "ta_kept_classes": 98.5}
+    assert all(r.passed for r in check_gates(m, champ, "class", Gates()))
+    failed = [r.name for r in check_gates({**m, "ra": 90.0}, champ, "class", Gates()) if not r.passed]
+    assert failed == ["retain_drop"]
+    sample = {**m, "ua": 30.0, "ta": 97.0, "mia_confidence": 50.0}  # over-forgetting: error 30 vs test's 3
+    names = {r.name for r in check_gates(sample, None, "sample", Gates()) if not r.passed}
+    assert names == {"forget_error_gap", "mia_gap"}
+
+
+def test_gates_fail_then_pass_idempotent_rollback_and_serving(mlflow_server, s3_server, models):
+    st = settings_for(mlflow_server, "digits-gates")
+    boot = register(models / "original", models / "original.json", st, bootstrap=True)
+    assert boot["new"] and boot["champion"] == boot["version"] == 1
+
+    failing = register(models / "noforget", models / "noforget.json", st, Gates(), models / "original.json")
+    assert failing["new"] and not failing["gates_passed"] and failing["champion"] == 1
+    rows = {r["version"]: r for r in list_versions(st)}
+    assert "candidate" in rows[failing["version"]]["aliases"]
+    assert "champion" not in rows[failing["version"]]["aliases"]
+    assert "forget_accuracy" in rows[failing["version"]]["gate_failures"]
+
+    passing = register(models / "rfau", models / "rfau.json", st, Gates(), models / "original.json")
+    assert passing["gates_passed"] and passing["champion"] == passing["version"]
+    rows = {r["version"]: r for r in list_versions(st)}
+    assert "previous" in rows[1]["aliases"] and "champion" in rows[passing["version"]]["aliases"]
+
+    again = register(models / "rfau", models / "rfau.json", st, Gates(), models / "original.json")
+    assert again["version"] == passing["version"] and not again["new"]
+    assert len(list_versions(st)) == len(rows)
+
+    # serving: models:/NAME@champion predicts what the weights file predicts
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_server["url"])
+    served = mlflow.pyfunc.load_model(f"models:/{st.model_name}@champion")
+    ds = load_dataset("digits")
+    x = (ds.x[:64].float() / 255).numpy().astype(np.float32)
+    model, _ = load_checkpoint(models / "rfau")
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).softmax(1).numpy()
+    np.testing.assert_allclose(np.asarray(served.predict(x)), expected, atol=1e-5)
+
+    back = rollback(st)
+    assert back["champion"] == 1 and back["rolled_back"] == passing["version"]
+
+    # the artifacts went through the server into the S3 bucket
+    keys = [o["Key"] for o in s3_server["client"].list_objects_v2(Bucket=s3_server["bucket"]).get("Contents", [])]
+    assert any(k.endswith("model.safetensors") for k in keys)
+    assert any("adapter" in k for k in keys)
+
+
+def test_unreachable_server_is_a_clear_error_and_registers_nothing(models):
+    from tests.conftest import free_port
+
+    st = TrackingSettings(tracking_uri=f"http://127.0.0.1:{free_port()}", model_name="nowhere")
+    with pytest.raises(RfauError, match="unreachable"):
+        register(models / "rfau", models / "rfau.json", st, Gates(), models / "original.json")
+
+
+def test_missing_bucket_fails_without_a_half_registered_version(tmp_path, s3_server, models):
+    """A server whose artifact bucket does not exist: registration fails and no version stays."""
+    import os
+    import sys
+
+    from tests.conftest import S3_ENV, _stop, _wait_http, free_port
+
+    port = free_port()
+    env = {**os.environ, **S3_ENV, "MLFLOW_S3_ENDPOINT_URL": s3_server["endpoint"],
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--host", "127.0.0.1", "--port",
+         str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'db.sqlite'}",
+         "--artifacts-destination", "s3://no-such-bucket/x", "--serve-artifacts"],
+        stdout=open(tmp_path / "log", "w"), stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_http(url + "/health", proc, timeout=120)
+        st = TrackingSettings(tracking_uri=url, model_name="no-bucket")
+        with pytest.raises(RfauError):
+            register(models / "rfau", models / "rfau.json", st, Gates(), models / "original.json")
+        assert list_versions(st) == []
+    finally:
+        _stop(proc)
+
+
+def test_local_store_is_the_default_and_credentials_stay_out(tmp_path, models, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RFAU_TRACKING_URI", raising=False)
+    st = TrackingSettings.from_env(state_dir=str(tmp_path / "state"), model_name="local")
+    assert st.uri().startswith("sqlite:///")
+    res = register(models / "original", models / "original.json", st, bootstrap=True)
+    assert res["champion"] == 1 and (tmp_path / "state" / "mlflow.db").exists()
+    assert TrackingSettings(tracking_uri="http://user:secret@host:5000").redacted_uri() == "http://***@host:5000"
+
+
+def test_browser_shows_the_model_and_its_champion_alias(mlflow_server, models, chromium, tmp_path):
+    st = settings_for(mlflow_server, "digits-ui")
+    register(models / "original", models / "original.json", st, bootstrap=True)
+    url = f"{mlflow_server['url']}/#/models/digits-ui"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert "digits-ui" in dom
+    assert "champion" in dom
+    shot = tmp_path / "mlflow-ui.png"
+    subprocess.run([chromium, *flags, "--window-size=1400,900", f"--screenshot={shot}", url],
+                   capture_output=True, timeout=120)
+    assert shot.stat().st_size > 10_000
+    keep = __import__("pathlib").Path("test-artifacts")
+    keep.mkdir(exist_ok=True)
+    (keep / "mlflow-ui.png").write_bytes(shot.read_bytes())
