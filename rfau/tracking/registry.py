@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,10 @@ def _mlflow():
 
 def connect(settings: TrackingSettings):
     """Point MLflow at the configured store and check that it answers; returns a client."""
+    # MLflow's client retries a failing request for minutes by default; a deletion run should
+    # fail in seconds with the reason (a user's own setting wins)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     mlflow = _mlflow()
     from mlflow.tracking import MlflowClient
 
