@@ -26,9 +26,9 @@ from rfau.job import demo_request
 from rfau.metrics import GAP_METRICS, avg_gap, evaluate_model
 from rfau.metrics.distance import activation_distance, js_divergence, loss_threshold_mia
 from rfau.metrics.efficiency import measure
+from rfau.metrics.plots import confidence_histogram
 from rfau.models.checkpoint import load_checkpoint
 from rfau.stages import split_stage, train_stage, unlearn_stage
-from rfau.train import predict_logits
 
 ALL_METHODS = ("original", "retrain", "finetune", "neggrad_plus", "random_label", "scrub", "salun", "ssd", "rfau")
 CIFAR_ARCHIVE = "cifar10-imagefolder.tar.gz"
@@ -55,7 +55,7 @@ CONFIGS: dict[str, BenchConfig] = {
     # sized for 2 CPU cores: the original must memorise its training data (train accuracy ~97%),
     # else random forgetting is not measurable; padding 2 gets there in 30 epochs.
     "cifar10-small": BenchConfig(
-        name="cifar10-small", dataset="cifar10", train_per_class=400, test_per_class=200,
+        name="cifar10-small", dataset="cifar10", train_per_class=350, test_per_class=200,
         train=TrainConfig(architecture="resnet18", width=16, epochs=30, batch_size=64, lr=0.05,
                           augment_pad=2),
         methods={m: {"augment_pad": 2} for m in ("finetune", "neggrad_plus", "random_label", "scrub", "salun")}
@@ -133,9 +133,10 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, data: str | None = None,
                     with measure() as cost:
                         info = unlearn_stage(orig, ds, sdir / "split", mdir, method, settings)
                 model, _ = load_checkpoint(mdir)
-                m = evaluate_model(model, ds, split, seed=seed)
+                out_logits: dict = {}
+                m = evaluate_model(model, ds, split, seed=seed, logits_out=out_logits)
                 f_idx, r_idx, t_idx = (ds.indices(getattr(split, k)) for k in ("forget", "retain", "test"))
-                lf, lr, lt = (predict_logits(model, ds.x[i]) for i in (f_idx, r_idx, t_idx))
+                lf, lr, lt = (out_logits[k] for k in ("forget", "retain", "test"))
                 logits[method] = lf
                 row = {
                     "config": cfg.name, "scenario": scenario, "seed": seed, "method": method,
@@ -167,29 +168,10 @@ def _card_matches(model_dir: Path, cfg: TrainConfig) -> bool:
 
 
 def _mia_histogram(ds, split, sdir: Path, path: Path, seed: int) -> None:
-    """True-label confidence of forget vs test samples for original, retrain and RFAU."""
     if seed != 0 and path.exists():
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [n for n in ("original", "retrain", "rfau") if (sdir / n / "model.json").exists()]
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3), sharey=True)
-    for ax, name in zip(axes if len(names) > 1 else [axes], names):
-        model, _ = load_checkpoint(sdir / name)
-        for part, color in (("forget", "tab:red"), ("test", "tab:blue")):
-            idx = ds.indices(getattr(split, part))
-            p = predict_logits(model, ds.x[idx]).softmax(1)[torch.arange(len(idx)), ds.y[idx]]
-            ax.hist(p.numpy(), bins=20, range=(0, 1), alpha=0.6, color=color, label=part, density=True)
-        ax.set_title(name)
-        ax.set_xlabel("true-label confidence")
-    (axes[0] if len(names) > 1 else axes).legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    confidence_histogram(ds, split, {n: sdir / n for n in names}, path)
 
 
 def aggregate(rows: list[dict]) -> list[dict]:

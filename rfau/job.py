@@ -18,6 +18,7 @@ from rfau.data.datasets import ImageDataset, load_dataset
 from rfau.data.split import in_holdout
 from rfau.io import read_json, write_json
 from rfau.metrics import GAP_METRICS, avg_gap
+from rfau.metrics.plots import confidence_histogram
 from rfau.stages import evaluate_stage, split_stage, train_stage, unlearn_stage
 from rfau.tracking.settings import TrackingSettings
 
@@ -84,6 +85,7 @@ def run_job(dataset: str, workdir: str | Path, requests: list[Path] | None = Non
         "rfau_trainable_share": info["trainable_share"],
         "methods": rows,
     }
+    confidence_histogram(ds, split, models, wd / "metrics" / "confidence_hist.png")
     if track:
         summary["registry"] = track_and_register(wd, split, info, rows, Path(model_dir), settings)
     write_json(wd / "summary.json", summary)
@@ -116,6 +118,7 @@ def track_and_register(wd: Path, split, info: dict, rows: dict, model_dir: Path,
         registry.log_stage("evaluate", metrics={f"{m}.{k}": v for m, r in rows.items() for k, v in r.items()},
                            artifacts=[wd / "metrics"])
         boot = registry.register(model_dir, wd / "metrics" / "original.json", settings, bootstrap=True)
+        registry.set_run_tags({"base_model_version": boot["version"]})
         reg = registry.register(wd / "rfau", wd / "metrics" / "rfau.json", settings,
                                 baseline_metrics_path=wd / "metrics" / "original.json")
     return {"original_version": boot["version"], **reg}

@@ -17,13 +17,17 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float(100.0 * (logits.argmax(1) == y).float().mean()) if len(y) else float("nan")
 
 
-def evaluate_model(model: nn.Module, ds: ImageDataset, split: Split, seed: int = 0) -> dict:
-    """All metrics for one model on one split (values in percent)."""
+def evaluate_model(model: nn.Module, ds: ImageDataset, split: Split, seed: int = 0,
+                   logits_out: dict | None = None) -> dict:
+    """All metrics for one model on one split (values in percent). ``logits_out``, when given,
+    receives the retain/forget/test logits so that callers need not run the model again."""
     parts = {}
     for name in ("retain", "forget", "test"):
         ids = getattr(split, name)
         idx = ds.indices(ids)
         parts[name] = (predict_logits(model, ds.x[idx]), ds.y[idx])
+        if logits_out is not None:
+            logits_out[name] = parts[name][0]
     (lr, yr), (lf, yf), (lt, yt) = parts["retain"], parts["forget"], parts["test"]
     forgotten = [ds.classes.index(c) for c in split.forget_classes]
     kept = torch.tensor([int(c) not in forgotten for c in yt])
