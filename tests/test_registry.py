@@ -98,30 +98,62 @@ def test_unreachable_server_is_a_clear_error_and_registers_nothing(models):
         register(models / "rfau", models / "rfau.json", st, Gates(), models / "original.json")
 
 
-def test_missing_bucket_fails_without_a_half_registered_version(tmp_path, s3_server, models):
-    """A server whose artifact bucket does not exist: registration fails and no version stays."""
+def _wait_port(port: int, timeout: float = 60) -> None:
+    import socket
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"port {port} did not open")
+
+
+@pytest.mark.parametrize("fault", ["missing bucket", "wrong credentials"])
+def test_bad_artifact_store_fails_without_a_half_registered_version(tmp_path, s3_server, models, fault):
+    """A tracking server whose S3 store refuses the artifacts: registration fails with the
+    reason and no version stays behind."""
     import os
     import sys
 
+    import boto3
+
     from tests.conftest import S3_ENV, _stop, _wait_http, free_port
 
-    port = free_port()
-    env = {**os.environ, **S3_ENV, "MLFLOW_S3_ENDPOINT_URL": s3_server["endpoint"],
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--host", "127.0.0.1", "--port",
-         str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'db.sqlite'}",
-         "--artifacts-destination", "s3://no-such-bucket/x", "--serve-artifacts"],
-        stdout=open(tmp_path / "log", "w"), stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    procs = []
     try:
+        endpoint, bucket = s3_server["endpoint"], "no-such-bucket"
+        if fault == "wrong credentials":
+            # a moto server that checks keys: the bucket is made by its one unauthenticated action,
+            # after which the server's keys (never created in its IAM) are refused
+            mport = free_port()
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(mport)],
+                stdout=open(tmp_path / "moto.log", "w"), stderr=subprocess.STDOUT,
+                env={**os.environ, **S3_ENV, "INITIAL_NO_AUTH_ACTION_COUNT": "1"}))
+            endpoint, bucket = f"http://127.0.0.1:{mport}", "locked"
+            _wait_port(mport)  # a TCP check: an HTTP probe would use up the unauthenticated action
+            boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                         region_name="us-east-1").create_bucket(Bucket=bucket)
+        port = free_port()
+        env = {**os.environ, **S3_ENV, "MLFLOW_S3_ENDPOINT_URL": endpoint, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        procs.append(subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--host", "127.0.0.1", "--port",
+             str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'db.sqlite'}",
+             "--artifacts-destination", f"s3://{bucket}/x", "--serve-artifacts"],
+            stdout=open(tmp_path / "log", "w"), stderr=subprocess.STDOUT, env=env, cwd=tmp_path))
         url = f"http://127.0.0.1:{port}"
-        _wait_http(url + "/health", proc, timeout=120)
-        st = TrackingSettings(tracking_uri=url, model_name="no-bucket")
-        with pytest.raises(RfauError):
+        _wait_http(url + "/health", procs[-1], timeout=120)
+        st = TrackingSettings(tracking_uri=url, model_name="bad-store")
+        with pytest.raises(RfauError, match="registration failed"):
             register(models / "rfau", models / "rfau.json", st, Gates(), models / "original.json")
         assert list_versions(st) == []
     finally:
-        _stop(proc)
+        for p in reversed(procs):
+            _stop(p)
 
 
 def test_local_store_is_the_default_and_credentials_stay_out(tmp_path, models, monkeypatch):
