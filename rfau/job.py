@@ -70,8 +70,8 @@ def run_job(dataset: str, workdir: str | Path, requests: list[Path] | None = Non
     for name, mdir in models.items():
         rows[name] = evaluate_stage(mdir, ds, wd / "split", wd / "metrics" / f"{name}.json", seed=seed)
         if name != "original":
-            rows[name]["seconds"] = read_json(mdir / "unlearn.json")["seconds"]
-            rows[name]["trainable_params"] = read_json(mdir / "unlearn.json")["trainable_params"]
+            done = read_json(mdir / "unlearn.json")
+            rows[name].update(seconds=done["seconds"], trainable_params=done["trainable_params"])
     if "retrain" in rows:
         for r in rows.values():
             r["avg_gap"] = avg_gap(r, rows["retrain"], GAP_METRICS)
