@@ -150,22 +150,22 @@ def masked_targets(logits_f: torch.Tensor, y_f: torch.Tensor, forgotten: torch.T
     return z.softmax(1)
 
 
-def output_targets(frozen: nn.Module, data: UnlearnData, classwise: torch.Tensor, classwise_target: str,
-                   device) -> torch.Tensor | None:
-    """Target output distribution of every forget sample that gets an output-level shift."""
+def output_targets(frozen: nn.Module, data: UnlearnData, logits_f: torch.Tensor, classwise: torch.Tensor,
+                   classwise_target: str, device) -> torch.Tensor:
+    """Target output distribution of the forget samples (``logits_f``: the original's outputs);
+    rows of samples that get no output-level shift stay zero and are masked out of the loss."""
     n, c = len(data.y_forget), data.num_classes
     q = torch.zeros(n, c)
     sw = (~classwise).nonzero().squeeze(1)
     cw = classwise.nonzero().squeeze(1)
     if len(sw):
-        logits_f = predict_logits(frozen, data.x_forget[sw], device=device)
         logits_h = predict_logits(frozen, data.x_holdout, device=device)
-        q[sw] = calibrated_targets(logits_f, data.y_forget[sw], logits_h, data.y_holdout)
+        q[sw] = calibrated_targets(logits_f[sw], data.y_forget[sw], logits_h, data.y_holdout)
     if len(cw) and classwise_target == "masked_output":
         forgotten = data.y_forget[data.forget_classwise].unique()  # whole classes the request names
         if len(forgotten) >= c:
             raise ModelError("class-wise forgetting of every class leaves nothing to predict")
-        q[cw] = masked_targets(predict_logits(frozen, data.x_forget[cw], device=device), data.y_forget[cw], forgotten)
+        q[cw] = masked_targets(logits_f[cw], data.y_forget[cw], forgotten)
     return q.to(device)
 
 
@@ -187,17 +187,16 @@ def unlearn_rfau(model: nn.Module, data: UnlearnData, cfg: RFAUConfig) -> Unlear
     # original features of a fixed retain budget, computed once
     budget = min(cfg.retain_budget, len(data.y_retain))
     r_idx = torch.randperm(len(data.y_retain), generator=gen)[:budget]
-    x_r = data.x_retain[r_idx].to(device)
-    feats_r = _features(frozen, taps, x_r, device)
-
     # the stages before the first adapter or tap are frozen: run them once, train on the rest
     cut = frozen.first_stage(targets + taps) if isinstance(frozen, Staged) else 0
-    h_r = _prefix(frozen, x_r, cut, device)
+    h_r = _prefix(frozen, data.x_retain[r_idx].to(device), cut, device)
     h_f = _prefix(frozen, data.x_forget.to(device), cut, device)
     n_f = len(h_f)
     if n_f == 0:
         raise ModelError("nothing to forget: the forget set is empty")
-    q_out = output_targets(frozen, data, classwise, cfg.classwise_target, device)  # None: no KL term
+    feats_r = _features(frozen, taps, h_r, cut, device)  # original tapped features, cached once
+    logits_f = _features(frozen, taps[-1:], h_f, cut, device)[0].float().cpu()  # the output layer
+    q_out = output_targets(frozen, data, logits_f, classwise, cfg.classwise_target, device)
     kl_mask = ~classwise if cfg.classwise_target == "other_class_features" else torch.ones_like(classwise)
     feat_cw = classwise if cfg.classwise_target == "other_class_features" else torch.zeros_like(classwise)
 
@@ -283,12 +282,14 @@ def _prefix(model: nn.Module, x: torch.Tensor, cut: int, device, bs: int = 512) 
 
 
 @torch.no_grad()
-def _features(model: nn.Module, taps: list[str], x: torch.Tensor, device, bs: int = 512) -> list[torch.Tensor]:
+def _features(model: nn.Module, taps: list[str], h: torch.Tensor, cut: int, device,
+              bs: int = 512) -> list[torch.Tensor]:
+    """Outputs of the tapped layers for prefix outputs ``h`` (from ``_prefix``), batched."""
     hooks = Taps(model, taps)
     chunks: list[list[torch.Tensor]] = [[] for _ in taps]
-    for i in range(0, len(x), bs):
+    for i in range(0, len(h), bs):
         with autocast(device):
-            model(to_float(x[i:i + bs]))
+            model.run(h[i:i + bs], cut) if cut else model(h[i:i + bs])
         for c, f in zip(chunks, hooks.features()):
             c.append(f.to(torch.bfloat16 if device.type == "cuda" else torch.float32))
     hooks.remove()
