@@ -6,7 +6,6 @@ Every stage validates its inputs before it writes, and writes its output folder 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -152,11 +151,7 @@ def evaluate_stage(model_dir: str | Path, dataset: Dataset, split_dir: str | Pat
     check_compatible(card, ds, split)
     metrics = evaluate_model(model, ds, split, seed=seed)
     metrics["model_weights_sha256"] = card.weights_sha256
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(out)
+    write_json(out_path, metrics)
     return metrics
 
 
