@@ -15,7 +15,7 @@ from pathlib import Path
 import rfau
 from rfau.config import TrainConfig
 from rfau.data.datasets import ImageDataset, load_dataset
-from rfau.data.split import in_holdout
+from rfau.data.split import HOLDOUT_FRACTION, in_holdout
 from rfau.io import read_json, write_json
 from rfau.metrics import GAP_METRICS, avg_gap
 from rfau.metrics.plots import confidence_histogram
@@ -31,7 +31,7 @@ def demo_request(ds: ImageDataset, scenario: str, out_dir: Path, seed: int = 0,
     now = datetime.now(UTC).isoformat()
     if scenario == "random":
         # drawn from what the original model trained on (the holdout slice it never saw is left out)
-        pool = [s for s in ds.split_ids("train") if not in_holdout(s, 0.1)]
+        pool = [s for s in ds.split_ids("train") if not in_holdout(s, HOLDOUT_FRACTION)]
         k = round(fraction * len(ds.split_ids("train")))
         req = {"request_id": f"demo-random-{seed}", "sample_ids": sorted(random.Random(seed).sample(pool, k)),
                "reason": f"demo: {fraction:.0%} random training samples", "received_at": now}

@@ -13,7 +13,15 @@ import torch
 from rfau.config import TrainConfig
 from rfau.data.datasets import ImageDataset, load_dataset
 from rfau.data.requests import load_requests
-from rfau.data.split import HOLDOUT_SALT, Split, ids_hash, make_split, read_split, write_split
+from rfau.data.split import (
+    HOLDOUT_FRACTION,
+    HOLDOUT_SALT,
+    Split,
+    ids_hash,
+    make_split,
+    read_split,
+    write_split,
+)
 from rfau.errors import ModelError, RfauError
 from rfau.io import atomic_dir, write_json
 from rfau.methods import UnlearnData, get_method
@@ -30,7 +38,7 @@ def _ds(dataset: Dataset) -> ImageDataset:
 
 
 def split_stage(dataset: Dataset, requests: list[str | Path], out_dir: str | Path,
-                holdout_fraction: float = 0.1) -> Split:
+                holdout_fraction: float = HOLDOUT_FRACTION) -> Split:
     """Deletion requests -> retain/forget/holdout/test manifests + split.json."""
     ds = _ds(dataset)
     split = make_split(ds, load_requests(requests), holdout_fraction)
@@ -39,7 +47,7 @@ def split_stage(dataset: Dataset, requests: list[str | Path], out_dir: str | Pat
 
 
 def train_stage(dataset: Dataset, out_dir: str | Path, cfg: TrainConfig | None = None,
-                split_dir: str | Path | None = None, holdout_fraction: float = 0.1) -> ModelCard:
+                split_dir: str | Path | None = None, holdout_fraction: float = HOLDOUT_FRACTION) -> ModelCard:
     """Bootstrap: train the original model on the training split minus the holdout slice.
     With ``split_dir``: train on that split's retain set (this is "retrain")."""
     ds = _ds(dataset)

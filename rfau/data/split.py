@@ -21,6 +21,7 @@ from rfau.io import atomic_dir
 
 MANIFESTS = ("retain", "forget", "holdout", "test")
 HOLDOUT_SALT = "rfau-holdout-v1"
+HOLDOUT_FRACTION = 0.1  # default share of the training split held out for calibration
 
 
 def in_holdout(sample_id: str, fraction: float, salt: str = HOLDOUT_SALT) -> bool:
@@ -42,7 +43,7 @@ class Split:
     test: list[str]
     forget_classes: list[str] = field(default_factory=list)
     request_ids: list[str] = field(default_factory=list)
-    holdout_fraction: float = 0.1
+    holdout_fraction: float = HOLDOUT_FRACTION
 
     @property
     def forget_hash(self) -> str:
@@ -63,7 +64,7 @@ class Split:
 def make_split(
     dataset: ImageDataset,
     requests: list[tuple[str, DeletionRequest]],
-    holdout_fraction: float = 0.1,
+    holdout_fraction: float = HOLDOUT_FRACTION,
 ) -> Split:
     """Validate the requests and partition the training split. Pure: writes nothing."""
     if not 0.0 <= holdout_fraction < 0.5:
@@ -113,7 +114,7 @@ def read_split(split_dir: str | Path) -> Split:
         dataset=meta["dataset"],
         forget_classes=meta.get("forget_classes", []),
         request_ids=meta.get("request_ids", []),
-        holdout_fraction=meta.get("holdout_fraction", 0.1),
+        holdout_fraction=meta.get("holdout_fraction", HOLDOUT_FRACTION),
         **lists,
     )
     if split.forget_hash != meta["forget_sha256"]:
