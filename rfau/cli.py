@@ -319,5 +319,13 @@ def print_summary(summary: dict) -> None:
             out.print(f"  gate {g['name']}: {g['value']:.2f} <= {g['bound']} {'ok' if g['passed'] else 'FAILED'}")
 
 
+# operations: requests, batches, the KFP pipeline, the audit ledger
+from rfau.cli_ops import audit_app, batch_app, pipeline_app, request_app  # noqa: E402
+
+app.add_typer(request_app, name="request")
+app.add_typer(batch_app, name="batch")
+app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(audit_app, name="audit")
+
 if __name__ == "__main__":
     app()

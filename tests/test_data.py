@@ -348,13 +348,13 @@ def written_split(tmp_path):
 
 def test_write_read_split_round_trip(written_split):
     split, out = written_split
-    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{m}.txt" for m in MANIFESTS), "split.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{m}.txt" for m in (*MANIFESTS, "excluded")), "split.json"])
     back = read_split(out)
     assert back == split
     assert back.forget_classes == ["7"] and back.request_ids == ["req-1"]
     meta = json.loads((out / "split.json").read_text())
     assert meta["forget_sha256"] == split.forget_hash
-    assert meta["counts"] == {m: len(getattr(split, m)) for m in MANIFESTS}
+    assert meta["counts"] == {m: len(getattr(split, m)) for m in (*MANIFESTS, "excluded")}
 
 
 def test_split_stage_writes_the_same_split(tmp_path):

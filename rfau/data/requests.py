@@ -30,6 +30,8 @@ class DeletionRequest(BaseModel):
     classes: list[str] = Field(default_factory=list)
     reason: str = Field(min_length=1)
     received_at: datetime
+    # who the data is about (user id, email...): the audit ledger keeps only a salted hash of it
+    subject: str | None = Field(None, min_length=1, max_length=500)
 
 
 def load_requests(paths: list[str | Path]) -> list[tuple[str, DeletionRequest]]:

@@ -44,6 +44,8 @@ class Split:
     forget_classes: list[str] = field(default_factory=list)
     request_ids: list[str] = field(default_factory=list)
     holdout_fraction: float = HOLDOUT_FRACTION
+    # forgotten by earlier batches: out of retain and holdout for good, so they stay forgotten
+    excluded: list[str] = field(default_factory=list)
 
     @property
     def forget_hash(self) -> str:
@@ -52,7 +54,7 @@ class Split:
     def summary(self) -> dict:
         return {
             "dataset": self.dataset,
-            "counts": {m: len(getattr(self, m)) for m in MANIFESTS},
+            "counts": {m: len(getattr(self, m)) for m in MANIFESTS} | {"excluded": len(self.excluded)},
             "forget_sha256": self.forget_hash,
             "forget_classes": self.forget_classes,
             "request_ids": self.request_ids,
@@ -65,12 +67,17 @@ def make_split(
     dataset: ImageDataset,
     requests: list[tuple[str, DeletionRequest]],
     holdout_fraction: float = HOLDOUT_FRACTION,
+    excluded: list[str] | tuple[str, ...] = (),
 ) -> Split:
-    """Validate the requests and partition the training split. Pure: writes nothing."""
+    """Validate the requests and partition the training split. Pure: writes nothing.
+    ``excluded``: ids forgotten by earlier batches; they join neither retain nor holdout, and a
+    request naming one again does not put it back into the forget set."""
     if not 0.0 <= holdout_fraction < 0.5:
         raise RfauError(f"holdout_fraction must be in [0, 0.5), got {holdout_fraction}")
     forget, classes = resolve_forget_set(requests, dataset) if requests else ([], [])
-    fset = set(forget)
+    gone = set(excluded)
+    forget = [s for s in forget if s not in gone]
+    fset = set(forget) | gone
     retain, holdout = [], []
     for sid in dataset.split_ids("train"):
         if sid in fset:
@@ -90,13 +97,14 @@ def make_split(
         forget_classes=classes,
         request_ids=[r.request_id for _, r in requests],
         holdout_fraction=holdout_fraction,
+        excluded=sorted(gone),
     )
 
 
 def write_split(split: Split, out_dir: str | Path) -> Path:
     """Write ``<manifest>.txt`` (one id per line) and ``split.json``; all or nothing."""
     with atomic_dir(out_dir) as tmp:
-        for m in MANIFESTS:
+        for m in (*MANIFESTS, "excluded"):
             ids = getattr(split, m)
             (tmp / f"{m}.txt").write_text("".join(f"{s}\n" for s in ids))
         (tmp / "split.json").write_text(json.dumps(split.summary(), indent=2) + "\n")
@@ -110,6 +118,8 @@ def read_split(split_dir: str | Path) -> Split:
         raise RfauError(f"{d} is not a split folder (no split.json); run `rfau split` first")
     meta = json.loads(meta_file.read_text())
     lists = {m: [ln for ln in (d / f"{m}.txt").read_text().splitlines() if ln] for m in MANIFESTS}
+    excl = d / "excluded.txt"
+    lists["excluded"] = [ln for ln in excl.read_text().splitlines() if ln] if excl.exists() else []
     split = Split(
         dataset=meta["dataset"],
         forget_classes=meta.get("forget_classes", []),

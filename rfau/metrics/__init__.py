@@ -49,6 +49,11 @@ def evaluate_model(model: nn.Module, ds: ImageDataset, split: Split, seed: int =
         out[f"mia_{kind}"] = nonmember_share(clf, lf, yf, kind) if len(yf) else float("nan")
         # the same attack on the test set itself: what "looks unseen" scores (a gate reference)
         out[f"mia_{kind}_test"] = nonmember_share(clf, lt, yt, kind)
+        if split.excluded:  # forgotten by earlier batches: they must stay forgotten
+            idx = ds.indices(split.excluded)
+            le, ye = predict_logits(model, ds.x[idx]), ds.y[idx]
+            out["ua_excluded"] = 100.0 - accuracy(le, ye)
+            out[f"mia_{kind}_excluded"] = nonmember_share(clf, le, ye, kind)
     return out
 
 

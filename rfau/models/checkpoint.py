@@ -60,14 +60,23 @@ def read_card(model_dir: str | Path) -> ModelCard:
         raise ModelError(f"{path}: invalid model card: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}") from None
 
 
-def load_checkpoint(model_dir: str | Path) -> tuple[nn.Module, ModelCard]:
-    """Rebuild the architecture named in the card and load the safetensors weights strictly."""
+def verify_weights(model_dir: str | Path) -> str:
+    """The weights' sha256, checked against the model card; raises ModelError on a mismatch."""
     card = read_card(model_dir)
     weights = Path(model_dir) / WEIGHTS
     if not weights.is_file():
         raise ModelError(f"{model_dir}: {WEIGHTS} is missing")
-    if card.weights_sha256 and sha256_file(weights) != card.weights_sha256:
+    digest = sha256_file(weights)
+    if card.weights_sha256 and digest != card.weights_sha256:
         raise ModelError(f"{weights}: sha256 does not match the model card; the weights were altered")
+    return digest
+
+
+def load_checkpoint(model_dir: str | Path) -> tuple[nn.Module, ModelCard]:
+    """Rebuild the architecture named in the card and load the safetensors weights strictly."""
+    card = read_card(model_dir)
+    weights = Path(model_dir) / WEIGHTS
+    verify_weights(model_dir)
     model = build_model(card.architecture, card.input_shape[0], len(card.classes), **card.arch_kwargs)
     try:
         state = load_file(str(weights))
@@ -82,4 +91,4 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["ModelCard", "save_checkpoint", "load_checkpoint", "read_card", "count_parameters"]
+__all__ = ["ModelCard", "save_checkpoint", "load_checkpoint", "read_card", "verify_weights", "count_parameters"]

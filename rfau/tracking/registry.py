@@ -287,3 +287,57 @@ def list_versions(settings: TrackingSettings) -> list[dict]:
                     "gate_failures": v.tags.get("rfau.gate_failures"),
                     "method": v.tags.get("rfau.method"), "requests": v.tags.get("rfau.request_ids"),
                     "created": v.creation_timestamp} for v in versions), key=lambda d: d["version"])
+
+
+def champion(settings: TrackingSettings) -> dict | None:
+    """The served version: {"version", "weights_sha256"}, or None when the registry has none."""
+    client = connect(settings)
+    mv = _alias_version(client, settings.model_name, CHAMPION)
+    if mv is None:
+        return None
+    return {"version": int(mv.version), "weights_sha256": mv.tags.get("rfau.weights_sha256", "")}
+
+
+def fetch_version(settings: TrackingSettings, version: int, out_dir: str | Path) -> Path:
+    """Download a version's weights and model card into ``out_dir`` (atomically) and check that
+    the weights hash to what the card (and the version's tag) says."""
+    from rfau.io import atomic_dir
+    from rfau.models.checkpoint import verify_weights
+
+    client = connect(settings)
+    name = settings.model_name
+    try:
+        mv = client.get_model_version(name, str(version))
+    except Exception:
+        raise RfauError(f"model {name!r} has no version {version}") from None
+    with tempfile.TemporaryDirectory() as dl, atomic_dir(out_dir) as tmp:
+        try:
+            local = _mlflow().artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=dl)
+        except Exception as e:
+            raise RfauError(f"cannot download {name} version {version}: {str(e).splitlines()[0][:300]}") from None
+        found = sorted(Path(local).rglob(WEIGHTS))
+        if not found:
+            raise RfauError(f"{name} version {version} has no {WEIGHTS} artifact")
+        for f in (WEIGHTS, CARD):
+            (tmp / f).write_bytes((found[0].parent / f).read_bytes())
+        digest = verify_weights(tmp)
+        tagged = mv.tags.get("rfau.weights_sha256")
+        if tagged and tagged != digest:
+            raise RfauError(f"{name} version {version}: weights hash {digest[:12]} differs from its tag {tagged[:12]}")
+    return Path(out_dir)
+
+
+def version_tags(settings: TrackingSettings) -> dict[int, dict]:
+    """Every version's ``rfau.*`` tags, by version number."""
+    client = connect(settings)
+    try:
+        versions = client.search_model_versions(f"name='{settings.model_name}'")
+    except Exception:
+        return {}
+    return {int(v.version): dict(v.tags) for v in versions}
+
+
+def set_version_tags(settings: TrackingSettings, version: int, tags: dict) -> None:
+    client = connect(settings)
+    for k, v in tags.items():
+        client.set_model_version_tag(settings.model_name, str(version), f"rfau.{k}", _short(v))

@@ -1,0 +1,34 @@
+"""evaluate: the new model vs the champion on the batch's split, gate verdicts, plots, report."""
+
+from kfp import dsl
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+
+from rfau.components.image import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def evaluate(batch: Input[Dataset], model: Input[Model], gates: dict, evaluation: Output[Dataset],
+             metrics: Output[Metrics], confusion: Output[ClassificationMetrics], report: Output[Markdown],
+             plots: Output[HTML]):
+    import base64
+    import json
+    from pathlib import Path
+
+    from rfau.batch import evaluate as stage
+    from rfau.tracking.gates import Gates
+
+    flat = stage(batch.path, model.path, evaluation.path, Gates(**(gates or {})))
+    out = Path(evaluation.path)
+    if flat.get("skipped"):
+        metrics.log_metric("skipped", 1.0)
+        Path(report.path).write_text(f"Nothing to evaluate: {flat['reason']}\n")
+        Path(plots.path).write_text("<p>nothing to evaluate</p>")
+        return
+    for k, v in flat.items():
+        if isinstance(v, bool | int | float):
+            metrics.log_metric(k, float(v))
+    cm = json.loads((out / "confusion.json").read_text())
+    confusion.log_confusion_matrix(cm["classes"], cm["matrix"])
+    Path(report.path).write_text((out / "report.md").read_text())
+    png = base64.b64encode((out / "confidence_hist.png").read_bytes()).decode()
+    Path(plots.path).write_text(f'<h3>True-label confidence, forget vs test</h3><img src="data:image/png;base64,{png}">')

@@ -1,0 +1,20 @@
+"""unlearn: forget the batch's forget set from the champion (RFAU by default) -> model folder."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from rfau.components.image import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def unlearn(batch: Input[Dataset], method: str, method_config: dict, model: Output[Model],
+            metrics: Output[Metrics]):
+    from rfau.batch import unlearn as stage
+
+    info = stage(batch.path, model.path, method, method_config or None)
+    if info.get("skipped"):
+        metrics.log_metric("skipped", 1.0)
+        return
+    model.metadata.update({"method": method, "framework": "pytorch", "format": "safetensors"})
+    for k in ("seconds", "trainable_params", "total_params", "trainable_share"):
+        metrics.log_metric(k, float(info[k]))

@@ -1,0 +1,1 @@
+"""The Kubeflow pipeline: compile, local run, submit and schedule."""

@@ -1,0 +1,171 @@
+"""The ledger where it lives: the object store holds the authoritative copy (pods of a cluster
+share nothing else), a local mirror is kept in the state directory, and every record is also
+anchored in the registry (the version it produced carries the record's seq and hash).
+
+Appending takes a sequence slot first: ``audit/records/<seq>.json`` is created exclusively, so
+two batches finishing at once cannot both write record N; the loser fails and can be re-run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from rfau.audit.ledger import Ledger, canonical, load_or_create_salt, subject_hash, verify_bytes
+from rfau.errors import RfauError
+from rfau.io import sha256_file
+from rfau.storage import NotFound, Store, open_store
+from rfau.tracking.settings import TrackingSettings
+
+LEDGER_KEY = "audit/ledger.jsonl"
+
+
+class AuditTrail:
+    def __init__(self, store: Store, settings: TrackingSettings):
+        self.store = store
+        self.settings = settings
+        self.local_dir = settings.state_dir / "audit"
+        self.mirror = self.local_dir / "ledger.jsonl"
+
+    @classmethod
+    def open(cls, store_uri: str, settings: TrackingSettings | None = None) -> AuditTrail:
+        return cls(open_store(store_uri), settings or TrackingSettings.from_env())
+
+    # --- reading ---------------------------------------------------------------------------------
+    def ledger_bytes(self) -> bytes:
+        try:
+            return self.store.get_bytes(LEDGER_KEY)
+        except NotFound:
+            return b""
+
+    def records(self) -> list[dict]:
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / "ledger.jsonl"
+            p.write_bytes(self.ledger_bytes())
+            return Ledger(p).records()
+
+    def find_batch(self, batch_id: str) -> dict | None:
+        return next((r for r in self.records() if r.get("batch_id") == batch_id), None)
+
+    def find_request(self, request_id: str) -> list[dict]:
+        return [r for r in self.records() if request_id in r.get("request_ids", [])]
+
+    # --- writing ---------------------------------------------------------------------------------
+    def salt(self) -> bytes:
+        """$RFAU_AUDIT_SALT (a cluster secret) or a salt file created once in the state folder."""
+        env = os.environ.get("RFAU_AUDIT_SALT")
+        return env.encode() if env else load_or_create_salt(self.local_dir / "salt")
+
+    def subject_hashes(self, requests) -> dict[str, str]:
+        salt = self.salt()
+        return {r.request_id: subject_hash(r.subject or r.request_id, salt) for r in requests}
+
+    def keep_evidence(self, batch_id: str, files: list[Path]) -> dict[str, str]:
+        """Copy the evaluation evidence next to the ledger (store + local) -> {name: sha256}."""
+        out = {}
+        for f in files:
+            if f.is_file():
+                data = f.read_bytes()
+                self.store.put_bytes(f"audit/evidence/{batch_id}/{f.name}", data)
+                local = self.local_dir / "evidence" / batch_id / f.name
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_bytes(data)
+                out[f.name] = sha256_file(f)
+        return out
+
+    def evidence_dir(self, batch_id: str) -> Path:
+        """The batch's evidence folder, fetched from the store when the local copy is missing."""
+        local = self.local_dir / "evidence" / batch_id
+        if not local.is_dir():
+            for key in self.store.list(f"audit/evidence/{batch_id}/"):
+                target = self.local_dir / key.removeprefix("audit/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(self.store.get_bytes(key))
+        return local
+
+    def append(self, fields: dict) -> dict:
+        current = self.ledger_bytes()
+        problems = verify_bytes(current)
+        if problems:
+            raise RfauError(f"the audit ledger at {self.store.uri}/{LEDGER_KEY} fails verification; "
+                            f"nothing appended: {problems[0]}")
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / "ledger.jsonl"
+            p.write_bytes(current)
+            record = Ledger(p).append(fields)
+            data = p.read_bytes()
+        self.store.put_bytes(f"audit/records/{record['seq']:06d}.json", canonical(record), exclusive=True)
+        self.store.put_bytes(LEDGER_KEY, data)
+        self._mirror(data)
+        return record
+
+    def _mirror(self, data: bytes) -> None:
+        self.mirror.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.mirror.with_name(".ledger.jsonl.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(self.mirror)
+
+    def log_to_mlflow(self, record: dict) -> None:
+        """The record and the whole ledger as artifacts of an ``audit`` run."""
+        from rfau.tracking import registry
+
+        mlflow = registry._mlflow()
+        registry.connect(self.settings)
+        with mlflow.start_run(run_name="audit", nested=mlflow.active_run() is not None,
+                              tags={"rfau.batch_id": record["batch_id"], "rfau.ledger_seq": str(record["seq"]),
+                                    "rfau.ledger_hash": record["hash"]}):
+            mlflow.log_dict(record, f"ledger/record-{record['seq']:06d}.json")
+            mlflow.log_artifact(str(self.mirror), artifact_path="ledger")
+
+    # --- verifying -------------------------------------------------------------------------------
+    def verify(self, check_weights: bool = True) -> list[str]:
+        """Every problem found: the chain itself, the local mirror, the per-record objects, the
+        registry's anchors, and the weights of every version the ledger names."""
+        from rfau.tracking import registry
+
+        data = self.ledger_bytes()
+        tags = registry.version_tags(self.settings)
+        anchors = [{"seq": int(t["rfau.ledger_seq"]), "hash": t["rfau.ledger_hash"]}
+                   for t in tags.values() if "rfau.ledger_seq" in t]
+        problems = verify_bytes(data, anchors)
+        if self.mirror.exists() and self.mirror.read_bytes() != data:
+            problems.append(f"the local copy {self.mirror} differs from the object store's {LEDGER_KEY}")
+        if problems:
+            return problems
+        records = self.records()
+        slots = self.store.list("audit/records/")
+        if len(slots) != len(records):
+            problems.append(f"{len(slots)} record objects under audit/records/ but {len(records)} ledger records")
+        for r in records:
+            key = f"audit/records/{r['seq']:06d}.json"
+            try:
+                if self.store.get_bytes(key) != canonical(r):
+                    problems.append(f"record {r['seq']}: {key} differs from the ledger line")
+            except NotFound:
+                problems.append(f"record {r['seq']}: {key} is missing")
+            after = r.get("model", {}).get("after", {})
+            if not after or after.get("version") is None:
+                continue
+            v = int(after["version"])
+            t = tags.get(v)
+            if t is None:
+                problems.append(f"record {r['seq']}: registry version {v} no longer exists")
+                continue
+            if t.get("rfau.weights_sha256") != after["weights_sha256"]:
+                problems.append(f"record {r['seq']}: version {v}'s weights tag differs from the ledger")
+            if check_weights:
+                with tempfile.TemporaryDirectory() as d:
+                    try:
+                        got = read_weights_sha(registry.fetch_version(self.settings, v, Path(d) / "m"))
+                    except RfauError as e:
+                        problems.append(f"record {r['seq']}: version {v}: {e}")
+                        continue
+                if got != after["weights_sha256"]:
+                    problems.append(f"record {r['seq']}: version {v}'s weights hash {got[:12]} "
+                                    f"is not the ledger's {after['weights_sha256'][:12]}")
+        return problems
+
+
+def read_weights_sha(model_dir: Path) -> str:
+    return sha256_file(model_dir / "model.safetensors")

@@ -1,0 +1,357 @@
+"""One scheduled deletion batch: the pipeline's four stages over the request store, the model
+registry and the audit ledger.
+
+    data-split -> unlearn -> evaluate -> register
+
+Each stage is one function from folders to a folder; the KFP components, ``dvc.yaml`` (through
+the CLI) and ``rfau batch run`` are thin drivers of these. A batch
+
+- claims every pending request (pending -> in-progress), rejects the ones that fail validation
+  with their reason, and unions the rest into one forget set;
+- starts from the registry's current champion (training and registering an original model
+  only where the registry has none), keeping every sample forgotten by earlier batches out of
+  the retain and calibration sets;
+- marks its requests fulfilled only after the register stage has committed a version that
+  passed its gates; when a gate fails, the requests go back to pending with the reason.
+
+With nothing pending, every stage writes a small "empty" marker and returns at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import rfau
+from rfau.config import TrainConfig
+from rfau.data.datasets import ImageDataset, load_dataset
+from rfau.data.request_store import RequestState, RequestStore
+from rfau.data.requests import resolve_forget_set
+from rfau.data.split import HOLDOUT_FRACTION, make_split, read_split, write_split
+from rfau.errors import RfauError
+from rfau.io import atomic_dir, read_json, sha256_file, write_json
+from rfau.models.checkpoint import read_card
+from rfau.tracking.gates import Gates, check_gates
+from rfau.tracking.settings import TrackingSettings
+
+BATCH = "batch.json"
+SUMMARY_KEYS = ("ua", "ra", "ta", "ta_kept_classes", "mia_confidence", "mia_confidence_test",
+                "ua_excluded", "mia_confidence_excluded")
+EVIDENCE = ("metrics.json", "gates.json", "report.md", "confidence_hist.png")
+
+
+def default_store(settings: TrackingSettings | None = None) -> str:
+    """Where requests and the ledger's object-store copy live: $RFAU_REQUEST_STORE (a folder or
+    s3://bucket/prefix), else a folder in the local state directory."""
+    settings = settings or TrackingSettings.from_env()
+    return os.environ.get("RFAU_REQUEST_STORE") or str(settings.state_dir / "store")
+
+
+def new_batch_id() -> str:
+    return f"batch-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def md5_file(path: str | Path) -> str:
+    """The md5 DVC records for a file output (DVC 3 hashes the raw bytes)."""
+    h = hashlib.md5()
+    h.update(Path(path).read_bytes())
+    return h.hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+# --- data-split ---------------------------------------------------------------------------------
+
+def _forgotten_before(store: RequestStore, ds: ImageDataset) -> tuple[list[str], list[str]]:
+    """Sample ids of every fulfilled request (they stay out of all later retain sets)."""
+    ids: set[str] = set()
+    rids = []
+    for st in store.list(RequestState.FULFILLED):
+        ids.update(resolve_forget_set([(f"request {st.request_id}", st.request)], ds)[0])
+        rids.append(st.request_id)
+    return sorted(ids), rids
+
+
+def _release_stale(store: RequestStore, hours: float) -> None:
+    """Requests left in progress by a batch that died (a killed pod) go back to pending."""
+    now = datetime.now(UTC)
+    for st in store.list(RequestState.IN_PROGRESS):
+        age = (now - datetime.fromisoformat(st.updated_at)).total_seconds() / 3600
+        if age > hours:
+            store.release(st.request_id, st.batch_id, f"batch {st.batch_id} did not finish within {hours} h")
+
+
+def ensure_base(ds: ImageDataset, dataset_uri: str, out_dir: Path, settings: TrackingSettings,
+                train: dict | None = None, holdout_fraction: float = HOLDOUT_FRACTION) -> dict:
+    """The model this batch starts from: the registry's champion, downloaded into ``out_dir``.
+    Where the registry has none (the first batch), the original model is trained here and
+    registered as the bootstrap champion."""
+    from rfau.stages import evaluate_stage, train_stage
+    from rfau.tracking import registry
+
+    champ = registry.champion(settings)
+    if champ is None:
+        boot = out_dir.with_name(out_dir.name + ".bootstrap")
+        cfg = TrainConfig.preset(ds.kind, **(train or {}))
+        train_stage(ds, boot / "model", cfg, holdout_fraction=holdout_fraction)
+        write_split(make_split(ds, [], holdout_fraction), boot / "split")
+        evaluate_stage(boot / "model", ds, boot / "split", boot / "metrics.json")
+        registry.register(boot / "model", boot / "metrics.json", settings, bootstrap=True)
+        shutil.rmtree(boot)
+        champ = registry.champion(settings)
+    registry.fetch_version(settings, champ["version"], out_dir)
+    return {"model": settings.model_name, "version": champ["version"],
+            "weights_sha256": read_card(out_dir).weights_sha256}
+
+
+def data_split(out_dir: str | Path, dataset: str = "digits", store: str | None = None,
+               settings: TrackingSettings | None = None, holdout_fraction: float = HOLDOUT_FRACTION,
+               train: dict | None = None, batch_id: str | None = None, stale_after_hours: float = 6.0) -> dict:
+    """Claim the pending requests -> ``out_dir`` with batch.json, requests/, split/ and base/."""
+    settings = settings or TrackingSettings.from_env()
+    ds = load_dataset(dataset)
+    reqs = RequestStore.from_uri(store or default_store(settings))
+    batch_id = batch_id or new_batch_id()
+    started = _now()
+    _release_stale(reqs, stale_after_hours)
+    claimed = reqs.claim_pending(batch_id)
+    valid, rejected, done = [], [], []
+    try:
+        for st in claimed:
+            try:
+                resolve_forget_set([(f"request {st.request_id}", st.request)], ds)
+                valid.append(st)
+            except RfauError as e:
+                rejected.append((st, str(e)))
+        meta = {"batch_id": batch_id, "dataset": ds.name, "dataset_uri": dataset, "store": reqs.store.uri,
+                "model": settings.model_name, "started_at": started, "code_version": rfau.__version__,
+                "request_ids": [st.request_id for st in valid],
+                "rejected": [{"request_id": st.request_id, "reason": why} for st, why in rejected],
+                "empty": True}
+        with atomic_dir(out_dir) as tmp:
+            if valid:
+                excluded, prior = _forgotten_before(reqs, ds)
+                split = make_split(ds, [(f"request {st.request_id}", st.request) for st in valid],
+                                   holdout_fraction, excluded)
+                meta.update(prior_request_ids=prior, forget_count=len(split.forget),
+                            forget_classes=split.forget_classes, excluded_count=len(split.excluded))
+                if split.forget:
+                    write_split(split, tmp / "split")
+                    for st in valid:
+                        write_json(tmp / "requests" / f"{st.request_id}.json", st.request.model_dump(mode="json"))
+                    meta.update(empty=False, forget_md5=md5_file(tmp / "split" / "forget.txt"),
+                                base=ensure_base(ds, dataset, tmp / "base", settings, train, holdout_fraction))
+                else:  # every named sample was forgotten by an earlier batch
+                    done = valid
+                    meta["already_forgotten"] = True
+            write_json(tmp / BATCH, meta)
+    except BaseException as e:
+        for st in claimed:  # nothing was decided: the requests wait for the next batch
+            reqs.release(st.request_id, batch_id, f"batch {batch_id} failed in data-split: {e}"[:500])
+        raise
+    for st, why in rejected:
+        reqs.reject(st.request_id, batch_id, why)
+    for st in done:
+        reqs.fulfil(st.request_id, batch_id, "already forgotten by an earlier batch")
+    return meta
+
+
+def read_batch(batch_dir: str | Path) -> dict:
+    path = Path(batch_dir) / BATCH
+    if not path.is_file():
+        raise RfauError(f"{batch_dir} is not a batch folder ({BATCH} is missing); run the data-split stage first")
+    return read_json(path)
+
+
+def _skip(out_dir: Path, meta: dict, name: str) -> dict:
+    info = {"skipped": True, "batch_id": meta["batch_id"],
+            "reason": "no pending requests" if not meta["request_ids"] else "nothing left to forget"}
+    with atomic_dir(out_dir) as tmp:
+        write_json(tmp / name, info)
+    return info
+
+
+# --- unlearn ------------------------------------------------------------------------------------
+
+def unlearn(batch_dir: str | Path, out_dir: str | Path, method: str = "rfau", config: dict | None = None) -> dict:
+    """Forget the batch's forget set from its base model (the champion) -> model folder."""
+    from rfau.stages import unlearn_stage
+
+    meta = read_batch(batch_dir)
+    if meta["empty"]:
+        return _skip(Path(out_dir), meta, "unlearn.json")
+    b = Path(batch_dir)
+    return unlearn_stage(b / "base", meta["dataset_uri"], b / "split", out_dir, method, config)
+
+
+# --- evaluate -----------------------------------------------------------------------------------
+
+def _regime(model_dir: Path) -> str:
+    info = read_json(model_dir / "unlearn.json")
+    return "class" if info.get("forget_samplewise", 1) == 0 else "sample"
+
+
+def evaluate(batch_dir: str | Path, model_dir: str | Path, out_dir: str | Path, gates: Gates | None = None,
+             seed: int = 0) -> dict:
+    """The new model and the champion it came from, on the batch's split -> before.json,
+    after.json, metrics.json (flat, for dvc metrics and KFP), gates.json, confusion.json,
+    confidence_hist.png and report.md."""
+    from rfau.metrics.plots import confidence_histogram
+    from rfau.stages import evaluate_stage
+
+    meta = read_batch(batch_dir)
+    if meta["empty"]:
+        return _skip(Path(out_dir), meta, "metrics.json")
+    b, model_dir, gates = Path(batch_dir), Path(model_dir), gates or Gates()
+    ds = load_dataset(meta["dataset_uri"])
+    split = read_split(b / "split")
+    with atomic_dir(out_dir) as tmp:
+        after = evaluate_stage(model_dir, ds, b / "split", tmp / "after.json", seed)
+        before = evaluate_stage(b / "base", ds, b / "split", tmp / "before.json", seed)
+        results = check_gates(after, before, _regime(model_dir), gates)
+        passed = all(r.passed for r in results)
+        flat = {k: after[k] for k in SUMMARY_KEYS if after.get(k) is not None}
+        flat |= {f"before_{k}": before[k] for k in SUMMARY_KEYS if before.get(k) is not None}
+        flat |= {"gates_passed": passed, "forget_count": len(split.forget), "unlearn_seconds":
+                 read_json(model_dir / "unlearn.json")["seconds"]}
+        write_json(tmp / "metrics.json", flat)
+        write_json(tmp / "gates.json", {"regime": _regime(model_dir), "passed": passed,
+                                         "gates": [r.model_dump() for r in results]})
+        write_json(tmp / "confusion.json", confusion(model_dir, ds, split))
+        confidence_histogram(ds, split, {"before (champion)": b / "base", "after": model_dir},
+                             tmp / "confidence_hist.png")
+        (tmp / "report.md").write_text(report(meta, before, after, results))
+    return flat
+
+
+def confusion(model_dir: Path, ds: ImageDataset, split) -> dict:
+    """Test-set confusion matrix (rows: true class), for KFP's ClassificationMetrics."""
+    import torch
+
+    from rfau.models.checkpoint import load_checkpoint
+    from rfau.train import predict_logits
+
+    model, _ = load_checkpoint(model_dir)
+    idx = ds.indices(split.test)
+    pred = predict_logits(model, ds.x[idx]).argmax(1)
+    n = len(ds.classes)
+    m = torch.zeros(n, n, dtype=torch.long)
+    for t, p in zip(ds.y[idx].tolist(), pred.tolist()):
+        m[t, p] += 1
+    return {"classes": list(ds.classes), "matrix": m.tolist()}
+
+
+def report(meta: dict, before: dict, after: dict, results) -> str:
+    rows = [("UA: error on the forget set", "ua"), ("RA: accuracy on retained data", "ra"),
+            ("TA: test accuracy", "ta"), ("TA on kept classes", "ta_kept_classes"),
+            ("MIA-efficacy on the forget set", "mia_confidence"), ("MIA-efficacy on the test set", "mia_confidence_test"),
+            ("UA on samples forgotten earlier", "ua_excluded")]
+    lines = [f"# Deletion batch {meta['batch_id']}", "",
+             f"Requests: {', '.join(meta['request_ids'])}; forget set: {meta.get('forget_count')} samples"
+             f"{' (classes ' + ', '.join(meta['forget_classes']) + ')' if meta.get('forget_classes') else ''}; "
+             f"md5 {meta.get('forget_md5')}.",
+             f"Base: {meta['base']['model']} version {meta['base']['version']}.", "",
+             "| metric (%) | before (champion) | after |", "|---|---:|---:|"]
+    for label, k in rows:
+        if after.get(k) is not None:
+            lines.append(f"| {label} | {before.get(k, float('nan')):.2f} | {after[k]:.2f} |")
+    lines += ["", "| gate | value | bound | verdict |", "|---|---:|---:|---|"]
+    lines += [f"| {r.name} | {r.value:.2f} | {r.bound} | {'pass' if r.passed else 'FAIL'} |" for r in results]
+    if meta["rejected"]:
+        lines += ["", "Rejected requests:"] + [f"- {r['request_id']}: {r['reason']}" for r in meta["rejected"]]
+    return "\n".join(lines) + "\n"
+
+
+# --- register -----------------------------------------------------------------------------------
+
+def register(batch_dir: str | Path, model_dir: str | Path, eval_dir: str | Path, out_dir: str | Path,
+             settings: TrackingSettings | None = None, gates: Gates | None = None,
+             store: str | None = None) -> dict:
+    """New registry version (champion only when every gate passes) -> ledger record -> request
+    states. Idempotent: registering a batch again returns its version and record."""
+    from rfau.audit.trail import AuditTrail
+    from rfau.tracking import registry
+
+    meta = read_batch(batch_dir)
+    settings = settings or TrackingSettings.from_env()
+    if meta["empty"]:
+        return _skip(Path(out_dir), meta, "registered.json")
+    model_dir, eval_dir, gates = Path(model_dir), Path(eval_dir), gates or Gates()
+    reqs = RequestStore.from_uri(store or meta["store"])
+    trail = AuditTrail.open(store or meta["store"], settings)
+    reg = registry.register(model_dir, eval_dir / "after.json", settings, gates,
+                            baseline_metrics_path=eval_dir / "before.json")
+    record = trail.find_batch(meta["batch_id"])
+    if record is None:
+        unl = read_json(model_dir / "unlearn.json")
+        after, before = read_json(eval_dir / "after.json"), read_json(eval_dir / "before.json")
+        evidence = trail.keep_evidence(meta["batch_id"], [eval_dir / f for f in EVIDENCE])
+        record = trail.append({
+            "batch_id": meta["batch_id"],
+            "request_ids": meta["request_ids"],
+            "subject_hashes": trail.subject_hashes([reqs.get(r).request for r in meta["request_ids"]]),
+            "rejected": [r["request_id"] for r in meta["rejected"]],
+            "forget_md5": meta["forget_md5"], "forget_count": meta["forget_count"],
+            "forget_classes": meta["forget_classes"], "excluded_count": meta["excluded_count"],
+            "dataset": meta["dataset"],
+            "model": {"name": settings.model_name, "before": {k: meta["base"][k] for k in ("version", "weights_sha256")},
+                      "after": {"version": reg["version"], "weights_sha256": read_card(model_dir).weights_sha256}},
+            "promoted": reg["gates_passed"], "champion_after": reg["champion"],
+            "method": unl["method"], "config": unl["config"],
+            "metrics": {k: after[k] for k in SUMMARY_KEYS if after.get(k) is not None},
+            "baseline_metrics": {k: before[k] for k in SUMMARY_KEYS if before.get(k) is not None},
+            "gates": read_json(eval_dir / "gates.json")["gates"], "gates_passed": reg["gates_passed"],
+            "evidence": evidence, "code_version": meta["code_version"],
+            "started_at": meta["started_at"], "finished_at": _now(),
+            "mlflow_run_id": registry.version_tags(settings).get(reg["version"], {}).get("rfau.run_id", ""),
+        })
+        registry.set_version_tags(settings, reg["version"], {"ledger_seq": record["seq"],
+                                                             "ledger_hash": record["hash"],
+                                                             "batch_id": meta["batch_id"]})
+        trail.log_to_mlflow(record)
+    for rid in meta["request_ids"]:
+        st = reqs.get(rid)
+        if st.state is not RequestState.IN_PROGRESS or st.batch_id != meta["batch_id"]:
+            continue  # already settled by an earlier run of this stage
+        if reg["gates_passed"]:
+            reqs.fulfil(rid, meta["batch_id"], f"{settings.model_name} version {reg['version']} "
+                                               f"(ledger record {record['seq']})")
+        else:
+            failed = [g["name"] for g in record["gates"] if not g["passed"]]
+            reqs.release(rid, meta["batch_id"], f"version {reg['version']} failed gates {failed}; "
+                                                "the champion is unchanged and the request waits for the next batch")
+    out = {"batch_id": meta["batch_id"], "model": settings.model_name, "version": reg["version"],
+           "gates_passed": reg["gates_passed"], "champion": reg["champion"],
+           "ledger_seq": record["seq"], "ledger_hash": record["hash"], "request_ids": meta["request_ids"]}
+    with atomic_dir(out_dir) as tmp:
+        write_json(tmp / "registered.json", out)
+    return out
+
+
+# --- the whole batch in one process -------------------------------------------------------------
+
+def run_batch(workdir: str | Path, dataset: str = "digits", store: str | None = None,
+              settings: TrackingSettings | None = None, method: str = "rfau", config: dict | None = None,
+              gates: Gates | None = None, train: dict | None = None,
+              holdout_fraction: float = HOLDOUT_FRACTION) -> dict:
+    """The four stages in order in this process (what the KFP pipeline runs as four tasks)."""
+    wd = Path(workdir)
+    settings = settings or TrackingSettings.from_env()
+    meta = data_split(wd / "batch", dataset, store, settings, holdout_fraction, train)
+    if meta["empty"]:
+        return {"batch_id": meta["batch_id"], "skipped": True, "rejected": meta["rejected"],
+                "request_ids": meta["request_ids"]}
+    unlearn(wd / "batch", wd / "model", method, config)
+    metrics = evaluate(wd / "batch", wd / "model", wd / "evaluation", gates)
+    reg = register(wd / "batch", wd / "model", wd / "evaluation", wd / "registered", settings, gates, store)
+    return {**reg, "rejected": meta["rejected"], "metrics": metrics, "skipped": False}
+
+
+__all__ = ["data_split", "unlearn", "evaluate", "register", "run_batch", "read_batch", "default_store",
+           "md5_file", "sha256_file"]
