@@ -1,0 +1,278 @@
+"""The life of a deletion request, kept in a Store (local folder or S3) shared by every worker.
+
+Layout under the store root::
+
+    requests/<request_id>/request.json                 the validated request (canonical JSON)
+    requests/<request_id>/events/<NNNNNN>-<state>.json {"state", "at", "batch_id", "detail"}
+
+Nothing is ever rewritten: every state change is one more event object, created with an
+exclusive (create-only) write at the next sequence number, so the change is atomic and two workers
+racing for the same transition cannot both win -- the loser's create fails and it moves on.
+A request's state is its last event's. ``000000-pending`` is written by ``add``.
+
+States and the only legal moves::
+
+    pending --claim_pending(batch)--> in-progress(batch)
+    in-progress(batch) --fulfil(batch)--> fulfilled          (final)
+    in-progress(batch) --reject(batch)--> rejected           (final)
+    in-progress(batch) --release(batch)--> pending           (e.g. the new model failed its gates)
+
+Only the batch that claimed a request may move it on. Two different events at one sequence number
+can only come from one batch making two moves on one request at once; the first by name wins
+and the other writer gets a RequestError (its event is removed).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from rfau.data.datasets import ImageDataset
+from rfau.data.requests import DeletionRequest, load_requests, resolve_forget_set
+from rfau.errors import RequestError, RfauError
+from rfau.storage import AlreadyExists, NotFound, Store, open_store
+
+ROOT = "requests/"
+_EVENT = re.compile(r"^(\d{6,})-([a-z-]+)\.json$")
+# the same rule as DeletionRequest.request_id: safe as one key segment
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+
+
+class RequestState(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in-progress"
+    FULFILLED = "fulfilled"
+    REJECTED = "rejected"
+
+
+@dataclass
+class RequestStatus:
+    request_id: str
+    state: RequestState
+    updated_at: str  # UTC ISO time of the last event
+    batch_id: str | None  # the batch that made the last change (None when just received)
+    detail: str
+    request: DeletionRequest
+    history: list[dict] = field(default_factory=list)  # every event, oldest first, with its "seq"
+
+
+def canonical_json(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _received_key(req: DeletionRequest) -> datetime:
+    t = req.received_at
+    return t if t.tzinfo else t.replace(tzinfo=UTC)  # a naive time is taken as UTC
+
+
+class RequestStore:
+    """Deletion requests and their states in a Store; safe to share between concurrent workers."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    @classmethod
+    def from_uri(cls, uri: str | Path) -> RequestStore:
+        return cls(open_store(uri))
+
+    def __repr__(self) -> str:
+        return f"RequestStore({self.store.uri!r})"
+
+    # -- keys ------------------------------------------------------------------------------------
+    @staticmethod
+    def _request_key(rid: str) -> str:
+        return f"{ROOT}{rid}/request.json"
+
+    @staticmethod
+    def _event_key(rid: str, seq: int, state: RequestState) -> str:
+        return f"{ROOT}{rid}/events/{seq:06d}-{state.value}.json"
+
+    def _check_id(self, request_id: str) -> str:
+        if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id) or len(request_id) > 200:
+            raise RequestError(f"{request_id!r} is not a valid request id")
+        return request_id
+
+    # -- adding ----------------------------------------------------------------------------------
+    def add(self, paths: list[str | Path], dataset: ImageDataset | None = None) -> list[str]:
+        """Validate request files and record every request as pending; all or nothing.
+
+        Each request is checked for form, and with ``dataset`` also against the data (alone, so the
+        error names it). An id already in the store is refused, naming its state. Nothing is
+        written unless every request passes. Returns the ids added, in file order.
+        """
+        loaded = load_requests(paths)
+        if dataset is not None:
+            for src, req in loaded:
+                resolve_forget_set([(src, req)], dataset)
+        for src, req in loaded:
+            if self.store.exists(self._request_key(req.request_id)):
+                state = self._state_word(req.request_id)
+                raise RequestError(
+                    f"{src}: request {req.request_id!r}: request id already in {self.store.uri} "
+                    f"(state {state}); nothing was added"
+                )
+        written: list[str] = []
+        try:
+            for src, req in loaded:
+                rid = req.request_id
+                try:
+                    self.store.put_bytes(self._request_key(rid), canonical_json(req.model_dump(mode="json")),
+                                         exclusive=True)
+                except AlreadyExists:
+                    raise RequestError(
+                        f"{src}: request {rid!r}: request id was added to {self.store.uri} at the same "
+                        "time by someone else; nothing was added"
+                    ) from None
+                written.append(rid)
+                self._put_event(rid, 0, RequestState.PENDING, None, "received")
+        except BaseException:
+            try:
+                for rid in written:  # undo: the requests this call created are its own to remove
+                    for key in self.store.list(f"{ROOT}{rid}/"):
+                        self.store.delete(key)
+            except RfauError:
+                pass  # the store failed; the original error says why
+            raise
+        return [req.request_id for _, req in loaded]
+
+    def _state_word(self, rid: str) -> str:
+        try:
+            return self.get(rid).state.value
+        except RfauError:
+            return "unknown"
+
+    # -- reading ---------------------------------------------------------------------------------
+    def get(self, request_id: str) -> RequestStatus:
+        rid = self._check_id(request_id)
+        keys = self.store.list(f"{ROOT}{rid}/")
+        status = self._status(rid, keys) if self._request_key(rid) in keys else None
+        if status is None:
+            raise RequestError(f"request {rid!r} is not in {self.store.uri}")
+        return status
+
+    def list(self, state: RequestState | None = None) -> list[RequestStatus]:
+        """Every request (or those in ``state``), oldest ``received_at`` first, then by id."""
+        by_id: dict[str, list[str]] = {}
+        for key in self.store.list(ROOT):
+            rid = key[len(ROOT):].split("/", 1)[0]
+            by_id.setdefault(rid, []).append(key)
+        out = []
+        for rid, keys in by_id.items():
+            if self._request_key(rid) not in keys:
+                continue  # an add that is still being written (or was undone)
+            status = self._status(rid, keys)
+            if status is None:
+                continue
+            if state is None or status.state == RequestState(state):
+                out.append(status)
+        out.sort(key=lambda s: (_received_key(s.request), s.request_id))
+        return out
+
+    def requests(self, state: RequestState) -> list[DeletionRequest]:
+        return [s.request for s in self.list(state)]
+
+    def _status(self, rid: str, keys: list[str]) -> RequestStatus | None:
+        try:
+            raw = self.store.get_bytes(self._request_key(rid))
+            request = DeletionRequest.model_validate_json(raw)
+        except NotFound:
+            return None  # removed since it was listed (an add being undone)
+        except ValueError as e:
+            raise RequestError(f"{self.store.where(self._request_key(rid))}: corrupt request: {e}") from None
+        events: dict[int, tuple[str, RequestState]] = {}
+        prefix = f"{ROOT}{rid}/events/"
+        for key in sorted(keys):
+            m = _EVENT.match(key[len(prefix):]) if key.startswith(prefix) else None
+            if not m:
+                continue
+            try:
+                st = RequestState(m.group(2))
+            except ValueError:
+                continue
+            events.setdefault(int(m.group(1)), (key, st))  # first by name wins a (rare) tie
+        history = []
+        for seq in sorted(events):
+            key, st = events[seq]
+            try:
+                ev = json.loads(self.store.get_bytes(key))
+            except NotFound:
+                continue  # a losing duplicate being removed
+            except ValueError as e:
+                raise RequestError(f"{self.store.where(key)}: corrupt event: {e}") from None
+            history.append({"seq": seq, "state": st.value, "at": ev.get("at", ""),
+                            "batch_id": ev.get("batch_id"), "detail": ev.get("detail", "")})
+        if not history:  # request.json written, first event not yet: it is pending
+            history.append({"seq": 0, "state": RequestState.PENDING.value,
+                            "at": _received_key(request).isoformat(), "batch_id": None, "detail": "received"})
+        last = history[-1]
+        return RequestStatus(request_id=rid, state=RequestState(last["state"]), updated_at=last["at"],
+                             batch_id=last["batch_id"], detail=last["detail"], request=request,
+                             history=history)
+
+    # -- changing state --------------------------------------------------------------------------
+    def _put_event(self, rid: str, seq: int, state: RequestState, batch_id: str | None, detail: str) -> None:
+        body = {"state": state.value, "at": _now(), "batch_id": batch_id, "detail": detail}
+        key = self._event_key(rid, seq, state)
+        self.store.put_bytes(key, canonical_json(body), exclusive=True)  # AlreadyExists: lost the race
+        rivals = self.store.list(f"{ROOT}{rid}/events/{seq:06d}-")
+        if len(rivals) > 1 and rivals[0] != key:
+            self.store.delete(key)
+            raise RequestError(f"request {rid!r}: a concurrent change ({rivals[0].rsplit('/', 1)[-1]}) "
+                               f"won over {state.value} for batch {batch_id!r}")
+
+    def claim_pending(self, batch_id: str) -> list[RequestStatus]:
+        """Move every pending request to in-progress for ``batch_id``; return those this call won.
+
+        A request another worker claims meanwhile is skipped (its exclusive event create fails).
+        """
+        self._check_batch(batch_id)
+        claimed = []
+        for status in self.list(RequestState.PENDING):
+            seq = status.history[-1]["seq"] + 1
+            try:
+                self._put_event(status.request_id, seq, RequestState.IN_PROGRESS, batch_id, "claimed")
+            except (AlreadyExists, RequestError):
+                continue
+            claimed.append(self.get(status.request_id))
+        return claimed
+
+    def fulfil(self, request_id: str, batch_id: str, detail: str) -> RequestStatus:
+        return self._move(request_id, batch_id, RequestState.FULFILLED, detail)
+
+    def reject(self, request_id: str, batch_id: str, reason: str) -> RequestStatus:
+        return self._move(request_id, batch_id, RequestState.REJECTED, reason)
+
+    def release(self, request_id: str, batch_id: str, reason: str) -> RequestStatus:
+        return self._move(request_id, batch_id, RequestState.PENDING, reason)
+
+    def _check_batch(self, batch_id: str) -> None:
+        if not isinstance(batch_id, str) or not batch_id.strip():
+            raise RequestError(f"batch id must be a non-empty string, got {batch_id!r}")
+
+    def _move(self, request_id: str, batch_id: str, to: RequestState, detail: str) -> RequestStatus:
+        """in-progress (claimed by ``batch_id``) -> ``to``; anything else is a RequestError."""
+        self._check_batch(batch_id)
+        status = self.get(request_id)
+        verb = {RequestState.FULFILLED: "fulfil", RequestState.REJECTED: "reject",
+                RequestState.PENDING: "release"}[to]
+        if status.state != RequestState.IN_PROGRESS:
+            raise RequestError(f"cannot {verb} request {request_id!r} for batch {batch_id!r}: it is "
+                               f"{status.state.value}, not in-progress")
+        if status.batch_id != batch_id:
+            raise RequestError(f"cannot {verb} request {request_id!r} for batch {batch_id!r}: it is "
+                               f"in-progress for batch {status.batch_id!r}")
+        try:
+            self._put_event(request_id, status.history[-1]["seq"] + 1, to, batch_id, str(detail))
+        except AlreadyExists:
+            now = self._state_word(request_id)
+            raise RequestError(f"cannot {verb} request {request_id!r} for batch {batch_id!r}: it was "
+                               f"changed at the same time (now {now})") from None
+        return self.get(request_id)
