@@ -223,15 +223,18 @@ def evaluate(batch_dir: str | Path, model_dir: str | Path, out_dir: str | Path, 
         write_json(tmp / "metrics.json", flat)
         write_json(tmp / "gates.json", {"regime": _regime(model_dir), "passed": passed,
                                          "gates": [r.model_dump() for r in results]})
-        write_json(tmp / "confusion.json", confusion(model_dir, ds, split))
+        cm, rows = confusion(model_dir, ds, split)
+        write_json(tmp / "confusion.json", cm)
+        write_json(tmp / "test_predictions.json", rows)  # for `dvc plots` (confusion template)
         confidence_histogram(ds, split, {"before (champion)": b / "base", "after": model_dir},
                              tmp / "confidence_hist.png")
         (tmp / "report.md").write_text(report(meta, before, after, results))
     return flat
 
 
-def confusion(model_dir: Path, ds: ImageDataset, split) -> dict:
-    """Test-set confusion matrix (rows: true class), for KFP's ClassificationMetrics."""
+def confusion(model_dir: Path, ds: ImageDataset, split) -> tuple[dict, list[dict]]:
+    """Test-set confusion matrix (rows: true class) for KFP's ClassificationMetrics, and the
+    per-sample (actual, predicted) rows DVC's confusion plot reads."""
     import torch
 
     from rfau.models.checkpoint import load_checkpoint
@@ -242,9 +245,11 @@ def confusion(model_dir: Path, ds: ImageDataset, split) -> dict:
     pred = predict_logits(model, ds.x[idx]).argmax(1)
     n = len(ds.classes)
     m = torch.zeros(n, n, dtype=torch.long)
+    rows = []
     for t, p in zip(ds.y[idx].tolist(), pred.tolist()):
         m[t, p] += 1
-    return {"classes": list(ds.classes), "matrix": m.tolist()}
+        rows.append({"actual": ds.classes[t], "predicted": ds.classes[p]})
+    return {"classes": list(ds.classes), "matrix": m.tolist()}, rows
 
 
 def report(meta: dict, before: dict, after: dict, results) -> str:

@@ -37,6 +37,7 @@ def connect(settings: TrackingSettings):
     # fail in seconds with the reason (a user's own setting wins)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow = _mlflow()
     from mlflow.tracking import MlflowClient
 
