@@ -17,7 +17,7 @@ def compile_pipeline(out: str | Path, gpu: GpuSpec | None = None) -> Path:
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    tmp = out.with_name(f".{out.stem}.tmp.yaml")  # kfp insists on a .yaml suffix
     compiler.Compiler().compile(build_pipeline(gpu), str(tmp))
     tmp.replace(out)
     return out

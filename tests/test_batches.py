@@ -1,0 +1,222 @@
+"""Deletion requests end to end: three scheduled batches over time from the current champion,
+a rejected request, a gate failure that leaves the champion alone, the audit ledger verified
+against the registry, and 1,000 mutations of the real ledger each detected."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+
+from rfau.audit.ledger import canonical, record_hash, verify_bytes
+from rfau.audit.proof import render_proof
+from rfau.audit.trail import LEDGER_KEY, AuditTrail
+from rfau.batch import data_split, run_batch
+from rfau.data.datasets import load_dataset
+from rfau.data.request_store import RequestState, RequestStore
+from rfau.data.split import in_holdout, read_split
+from rfau.tracking import registry
+from rfau.tracking.gates import Gates
+from rfau.tracking.settings import TrackingSettings
+
+DS = load_dataset("digits")
+POOL = [s for s in DS.split_ids("train") if not in_holdout(s, 0.1)]
+FAST = {"epochs": 10, "retain_budget": 1000}  # RFAU settings: enough on digits, quick on 2 cores
+
+
+def _request(path, rid, ids, subject):
+    path.write_text(json.dumps({"request_id": rid, "sample_ids": ids, "reason": "GDPR art. 17",
+                                "received_at": "2026-11-27T10:00:00Z", "subject": subject}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batches")
+    settings = TrackingSettings(state_dir=root / ".rfau")
+    store = str(root / "store")
+    reqs = RequestStore.from_uri(store)
+    rng = random.Random(7)
+    picks = rng.sample(POOL, 90)
+    r1, r2, r3 = picks[:30], picks[30:60], picks[60:]
+    out = {"root": root, "settings": settings, "store": store, "reqs": reqs, "ids": {"r1": r1, "r2": r2, "r3": r3},
+           "runs": []}
+
+    def batch(n, gates=None):
+        t0 = time.time()
+        res = run_batch(root / f"b{n}", "digits", store, settings, config=FAST, gates=gates)
+        out["runs"].append((res, time.time() - t0))
+        return res
+
+    # batch 1: a good request and one that names an unknown sample (queued without a dataset check)
+    reqs.add([_request(root / "r1.json", "r1", r1, "alice@example.com")], DS)
+    reqs.add([_request(root / "bad.json", "bad", ["digits/999999"], "mallory")])
+    batch(1)
+    # batch 2: the new model fails a gate that cannot pass (forget error must equal test error exactly)
+    reqs.add([_request(root / "r2.json", "r2", r2, "bob@example.com")], DS)
+    batch(2, Gates(max_forget_error_gap_samplewise=0.0))
+    # batch 3: r2 (back to pending) and r3 together, normal gates
+    reqs.add([_request(root / "r3.json", "r3", r3, "carol@example.com")], DS)
+    batch(3)
+    return out
+
+
+def test_three_batches_three_versions_champion_moves_only_on_passing_gates(scenario):
+    (b1, _), (b2, _), (b3, _) = scenario["runs"]
+    assert (b1["version"], b2["version"], b3["version"]) == (2, 3, 4)  # version 1: the bootstrap original
+    assert b1["gates_passed"] and b1["champion"] == 2
+    assert not b2["gates_passed"] and b2["champion"] == 2  # the champion did not move
+    assert b3["gates_passed"] and b3["champion"] == 4
+    assert b3["request_ids"] == ["r2", "r3"]  # r2 waited for the next batch and went with r3
+    tags = registry.version_tags(scenario["settings"])
+    assert sorted(tags) == [1, 2, 3, 4]
+    assert tags[3]["rfau.gates_passed"] == "false" and "forget_error_gap" in tags[3]["rfau.gate_failures"]
+    # every batch started from the champion of its time
+    assert json.loads((scenario["root"] / "b2" / "batch" / "batch.json").read_text())["base"]["version"] == 2
+    assert json.loads((scenario["root"] / "b3" / "batch" / "batch.json").read_text())["base"]["version"] == 2
+
+
+def test_request_states_follow_the_batches(scenario):
+    reqs = scenario["reqs"]
+    assert reqs.get("bad").state is RequestState.REJECTED and "unknown sample ids" in reqs.get("bad").detail
+    assert scenario["runs"][0][0]["rejected"][0]["request_id"] == "bad"
+    for rid, version in (("r1", 2), ("r2", 4), ("r3", 4)):
+        st = reqs.get(rid)
+        assert st.state is RequestState.FULFILLED and f"version {version}" in st.detail
+    states = [e["state"] for e in reqs.get("r2").history]
+    assert states == ["pending", "in-progress", "pending", "in-progress", "fulfilled"]
+    assert "failed gates" in reqs.get("r2").history[2]["detail"]
+
+
+def test_forgotten_samples_stay_out_and_stay_forgotten(scenario):
+    ids = scenario["ids"]
+    s2 = read_split(scenario["root"] / "b2" / "batch" / "split")
+    s3 = read_split(scenario["root"] / "b3" / "batch" / "split")
+    assert set(s2.excluded) == set(ids["r1"]) and set(s3.excluded) == set(ids["r1"])
+    assert set(s3.forget) == set(ids["r2"]) | set(ids["r3"])
+    for s in (s2, s3):
+        assert not set(s.retain) & set(ids["r1"]) and not set(s.holdout) & set(ids["r1"])
+    after = json.loads((scenario["root"] / "b3" / "evaluation" / "after.json").read_text())
+    # r1's samples look like unseen data to the model of batch 3: error and MIA near the test set's
+    assert abs(after["ua_excluded"] - (100 - after["ta"])) <= 5.0
+    assert abs(after["mia_confidence_excluded"] - after["mia_confidence_test"]) <= 10.0
+
+
+def test_ledger_verifies_and_records_the_evidence(scenario):
+    trail = AuditTrail.open(scenario["store"], scenario["settings"])
+    assert trail.verify() == []
+    records = trail.records()
+    assert [r["seq"] for r in records] == [1, 2, 3]
+    r1 = records[0]
+    assert r1["request_ids"] == ["r1"] and r1["rejected"] == ["bad"]
+    assert "alice" not in json.dumps(records)  # subjects only as salted hashes
+    split_dir = scenario["root"] / "b1" / "batch" / "split"
+    import hashlib
+
+    assert r1["forget_md5"] == hashlib.md5((split_dir / "forget.txt").read_bytes()).hexdigest()
+    assert r1["model"]["before"]["version"] == 1 and r1["model"]["after"]["version"] == 2
+    assert records[1]["gates_passed"] is False and records[1]["promoted"] is False
+    md, html = render_proof(records[2], "r2", trail.evidence_dir(records[2]["batch_id"]))
+    assert "r2" in md and "data:image/png;base64," in html
+    # the local copy and the object store's are the same bytes
+    assert trail.mirror.read_bytes() == trail.store.get_bytes(LEDGER_KEY)
+
+
+def _mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
+    lines = data.decode().splitlines(keepends=True)
+    kind = rng.choice(["byte", "insert_byte", "delete_byte", "edit", "edit_rehash", "remove", "truncate",
+                       "swap", "duplicate"])
+    if kind == "byte":
+        i = rng.randrange(len(data))
+        return kind, data[:i] + bytes([(data[i] + rng.randrange(1, 256)) % 256]) + data[i + 1:]
+    if kind == "insert_byte":
+        i = rng.randrange(len(data) + 1)
+        return kind, data[:i] + bytes([rng.randrange(256)]) + data[i:]
+    if kind == "delete_byte":
+        i = rng.randrange(len(data))
+        return kind, data[:i] + data[i + 1:]
+    recs = [json.loads(ln) for ln in lines]
+    i = rng.randrange(len(recs))
+    if kind in ("edit", "edit_rehash"):
+        recs[i]["metrics"]["ua"] = recs[i]["metrics"].get("ua", 0) + rng.choice([0.01, 1, 50])
+        if kind == "edit_rehash":
+            recs[i]["hash"] = record_hash(recs[i])
+    elif kind == "remove":
+        del recs[i]
+    elif kind == "truncate":
+        recs = recs[:-1]
+    elif kind == "swap":
+        j = (i + rng.randrange(1, len(recs))) % len(recs)
+        recs[i], recs[j] = recs[j], recs[i]
+    elif kind == "duplicate":
+        recs.insert(i, dict(recs[i]))
+    return kind, b"".join(canonical(r) + b"\n" for r in recs)
+
+
+def test_a_thousand_mutations_of_the_ledger_are_each_detected(scenario):
+    trail = AuditTrail.open(scenario["store"], scenario["settings"])
+    data = trail.ledger_bytes()
+    tags = registry.version_tags(scenario["settings"])
+    anchors = [{"seq": int(t["rfau.ledger_seq"]), "hash": t["rfau.ledger_hash"]} for t in tags.values()
+               if "rfau.ledger_seq" in t]
+    assert len(anchors) == 3 and verify_bytes(data, anchors) == []
+    rng = random.Random(2026)
+    kinds: dict[str, int] = {}
+    for _ in range(1000):
+        kind, bad = _mutate(data, rng)
+        assert bad != data
+        assert verify_bytes(bad, anchors), f"undetected {kind} mutation"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    print("mutations detected:", kinds)
+    assert sum(kinds.values()) == 1000
+
+
+def test_verify_catches_a_stale_copy_and_swapped_weights(scenario, tmp_path):
+    import shutil
+
+    settings, store = scenario["settings"], scenario["store"]
+    trail = AuditTrail.open(store, settings)
+    mirror = trail.mirror.read_bytes()
+    try:
+        trail.mirror.write_bytes(mirror.replace(b'"seq":3', b'"seq":4'))
+        assert any("local copy" in p for p in trail.verify(check_weights=False))
+    finally:
+        trail.mirror.write_bytes(mirror)
+    # someone replaces the weights of the champion in the artifact store
+    weights = sorted((settings.state_dir / "mlartifacts").rglob("model.safetensors"))
+    v4 = [w for w in weights if registry.version_tags(settings)[4]["rfau.weights_sha256"]
+          == __import__("rfau.io", fromlist=["sha256_file"]).sha256_file(w)]
+    assert v4
+    backup = tmp_path / "w"
+    shutil.copy(v4[0], backup)
+    try:
+        v4[0].write_bytes(v4[0].read_bytes()[:-8] + b"\x00" * 8)
+        problems = trail.verify()
+        assert any("version 4" in p for p in problems), problems
+    finally:
+        shutil.copy(backup, v4[0])
+    assert trail.verify() == []
+
+
+def test_nothing_pending_exits_at_once(scenario):
+    t0 = time.time()
+    res = run_batch(scenario["root"] / "b4", "digits", scenario["store"], scenario["settings"])
+    assert res["skipped"] and res["request_ids"] == []
+    assert sorted(registry.version_tags(scenario["settings"])) == [1, 2, 3, 4]
+    assert len(AuditTrail.open(scenario["store"], scenario["settings"]).records()) == 3
+    print(f"empty batch: {time.time() - t0:.1f} s")
+
+
+def test_a_failed_split_puts_the_requests_back(tmp_path):
+    from rfau.errors import RfauError
+
+    settings = TrackingSettings(state_dir=tmp_path / ".rfau", tracking_uri="http://127.0.0.1:9")
+    store = str(tmp_path / "store")
+    RequestStore.from_uri(store).add([_request(tmp_path / "r.json", "r9", POOL[:5], "dave")], DS)
+    with pytest.raises(RfauError, match="unreachable"):  # claimed, then the registry is down
+        data_split(tmp_path / "batch", "digits", store, settings)
+    st = RequestStore.from_uri(store).get("r9")
+    assert st.state is RequestState.PENDING and "failed in data-split" in st.detail
+    assert not (tmp_path / "batch").exists()
