@@ -1,5 +1,6 @@
 # One command sets up what is missing and runs the main job; one runs the tests.
-#   make run    set up .venv (CPU torch from the pinned constraints) and run the main job on digits
+#   make run    set up .venv (CPU torch from the pinned constraints) and run the main job: the
+#               deletion pipeline, locally with kfp.local, on a demo request over the embedded digits
 #   make test   set up .venv and run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -16,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 run: setup
-	$(VENV)/bin/rfau run
+	$(VENV)/bin/rfau pipeline run --local --demo
 
 # Debian's chromium for the browser test of the MLflow UI (skipped where it cannot be installed)
 browser:

@@ -302,15 +302,18 @@ def pipeline_run(
     local: Annotated[bool, typer.Option("--local", help="Run with kfp.local's subprocess runner in this environment.")] = False,
     root: Annotated[Path, typer.Option(help="Pipeline root: every task's outputs.")] = Path("runs/pipeline"),
     params: ParamsOpt = None, set_: SetOpt = None,
-    demo: Annotated[bool, typer.Option(help="First queue a demo request (5% of the remaining training samples).")] = False,
+    demo: Annotated[bool | None, typer.Option("--demo/--no-demo", help="First queue a demo request (5% of the remaining training samples). Default: only on the embedded digits when the store has never seen a request.")] = None,
 ) -> None:
     """Run the deletion-batch pipeline; on a cluster use `submit` or `schedule`."""
+    from rfau.data.request_store import RequestStore
     from rfau.pipelines.run import run_local
 
     if not local:
         _fail(RfauError("only --local runs here; on a cluster use `rfau pipeline submit` or `rfau pipeline schedule`"))
     try:
         p = load_params(params, set_)
+        if demo is None:  # a fresh checkout: show the whole flow on the embedded data
+            demo = p.dataset == "digits" and not RequestStore.from_uri(_store(p.store)).list()
         if demo:
             out.print(f"queued demo request {_demo_request(p, _store(p.store))}")
         res = run_local(_pipeline_args(p, local=True), root)

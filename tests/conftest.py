@@ -91,3 +91,11 @@ def chromium():
     if not path:
         pytest.skip("Debian's chromium is not installed (`apt-get install chromium`; .ci/run installs it)")
     return path
+
+
+def subprocess_env(**extra) -> dict:
+    """The environment for a CLI subprocess: this process's, minus anything that points rfau or
+    MLflow at a store (mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI to children)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RFAU_", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"))}
+    return {**env, "RFAU_QUIET": "1", **extra}

@@ -220,3 +220,37 @@ def test_a_failed_split_puts_the_requests_back(tmp_path):
     st = RequestStore.from_uri(store).get("r9")
     assert st.state is RequestState.PENDING and "failed in data-split" in st.detail
     assert not (tmp_path / "batch").exists()
+
+
+def test_audit_cli_verifies_shows_and_fails_on_tampering(scenario, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import subprocess_env
+
+    env = subprocess_env(RFAU_STATE_DIR=str(scenario["settings"].state_dir), RFAU_REQUEST_STORE=scenario["store"])
+    rfau = str(Path(sys.executable).parent / "rfau")
+
+    def run(*args):
+        return subprocess.run([rfau, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+
+    ok = run("audit", "verify", "--no-weights")
+    assert ok.returncode == 0 and "ledger intact: 3 record(s)" in ok.stdout, ok.stderr
+    shown = run("audit", "show", "r3", "--out", str(tmp_path / "proof"))
+    assert shown.returncode == 0, shown.stderr
+    assert "r3" in (tmp_path / "proof" / "proof.md").read_text()
+    assert "data:image/png;base64," in (tmp_path / "proof" / "proof.html").read_text()
+    missing = run("audit", "show", "bad")  # rejected: in no record
+    assert missing.returncode == 2 and "no ledger record" in missing.stderr
+    listed = run("request", "list", "--state", "rejected", "--json")
+    assert '"bad"' in listed.stdout and "unknown sample ids" in listed.stdout
+    trail = AuditTrail.open(scenario["store"], scenario["settings"])
+    data = trail.ledger_bytes()
+    try:
+        trail.store.put_bytes(LEDGER_KEY, data.replace(b'"r1"', b'"r0"', 1))
+        bad = run("audit", "verify", "--no-weights")
+        assert bad.returncode == 1 and "FAIL" in bad.stderr
+    finally:
+        trail.store.put_bytes(LEDGER_KEY, data)
+    assert run("audit", "verify", "--no-weights").returncode == 0

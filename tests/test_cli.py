@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -11,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import subprocess_env
+
 RFAU = [str(Path(sys.executable).with_name("rfau"))]
 # the registry the main job writes to goes to a scratch folder, not the checkout's .rfau/
-ENV = {**os.environ, "RFAU_QUIET": "1", "RFAU_STATE_DIR": tempfile.mkdtemp(prefix="rfau-state-")}
+ENV = subprocess_env(RFAU_STATE_DIR=tempfile.mkdtemp(prefix="rfau-state-"))
 
 
 def rfau(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

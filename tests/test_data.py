@@ -118,6 +118,22 @@ def test_imagefolder_archive_gives_same_ids_as_directory(imagefolder, tmp_path, 
     assert cached.x.equal(first.x) and cached.y.equal(first.y)
 
 
+def test_imagefolder_archive_in_s3_loads_like_the_local_one(imagefolder, tmp_path, s3_server, monkeypatch):
+    from tests.conftest import S3_ENV
+
+    for k, v in {**S3_ENV, "AWS_ENDPOINT_URL": s3_server["endpoint"]}.items():
+        monkeypatch.setenv(k, v)
+    archive = tmp_path / "imgs.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for rel in IMAGEFOLDER_FILES:
+            tar.add(imagefolder / rel, arcname=rel)
+    s3_server["client"].put_object(Bucket=s3_server["bucket"], Key="datasets/imgs.tar.gz", Body=archive.read_bytes())
+    ds = load_dataset(f"s3://{s3_server['bucket']}/datasets/imgs.tar.gz", cache_dir=tmp_path / "cache")
+    assert ds.ids == load_dataset(str(imagefolder)).ids
+    with pytest.raises(DatasetError, match="archive"):
+        load_dataset(f"s3://{s3_server['bucket']}/datasets/imgs.zip")
+
+
 def test_missing_dataset_path_raises_dataset_error(tmp_path):
     missing = tmp_path / "no-such-dataset"
     with pytest.raises(DatasetError, match="not found"):

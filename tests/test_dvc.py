@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import S3_ENV
+from tests.conftest import S3_ENV, subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -26,10 +26,8 @@ def project(tmp_path_factory, s3_server):
     root = tmp_path_factory.mktemp("dvcproj")
     for f in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / f, root / f)
-    env = {**os.environ, **S3_ENV, "PATH": f"{BIN}:{os.environ['PATH']}", "RFAU_QUIET": "1",
-           "DVC_NO_ANALYTICS": "1", "RFAU_STATE_DIR": str(root / ".rfau")}
-    env.pop("RFAU_REQUEST_STORE", None)
-    env.pop("RFAU_TRACKING_URI", None)
+    env = subprocess_env(**S3_ENV, PATH=f"{BIN}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
+                         RFAU_STATE_DIR=str(root / ".rfau"))
 
     def run(*cmd, check=True):
         r = subprocess.run(list(cmd), cwd=root, env=env, capture_output=True, text=True, timeout=600)

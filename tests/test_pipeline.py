@@ -3,7 +3,6 @@ with kfp.local as a new user would start it, and the cluster commands' errors.""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import yaml
 
 from rfau.pipelines.deletion_batch import GpuSpec
 from rfau.pipelines.run import compile_pipeline
+from tests.conftest import subprocess_env
 
 BIN = Path(sys.executable).parent
 STAGES = ["data-split", "unlearn", "evaluate", "register"]
@@ -111,7 +111,7 @@ def test_gpu_placement_is_configurable(tmp_path):
 
 def _rfau(*args, cwd, env=None, timeout=600):
     return subprocess.run([str(BIN / "rfau"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "RFAU_QUIET": "1", **(env or {})})
+                          env=subprocess_env(**(env or {})))
 
 
 def test_cli_compile_writes_the_pipeline_and_rejects_bad_options(tmp_path):

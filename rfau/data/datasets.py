@@ -65,17 +65,40 @@ def load_dataset(source: str, cache_dir: str | Path | None = None) -> ImageDatas
     """Load ``digits`` or an ImageFolder directory/archive. Raises DatasetError with the reason."""
     if source == "digits":
         return _load_digits()
+    if source.startswith("s3://"):  # an archive in the object store (cluster pods share no disk)
+        return load_dataset(str(_fetch_s3(source, Path(cache_dir) if cache_dir else _default_cache())), cache_dir)
     path = Path(source).expanduser()
     if not path.exists():
         raise DatasetError(
             f"dataset {source!r} not found: give 'digits' or the path of an ImageFolder "
-            "directory or .tar/.tar.gz archive"
+            "directory or .tar/.tar.gz archive (or s3://bucket/key.tar.gz)"
         )
     if path.is_dir():
         return _load_imagefolder_dir(path)
     if path.name.endswith((".tar", ".tar.gz", ".tgz")):
         return _load_imagefolder_archive(path, Path(cache_dir) if cache_dir else _default_cache())
     raise DatasetError(f"dataset {source!r} is neither a directory nor a .tar/.tar.gz archive")
+
+
+def _fetch_s3(uri: str, cache: Path) -> Path:
+    """Download s3://bucket/key.tar.gz into the cache, named by its content hash (the archive's
+    decoded-tensor cache then applies as for a local archive)."""
+    import hashlib
+
+    from rfau.storage import open_store
+
+    bucket_key = uri[len("s3://"):]
+    parent, _, name = bucket_key.rpartition("/")
+    if not parent or not name.endswith((".tar", ".tar.gz", ".tgz")):
+        raise DatasetError(f"dataset {uri!r}: an S3 dataset must be a .tar/.tar.gz ImageFolder archive")
+    data = open_store(f"s3://{parent}").get_bytes(name)
+    target = cache / "s3" / hashlib.sha256(data).hexdigest()[:16] / name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+    return target
 
 
 def _default_cache() -> Path:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -196,10 +197,12 @@ def register(model_dir: str | Path, metrics_path: str | Path, settings: Tracking
                 c, h, w = card.input_shape
                 sig = infer_signature(np.zeros((1, c, h, w), np.float32),
                                       np.zeros((1, len(card.classes)), np.float32))
-                logged = mlflow.pyfunc.log_model(
-                    name="model", python_model=str(PYFUNC_CODE), artifacts={"model_dir": str(served)},
-                    signature=sig, pip_requirements=["rfau", "torch", "safetensors"],
-                )
+                with warnings.catch_warnings():  # MLflow's hints about type hints / input examples
+                    warnings.simplefilter("ignore", UserWarning)
+                    logged = mlflow.pyfunc.log_model(
+                        name="model", python_model=str(PYFUNC_CODE), artifacts={"model_dir": str(served)},
+                        signature=sig, pip_requirements=["rfau", "torch", "safetensors"],
+                    )
             mv = mlflow.register_model(logged.model_uri, name, await_registration_for=60)
             version = mv.version
             tags = {
