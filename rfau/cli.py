@@ -156,7 +156,7 @@ def run(
     track: Annotated[bool, typer.Option(help="Log to MLflow and register the result (gated promotion).")] = True,
     seed: SeedOpt = 0,
 ) -> None:
-    """The main job: split -> (train) -> unlearn with RFAU -> retrain -> evaluate, then a table."""
+    """The experiment: split -> (train) -> unlearn with RFAU -> retrain -> evaluate, then a table."""
     from rfau.job import run_job
 
     if scenario not in ("random", "class"):

@@ -227,12 +227,13 @@ def batch_run(workdir: Annotated[Path, typer.Option("--workdir", "-w", help="Whe
 # --- pipeline ---------------------------------------------------------------------------------------
 
 def _pipeline_args(p: BatchParams, local: bool) -> dict:
-    """The pipeline's parameters; for a local run the store and tracking URI are made absolute
-    (the tasks run as subprocesses in other folders)."""
+    """The pipeline's parameters. A local run gets this machine's store and tracking URI, made
+    absolute (the tasks run as subprocesses in other folders)."""
     from rfau.tracking.settings import TrackingSettings
 
     settings = TrackingSettings.from_env()
-    store, tracking = p.store or "", settings.tracking_uri or ""
+    # on a cluster, empty URIs mean the pods' own rfau-config (this machine's may be a port-forward)
+    store, tracking = p.store or "", ""
     if local:
         store = _store(p.store)
         if "://" not in store:

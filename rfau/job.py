@@ -1,4 +1,4 @@
-"""The main job: the whole chain on one dataset, side by side with retrain and do-nothing.
+"""The experiment (`rfau run`): the whole chain on one dataset, side by side with retrain and do-nothing.
 
 split -> original (trained here when none is given) -> unlearn (RFAU) -> retrain -> evaluate all
 three -> a summary (``summary.json`` + a table) -> MLflow runs and a registry version, promoted to

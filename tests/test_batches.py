@@ -254,3 +254,16 @@ def test_audit_cli_verifies_shows_and_fails_on_tampering(scenario, tmp_path):
     finally:
         trail.store.put_bytes(LEDGER_KEY, data)
     assert run("audit", "verify", "--no-weights").returncode == 0
+
+
+def test_requests_left_in_progress_by_a_dead_batch_are_taken_up_again(tmp_path):
+    settings = TrackingSettings(state_dir=tmp_path / ".rfau")
+    store = str(tmp_path / "store")
+    reqs = RequestStore.from_uri(store)
+    reqs.add([_request(tmp_path / "r.json", "r8", POOL[:6], "frank")], DS)
+    assert [s.request_id for s in reqs.claim_pending("batch-that-died")] == ["r8"]
+    meta = data_split(tmp_path / "batch", "digits", store, settings, stale_after_hours=0.0)
+    assert meta["request_ids"] == ["r8"]
+    history = reqs.get("r8").history
+    assert [e["state"] for e in history] == ["pending", "in-progress", "pending", "in-progress"]
+    assert "batch-that-died did not finish" in history[2]["detail"]
