@@ -136,6 +136,7 @@ def test_local_run_as_a_new_user(tmp_path):
     assert (run_dir / "unlearn" / "model" / "adapter" / "adapter_config.json").is_file()
     assert (run_dir / "evaluate" / "evaluation" / "metrics.json").is_file()
     assert (run_dir / "register" / "registered" / "registered.json").is_file()
+    assert not (tmp_path / "mlruns").exists()  # artifacts go beside the store, not into the working folder
     models = _rfau("models", cwd=tmp_path)
     assert "champion" in models.stdout and "rfau" in models.stdout
     listed = _rfau("request", "list", "--json", cwd=tmp_path)

@@ -43,8 +43,12 @@ class TrackingSettings(BaseModel):
         return f"sqlite:///{self.state_dir.resolve() / 'mlflow.db'}"
 
     def artifact_location(self) -> str | None:
-        """Local store: artifacts beside the database. Server: the server decides."""
-        return (self.state_dir.resolve() / "mlartifacts").as_uri() if self.local else None
+        """A sqlite store (the default, or one named by URI as kfp.local's tasks get it):
+        artifacts beside the database, never in the working folder. Server: the server decides."""
+        uri = self.uri()
+        if uri.startswith("sqlite:///"):
+            return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+        return None
 
     def redacted_uri(self) -> str:
         """The tracking URI without any user:password part, for logs and errors."""
