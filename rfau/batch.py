@@ -275,6 +275,56 @@ def report(meta: dict, before: dict, after: dict, results) -> str:
 
 # --- register -----------------------------------------------------------------------------------
 
+def _log_stages(batch_dir: Path, model_dir: Path, eval_dir: Path, meta: dict) -> None:
+    """The batch's stages as nested MLflow runs under the batch's parent run."""
+    from rfau.tracking import registry
+
+    split = read_json(batch_dir / "split" / "split.json")
+    registry.log_stage("data-split", params={**split["counts"], "requests": meta["request_ids"],
+                                             "rejected": [r["request_id"] for r in meta["rejected"]]},
+                       artifacts=[batch_dir / "split" / "split.json", batch_dir / BATCH])
+    unl = read_json(model_dir / "unlearn.json")
+    registry.log_stage("unlearn", params={"method": unl["method"], **unl["config"]},
+                       metrics={k: unl[k] for k in ("seconds", "trainable_params", "trainable_share")},
+                       history=unl.get("history"), artifacts=[model_dir / "unlearn.json"])
+    registry.log_stage("evaluate", metrics={k: v for k, v in read_json(eval_dir / "metrics.json").items()
+                                            if not isinstance(v, bool)},
+                       artifacts=[eval_dir / f for f in (*EVIDENCE, "before.json", "after.json")])
+
+
+def _append_record(trail, reqs: RequestStore, meta: dict, reg: dict, model_dir: Path, eval_dir: Path,
+                   settings: TrackingSettings) -> dict:
+    """The batch's ledger record, anchored on the version it produced and logged to MLflow."""
+    from rfau.tracking import registry
+
+    unl = read_json(model_dir / "unlearn.json")
+    after, before = read_json(eval_dir / "after.json"), read_json(eval_dir / "before.json")
+    evidence = trail.keep_evidence(meta["batch_id"], [eval_dir / f for f in EVIDENCE])
+    record = trail.append({
+        "batch_id": meta["batch_id"],
+        "request_ids": meta["request_ids"],
+        "subject_hashes": trail.subject_hashes([reqs.get(r).request for r in meta["request_ids"]]),
+        "rejected": [r["request_id"] for r in meta["rejected"]],
+        "forget_md5": meta["forget_md5"], "forget_count": meta["forget_count"],
+        "forget_classes": meta["forget_classes"], "excluded_count": meta["excluded_count"],
+        "dataset": meta["dataset"],
+        "model": {"name": settings.model_name, "before": {k: meta["base"][k] for k in ("version", "weights_sha256")},
+                  "after": {"version": reg["version"], "weights_sha256": read_card(model_dir).weights_sha256}},
+        "promoted": reg["gates_passed"], "champion_after": reg["champion"],
+        "method": unl["method"], "config": unl["config"],
+        "metrics": {k: after[k] for k in SUMMARY_KEYS if after.get(k) is not None},
+        "baseline_metrics": {k: before[k] for k in SUMMARY_KEYS if before.get(k) is not None},
+        "gates": read_json(eval_dir / "gates.json")["gates"], "gates_passed": reg["gates_passed"],
+        "evidence": evidence, "code_version": meta["code_version"],
+        "started_at": meta["started_at"], "finished_at": _now(),
+        "mlflow_run_id": registry._mlflow().active_run().info.run_id,
+    })
+    registry.set_version_tags(settings, reg["version"], {"ledger_seq": record["seq"], "ledger_hash": record["hash"],
+                                                         "batch_id": meta["batch_id"]})
+    trail.log_to_mlflow(record)
+    return record
+
+
 def register(batch_dir: str | Path, model_dir: str | Path, eval_dir: str | Path, out_dir: str | Path,
              settings: TrackingSettings | None = None, gates: Gates | None = None,
              store: str | None = None) -> dict:
@@ -290,36 +340,19 @@ def register(batch_dir: str | Path, model_dir: str | Path, eval_dir: str | Path,
     model_dir, eval_dir, gates = Path(model_dir), Path(eval_dir), gates or Gates()
     reqs = RequestStore.from_uri(store or meta["store"])
     trail = AuditTrail.open(store or meta["store"], settings)
-    reg = registry.register(model_dir, eval_dir / "after.json", settings, gates,
-                            baseline_metrics_path=eval_dir / "before.json")
     record = trail.find_batch(meta["batch_id"])
     if record is None:
-        unl = read_json(model_dir / "unlearn.json")
-        after, before = read_json(eval_dir / "after.json"), read_json(eval_dir / "before.json")
-        evidence = trail.keep_evidence(meta["batch_id"], [eval_dir / f for f in EVIDENCE])
-        record = trail.append({
-            "batch_id": meta["batch_id"],
-            "request_ids": meta["request_ids"],
-            "subject_hashes": trail.subject_hashes([reqs.get(r).request for r in meta["request_ids"]]),
-            "rejected": [r["request_id"] for r in meta["rejected"]],
-            "forget_md5": meta["forget_md5"], "forget_count": meta["forget_count"],
-            "forget_classes": meta["forget_classes"], "excluded_count": meta["excluded_count"],
-            "dataset": meta["dataset"],
-            "model": {"name": settings.model_name, "before": {k: meta["base"][k] for k in ("version", "weights_sha256")},
-                      "after": {"version": reg["version"], "weights_sha256": read_card(model_dir).weights_sha256}},
-            "promoted": reg["gates_passed"], "champion_after": reg["champion"],
-            "method": unl["method"], "config": unl["config"],
-            "metrics": {k: after[k] for k in SUMMARY_KEYS if after.get(k) is not None},
-            "baseline_metrics": {k: before[k] for k in SUMMARY_KEYS if before.get(k) is not None},
-            "gates": read_json(eval_dir / "gates.json")["gates"], "gates_passed": reg["gates_passed"],
-            "evidence": evidence, "code_version": meta["code_version"],
-            "started_at": meta["started_at"], "finished_at": _now(),
-            "mlflow_run_id": registry.version_tags(settings).get(reg["version"], {}).get("rfau.run_id", ""),
-        })
-        registry.set_version_tags(settings, reg["version"], {"ledger_seq": record["seq"],
-                                                             "ledger_hash": record["hash"],
-                                                             "batch_id": meta["batch_id"]})
-        trail.log_to_mlflow(record)
+        with registry.pipeline_run(settings, f"rfau-batch {meta['batch_id']}", tags={
+                "batch_id": meta["batch_id"], "request_ids": ",".join(meta["request_ids"]),
+                "forget_md5": meta["forget_md5"], "base_model_version": meta["base"]["version"],
+                "code_version": meta["code_version"]}):
+            _log_stages(Path(batch_dir), model_dir, eval_dir, meta)
+            reg = registry.register(model_dir, eval_dir / "after.json", settings, gates,
+                                    baseline_metrics_path=eval_dir / "before.json")
+            record = _append_record(trail, reqs, meta, reg, model_dir, eval_dir, settings)
+    else:  # this stage ran before (a retry): the version and the record exist
+        reg = registry.register(model_dir, eval_dir / "after.json", settings, gates,
+                                baseline_metrics_path=eval_dir / "before.json")
     for rid in meta["request_ids"]:
         st = reqs.get(rid)
         if st.state is not RequestState.IN_PROGRESS or st.batch_id != meta["batch_id"]:

@@ -320,6 +320,11 @@ def pipeline_run(
         res = run_local(_pipeline_args(p, local=True), root)
     except RfauError as e:
         _fail(e)
+    report = Path(res["run_dir"]) / "evaluate" / "report"
+    if not res.get("skipped") and report.is_file():
+        from rich.markdown import Markdown
+
+        out.print(Markdown(report.read_text()))
     _print_registered(res)
     out.print(f"task outputs in {res['run_dir']}")
 

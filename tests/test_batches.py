@@ -267,3 +267,21 @@ def test_requests_left_in_progress_by_a_dead_batch_are_taken_up_again(tmp_path):
     history = reqs.get("r8").history
     assert [e["state"] for e in history] == ["pending", "in-progress", "pending", "in-progress"]
     assert "batch-that-died did not finish" in history[2]["detail"]
+
+
+def test_each_batch_is_one_mlflow_run_tree(scenario):
+    from mlflow.tracking import MlflowClient
+
+    settings = scenario["settings"]
+    client = registry.connect(settings)
+    assert isinstance(client, MlflowClient)
+    exp = client.get_experiment_by_name(settings.experiment)
+    records = AuditTrail.open(scenario["store"], settings).records()
+    for rec in records:
+        parent = client.get_run(rec["mlflow_run_id"])
+        assert parent.info.run_name == f"rfau-batch {rec['batch_id']}"
+        children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        assert sorted(r.info.run_name for r in children) == ["audit", "data-split", "evaluate", "register", "unlearn"]
+        unl = next(r for r in children if r.info.run_name == "unlearn")
+        steps = client.get_metric_history(unl.info.run_id, "rfau.retain_loss")  # per-epoch losses
+        assert len(steps) == FAST["epochs"]
