@@ -285,3 +285,24 @@ def test_each_batch_is_one_mlflow_run_tree(scenario):
         unl = next(r for r in children if r.info.run_name == "unlearn")
         steps = client.get_metric_history(unl.info.run_id, "rfau.retain_loss")  # per-epoch losses
         assert len(steps) == FAST["epochs"]
+
+
+def test_an_append_interrupted_after_taking_its_slot_is_completed_by_the_next(tmp_path):
+    from rfau.audit.ledger import Ledger
+
+    settings = TrackingSettings(state_dir=tmp_path / ".rfau")
+    trail = AuditTrail.open(str(tmp_path / "store"), settings)
+    first = trail.append({"batch_id": "b1", "request_ids": ["r1"]})
+    # a writer takes slot 2 and dies before it writes the ledger
+    scratch = tmp_path / "scratch.jsonl"
+    scratch.write_bytes(trail.ledger_bytes())
+    orphan = Ledger(scratch).append({"batch_id": "b2", "request_ids": ["r2"]})
+    trail.store.put_bytes("audit/records/000002.json", canonical(orphan), exclusive=True)
+    third = trail.append({"batch_id": "b3", "request_ids": ["r3"]})
+    assert [r["batch_id"] for r in trail.records()] == ["b1", "b2", "b3"]
+    assert third["seq"] == 3 and trail.records()[1]["prev_hash"] == first["hash"]
+    assert verify_bytes(trail.ledger_bytes()) == []
+    # a slot whose record does not extend the chain is not swallowed
+    trail.store.put_bytes("audit/records/000004.json", canonical({**orphan, "seq": 4}), exclusive=True)
+    with pytest.raises(Exception, match="does not extend the ledger"):
+        trail.append({"batch_id": "b5", "request_ids": ["r5"]})

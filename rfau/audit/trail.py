@@ -85,7 +85,7 @@ class AuditTrail:
         return local
 
     def append(self, fields: dict) -> dict:
-        current = self.ledger_bytes()
+        current = self._complete_interrupted(self.ledger_bytes())
         problems = verify_bytes(current)
         if problems:
             raise RfauError(f"the audit ledger at {self.store.uri}/{LEDGER_KEY} fails verification; "
@@ -95,10 +95,28 @@ class AuditTrail:
             p.write_bytes(current)
             record = Ledger(p).append(fields)
             data = p.read_bytes()
+        # the slot first: of two batches appending at once, one gets AlreadyExists and retries
         self.store.put_bytes(f"audit/records/{record['seq']:06d}.json", canonical(record), exclusive=True)
         self.store.put_bytes(LEDGER_KEY, data)
         self._mirror(data)
         return record
+
+    def _complete_interrupted(self, current: bytes) -> bytes:
+        """A writer that died between taking slot N and writing the ledger left a valid record in
+        the slot that the ledger lacks; it extends the chain exactly, so finish that append."""
+        n = current.count(b"\n")
+        key = f"audit/records/{n + 1:06d}.json"
+        try:
+            slot = self.store.get_bytes(key)
+        except NotFound:
+            return current
+        fixed = current + slot + b"\n"
+        if verify_bytes(fixed):
+            raise RfauError(f"{self.store.uri}/{key} holds a record that does not extend the ledger; "
+                            "run `rfau audit verify` and resolve it by hand")
+        self.store.put_bytes(LEDGER_KEY, fixed)
+        self._mirror(fixed)
+        return fixed
 
     def _mirror(self, data: bytes) -> None:
         self.mirror.parent.mkdir(parents=True, exist_ok=True)
