@@ -4,7 +4,8 @@ Only unlearn asks for a GPU: an accelerator type and limit, a node selector and 
 set on the task (kfp-kubernetes) so that kfp.local can run the very same pipeline on a laptop.
 data-split and register change state outside KFP (request states, registry, ledger), so they are
 never served from KFP's cache; unlearn and evaluate are pure functions of their inputs and are.
-Every task retries transient faults with backoff; each stage is idempotent, so a retry is safe.
+Every task retries transient faults with backoff on a cluster; each stage is idempotent, so a
+retry is safe.
 """
 
 # no "from __future__ import annotations": KFP reads the real annotations of the pipeline function
@@ -37,9 +38,10 @@ class GpuSpec(BaseModel):
     memory: str = "16Gi"
 
 
-def _common(task: dsl.PipelineTask, cpu: str, memory: str) -> dsl.PipelineTask:
+def _common(task: dsl.PipelineTask, cpu: str, memory: str, retries: int) -> dsl.PipelineTask:
     task.set_cpu_request(cpu).set_memory_request(memory)
-    task.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="10m")
+    if retries:
+        task.set_retry(num_retries=retries, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="10m")
     kubernetes.use_config_map_as_env(task, CONFIG_MAP, {
         "RFAU_TRACKING_URI": "RFAU_TRACKING_URI", "RFAU_REQUEST_STORE": "RFAU_REQUEST_STORE",
         "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION"}, optional=True)
@@ -48,8 +50,10 @@ def _common(task: dsl.PipelineTask, cpu: str, memory: str) -> dsl.PipelineTask:
     return task
 
 
-def build_pipeline(gpu: GpuSpec | None = None):
-    """The pipeline function, with the GPU placement of the unlearn task baked in."""
+def build_pipeline(gpu: GpuSpec | None = None, retries: int = 2):
+    """The pipeline function, with the GPU placement of the unlearn task baked in. ``retries``:
+    per task, for transient cluster faults (kfp.local honours them too; local runs use 0 so a
+    real error is reported at once instead of after the backoff)."""
     gpu = gpu or GpuSpec()
 
     @dsl.pipeline(name=PIPELINE_NAME,
@@ -62,11 +66,11 @@ def build_pipeline(gpu: GpuSpec | None = None):
         split = data_split(dataset_uri=dataset_uri, requests_uri=requests_uri, model_name=model_name,
                            tracking_uri=tracking_uri, train_config=train_config,
                            holdout_fraction=holdout_fraction).set_display_name("data-split")
-        _common(split, "1", "4Gi").set_caching_options(False)
+        _common(split, "1", "4Gi", retries).set_caching_options(False)
 
         forget = unlearn(batch=split.outputs["batch"], method=method,
                          method_config=method_config).set_display_name("unlearn")
-        _common(forget, gpu.cpu, gpu.memory).set_caching_options(True)
+        _common(forget, gpu.cpu, gpu.memory, retries).set_caching_options(True)
         forget.set_accelerator_type(gpu.accelerator).set_accelerator_limit(gpu.count)
         forget.set_container_image(CUDA_IMAGE)
         kubernetes.add_node_selector(forget, gpu.node_selector_key, gpu.node_selector_value)
@@ -74,12 +78,12 @@ def build_pipeline(gpu: GpuSpec | None = None):
 
         ev = evaluate(batch=split.outputs["batch"], model=forget.outputs["model"],
                       gates=gates).set_display_name("evaluate")
-        _common(ev, "2", "8Gi").set_caching_options(True)
+        _common(ev, "2", "8Gi", retries).set_caching_options(True)
 
         reg = register(batch=split.outputs["batch"], model=forget.outputs["model"],
                        evaluation=ev.outputs["evaluation"], model_name=model_name, tracking_uri=tracking_uri,
                        requests_uri=requests_uri, gates=gates).set_display_name("register")
-        _common(reg, "1", "4Gi").set_caching_options(False)
+        _common(reg, "1", "4Gi", retries).set_caching_options(False)
         kubernetes.use_secret_as_env(reg, AUDIT_SECRET, {"RFAU_AUDIT_SALT": "RFAU_AUDIT_SALT"}, optional=True)
 
     return deletion_batch

@@ -32,7 +32,7 @@ def run_local(arguments: dict, pipeline_root: str | Path) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=False)
     started = time.time()
-    build_pipeline()(**arguments)
+    build_pipeline(retries=0)(**arguments)
     runs = sorted((p for p in root.iterdir() if p.is_dir() and p.stat().st_mtime >= started - 1),
                   key=lambda p: p.stat().st_mtime)
     if not runs:
@@ -40,7 +40,12 @@ def run_local(arguments: dict, pipeline_root: str | Path) -> dict:
     run_dir = runs[-1]
     found = sorted(run_dir.rglob("registered.json"))
     if not found:
-        raise RfauError(f"the local pipeline run failed before the register stage; task outputs in {run_dir}")
+        from rfau.batch import BATCH, abort
+
+        batches = sorted(run_dir.rglob(BATCH))
+        released = abort(batches[0].parent, "the local pipeline run stopped before register") if batches else []
+        raise RfauError(f"the local pipeline run failed before the register stage (task outputs in {run_dir})"
+                        + (f"; requests {', '.join(released)} are pending again" if released else ""))
     return {**read_json(found[0]), "run_dir": str(run_dir)}
 
 

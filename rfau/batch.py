@@ -372,6 +372,23 @@ def register(batch_dir: str | Path, model_dir: str | Path, eval_dir: str | Path,
     return out
 
 
+def abort(batch_dir: str | Path, reason: str) -> list[str]:
+    """A batch that failed after data-split: its requests go back to pending at once (instead of
+    waiting for the stale timeout) -> the ids released."""
+    path = Path(batch_dir) / BATCH
+    if not path.is_file():
+        return []
+    meta = read_json(path)
+    reqs = RequestStore.from_uri(meta["store"])
+    released = []
+    for rid in meta["request_ids"]:
+        st = reqs.get(rid)
+        if st.state is RequestState.IN_PROGRESS and st.batch_id == meta["batch_id"]:
+            reqs.release(rid, meta["batch_id"], f"batch {meta['batch_id']} failed: {reason}"[:500])
+            released.append(rid)
+    return released
+
+
 # --- the whole batch in one process -------------------------------------------------------------
 
 def run_batch(workdir: str | Path, dataset: str = "digits", store: str | None = None,
@@ -385,11 +402,15 @@ def run_batch(workdir: str | Path, dataset: str = "digits", store: str | None = 
     if meta["empty"]:
         return {"batch_id": meta["batch_id"], "skipped": True, "rejected": meta["rejected"],
                 "request_ids": meta["request_ids"]}
-    unlearn(wd / "batch", wd / "model", method, config)
-    metrics = evaluate(wd / "batch", wd / "model", wd / "evaluation", gates)
-    reg = register(wd / "batch", wd / "model", wd / "evaluation", wd / "registered", settings, gates, store)
+    try:
+        unlearn(wd / "batch", wd / "model", method, config)
+        metrics = evaluate(wd / "batch", wd / "model", wd / "evaluation", gates)
+        reg = register(wd / "batch", wd / "model", wd / "evaluation", wd / "registered", settings, gates, store)
+    except BaseException as e:
+        abort(wd / "batch", str(e) or type(e).__name__)
+        raise
     return {**reg, "rejected": meta["rejected"], "metrics": metrics, "skipped": False}
 
 
-__all__ = ["data_split", "unlearn", "evaluate", "register", "run_batch", "read_batch", "default_store",
+__all__ = ["data_split", "unlearn", "evaluate", "register", "abort", "run_batch", "read_batch", "default_store",
            "md5_file", "sha256_file"]

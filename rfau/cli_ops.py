@@ -41,6 +41,19 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Parameter KEY=V
 StoreOpt = Annotated[str | None, typer.Option("--store", help="Request store: a folder or s3://bucket/prefix (default: $RFAU_REQUEST_STORE, else .rfau/store).")]
 
 
+def check_method(p: BatchParams) -> None:
+    """Fail before a batch claims anything: an unknown method or invalid settings."""
+    from rfau.methods import get_method
+
+    cls = get_method(p.method).config
+    if cls is not None:
+        try:
+            cls(**p.method_config)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+            raise RfauError(f"invalid settings for method {p.method!r}: {problems}") from None
+
+
 def load_params(path: Path | None, sets: list[str] | None = None, **overrides) -> BatchParams:
     raw: dict = {}
     if path:
@@ -53,10 +66,12 @@ def load_params(path: Path | None, sets: list[str] | None = None, **overrides) -
     raw.update(_parse_config(None, sets))
     raw.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return BatchParams(**raw)
+        params = BatchParams(**raw)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
         raise RfauError(f"invalid batch parameters{f' in {path}' if path else ''}: {problems}") from None
+    check_method(params)
+    return params
 
 
 def _settings():

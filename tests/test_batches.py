@@ -306,3 +306,17 @@ def test_an_append_interrupted_after_taking_its_slot_is_completed_by_the_next(tm
     trail.store.put_bytes("audit/records/000004.json", canonical({**orphan, "seq": 4}), exclusive=True)
     with pytest.raises(Exception, match="does not extend the ledger"):
         trail.append({"batch_id": "b5", "request_ids": ["r5"]})
+
+
+def test_a_batch_that_fails_after_the_split_puts_its_requests_back_at_once(tmp_path):
+    from rfau.errors import RfauError
+
+    settings = TrackingSettings(state_dir=tmp_path / ".rfau")
+    store = str(tmp_path / "store")
+    reqs = RequestStore.from_uri(store)
+    reqs.add([_request(tmp_path / "r.json", "r7", POOL[:6], "gina")], DS)
+    with pytest.raises(RfauError, match="rank"):
+        run_batch(tmp_path / "w", "digits", store, settings, config={"rank": 0})
+    st = reqs.get("r7")
+    assert st.state is RequestState.PENDING and "failed" in st.detail
+    assert sorted(registry.version_tags(settings)) == [1]  # only the bootstrap original

@@ -3,6 +3,7 @@ with kfp.local as a new user would start it, and the cluster commands' errors.""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -151,3 +152,19 @@ def test_cluster_commands_fail_clearly_without_an_endpoint(tmp_path):
     assert r.returncode == 2 and "5 or 6 fields" in r.stderr
     r = _rfau("pipeline", "run", cwd=tmp_path)
     assert r.returncode == 2 and "--local" in r.stderr
+
+
+def test_bad_method_settings_stop_before_anything_is_queued(tmp_path):
+    r = _rfau("pipeline", "run", "--local", "--demo", "--set", 'method_config={"rank": 0}', cwd=tmp_path)
+    assert r.returncode == 2 and "invalid settings for method 'rfau'" in r.stderr and "rank" in r.stderr
+    assert json.loads(_rfau("request", "list", "--json", cwd=tmp_path).stdout) == []
+    assert not (tmp_path / "runs" / "pipeline").exists()
+
+
+def test_a_failing_local_run_says_so_and_releases_its_requests(tmp_path):
+    # valid settings that fail inside the unlearn task: a layer the model does not have
+    r = _rfau("pipeline", "run", "--local", "--demo", "--set", 'method_config={"target_modules": ["nope"]}',
+              cwd=tmp_path)
+    assert r.returncode == 2 and "failed before the register stage" in r.stderr and "pending again" in r.stderr
+    listed = json.loads(_rfau("request", "list", "--json", cwd=tmp_path).stdout)
+    assert [x["state"] for x in listed] == ["pending"] and "failed" in listed[0]["detail"]
