@@ -19,7 +19,6 @@ With nothing pending, every stage writes a small "empty" marker and returns at o
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import shutil
@@ -33,7 +32,7 @@ from rfau.data.request_store import RequestState, RequestStore
 from rfau.data.requests import resolve_forget_set
 from rfau.data.split import HOLDOUT_FRACTION, make_split, read_split, write_split
 from rfau.errors import RfauError
-from rfau.io import atomic_dir, read_json, sha256_file, write_json
+from rfau.io import atomic_dir, md5_file, read_json, write_json
 from rfau.models.checkpoint import read_card
 from rfau.tracking.gates import Gates, check_gates
 from rfau.tracking.settings import TrackingSettings
@@ -55,26 +54,22 @@ def new_batch_id() -> str:
     return f"batch-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def md5_file(path: str | Path) -> str:
-    """The md5 DVC records for a file output (DVC 3 hashes the raw bytes)."""
-    h = hashlib.md5()
-    h.update(Path(path).read_bytes())
-    return h.hexdigest()
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
 # --- data-split ---------------------------------------------------------------------------------
 
-def _forgotten_before(store: RequestStore, ds: ImageDataset) -> tuple[list[str], list[str]]:
-    """Sample ids of every fulfilled request (they stay out of all later retain sets)."""
+def requested_samples(store: RequestStore, ds: ImageDataset,
+                      states: set[RequestState]) -> tuple[list[str], list[str]]:
+    """(sample ids, request ids) of every request in ``states``; the fulfilled ones' samples stay
+    out of all later retain sets."""
     ids: set[str] = set()
     rids = []
-    for st in store.list(RequestState.FULFILLED):
-        ids.update(resolve_forget_set([(f"request {st.request_id}", st.request)], ds)[0])
-        rids.append(st.request_id)
+    for st in store.list():
+        if st.state in states:
+            ids.update(resolve_forget_set([(f"request {st.request_id}", st.request)], ds)[0])
+            rids.append(st.request_id)
     return sorted(ids), rids
 
 
@@ -136,7 +131,7 @@ def data_split(out_dir: str | Path, dataset: str = "digits", store: str | None =
                 "empty": True}
         with atomic_dir(out_dir) as tmp:
             if valid:
-                excluded, prior = _forgotten_before(reqs, ds)
+                excluded, prior = requested_samples(reqs, ds, {RequestState.FULFILLED})
                 split = make_split(ds, [(f"request {st.request_id}", st.request) for st in valid],
                                    holdout_fraction, excluded)
                 meta.update(prior_request_ids=prior, forget_count=len(split.forget),
@@ -192,9 +187,8 @@ def unlearn(batch_dir: str | Path, out_dir: str | Path, method: str = "rfau", co
 
 # --- evaluate -----------------------------------------------------------------------------------
 
-def _regime(model_dir: Path) -> str:
-    info = read_json(model_dir / "unlearn.json")
-    return "class" if info.get("forget_samplewise", 1) == 0 else "sample"
+def _regime(unlearn_info: dict) -> str:
+    return "class" if unlearn_info.get("forget_samplewise", 1) == 0 else "sample"
 
 
 def evaluate(batch_dir: str | Path, model_dir: str | Path, out_dir: str | Path, gates: Gates | None = None,
@@ -211,17 +205,17 @@ def evaluate(batch_dir: str | Path, model_dir: str | Path, out_dir: str | Path, 
     b, model_dir, gates = Path(batch_dir), Path(model_dir), gates or Gates()
     ds = load_dataset(meta["dataset_uri"])
     split = read_split(b / "split")
+    unl = read_json(model_dir / "unlearn.json")
     with atomic_dir(out_dir) as tmp:
         after = evaluate_stage(model_dir, ds, b / "split", tmp / "after.json", seed)
         before = evaluate_stage(b / "base", ds, b / "split", tmp / "before.json", seed)
-        results = check_gates(after, before, _regime(model_dir), gates)
+        results = check_gates(after, before, _regime(unl), gates)
         passed = all(r.passed for r in results)
         flat = {k: after[k] for k in SUMMARY_KEYS if after.get(k) is not None}
         flat |= {f"before_{k}": before[k] for k in SUMMARY_KEYS if before.get(k) is not None}
-        flat |= {"gates_passed": passed, "forget_count": len(split.forget), "unlearn_seconds":
-                 read_json(model_dir / "unlearn.json")["seconds"]}
+        flat |= {"gates_passed": passed, "forget_count": len(split.forget), "unlearn_seconds": unl["seconds"]}
         write_json(tmp / "metrics.json", flat)
-        write_json(tmp / "gates.json", {"regime": _regime(model_dir), "passed": passed,
+        write_json(tmp / "gates.json", {"regime": _regime(unl), "passed": passed,
                                          "gates": [r.model_dump() for r in results]})
         cm, rows = confusion(model_dir, ds, split)
         write_json(tmp / "confusion.json", cm)
@@ -413,4 +407,4 @@ def run_batch(workdir: str | Path, dataset: str = "digits", store: str | None = 
 
 
 __all__ = ["data_split", "unlearn", "evaluate", "register", "abort", "run_batch", "read_batch", "default_store",
-           "md5_file", "sha256_file"]
+           "md5_file"]

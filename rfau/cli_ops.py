@@ -13,7 +13,7 @@ from rich.table import Table
 
 from rfau.cli import _fail, _parse_config, err, out
 from rfau.data.split import HOLDOUT_FRACTION
-from rfau.errors import RfauError
+from rfau.errors import RfauError, validation_problems
 from rfau.tracking.gates import Gates
 
 request_app = typer.Typer(help="Deletion requests: add them, list them with their states.", no_args_is_help=True)
@@ -50,8 +50,7 @@ def check_method(p: BatchParams) -> None:
         try:
             cls(**p.method_config)
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-            raise RfauError(f"invalid settings for method {p.method!r}: {problems}") from None
+            raise RfauError(f"invalid settings for method {p.method!r}: {validation_problems(e)}") from None
 
 
 def load_params(path: Path | None, sets: list[str] | None = None, **overrides) -> BatchParams:
@@ -68,8 +67,7 @@ def load_params(path: Path | None, sets: list[str] | None = None, **overrides) -
     try:
         params = BatchParams(**raw)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        raise RfauError(f"invalid batch parameters{f' in {path}' if path else ''}: {problems}") from None
+        raise RfauError(f"invalid batch parameters{f' in {path}' if path else ''}: {validation_problems(e)}") from None
     check_method(params)
     return params
 
@@ -286,29 +284,19 @@ def pipeline_compile(
 
 def _demo_request(p: BatchParams, store: str) -> str:
     """Queue a demo request: 5% of the training samples not forgotten yet, drawn at random."""
-    import random
     from datetime import UTC, datetime
 
+    from rfau.batch import requested_samples
     from rfau.data.datasets import load_dataset
     from rfau.data.request_store import RequestState, RequestStore
-    from rfau.data.requests import resolve_forget_set
-    from rfau.data.split import in_holdout
-    from rfau.io import write_json
+    from rfau.job import demo_request
 
     ds = load_dataset(p.dataset)
     reqs = RequestStore.from_uri(store)
-    gone = set()
-    for st in reqs.list():
-        if st.state is not RequestState.REJECTED:
-            gone.update(resolve_forget_set([(st.request_id, st.request)], ds)[0])
-    pool = [s for s in ds.split_ids("train") if s not in gone and not in_holdout(s, p.holdout_fraction)]
-    now = datetime.now(UTC)
-    rid = f"demo-{now:%Y%m%dT%H%M%S}"
-    k = min(len(pool) // 2, round(0.05 * len(ds.split_ids("train"))))
-    req = {"request_id": rid, "sample_ids": sorted(random.Random(rid).sample(pool, k)), "subject": f"user-{rid}",
-           "reason": "demo: 5% of the training samples, at random", "received_at": now.isoformat()}
-    path = Path("runs") / "requests" / f"{rid}.json"
-    write_json(path, req)
+    gone = set(requested_samples(reqs, ds, set(RequestState) - {RequestState.REJECTED})[0])
+    rid = f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    path = demo_request(ds, "random", Path("runs") / "requests", seed=rid, fraction=0.05, exclude=gone,
+                        request_id=rid, subject=f"user-{rid}", holdout_fraction=p.holdout_fraction)
     reqs.add([path], ds)
     return rid
 

@@ -46,7 +46,15 @@ def read_json(path: str | Path):
 
 
 def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
+    return _file_digest(path, hashlib.sha256())
+
+
+def md5_file(path: str | Path) -> str:
+    """The md5 DVC records for a file output (DVC 3 hashes the raw bytes)."""
+    return _file_digest(path, hashlib.md5())
+
+
+def _file_digest(path: str | Path, h) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)

@@ -25,15 +25,19 @@ from rfau.tracking.settings import TrackingSettings
 SUMMARY_KEYS = ("ua", "ra", "ta", "ta_kept_classes", "mia_confidence", "mia_entropy")
 
 
-def demo_request(ds: ImageDataset, scenario: str, out_dir: Path, seed: int = 0,
-                 fraction: float = 0.1, forget_class: str | None = None) -> Path:
-    """Write a demo deletion request: 10% random training samples, or one whole class."""
+def demo_request(ds: ImageDataset, scenario: str, out_dir: Path, seed: int | str = 0,
+                 fraction: float = 0.1, forget_class: str | None = None, exclude: set[str] = frozenset(),
+                 request_id: str | None = None, subject: str | None = None,
+                 holdout_fraction: float = HOLDOUT_FRACTION) -> Path:
+    """Write a demo deletion request: 10% random training samples, or one whole class.
+    ``exclude``: samples already forgotten (never drawn again); at most half the pool is drawn."""
     now = datetime.now(UTC).isoformat()
     if scenario == "random":
         # drawn from what the original model trained on (the holdout slice it never saw is left out)
-        pool = [s for s in ds.split_ids("train") if not in_holdout(s, HOLDOUT_FRACTION)]
-        k = round(fraction * len(ds.split_ids("train")))
-        req = {"request_id": f"demo-random-{seed}", "sample_ids": sorted(random.Random(seed).sample(pool, k)),
+        pool = [s for s in ds.split_ids("train") if s not in exclude and not in_holdout(s, holdout_fraction)]
+        k = min(len(pool) // 2, round(fraction * len(ds.split_ids("train"))))
+        req = {"request_id": request_id or f"demo-random-{seed}",
+               "sample_ids": sorted(random.Random(seed).sample(pool, k)),
                "reason": f"demo: {fraction:.0%} random training samples", "received_at": now}
     elif scenario == "class":
         cls = forget_class or ds.classes[3 % len(ds.classes)]
@@ -41,6 +45,8 @@ def demo_request(ds: ImageDataset, scenario: str, out_dir: Path, seed: int = 0,
                "reason": f"demo: forget class {cls}", "received_at": now}
     else:
         raise ValueError(f"unknown scenario {scenario!r}; use 'random' or 'class'")
+    if subject:
+        req["subject"] = subject
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{req['request_id']}.json"
     write_json(path, req)

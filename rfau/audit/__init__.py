@@ -5,6 +5,7 @@ from rfau.audit.ledger import (
     Ledger,
     canonical,
     load_or_create_salt,
+    parse_records,
     record_hash,
     subject_hash,
     verify,
@@ -12,5 +13,5 @@ from rfau.audit.ledger import (
 )
 from rfau.audit.proof import render_proof
 
-__all__ = ["GENESIS", "Ledger", "canonical", "load_or_create_salt", "record_hash", "render_proof",
+__all__ = ["GENESIS", "Ledger", "canonical", "load_or_create_salt", "parse_records", "record_hash", "render_proof",
            "subject_hash", "verify", "verify_bytes"]

@@ -170,6 +170,18 @@ def _parse_line(line: bytes) -> tuple[dict | None, str | None]:
     return obj, None
 
 
+def parse_records(data: bytes, where: str = "ledger") -> list[dict]:
+    """The records of a ledger's bytes, in order (not verified: see ``verify_bytes``)."""
+    lines, _ = _split_lines(data)
+    out = []
+    for i, line in enumerate(lines):
+        rec, err = _parse_line(line)
+        if rec is None:
+            raise RfauError(f"ledger {where}, line {i + 1}: {err}; run `rfau audit verify`")
+        out.append(rec)
+    return out
+
+
 def verify_bytes(data: bytes, anchors: list[dict] | None = None) -> list[str]:
     """Problems found in a ledger's bytes, as human-readable lines; an empty list means intact.
 
@@ -294,14 +306,7 @@ class Ledger:
 
     def records(self) -> list[dict]:
         """The parsed records, in order (not verified: see ``verify``)."""
-        lines, _ = _split_lines(self._read())
-        out = []
-        for i, line in enumerate(lines):
-            rec, err = _parse_line(line)
-            if rec is None:
-                raise RfauError(f"ledger {self.path}, line {i + 1}: {err}; run `rfau audit verify`")
-            out.append(rec)
-        return out
+        return parse_records(self._read(), str(self.path))
 
     def head(self) -> dict | None:
         """``{"seq", "hash"}`` of the last record (the anchor to keep elsewhere), or None when empty."""

@@ -8,13 +8,21 @@ two batches finishing at once cannot both write record N; the loser fails and ca
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 
-from rfau.audit.ledger import Ledger, canonical, load_or_create_salt, subject_hash, verify_bytes
+from rfau.audit.ledger import (
+    Ledger,
+    canonical,
+    load_or_create_salt,
+    parse_records,
+    subject_hash,
+    verify_bytes,
+)
 from rfau.errors import RfauError
-from rfau.io import sha256_file
+from rfau.models.checkpoint import read_card
 from rfau.storage import NotFound, Store, open_store
 from rfau.tracking.settings import TrackingSettings
 
@@ -40,10 +48,7 @@ class AuditTrail:
             return b""
 
     def records(self) -> list[dict]:
-        with tempfile.TemporaryDirectory() as d:
-            p = Path(d) / "ledger.jsonl"
-            p.write_bytes(self.ledger_bytes())
-            return Ledger(p).records()
+        return parse_records(self.ledger_bytes(), f"{self.store.uri}/{LEDGER_KEY}")
 
     def find_batch(self, batch_id: str) -> dict | None:
         return next((r for r in self.records() if r.get("batch_id") == batch_id), None)
@@ -71,7 +76,7 @@ class AuditTrail:
                 local = self.local_dir / "evidence" / batch_id / f.name
                 local.parent.mkdir(parents=True, exist_ok=True)
                 local.write_bytes(data)
-                out[f.name] = sha256_file(f)
+                out[f.name] = hashlib.sha256(data).hexdigest()  # the bytes just copied
         return out
 
     def evidence_dir(self, batch_id: str) -> Path:
@@ -151,7 +156,7 @@ class AuditTrail:
             problems.append(f"the local copy {self.mirror} differs from the object store's {LEDGER_KEY}")
         if problems:
             return problems
-        records = self.records()
+        records = parse_records(data)
         slots = self.store.list("audit/records/")
         if len(slots) != len(records):
             problems.append(f"{len(slots)} record objects under audit/records/ but {len(records)} ledger records")
@@ -175,7 +180,7 @@ class AuditTrail:
             if check_weights:
                 with tempfile.TemporaryDirectory() as d:
                     try:
-                        got = read_weights_sha(registry.fetch_version(self.settings, v, Path(d) / "m"))
+                        got = read_card(registry.fetch_version(self.settings, v, Path(d) / "m")).weights_sha256
                     except RfauError as e:
                         problems.append(f"record {r['seq']}: version {v}: {e}")
                         continue
@@ -183,7 +188,3 @@ class AuditTrail:
                     problems.append(f"record {r['seq']}: version {v}'s weights hash {got[:12]} "
                                     f"is not the ledger's {after['weights_sha256'][:12]}")
         return problems
-
-
-def read_weights_sha(model_dir: Path) -> str:
-    return sha256_file(model_dir / "model.safetensors")

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rfau.data.datasets import ImageDataset
-from rfau.errors import RequestError
+from rfau.errors import RequestError, validation_problems
 
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -75,10 +75,7 @@ def _parse_file(f: Path) -> list[tuple[str, DeletionRequest]]:
         try:
             out.append((where, DeletionRequest.model_validate(item)))
         except ValidationError as e:
-            problems = "; ".join(
-                f"{'.'.join(map(str, err['loc'])) or 'request'}: {err['msg']}" for err in e.errors()
-            )
-            raise RequestError(f"{where}: request {rid!r}: {problems}") from None
+            raise RequestError(f"{where}: request {rid!r}: {validation_problems(e, 'request')}") from None
     return out
 
 

@@ -32,10 +32,6 @@ class TrackingSettings(BaseModel):
         env.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**{k: v for k, v in env.items() if v is not None})
 
-    @property
-    def local(self) -> bool:
-        return self.tracking_uri is None
-
     def uri(self) -> str:
         if self.tracking_uri:
             return self.tracking_uri
