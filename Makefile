@@ -25,11 +25,15 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium not installed: the browser test will be skipped"; }
 
-test: setup browser
+LINT_PATHS := rfau components pipelines tests
+
+test: setup browser lint
 	$(PY) -m pytest -q
 
+# formatting and lint are part of `make test`, so CI checks them
 lint: setup
-	$(VENV)/bin/ruff check rfau tests
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -7,9 +7,16 @@ from rfau.components.image import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def evaluate(batch: Input[Dataset], model: Input[Model], gates: dict, evaluation: Output[Dataset],
-             metrics: Output[Metrics], confusion: Output[ClassificationMetrics], report: Output[Markdown],
-             plots: Output[HTML]):
+def evaluate(
+    batch: Input[Dataset],
+    model: Input[Model],
+    gates: dict,
+    evaluation: Output[Dataset],
+    metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+    report: Output[Markdown],
+    plots: Output[HTML],
+):
     import base64
     import json
     from pathlib import Path
@@ -31,4 +38,6 @@ def evaluate(batch: Input[Dataset], model: Input[Model], gates: dict, evaluation
     confusion.log_confusion_matrix(cm["classes"], cm["matrix"])
     Path(report.path).write_text((out / "report.md").read_text())
     png = base64.b64encode((out / "confidence_hist.png").read_bytes()).decode()
-    Path(plots.path).write_text(f'<h3>True-label confidence, forget vs test</h3><img src="data:image/png;base64,{png}">')
+    Path(plots.path).write_text(
+        f'<h3>True-label confidence, forget vs test</h3><img src="data:image/png;base64,{png}">'
+    )

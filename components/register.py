@@ -8,9 +8,17 @@ from rfau.components.image import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def register(batch: Input[Dataset], model: Input[Model], evaluation: Input[Dataset], model_name: str,
-             tracking_uri: str, requests_uri: str, gates: dict, registered: Output[Artifact],
-             receipt: Output[Markdown]):
+def register(
+    batch: Input[Dataset],
+    model: Input[Model],
+    evaluation: Input[Dataset],
+    model_name: str,
+    tracking_uri: str,
+    requests_uri: str,
+    gates: dict,
+    registered: Output[Artifact],
+    receipt: Output[Markdown],
+):
     from pathlib import Path
 
     from rfau.batch import register as stage
@@ -18,14 +26,27 @@ def register(batch: Input[Dataset], model: Input[Model], evaluation: Input[Datas
     from rfau.tracking.settings import TrackingSettings
 
     settings = TrackingSettings.from_env(model_name=model_name or None, tracking_uri=tracking_uri or None)
-    res = stage(batch.path, model.path, evaluation.path, registered.path, settings, Gates(**(gates or {})),
-                requests_uri or None)
+    res = stage(
+        batch.path,
+        model.path,
+        evaluation.path,
+        registered.path,
+        settings,
+        Gates(**(gates or {})),
+        requests_uri or None,
+    )
     if res.get("skipped"):
         Path(receipt.path).write_text(f"Nothing registered: {res['reason']}\n")
         return
     registered.metadata.update({k: res[k] for k in ("version", "champion", "gates_passed", "ledger_seq")})
-    verdict = "promoted to champion" if res["gates_passed"] else "a gate failed: champion unchanged, requests pending"
+    verdict = (
+        "promoted to champion"
+        if res["gates_passed"]
+        else "a gate failed: champion unchanged, requests pending"
+    )
     Path(receipt.path).write_text(
         f"# {res['model']} version {res['version']}\n\n{verdict}; champion is version {res['champion']}.\n\n"
-        f"Ledger record {res['ledger_seq']} ({res['ledger_hash']}); requests {', '.join(res['request_ids'])}.\n"
-        f"Proof of deletion: `rfau audit show REQUEST_ID`.\n")
+        f"Ledger record {res['ledger_seq']} ({res['ledger_hash']}); "
+        f"requests {', '.join(res['request_ids'])}.\n"
+        f"Proof of deletion: `rfau audit show REQUEST_ID`.\n"
+    )

@@ -7,8 +7,9 @@ from rfau.components.image import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def unlearn(batch: Input[Dataset], method: str, method_config: dict, model: Output[Model],
-            metrics: Output[Metrics]):
+def unlearn(
+    batch: Input[Dataset], method: str, method_config: dict, model: Output[Model], metrics: Output[Metrics]
+):
     from rfau.batch import unlearn as stage
 
     info = stage(batch.path, model.path, method, method_config or None)

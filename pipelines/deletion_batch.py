@@ -41,12 +41,26 @@ class GpuSpec(BaseModel):
 def _common(task: dsl.PipelineTask, cpu: str, memory: str, retries: int) -> dsl.PipelineTask:
     task.set_cpu_request(cpu).set_memory_request(memory)
     if retries:
-        task.set_retry(num_retries=retries, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="10m")
-    kubernetes.use_config_map_as_env(task, CONFIG_MAP, {
-        "RFAU_TRACKING_URI": "RFAU_TRACKING_URI", "RFAU_REQUEST_STORE": "RFAU_REQUEST_STORE",
-        "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION"}, optional=True)
-    kubernetes.use_secret_as_env(task, S3_SECRET, {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-                                                   "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}, optional=True)
+        task.set_retry(
+            num_retries=retries, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="10m"
+        )
+    kubernetes.use_config_map_as_env(
+        task,
+        CONFIG_MAP,
+        {
+            "RFAU_TRACKING_URI": "RFAU_TRACKING_URI",
+            "RFAU_REQUEST_STORE": "RFAU_REQUEST_STORE",
+            "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
+            "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION",
+        },
+        optional=True,
+    )
+    kubernetes.use_secret_as_env(
+        task,
+        S3_SECRET,
+        {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
+        optional=True,
+    )
     return task
 
 
@@ -56,33 +70,55 @@ def build_pipeline(gpu: GpuSpec | None = None, retries: int = 2):
     real error is reported at once instead of after the backoff)."""
     gpu = gpu or GpuSpec()
 
-    @dsl.pipeline(name=PIPELINE_NAME,
-                  description="Collect pending deletion requests, forget them with RFAU on a GPU node, "
-                              "evaluate, and register a version that is promoted only when its gates pass.")
-    def deletion_batch(dataset_uri: str = "digits", requests_uri: str = "", method: str = "rfau",
-                       method_config: dict = {}, model_name: str = "rfau-model",  # noqa: B006 (KFP defaults)
-                       tracking_uri: str = "", gates: dict = {}, train_config: dict = {},  # noqa: B006
-                       holdout_fraction: float = 0.1):
-        split = data_split(dataset_uri=dataset_uri, requests_uri=requests_uri, model_name=model_name,
-                           tracking_uri=tracking_uri, train_config=train_config,
-                           holdout_fraction=holdout_fraction).set_display_name("data-split")
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Collect pending deletion requests, forget them with RFAU on a GPU node, "
+        "evaluate, and register a version that is promoted only when its gates pass.",
+    )
+    def deletion_batch(
+        dataset_uri: str = "digits",
+        requests_uri: str = "",
+        method: str = "rfau",
+        method_config: dict = {},
+        model_name: str = "rfau-model",  # noqa: B006 (KFP defaults)
+        tracking_uri: str = "",
+        gates: dict = {},
+        train_config: dict = {},  # noqa: B006
+        holdout_fraction: float = 0.1,
+    ):
+        split = data_split(
+            dataset_uri=dataset_uri,
+            requests_uri=requests_uri,
+            model_name=model_name,
+            tracking_uri=tracking_uri,
+            train_config=train_config,
+            holdout_fraction=holdout_fraction,
+        ).set_display_name("data-split")
         _common(split, "1", "4Gi", retries).set_caching_options(False)
 
-        forget = unlearn(batch=split.outputs["batch"], method=method,
-                         method_config=method_config).set_display_name("unlearn")
+        forget = unlearn(
+            batch=split.outputs["batch"], method=method, method_config=method_config
+        ).set_display_name("unlearn")
         _common(forget, gpu.cpu, gpu.memory, retries).set_caching_options(True)
         forget.set_accelerator_type(gpu.accelerator).set_accelerator_limit(gpu.count)
         forget.set_container_image(CUDA_IMAGE)
         kubernetes.add_node_selector(forget, gpu.node_selector_key, gpu.node_selector_value)
         kubernetes.add_toleration(forget, key=gpu.toleration_key, operator="Exists", effect="NoSchedule")
 
-        ev = evaluate(batch=split.outputs["batch"], model=forget.outputs["model"],
-                      gates=gates).set_display_name("evaluate")
+        ev = evaluate(
+            batch=split.outputs["batch"], model=forget.outputs["model"], gates=gates
+        ).set_display_name("evaluate")
         _common(ev, "2", "8Gi", retries).set_caching_options(True)
 
-        reg = register(batch=split.outputs["batch"], model=forget.outputs["model"],
-                       evaluation=ev.outputs["evaluation"], model_name=model_name, tracking_uri=tracking_uri,
-                       requests_uri=requests_uri, gates=gates).set_display_name("register")
+        reg = register(
+            batch=split.outputs["batch"],
+            model=forget.outputs["model"],
+            evaluation=ev.outputs["evaluation"],
+            model_name=model_name,
+            tracking_uri=tracking_uri,
+            requests_uri=requests_uri,
+            gates=gates,
+        ).set_display_name("register")
         _common(reg, "1", "4Gi", retries).set_caching_options(False)
         kubernetes.use_secret_as_env(reg, AUDIT_SECRET, {"RFAU_AUDIT_SALT": "RFAU_AUDIT_SALT"}, optional=True)
 

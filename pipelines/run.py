@@ -33,8 +33,10 @@ def run_local(arguments: dict, pipeline_root: str | Path) -> dict:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=False)
     started = time.time()
     build_pipeline(retries=0)(**arguments)
-    runs = sorted((p for p in root.iterdir() if p.is_dir() and p.stat().st_mtime >= started - 1),
-                  key=lambda p: p.stat().st_mtime)
+    runs = sorted(
+        (p for p in root.iterdir() if p.is_dir() and p.stat().st_mtime >= started - 1),
+        key=lambda p: p.stat().st_mtime,
+    )
     if not runs:
         raise RfauError(f"the local pipeline run left no outputs in {root}")
     run_dir = runs[-1]
@@ -43,9 +45,13 @@ def run_local(arguments: dict, pipeline_root: str | Path) -> dict:
         from rfau.batch import BATCH, abort
 
         batches = sorted(run_dir.rglob(BATCH))
-        released = abort(batches[0].parent, "the local pipeline run stopped before register") if batches else []
-        raise RfauError(f"the local pipeline run failed before the register stage (task outputs in {run_dir})"
-                        + (f"; requests {', '.join(released)} are pending again" if released else ""))
+        released = (
+            abort(batches[0].parent, "the local pipeline run stopped before register") if batches else []
+        )
+        raise RfauError(
+            f"the local pipeline run failed before the register stage (task outputs in {run_dir})"
+            + (f"; requests {', '.join(released)} are pending again" if released else "")
+        )
     return {**read_json(found[0]), "run_dir": str(run_dir)}
 
 
@@ -56,26 +62,45 @@ def _client(endpoint: str, token: str | None):
         client = kfp.Client(host=endpoint, existing_token=token)
         client.get_kfp_healthz()
     except Exception as e:
-        raise RfauError(f"the KFP endpoint {endpoint} does not answer: {str(e).splitlines()[0][:300]}") from None
+        raise RfauError(
+            f"the KFP endpoint {endpoint} does not answer: {str(e).splitlines()[0][:300]}"
+        ) from None
     return client
 
 
-def submit(endpoint: str, arguments: dict, experiment: str = "rfau", token: str | None = None,
-           package: str | Path | None = None, service_account: str | None = None) -> dict:
+def submit(
+    endpoint: str,
+    arguments: dict,
+    experiment: str = "rfau",
+    token: str | None = None,
+    package: str | Path | None = None,
+    service_account: str | None = None,
+) -> dict:
     """One run of the pipeline on a KFP endpoint."""
     import tempfile
 
     client = _client(endpoint, token)
     with tempfile.TemporaryDirectory() as d:
         pkg = Path(package) if package else compile_pipeline(Path(d) / "pipeline.yaml")
-        res = client.create_run_from_pipeline_package(str(pkg), arguments=arguments, experiment_name=experiment,
-                                                      run_name=f"{PIPELINE_NAME}-{int(time.time())}",
-                                                      service_account=service_account)
+        res = client.create_run_from_pipeline_package(
+            str(pkg),
+            arguments=arguments,
+            experiment_name=experiment,
+            run_name=f"{PIPELINE_NAME}-{int(time.time())}",
+            service_account=service_account,
+        )
     return {"run_id": res.run_id, "endpoint": endpoint}
 
 
-def schedule(endpoint: str, cron: str, arguments: dict, experiment: str = "rfau", token: str | None = None,
-             package: str | Path | None = None, service_account: str | None = None) -> dict:
+def schedule(
+    endpoint: str,
+    cron: str,
+    arguments: dict,
+    experiment: str = "rfau",
+    token: str | None = None,
+    package: str | Path | None = None,
+    service_account: str | None = None,
+) -> dict:
     """A recurring run: the pipeline every ``cron`` (KFP's 6-field cron, seconds first), one at a
     time (max_concurrency 1: two batches never claim requests at once), no catch-up."""
     import tempfile
@@ -89,7 +114,14 @@ def schedule(endpoint: str, cron: str, arguments: dict, experiment: str = "rfau"
     exp = client.create_experiment(experiment)
     with tempfile.TemporaryDirectory() as d:
         pkg = Path(package) if package else compile_pipeline(Path(d) / "pipeline.yaml")
-        job = client.create_recurring_run(exp.experiment_id, f"{PIPELINE_NAME}-schedule", cron_expression=cron,
-                                          max_concurrency=1, no_catchup=True, params=arguments,
-                                          pipeline_package_path=str(pkg), service_account=service_account)
+        job = client.create_recurring_run(
+            exp.experiment_id,
+            f"{PIPELINE_NAME}-schedule",
+            cron_expression=cron,
+            max_concurrency=1,
+            no_catchup=True,
+            params=arguments,
+            pipeline_package_path=str(pkg),
+            service_account=service_account,
+        )
     return {"recurring_run_id": job.recurring_run_id, "cron": cron, "endpoint": endpoint}

@@ -38,8 +38,16 @@ from rfau.tracking.gates import Gates, check_gates
 from rfau.tracking.settings import TrackingSettings
 
 BATCH = "batch.json"
-SUMMARY_KEYS = ("ua", "ra", "ta", "ta_kept_classes", "mia_confidence", "mia_confidence_test",
-                "ua_excluded", "mia_confidence_excluded")
+SUMMARY_KEYS = (
+    "ua",
+    "ra",
+    "ta",
+    "ta_kept_classes",
+    "mia_confidence",
+    "mia_confidence_test",
+    "ua_excluded",
+    "mia_confidence_excluded",
+)
 EVIDENCE = ("metrics.json", "gates.json", "report.md", "confidence_hist.png")
 
 
@@ -60,8 +68,10 @@ def _now() -> str:
 
 # --- data-split ---------------------------------------------------------------------------------
 
-def requested_samples(store: RequestStore, ds: ImageDataset,
-                      states: set[RequestState]) -> tuple[list[str], list[str]]:
+
+def requested_samples(
+    store: RequestStore, ds: ImageDataset, states: set[RequestState]
+) -> tuple[list[str], list[str]]:
     """(sample ids, request ids) of every request in ``states``; the fulfilled ones' samples stay
     out of all later retain sets."""
     ids: set[str] = set()
@@ -82,8 +92,14 @@ def _release_stale(store: RequestStore, hours: float) -> None:
             store.release(st.request_id, st.batch_id, f"batch {st.batch_id} did not finish within {hours} h")
 
 
-def ensure_base(ds: ImageDataset, dataset_uri: str, out_dir: Path, settings: TrackingSettings,
-                train: dict | None = None, holdout_fraction: float = HOLDOUT_FRACTION) -> dict:
+def ensure_base(
+    ds: ImageDataset,
+    dataset_uri: str,
+    out_dir: Path,
+    settings: TrackingSettings,
+    train: dict | None = None,
+    holdout_fraction: float = HOLDOUT_FRACTION,
+) -> dict:
     """The model this batch starts from: the registry's champion, downloaded into ``out_dir``.
     Where the registry has none (the first batch), the original model is trained here and
     registered as the bootstrap champion."""
@@ -101,13 +117,23 @@ def ensure_base(ds: ImageDataset, dataset_uri: str, out_dir: Path, settings: Tra
         shutil.rmtree(boot)
         champ = registry.champion(settings)
     registry.fetch_version(settings, champ["version"], out_dir)
-    return {"model": settings.model_name, "version": champ["version"],
-            "weights_sha256": read_card(out_dir).weights_sha256}
+    return {
+        "model": settings.model_name,
+        "version": champ["version"],
+        "weights_sha256": read_card(out_dir).weights_sha256,
+    }
 
 
-def data_split(out_dir: str | Path, dataset: str = "digits", store: str | None = None,
-               settings: TrackingSettings | None = None, holdout_fraction: float = HOLDOUT_FRACTION,
-               train: dict | None = None, batch_id: str | None = None, stale_after_hours: float = 6.0) -> dict:
+def data_split(
+    out_dir: str | Path,
+    dataset: str = "digits",
+    store: str | None = None,
+    settings: TrackingSettings | None = None,
+    holdout_fraction: float = HOLDOUT_FRACTION,
+    train: dict | None = None,
+    batch_id: str | None = None,
+    stale_after_hours: float = 6.0,
+) -> dict:
     """Claim the pending requests -> ``out_dir`` with batch.json, requests/, split/ and base/."""
     settings = settings or TrackingSettings.from_env()
     ds = load_dataset(dataset)
@@ -124,24 +150,41 @@ def data_split(out_dir: str | Path, dataset: str = "digits", store: str | None =
                 valid.append(st)
             except RfauError as e:
                 rejected.append((st, str(e)))
-        meta = {"batch_id": batch_id, "dataset": ds.name, "dataset_uri": dataset, "store": reqs.store.uri,
-                "model": settings.model_name, "started_at": started, "code_version": rfau.__version__,
-                "request_ids": [st.request_id for st in valid],
-                "rejected": [{"request_id": st.request_id, "reason": why} for st, why in rejected],
-                "empty": True}
+        meta = {
+            "batch_id": batch_id,
+            "dataset": ds.name,
+            "dataset_uri": dataset,
+            "store": reqs.store.uri,
+            "model": settings.model_name,
+            "started_at": started,
+            "code_version": rfau.__version__,
+            "request_ids": [st.request_id for st in valid],
+            "rejected": [{"request_id": st.request_id, "reason": why} for st, why in rejected],
+            "empty": True,
+        }
         with atomic_dir(out_dir) as tmp:
             if valid:
                 excluded, prior = requested_samples(reqs, ds, {RequestState.FULFILLED})
-                split = make_split(ds, [(f"request {st.request_id}", st.request) for st in valid],
-                                   holdout_fraction, excluded)
-                meta.update(prior_request_ids=prior, forget_count=len(split.forget),
-                            forget_classes=split.forget_classes, excluded_count=len(split.excluded))
+                split = make_split(
+                    ds, [(f"request {st.request_id}", st.request) for st in valid], holdout_fraction, excluded
+                )
+                meta.update(
+                    prior_request_ids=prior,
+                    forget_count=len(split.forget),
+                    forget_classes=split.forget_classes,
+                    excluded_count=len(split.excluded),
+                )
                 if split.forget:
                     write_split(split, tmp / "split")
                     for st in valid:
-                        write_json(tmp / "requests" / f"{st.request_id}.json", st.request.model_dump(mode="json"))
-                    meta.update(empty=False, forget_md5=md5_file(tmp / "split" / "forget.txt"),
-                                base=ensure_base(ds, dataset, tmp / "base", settings, train, holdout_fraction))
+                        write_json(
+                            tmp / "requests" / f"{st.request_id}.json", st.request.model_dump(mode="json")
+                        )
+                    meta.update(
+                        empty=False,
+                        forget_md5=md5_file(tmp / "split" / "forget.txt"),
+                        base=ensure_base(ds, dataset, tmp / "base", settings, train, holdout_fraction),
+                    )
                 else:  # every named sample was forgotten by an earlier batch
                     done = valid
                     meta["already_forgotten"] = True
@@ -160,13 +203,18 @@ def data_split(out_dir: str | Path, dataset: str = "digits", store: str | None =
 def read_batch(batch_dir: str | Path) -> dict:
     path = Path(batch_dir) / BATCH
     if not path.is_file():
-        raise RfauError(f"{batch_dir} is not a batch folder ({BATCH} is missing); run the data-split stage first")
+        raise RfauError(
+            f"{batch_dir} is not a batch folder ({BATCH} is missing); run the data-split stage first"
+        )
     return read_json(path)
 
 
 def _skip(out_dir: Path, meta: dict, name: str) -> dict:
-    info = {"skipped": True, "batch_id": meta["batch_id"],
-            "reason": "no pending requests" if not meta["request_ids"] else "nothing left to forget"}
+    info = {
+        "skipped": True,
+        "batch_id": meta["batch_id"],
+        "reason": "no pending requests" if not meta["request_ids"] else "nothing left to forget",
+    }
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / name, info)
     return info
@@ -174,7 +222,10 @@ def _skip(out_dir: Path, meta: dict, name: str) -> dict:
 
 # --- unlearn ------------------------------------------------------------------------------------
 
-def unlearn(batch_dir: str | Path, out_dir: str | Path, method: str = "rfau", config: dict | None = None) -> dict:
+
+def unlearn(
+    batch_dir: str | Path, out_dir: str | Path, method: str = "rfau", config: dict | None = None
+) -> dict:
     """Forget the batch's forget set from its base model (the champion) -> model folder."""
     from rfau.stages import unlearn_stage
 
@@ -187,12 +238,18 @@ def unlearn(batch_dir: str | Path, out_dir: str | Path, method: str = "rfau", co
 
 # --- evaluate -----------------------------------------------------------------------------------
 
+
 def _regime(unlearn_info: dict) -> str:
     return "class" if unlearn_info.get("forget_samplewise", 1) == 0 else "sample"
 
 
-def evaluate(batch_dir: str | Path, model_dir: str | Path, out_dir: str | Path, gates: Gates | None = None,
-             seed: int = 0) -> dict:
+def evaluate(
+    batch_dir: str | Path,
+    model_dir: str | Path,
+    out_dir: str | Path,
+    gates: Gates | None = None,
+    seed: int = 0,
+) -> dict:
     """The new model and the champion it came from, on the batch's split -> before.json,
     after.json, metrics.json (flat, for dvc metrics and KFP), gates.json, confusion.json,
     confidence_hist.png and report.md."""
@@ -215,13 +272,16 @@ def evaluate(batch_dir: str | Path, model_dir: str | Path, out_dir: str | Path, 
         flat |= {f"before_{k}": before[k] for k in SUMMARY_KEYS if before.get(k) is not None}
         flat |= {"gates_passed": passed, "forget_count": len(split.forget), "unlearn_seconds": unl["seconds"]}
         write_json(tmp / "metrics.json", flat)
-        write_json(tmp / "gates.json", {"regime": _regime(unl), "passed": passed,
-                                         "gates": [r.model_dump() for r in results]})
+        write_json(
+            tmp / "gates.json",
+            {"regime": _regime(unl), "passed": passed, "gates": [r.model_dump() for r in results]},
+        )
         cm, rows = confusion(model_dir, ds, split)
         write_json(tmp / "confusion.json", cm)
         write_json(tmp / "test_predictions.json", rows)  # for `dvc plots` (confusion template)
-        confidence_histogram(ds, split, {"before (champion)": b / "base", "after": model_dir},
-                             tmp / "confidence_hist.png")
+        confidence_histogram(
+            ds, split, {"before (champion)": b / "base", "after": model_dir}, tmp / "confidence_hist.png"
+        )
         (tmp / "report.md").write_text(report(meta, before, after, results))
     return flat
 
@@ -247,81 +307,134 @@ def confusion(model_dir: Path, ds: ImageDataset, split) -> tuple[dict, list[dict
 
 
 def report(meta: dict, before: dict, after: dict, results) -> str:
-    rows = [("UA: error on the forget set", "ua"), ("RA: accuracy on retained data", "ra"),
-            ("TA: test accuracy", "ta"), ("TA on kept classes", "ta_kept_classes"),
-            ("MIA-efficacy on the forget set", "mia_confidence"), ("MIA-efficacy on the test set", "mia_confidence_test"),
-            ("UA on samples forgotten earlier", "ua_excluded")]
-    lines = [f"# Deletion batch {meta['batch_id']}", "",
-             f"Requests: {', '.join(meta['request_ids'])}; forget set: {meta.get('forget_count')} samples"
-             f"{' (classes ' + ', '.join(meta['forget_classes']) + ')' if meta.get('forget_classes') else ''}; "
-             f"md5 {meta.get('forget_md5')}.",
-             f"Base: {meta['base']['model']} version {meta['base']['version']}.", "",
-             "| metric (%) | before (champion) | after |", "|---|---:|---:|"]
+    rows = [
+        ("UA: error on the forget set", "ua"),
+        ("RA: accuracy on retained data", "ra"),
+        ("TA: test accuracy", "ta"),
+        ("TA on kept classes", "ta_kept_classes"),
+        ("MIA-efficacy on the forget set", "mia_confidence"),
+        ("MIA-efficacy on the test set", "mia_confidence_test"),
+        ("UA on samples forgotten earlier", "ua_excluded"),
+    ]
+    lines = [
+        f"# Deletion batch {meta['batch_id']}",
+        "",
+        f"Requests: {', '.join(meta['request_ids'])}; forget set: {meta.get('forget_count')} samples"
+        f"{' (classes ' + ', '.join(meta['forget_classes']) + ')' if meta.get('forget_classes') else ''}; "
+        f"md5 {meta.get('forget_md5')}.",
+        f"Base: {meta['base']['model']} version {meta['base']['version']}.",
+        "",
+        "| metric (%) | before (champion) | after |",
+        "|---|---:|---:|",
+    ]
     for label, k in rows:
         if after.get(k) is not None:
             lines.append(f"| {label} | {before.get(k, float('nan')):.2f} | {after[k]:.2f} |")
     lines += ["", "| gate | value | bound | verdict |", "|---|---:|---:|---|"]
     lines += [f"| {r.name} | {r.value:.2f} | {r.bound} | {'pass' if r.passed else 'FAIL'} |" for r in results]
     if meta["rejected"]:
-        lines += ["", "Rejected requests:"] + [f"- {r['request_id']}: {r['reason']}" for r in meta["rejected"]]
+        lines += ["", "Rejected requests:"] + [
+            f"- {r['request_id']}: {r['reason']}" for r in meta["rejected"]
+        ]
     return "\n".join(lines) + "\n"
 
 
 # --- register -----------------------------------------------------------------------------------
+
 
 def _log_stages(batch_dir: Path, model_dir: Path, eval_dir: Path, meta: dict) -> None:
     """The batch's stages as nested MLflow runs under the batch's parent run."""
     from rfau.tracking import registry
 
     split = read_json(batch_dir / "split" / "split.json")
-    registry.log_stage("data-split", params={**split["counts"], "requests": meta["request_ids"],
-                                             "rejected": [r["request_id"] for r in meta["rejected"]]},
-                       artifacts=[batch_dir / "split" / "split.json", batch_dir / BATCH])
+    registry.log_stage(
+        "data-split",
+        params={
+            **split["counts"],
+            "requests": meta["request_ids"],
+            "rejected": [r["request_id"] for r in meta["rejected"]],
+        },
+        artifacts=[batch_dir / "split" / "split.json", batch_dir / BATCH],
+    )
     unl = read_json(model_dir / "unlearn.json")
-    registry.log_stage("unlearn", params={"method": unl["method"], **unl["config"]},
-                       metrics={k: unl[k] for k in ("seconds", "trainable_params", "trainable_share")},
-                       history=unl.get("history"), artifacts=[model_dir / "unlearn.json"])
-    registry.log_stage("evaluate", metrics={k: v for k, v in read_json(eval_dir / "metrics.json").items()
-                                            if not isinstance(v, bool)},
-                       artifacts=[eval_dir / f for f in (*EVIDENCE, "before.json", "after.json")])
+    registry.log_stage(
+        "unlearn",
+        params={"method": unl["method"], **unl["config"]},
+        metrics={k: unl[k] for k in ("seconds", "trainable_params", "trainable_share")},
+        history=unl.get("history"),
+        artifacts=[model_dir / "unlearn.json"],
+    )
+    registry.log_stage(
+        "evaluate",
+        metrics={k: v for k, v in read_json(eval_dir / "metrics.json").items() if not isinstance(v, bool)},
+        artifacts=[eval_dir / f for f in (*EVIDENCE, "before.json", "after.json")],
+    )
 
 
-def _append_record(trail, reqs: RequestStore, meta: dict, reg: dict, model_dir: Path, eval_dir: Path,
-                   settings: TrackingSettings) -> dict:
+def _append_record(
+    trail,
+    reqs: RequestStore,
+    meta: dict,
+    reg: dict,
+    model_dir: Path,
+    eval_dir: Path,
+    settings: TrackingSettings,
+) -> dict:
     """The batch's ledger record, anchored on the version it produced and logged to MLflow."""
     from rfau.tracking import registry
 
     unl = read_json(model_dir / "unlearn.json")
     after, before = read_json(eval_dir / "after.json"), read_json(eval_dir / "before.json")
     evidence = trail.keep_evidence(meta["batch_id"], [eval_dir / f for f in EVIDENCE])
-    record = trail.append({
-        "batch_id": meta["batch_id"],
-        "request_ids": meta["request_ids"],
-        "subject_hashes": trail.subject_hashes([reqs.get(r).request for r in meta["request_ids"]]),
-        "rejected": [r["request_id"] for r in meta["rejected"]],
-        "forget_md5": meta["forget_md5"], "forget_count": meta["forget_count"],
-        "forget_classes": meta["forget_classes"], "excluded_count": meta["excluded_count"],
-        "dataset": meta["dataset"],
-        "model": {"name": settings.model_name, "before": {k: meta["base"][k] for k in ("version", "weights_sha256")},
-                  "after": {"version": reg["version"], "weights_sha256": read_card(model_dir).weights_sha256}},
-        "promoted": reg["gates_passed"], "champion_after": reg["champion"],
-        "method": unl["method"], "config": unl["config"],
-        "metrics": {k: after[k] for k in SUMMARY_KEYS if after.get(k) is not None},
-        "baseline_metrics": {k: before[k] for k in SUMMARY_KEYS if before.get(k) is not None},
-        "gates": read_json(eval_dir / "gates.json")["gates"], "gates_passed": reg["gates_passed"],
-        "evidence": evidence, "code_version": meta["code_version"],
-        "started_at": meta["started_at"], "finished_at": _now(),
-        "mlflow_run_id": registry._mlflow().active_run().info.run_id,
-    })
-    registry.set_version_tags(settings, reg["version"], {"ledger_seq": record["seq"], "ledger_hash": record["hash"],
-                                                         "batch_id": meta["batch_id"]})
+    record = trail.append(
+        {
+            "batch_id": meta["batch_id"],
+            "request_ids": meta["request_ids"],
+            "subject_hashes": trail.subject_hashes([reqs.get(r).request for r in meta["request_ids"]]),
+            "rejected": [r["request_id"] for r in meta["rejected"]],
+            "forget_md5": meta["forget_md5"],
+            "forget_count": meta["forget_count"],
+            "forget_classes": meta["forget_classes"],
+            "excluded_count": meta["excluded_count"],
+            "dataset": meta["dataset"],
+            "model": {
+                "name": settings.model_name,
+                "before": {k: meta["base"][k] for k in ("version", "weights_sha256")},
+                "after": {"version": reg["version"], "weights_sha256": read_card(model_dir).weights_sha256},
+            },
+            "promoted": reg["gates_passed"],
+            "champion_after": reg["champion"],
+            "method": unl["method"],
+            "config": unl["config"],
+            "metrics": {k: after[k] for k in SUMMARY_KEYS if after.get(k) is not None},
+            "baseline_metrics": {k: before[k] for k in SUMMARY_KEYS if before.get(k) is not None},
+            "gates": read_json(eval_dir / "gates.json")["gates"],
+            "gates_passed": reg["gates_passed"],
+            "evidence": evidence,
+            "code_version": meta["code_version"],
+            "started_at": meta["started_at"],
+            "finished_at": _now(),
+            "mlflow_run_id": registry._mlflow().active_run().info.run_id,
+        }
+    )
+    registry.set_version_tags(
+        settings,
+        reg["version"],
+        {"ledger_seq": record["seq"], "ledger_hash": record["hash"], "batch_id": meta["batch_id"]},
+    )
     trail.log_to_mlflow(record)
     return record
 
 
-def register(batch_dir: str | Path, model_dir: str | Path, eval_dir: str | Path, out_dir: str | Path,
-             settings: TrackingSettings | None = None, gates: Gates | None = None,
-             store: str | None = None) -> dict:
+def register(
+    batch_dir: str | Path,
+    model_dir: str | Path,
+    eval_dir: str | Path,
+    out_dir: str | Path,
+    settings: TrackingSettings | None = None,
+    gates: Gates | None = None,
+    store: str | None = None,
+) -> dict:
     """New registry version (champion only when every gate passes) -> ledger record -> request
     states. Idempotent: registering a batch again returns its version and record."""
     from rfau.audit.trail import AuditTrail
@@ -336,31 +449,62 @@ def register(batch_dir: str | Path, model_dir: str | Path, eval_dir: str | Path,
     trail = AuditTrail.open(store or meta["store"], settings)
     record = trail.find_batch(meta["batch_id"])
     if record is None:
-        with registry.pipeline_run(settings, f"rfau-batch {meta['batch_id']}", tags={
-                "batch_id": meta["batch_id"], "request_ids": ",".join(meta["request_ids"]),
-                "forget_md5": meta["forget_md5"], "base_model_version": meta["base"]["version"],
-                "code_version": meta["code_version"]}):
+        with registry.pipeline_run(
+            settings,
+            f"rfau-batch {meta['batch_id']}",
+            tags={
+                "batch_id": meta["batch_id"],
+                "request_ids": ",".join(meta["request_ids"]),
+                "forget_md5": meta["forget_md5"],
+                "base_model_version": meta["base"]["version"],
+                "code_version": meta["code_version"],
+            },
+        ):
             _log_stages(Path(batch_dir), model_dir, eval_dir, meta)
-            reg = registry.register(model_dir, eval_dir / "after.json", settings, gates,
-                                    baseline_metrics_path=eval_dir / "before.json")
+            reg = registry.register(
+                model_dir,
+                eval_dir / "after.json",
+                settings,
+                gates,
+                baseline_metrics_path=eval_dir / "before.json",
+            )
             record = _append_record(trail, reqs, meta, reg, model_dir, eval_dir, settings)
     else:  # this stage ran before (a retry): the version and the record exist
-        reg = registry.register(model_dir, eval_dir / "after.json", settings, gates,
-                                baseline_metrics_path=eval_dir / "before.json")
+        reg = registry.register(
+            model_dir,
+            eval_dir / "after.json",
+            settings,
+            gates,
+            baseline_metrics_path=eval_dir / "before.json",
+        )
     for rid in meta["request_ids"]:
         st = reqs.get(rid)
         if st.state is not RequestState.IN_PROGRESS or st.batch_id != meta["batch_id"]:
             continue  # already settled by an earlier run of this stage
         if reg["gates_passed"]:
-            reqs.fulfil(rid, meta["batch_id"], f"{settings.model_name} version {reg['version']} "
-                                               f"(ledger record {record['seq']})")
+            reqs.fulfil(
+                rid,
+                meta["batch_id"],
+                f"{settings.model_name} version {reg['version']} (ledger record {record['seq']})",
+            )
         else:
             failed = [g["name"] for g in record["gates"] if not g["passed"]]
-            reqs.release(rid, meta["batch_id"], f"version {reg['version']} failed gates {failed}; "
-                                                "the champion is unchanged and the request waits for the next batch")
-    out = {"batch_id": meta["batch_id"], "model": settings.model_name, "version": reg["version"],
-           "gates_passed": reg["gates_passed"], "champion": reg["champion"],
-           "ledger_seq": record["seq"], "ledger_hash": record["hash"], "request_ids": meta["request_ids"]}
+            reqs.release(
+                rid,
+                meta["batch_id"],
+                f"version {reg['version']} failed gates {failed}; "
+                "the champion is unchanged and the request waits for the next batch",
+            )
+    out = {
+        "batch_id": meta["batch_id"],
+        "model": settings.model_name,
+        "version": reg["version"],
+        "gates_passed": reg["gates_passed"],
+        "champion": reg["champion"],
+        "ledger_seq": record["seq"],
+        "ledger_hash": record["hash"],
+        "request_ids": meta["request_ids"],
+    }
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / "registered.json", out)
     return out
@@ -385,26 +529,49 @@ def abort(batch_dir: str | Path, reason: str) -> list[str]:
 
 # --- the whole batch in one process -------------------------------------------------------------
 
-def run_batch(workdir: str | Path, dataset: str = "digits", store: str | None = None,
-              settings: TrackingSettings | None = None, method: str = "rfau", config: dict | None = None,
-              gates: Gates | None = None, train: dict | None = None,
-              holdout_fraction: float = HOLDOUT_FRACTION) -> dict:
+
+def run_batch(
+    workdir: str | Path,
+    dataset: str = "digits",
+    store: str | None = None,
+    settings: TrackingSettings | None = None,
+    method: str = "rfau",
+    config: dict | None = None,
+    gates: Gates | None = None,
+    train: dict | None = None,
+    holdout_fraction: float = HOLDOUT_FRACTION,
+) -> dict:
     """The four stages in order in this process (what the KFP pipeline runs as four tasks)."""
     wd = Path(workdir)
     settings = settings or TrackingSettings.from_env()
     meta = data_split(wd / "batch", dataset, store, settings, holdout_fraction, train)
     if meta["empty"]:
-        return {"batch_id": meta["batch_id"], "skipped": True, "rejected": meta["rejected"],
-                "request_ids": meta["request_ids"]}
+        return {
+            "batch_id": meta["batch_id"],
+            "skipped": True,
+            "rejected": meta["rejected"],
+            "request_ids": meta["request_ids"],
+        }
     try:
         unlearn(wd / "batch", wd / "model", method, config)
         metrics = evaluate(wd / "batch", wd / "model", wd / "evaluation", gates)
-        reg = register(wd / "batch", wd / "model", wd / "evaluation", wd / "registered", settings, gates, store)
+        reg = register(
+            wd / "batch", wd / "model", wd / "evaluation", wd / "registered", settings, gates, store
+        )
     except BaseException as e:
         abort(wd / "batch", str(e) or type(e).__name__)
         raise
     return {**reg, "rejected": meta["rejected"], "metrics": metrics, "skipped": False}
 
 
-__all__ = ["data_split", "unlearn", "evaluate", "register", "abort", "run_batch", "read_batch", "default_store",
-           "md5_file"]
+__all__ = [
+    "data_split",
+    "unlearn",
+    "evaluate",
+    "register",
+    "abort",
+    "run_batch",
+    "read_batch",
+    "default_store",
+    "md5_file",
+]

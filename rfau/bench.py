@@ -30,7 +30,17 @@ from rfau.metrics.plots import confidence_histogram
 from rfau.models.checkpoint import load_checkpoint
 from rfau.stages import split_stage, train_stage, unlearn_stage
 
-ALL_METHODS = ("original", "retrain", "finetune", "neggrad_plus", "random_label", "scrub", "salun", "ssd", "rfau")
+ALL_METHODS = (
+    "original",
+    "retrain",
+    "finetune",
+    "neggrad_plus",
+    "random_label",
+    "scrub",
+    "salun",
+    "ssd",
+    "rfau",
+)
 CIFAR_ARCHIVE = "cifar10-imagefolder.tar.gz"
 
 
@@ -48,26 +58,47 @@ class BenchConfig(BaseModel):
 _DIGITS_AUG = {"augment_pad": 1, "augment_flip": False}
 CONFIGS: dict[str, BenchConfig] = {
     "digits": BenchConfig(
-        name="digits", dataset="digits", train=TrainConfig.preset("digits"), seeds=(0, 1, 2),
+        name="digits",
+        dataset="digits",
+        train=TrainConfig.preset("digits"),
+        seeds=(0, 1, 2),
         methods={m: dict(_DIGITS_AUG) for m in ALL_METHODS if m not in ("original", "retrain", "rfau", "ssd")}
         | {"original": {}, "retrain": {}, "rfau": {}, "ssd": {}},
     ),
     # sized for 2 CPU cores: the original must memorise its training data (train accuracy ~97%),
     # else random forgetting is not measurable; padding 2 gets there in 30 epochs.
     "cifar10-small": BenchConfig(
-        name="cifar10-small", dataset="cifar10", train_per_class=350, test_per_class=200,
-        train=TrainConfig(architecture="resnet18", width=16, epochs=30, batch_size=64, lr=0.05,
-                          augment_pad=2),
-        methods={m: {"augment_pad": 2} for m in ("finetune", "neggrad_plus", "random_label", "scrub", "salun")}
-        | {"original": {}, "retrain": {}, "ssd": {},
-           "rfau": {"rank": 6, "epochs": 30, "lr": 5e-3, "retain_budget": 2000, "batch_size": 128}},
+        name="cifar10-small",
+        dataset="cifar10",
+        train_per_class=350,
+        test_per_class=200,
+        train=TrainConfig(
+            architecture="resnet18", width=16, epochs=30, batch_size=64, lr=0.05, augment_pad=2
+        ),
+        methods={
+            m: {"augment_pad": 2} for m in ("finetune", "neggrad_plus", "random_label", "scrub", "salun")
+        }
+        | {
+            "original": {},
+            "retrain": {},
+            "ssd": {},
+            "rfau": {"rank": 6, "epochs": 30, "lr": 5e-3, "retain_budget": 2000, "batch_size": 128},
+        },
     ),
     "cifar10": BenchConfig(
-        name="cifar10", dataset="cifar10",
+        name="cifar10",
+        dataset="cifar10",
         train=TrainConfig(architecture="resnet18", width=64, epochs=30, batch_size=512, lr=0.2),
         methods={m: {} for m in ALL_METHODS}
-        | {"rfau": {"rank": 8, "epochs": 4, "retain_budget": 10000, "batch_size": 512,
-                    "forget_batch_size": 256}},
+        | {
+            "rfau": {
+                "rank": 8,
+                "epochs": 4,
+                "retain_budget": 10000,
+                "batch_size": 512,
+                "forget_batch_size": 256,
+            }
+        },
     ),
 }
 
@@ -91,8 +122,14 @@ def load_bench_dataset(cfg: BenchConfig, data: str | None) -> ImageDataset:
     return subset_dataset(load_dataset(source), cfg.train_per_class, cfg.test_per_class)
 
 
-def run_bench(cfg: BenchConfig, out_dir: str | Path, data: str | None = None,
-              methods: list[str] | None = None, device: str = "auto", reuse: bool = False) -> list[dict]:
+def run_bench(
+    cfg: BenchConfig,
+    out_dir: str | Path,
+    data: str | None = None,
+    methods: list[str] | None = None,
+    device: str = "auto",
+    reuse: bool = False,
+) -> list[dict]:
     """``reuse``: keep an earlier run's original and retrain models in ``out_dir`` (for tuning a
     method without paying for the references again); their seconds are the earlier run's."""
     out = Path(out_dir)
@@ -139,14 +176,26 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, data: str | None = None,
                 lf, lr, lt = (out_logits[k] for k in ("forget", "retain", "test"))
                 logits[method] = lf
                 row = {
-                    "config": cfg.name, "scenario": scenario, "seed": seed, "method": method,
-                    **{k: m[k] for k in ("ua", "ra", "ta", "ta_kept_classes", "mia_confidence", "mia_entropy")},
-                    "mia_loss_threshold": loss_threshold_mia(lr, ds.y[r_idx], lt, ds.y[t_idx], lf, ds.y[f_idx]),
-                    "seconds": info["seconds"], "stage_seconds": cost["seconds"],
-                    "trainable_params": info["trainable_params"], "total_params": info["total_params"],
-                    "peak_rss_mb": cost["peak_rss_mb"], "peak_cuda_mb": cost["peak_cuda_mb"],
+                    "config": cfg.name,
+                    "scenario": scenario,
+                    "seed": seed,
+                    "method": method,
+                    **{
+                        k: m[k]
+                        for k in ("ua", "ra", "ta", "ta_kept_classes", "mia_confidence", "mia_entropy")
+                    },
+                    "mia_loss_threshold": loss_threshold_mia(
+                        lr, ds.y[r_idx], lt, ds.y[t_idx], lf, ds.y[f_idx]
+                    ),
+                    "seconds": info["seconds"],
+                    "stage_seconds": cost["seconds"],
+                    "trainable_params": info["trainable_params"],
+                    "total_params": info["total_params"],
+                    "peak_rss_mb": cost["peak_rss_mb"],
+                    "peak_cuda_mb": cost["peak_cuda_mb"],
                     "samples_per_s": (len(split.retain) + len(split.forget)) / max(info["seconds"], 1e-9)
-                    if method != "original" else None,
+                    if method != "original"
+                    else None,
                     "original_train_seconds": original_seconds,
                     "forget": len(split.forget),
                 }
@@ -175,15 +224,29 @@ def _mia_histogram(ds, split, sdir: Path, path: Path, seed: int) -> None:
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
-    keys = ("ua", "ra", "ta", "mia_confidence", "mia_entropy", "mia_loss_threshold", "js_to_retrain",
-            "avg_gap", "seconds")
+    keys = (
+        "ua",
+        "ra",
+        "ta",
+        "mia_confidence",
+        "mia_entropy",
+        "mia_loss_threshold",
+        "js_to_retrain",
+        "avg_gap",
+        "seconds",
+    )
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["scenario"], r["method"]), []).append(r)
     out = []
     for (scenario, method), rs in groups.items():
-        agg = {"scenario": scenario, "method": method, "n": len(rs),
-               "trainable_params": rs[0]["trainable_params"], "total_params": rs[0]["total_params"]}
+        agg = {
+            "scenario": scenario,
+            "method": method,
+            "n": len(rs),
+            "trainable_params": rs[0]["trainable_params"],
+            "total_params": rs[0]["total_params"],
+        }
         for k in keys:
             vals = [r[k] for r in rs]
             agg[k] = statistics.fmean(vals)
@@ -199,19 +262,29 @@ def machine() -> str:
 
 def markdown_table(cfg: BenchConfig, agg: list[dict], ds_name: str) -> str:
     pm = lambda a, k: f"{a[k]:.2f}" + (f" ± {a[k + '_std']:.2f}" if a["n"] > 1 else "")  # noqa: E731
-    lines = [f"### `rfau bench {cfg.name}` ({len(cfg.seeds)} seed(s)) on {machine()}", "",
-             f"Data: {ds_name}. Percent except seconds; avg gap = mean |x - retrain| over UA, RA, TA, "
-             "MIA-efficacy (confidence).", ""]
+    lines = [
+        f"### `rfau bench {cfg.name}` ({len(cfg.seeds)} seed(s)) on {machine()}",
+        "",
+        f"Data: {ds_name}. Percent except seconds; avg gap = mean |x - retrain| over UA, RA, TA, "
+        "MIA-efficacy (confidence).",
+        "",
+    ]
     for scenario in dict.fromkeys(a["scenario"] for a in agg):
-        lines += [f"**{scenario}**", "",
-                  "| method | UA | RA | TA | MIA conf. | MIA entr. | MIA loss-thr. | JS to retrain | avg gap | seconds | trainable % |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"**{scenario}**",
+            "",
+            "| method | UA | RA | TA | MIA conf. | MIA entr. | MIA loss-thr. | JS to retrain "
+            "| avg gap | seconds | trainable % |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for a in sorted((a for a in agg if a["scenario"] == scenario), key=lambda a: a["avg_gap"]):
             share = 100 * a["trainable_params"] / a["total_params"]
             lines.append(
-                f"| {a['method']} | {pm(a, 'ua')} | {pm(a, 'ra')} | {pm(a, 'ta')} | {pm(a, 'mia_confidence')} | "
+                f"| {a['method']} | {pm(a, 'ua')} | {pm(a, 'ra')} | {pm(a, 'ta')} | "
+                f"{pm(a, 'mia_confidence')} | "
                 f"{pm(a, 'mia_entropy')} | {pm(a, 'mia_loss_threshold')} | {a['js_to_retrain']:.4f} | "
-                f"{pm(a, 'avg_gap')} | {pm(a, 'seconds')} | {share:.2f} |")
+                f"{pm(a, 'avg_gap')} | {pm(a, 'seconds')} | {share:.2f} |"
+            )
         lines.append("")
     return "\n".join(lines)
 

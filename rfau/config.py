@@ -33,8 +33,15 @@ class TrainConfig(_Config):
     def preset(cls, dataset_kind: str, **overrides) -> TrainConfig:
         base: dict = {}
         if dataset_kind == "digits":
-            base = dict(epochs=40, batch_size=64, optimizer="adam", lr=3e-3, weight_decay=0.0,
-                        augment_pad=1, augment_flip=False)
+            base = dict(
+                epochs=40,
+                batch_size=64,
+                optimizer="adam",
+                lr=3e-3,
+                weight_decay=0.0,
+                augment_pad=1,
+                augment_flip=False,
+            )
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 

@@ -25,10 +25,18 @@ from rfau.tracking.settings import TrackingSettings
 SUMMARY_KEYS = ("ua", "ra", "ta", "ta_kept_classes", "mia_confidence", "mia_entropy")
 
 
-def demo_request(ds: ImageDataset, scenario: str, out_dir: Path, seed: int | str = 0,
-                 fraction: float = 0.1, forget_class: str | None = None, exclude: set[str] = frozenset(),
-                 request_id: str | None = None, subject: str | None = None,
-                 holdout_fraction: float = HOLDOUT_FRACTION) -> Path:
+def demo_request(
+    ds: ImageDataset,
+    scenario: str,
+    out_dir: Path,
+    seed: int | str = 0,
+    fraction: float = 0.1,
+    forget_class: str | None = None,
+    exclude: set[str] = frozenset(),
+    request_id: str | None = None,
+    subject: str | None = None,
+    holdout_fraction: float = HOLDOUT_FRACTION,
+) -> Path:
     """Write a demo deletion request: 10% random training samples, or one whole class.
     ``exclude``: samples already forgotten (never drawn again); at most half the pool is drawn."""
     now = datetime.now(UTC).isoformat()
@@ -36,13 +44,20 @@ def demo_request(ds: ImageDataset, scenario: str, out_dir: Path, seed: int | str
         # drawn from what the original model trained on (the holdout slice it never saw is left out)
         pool = [s for s in ds.split_ids("train") if s not in exclude and not in_holdout(s, holdout_fraction)]
         k = min(len(pool) // 2, round(fraction * len(ds.split_ids("train"))))
-        req = {"request_id": request_id or f"demo-random-{seed}",
-               "sample_ids": sorted(random.Random(seed).sample(pool, k)),
-               "reason": f"demo: {fraction:.0%} random training samples", "received_at": now}
+        req = {
+            "request_id": request_id or f"demo-random-{seed}",
+            "sample_ids": sorted(random.Random(seed).sample(pool, k)),
+            "reason": f"demo: {fraction:.0%} random training samples",
+            "received_at": now,
+        }
     elif scenario == "class":
         cls = forget_class or ds.classes[3 % len(ds.classes)]
-        req = {"request_id": f"demo-class-{cls}", "classes": [cls],
-               "reason": f"demo: forget class {cls}", "received_at": now}
+        req = {
+            "request_id": f"demo-class-{cls}",
+            "classes": [cls],
+            "reason": f"demo: forget class {cls}",
+            "received_at": now,
+        }
     else:
         raise ValueError(f"unknown scenario {scenario!r}; use 'random' or 'class'")
     if subject:
@@ -53,11 +68,19 @@ def demo_request(ds: ImageDataset, scenario: str, out_dir: Path, seed: int | str
     return path
 
 
-def run_job(dataset: str, workdir: str | Path, requests: list[Path] | None = None,
-            scenario: str = "random", model_dir: str | Path | None = None,
-            rfau_config: dict | None = None, train_config: TrainConfig | None = None,
-            retrain: bool = True, seed: int = 0, track: bool = True,
-            settings: TrackingSettings | None = None) -> dict:
+def run_job(
+    dataset: str,
+    workdir: str | Path,
+    requests: list[Path] | None = None,
+    scenario: str = "random",
+    model_dir: str | Path | None = None,
+    rfau_config: dict | None = None,
+    train_config: TrainConfig | None = None,
+    retrain: bool = True,
+    seed: int = 0,
+    track: bool = True,
+    settings: TrackingSettings | None = None,
+) -> dict:
     wd = Path(workdir)
     ds = load_dataset(dataset)
     if not requests:
@@ -68,7 +91,9 @@ def run_job(dataset: str, workdir: str | Path, requests: list[Path] | None = Non
         train_stage(ds, model_dir, train_config or TrainConfig.preset(ds.kind, seed=seed))
     rows: dict[str, dict] = {}
     models = {"original": Path(model_dir)}
-    info = unlearn_stage(model_dir, ds, wd / "split", wd / "rfau", "rfau", {"seed": seed, **(rfau_config or {})})
+    info = unlearn_stage(
+        model_dir, ds, wd / "split", wd / "rfau", "rfau", {"seed": seed, **(rfau_config or {})}
+    )
     models["rfau"] = wd / "rfau"
     if retrain:
         unlearn_stage(model_dir, ds, wd / "split", wd / "retrain", "retrain", {"seed": seed})
@@ -98,33 +123,59 @@ def run_job(dataset: str, workdir: str | Path, requests: list[Path] | None = Non
     return summary
 
 
-def track_and_register(wd: Path, split, info: dict, rows: dict, model_dir: Path,
-                       settings: TrackingSettings | None) -> dict:
+def track_and_register(
+    wd: Path, split, info: dict, rows: dict, model_dir: Path, settings: TrackingSettings | None
+) -> dict:
     """Log the run to MLflow (a parent run, a nested run per stage) and register: the original
     as the bootstrap champion where the registry has none, then the RFAU model behind the gates."""
     from rfau.tracking import registry
 
     settings = settings or TrackingSettings.from_env()
     cfg = info["config"]
-    with registry.pipeline_run(settings, "rfau-run", tags={
-        "request_ids": ",".join(split.request_ids), "forget_sha256": split.forget_hash,
-        "dataset": split.dataset, "code_version": rfau.__version__,
-        "base_weights_sha256": read_json(model_dir / "model.json")["weights_sha256"]}):
+    with registry.pipeline_run(
+        settings,
+        "rfau-run",
+        tags={
+            "request_ids": ",".join(split.request_ids),
+            "forget_sha256": split.forget_hash,
+            "dataset": split.dataset,
+            "code_version": rfau.__version__,
+            "base_weights_sha256": read_json(model_dir / "model.json")["weights_sha256"],
+        },
+    ):
         registry.log_stage("split", params=split.summary()["counts"], artifacts=[wd / "split" / "split.json"])
         registry.log_stage(
             "unlearn",
-            params={"method": info["method"], "rank": cfg.get("rank"), "target_modules": info.get("target_modules"),
-                    "taps": info.get("taps"), "retain_budget": info.get("retain_budget"), "epochs": cfg.get("epochs"),
-                    "lr": cfg.get("lr"), "seed": cfg.get("seed"), "regime": cfg.get("regime")},
-            metrics={"seconds": info["seconds"], "trainable_params": info["trainable_params"],
-                     "trainable_share": info["trainable_share"]},
+            params={
+                "method": info["method"],
+                "rank": cfg.get("rank"),
+                "target_modules": info.get("target_modules"),
+                "taps": info.get("taps"),
+                "retain_budget": info.get("retain_budget"),
+                "epochs": cfg.get("epochs"),
+                "lr": cfg.get("lr"),
+                "seed": cfg.get("seed"),
+                "regime": cfg.get("regime"),
+            },
+            metrics={
+                "seconds": info["seconds"],
+                "trainable_params": info["trainable_params"],
+                "trainable_share": info["trainable_share"],
+            },
             history=info.get("history"),
             artifacts=[wd / "rfau" / "adapter", wd / "rfau" / "model.json", wd / "rfau" / "unlearn.json"],
         )
-        registry.log_stage("evaluate", metrics={f"{m}.{k}": v for m, r in rows.items() for k, v in r.items()},
-                           artifacts=[wd / "metrics"])
+        registry.log_stage(
+            "evaluate",
+            metrics={f"{m}.{k}": v for m, r in rows.items() for k, v in r.items()},
+            artifacts=[wd / "metrics"],
+        )
         boot = registry.register(model_dir, wd / "metrics" / "original.json", settings, bootstrap=True)
         registry.set_run_tags({"base_model_version": boot["version"]})
-        reg = registry.register(wd / "rfau", wd / "metrics" / "rfau.json", settings,
-                                baseline_metrics_path=wd / "metrics" / "original.json")
+        reg = registry.register(
+            wd / "rfau",
+            wd / "metrics" / "rfau.json",
+            settings,
+            baseline_metrics_path=wd / "metrics" / "original.json",
+        )
     return {"original_version": boot["version"], **reg}

@@ -37,8 +37,12 @@ def _ds(dataset: Dataset) -> ImageDataset:
     return dataset if isinstance(dataset, ImageDataset) else load_dataset(dataset)
 
 
-def split_stage(dataset: Dataset, requests: list[str | Path], out_dir: str | Path,
-                holdout_fraction: float = HOLDOUT_FRACTION) -> Split:
+def split_stage(
+    dataset: Dataset,
+    requests: list[str | Path],
+    out_dir: str | Path,
+    holdout_fraction: float = HOLDOUT_FRACTION,
+) -> Split:
     """Deletion requests -> retain/forget/holdout/test manifests + split.json."""
     ds = _ds(dataset)
     split = make_split(ds, load_requests(requests), holdout_fraction)
@@ -46,8 +50,13 @@ def split_stage(dataset: Dataset, requests: list[str | Path], out_dir: str | Pat
     return split
 
 
-def train_stage(dataset: Dataset, out_dir: str | Path, cfg: TrainConfig | None = None,
-                split_dir: str | Path | None = None, holdout_fraction: float = HOLDOUT_FRACTION) -> ModelCard:
+def train_stage(
+    dataset: Dataset,
+    out_dir: str | Path,
+    cfg: TrainConfig | None = None,
+    split_dir: str | Path | None = None,
+    holdout_fraction: float = HOLDOUT_FRACTION,
+) -> ModelCard:
     """Bootstrap: train the original model on the training split minus the holdout slice.
     With ``split_dir``: train on that split's retain set (this is "retrain")."""
     ds = _ds(dataset)
@@ -62,13 +71,22 @@ def train_stage(dataset: Dataset, out_dir: str | Path, cfg: TrainConfig | None =
         model = train_model(model, ds.x[idx], ds.y[idx], cfg, desc=f"train {arch}")
         metrics = evaluate_model(model, ds, split, seed=cfg.seed)
         card = ModelCard(
-            architecture=arch, arch_kwargs=kwargs, classes=list(ds.classes),
-            input_shape=list(ds.input_shape), dataset=ds.name,
-            train_manifest_sha256=ids_hash(split.retain), train_samples=len(split.retain),
-            holdout_fraction=split.holdout_fraction, holdout_salt=HOLDOUT_SALT,
+            architecture=arch,
+            arch_kwargs=kwargs,
+            classes=list(ds.classes),
+            input_shape=list(ds.input_shape),
+            dataset=ds.name,
+            train_manifest_sha256=ids_hash(split.retain),
+            train_samples=len(split.retain),
+            holdout_fraction=split.holdout_fraction,
+            holdout_salt=HOLDOUT_SALT,
             metrics={k: metrics[k] for k in ("ra", "ta")},
-            lineage={"kind": "retrain" if split_dir else "original", "train_config": cfg.model_dump(),
-                     "forget_sha256": split.forget_hash, "request_ids": split.request_ids},
+            lineage={
+                "kind": "retrain" if split_dir else "original",
+                "train_config": cfg.model_dump(),
+                "forget_sha256": split.forget_hash,
+                "request_ids": split.request_ids,
+            },
         )
         card = save_checkpoint(model, card, tmp)
     return card
@@ -78,9 +96,14 @@ def unlearn_data(ds: ImageDataset, split: Split) -> UnlearnData:
     r, f, h = (ds.indices(getattr(split, m)) for m in ("retain", "forget", "holdout"))
     forgotten = {ds.classes.index(c) for c in split.forget_classes}
     return UnlearnData(
-        x_retain=ds.x[r], y_retain=ds.y[r], x_forget=ds.x[f], y_forget=ds.y[f],
+        x_retain=ds.x[r],
+        y_retain=ds.y[r],
+        x_forget=ds.x[f],
+        y_forget=ds.y[f],
         forget_classwise=torch.tensor([int(c) in forgotten for c in ds.y[f]], dtype=torch.bool),
-        x_holdout=ds.x[h], y_holdout=ds.y[h], num_classes=len(ds.classes),
+        x_holdout=ds.x[h],
+        y_holdout=ds.y[h],
+        num_classes=len(ds.classes),
     )
 
 
@@ -112,8 +135,14 @@ def check_compatible(card: ModelCard, ds: ImageDataset, split: Split) -> None:
         )
 
 
-def unlearn_stage(model_dir: str | Path, dataset: Dataset, split_dir: str | Path, out_dir: str | Path,
-                  method: str = "rfau", config: dict | None = None) -> dict:
+def unlearn_stage(
+    model_dir: str | Path,
+    dataset: Dataset,
+    split_dir: str | Path,
+    out_dir: str | Path,
+    method: str = "rfau",
+    config: dict | None = None,
+) -> dict:
     """Forget the split's forget set -> merged weights, model card, adapter (RFAU), unlearn.json."""
     ds = _ds(dataset)
     split = read_split(split_dir)
@@ -134,14 +163,20 @@ def unlearn_stage(model_dir: str | Path, dataset: Dataset, split_dir: str | Path
         "request_ids": split.request_ids,
         **result.info,
     }
-    new_card = card.model_copy(update={
-        "train_manifest_sha256": ids_hash(split.retain),
-        "train_samples": len(split.retain),
-        "metrics": {},
-        "lineage": {"kind": "unlearned", "parent_weights_sha256": card.weights_sha256,
-                    "method": method, "forget_sha256": split.forget_hash,
-                    "request_ids": split.request_ids},
-    })
+    new_card = card.model_copy(
+        update={
+            "train_manifest_sha256": ids_hash(split.retain),
+            "train_samples": len(split.retain),
+            "metrics": {},
+            "lineage": {
+                "kind": "unlearned",
+                "parent_weights_sha256": card.weights_sha256,
+                "method": method,
+                "forget_sha256": split.forget_hash,
+                "request_ids": split.request_ids,
+            },
+        }
+    )
     with atomic_dir(out_dir) as tmp:
         if result.adapter is not None:
             result.adapter.save_pretrained(str(tmp / "adapter"))
@@ -150,8 +185,9 @@ def unlearn_stage(model_dir: str | Path, dataset: Dataset, split_dir: str | Path
     return info
 
 
-def evaluate_stage(model_dir: str | Path, dataset: Dataset, split_dir: str | Path,
-                   out_path: str | Path, seed: int = 0) -> dict:
+def evaluate_stage(
+    model_dir: str | Path, dataset: Dataset, split_dir: str | Path, out_path: str | Path, seed: int = 0
+) -> dict:
     """UA, RA, TA, per-class accuracy and MIA-efficacy of one model on one split -> JSON."""
     ds = _ds(dataset)
     split = read_split(split_dir)

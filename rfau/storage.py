@@ -187,8 +187,11 @@ class LocalStore(Store):
         for dirpath, dirnames, filenames in os.walk(base):
             rel_dir = Path(dirpath).relative_to(self.root).as_posix()
             rel_dir = "" if rel_dir == "." else rel_dir + "/"
-            dirnames[:] = [d for d in dirnames if prefix.startswith(f"{rel_dir}{d}/") or
-                           f"{rel_dir}{d}/".startswith(prefix)]
+            dirnames[:] = [
+                d
+                for d in dirnames
+                if prefix.startswith(f"{rel_dir}{d}/") or f"{rel_dir}{d}/".startswith(prefix)
+            ]
             for name in filenames:
                 if name.endswith(_TMP_SUFFIX):
                     continue
@@ -212,8 +215,17 @@ class LocalStore(Store):
             parent = parent.parent
 
 
-_ACCESS_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-                 "InvalidToken", "AllAccessDisabled", "AccountProblem", "403", "Forbidden"}
+_ACCESS_CODES = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "AllAccessDisabled",
+    "AccountProblem",
+    "403",
+    "Forbidden",
+}
 
 
 class S3Store(Store):
@@ -253,8 +265,10 @@ class S3Store(Store):
                     time.sleep(0.2 * (attempt + 1))  # a concurrent conditional write: retry, S3 decides
                     continue
                 if exclusive and code in ("NotImplemented", "501"):
-                    raise RfauError(f"{self.endpoint} does not support conditional writes (If-None-Match), "
-                                    f"needed to create {self.where(key)} exclusively") from None
+                    raise RfauError(
+                        f"{self.endpoint} does not support conditional writes (If-None-Match), "
+                        f"needed to create {self.where(key)} exclusively"
+                    ) from None
                 raise self._error(e, "write", key) from None
 
     def get_bytes(self, key: str) -> bytes:
@@ -282,7 +296,7 @@ class S3Store(Store):
             for page in self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=root + prefix
             ):
-                out.extend(obj["Key"][len(root):] for obj in page.get("Contents", []))
+                out.extend(obj["Key"][len(root) :] for obj in page.get("Contents", []))
         except Exception as e:
             raise self._error(e, "list", prefix) from None
         return sorted(out)
@@ -302,8 +316,9 @@ class S3Store(Store):
             self.client.head_bucket(Bucket=self.bucket)
         except Exception as e:
             if _code(e) in ("404", "NoSuchBucket", "NotFound"):
-                raise RfauError(f"{self.uri}: S3 bucket {self.bucket!r} does not exist "
-                                f"(endpoint {self.endpoint})") from None
+                raise RfauError(
+                    f"{self.uri}: S3 bucket {self.bucket!r} does not exist (endpoint {self.endpoint})"
+                ) from None
             raise self._error(e, "check", "") from None
         self._bucket_ok = True
 
@@ -327,20 +342,30 @@ class S3Store(Store):
             code = _code(e)
             msg = e.response.get("Error", {}).get("Message", "") or str(e)
             if code == "NoSuchBucket":
-                return RfauError(f"{where}: S3 bucket {self.bucket!r} does not exist (endpoint {self.endpoint})")
+                return RfauError(
+                    f"{where}: S3 bucket {self.bucket!r} does not exist (endpoint {self.endpoint})"
+                )
             if code in ("NoSuchKey", "404", "NotFound"):
                 return NotFound(f"{where} does not exist")
             if code in _ACCESS_CODES:
-                return RfauError(f"cannot {op} {where}: access denied ({code}: {msg}); check the AWS "
-                                 "credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or profile) and "
-                                 "the bucket policy")
+                return RfauError(
+                    f"cannot {op} {where}: access denied ({code}: {msg}); check the AWS "
+                    "credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or profile) and "
+                    "the bucket policy"
+                )
             return RfauError(f"cannot {op} {where}: S3 error {code}: {msg}")
-        if isinstance(e, (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError, ReadTimeoutError)):
-            return RfauError(f"cannot {op} {where}: S3 endpoint {self.endpoint} unreachable ({e}); check "
-                             "AWS_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL and the network")
+        if isinstance(
+            e, (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError, ReadTimeoutError)
+        ):
+            return RfauError(
+                f"cannot {op} {where}: S3 endpoint {self.endpoint} unreachable ({e}); check "
+                "AWS_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL and the network"
+            )
         if isinstance(e, (NoCredentialsError, PartialCredentialsError)):
-            return RfauError(f"cannot {op} {where}: no usable AWS credentials ({e}); set "
-                             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE")
+            return RfauError(
+                f"cannot {op} {where}: no usable AWS credentials ({e}); set "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
+            )
         if isinstance(e, BotoCoreError):
             return RfauError(f"cannot {op} {where}: {e}")
         raise e

@@ -71,8 +71,9 @@ def train_model(
     steps = (n + cfg.batch_size - 1) // cfg.batch_size
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
-                              weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
+        )
     else:
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps)
@@ -82,7 +83,7 @@ def train_model(
             perm = torch.randperm(n, generator=gen).to(device)
             total = torch.zeros((), device=device)
             for s in range(steps):
-                idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+                idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
                 xb = augment(to_float(x[idx]), cfg.augment_pad, cfg.augment_flip, gen)
                 with autocast(device):
                     loss = F.cross_entropy(model(xb), y[idx], label_smoothing=cfg.label_smoothing)
@@ -96,8 +97,9 @@ def train_model(
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
-                   device: torch.device | None = None) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, batch_size: int = 1024, device: torch.device | None = None
+) -> torch.Tensor:
     """Logits (float32, on CPU) for uint8 images, in eval mode."""
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -105,6 +107,6 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
     out = []
     for i in range(0, len(x), batch_size):
         with autocast(device):
-            out.append(model(to_float(x[i:i + batch_size].to(device))).float().cpu())
+            out.append(model(to_float(x[i : i + batch_size].to(device))).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)

@@ -15,7 +15,11 @@ import pytest
 
 os.environ.setdefault("RFAU_QUIET", "1")
 BIN = Path(sys.executable).parent
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def free_port() -> int:
@@ -55,12 +59,20 @@ def s3_server(tmp_path_factory):
 
     port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **S3_ENV})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **S3_ENV},
+    )
     endpoint = f"http://127.0.0.1:{port}"
     _wait_http(endpoint, proc)
-    s3 = boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in S3_ENV.items()
-                                                       if k != "AWS_DEFAULT_REGION"}, region_name="us-east-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        **{k.lower(): v for k, v in S3_ENV.items() if k != "AWS_DEFAULT_REGION"},
+        region_name="us-east-1",
+    )
     s3.create_bucket(Bucket="rfau-artifacts")
     yield {"endpoint": endpoint, "bucket": "rfau-artifacts", "client": s3}
     _stop(proc)
@@ -71,14 +83,34 @@ def mlflow_server(tmp_path_factory, s3_server):
     """A real `mlflow server` (sqlite backend) proxying artifacts to the S3 bucket."""
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
-    env = {**os.environ, **S3_ENV, "MLFLOW_S3_ENDPOINT_URL": s3_server["endpoint"],
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {
+        **os.environ,
+        **S3_ENV,
+        "MLFLOW_S3_ENDPOINT_URL": s3_server["endpoint"],
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     log = open(root / "server.log", "w")
     proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", f"s3://{s3_server['bucket']}/mlartifacts", "--serve-artifacts"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            f"s3://{s3_server['bucket']}/mlartifacts",
+            "--serve-artifacts",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=root,
+    )
     url = f"http://127.0.0.1:{port}"
     _wait_http(url + "/health", proc, timeout=120)
     yield {"url": url, "root": root}
@@ -96,6 +128,9 @@ def chromium():
 def subprocess_env(**extra) -> dict:
     """The environment for a CLI subprocess: this process's, minus anything that points rfau or
     MLflow at a store (mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI to children)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RFAU_", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RFAU_", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"))
+    }
     return {**env, "RFAU_QUIET": "1", **extra}

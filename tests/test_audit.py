@@ -45,14 +45,38 @@ def batch_fields(i: int, evidence: dict | None = None) -> dict:
     """A realistic ledger record's caller-supplied fields for batch ``i`` (1-based)."""
     rids = [f"req-2025-{i:03d}-{k}" for k in range(1 + i % 3)]
     classwise = i % 2 == 0
-    metrics = {"ua": 97.5 - i, "ra": 99.1 - i / 10, "ta": 96.3 - i / 10, "ta_kept_classes": 97.0 - i / 10,
-               "mia_confidence": 12.5 + i, "mia_confidence_test": 10.25}
-    baseline = {"ua": 0.8, "ra": 99.4, "ta": 96.9, "ta_kept_classes": 97.2, "mia_confidence": 88.0,
-                "mia_confidence_test": 10.5}
-    gates = [{"name": "forget_accuracy" if classwise else "forget_error_gap", "passed": True,
-              "value": 2.5, "bound": 5.0, "detail": "accuracy on the forgotten classes' training samples"},
-             {"name": "retain_drop", "passed": i != 4, "value": 0.3 if i != 4 else 2.7, "bound": 2.0,
-              "detail": "RA drop vs champion"}]
+    metrics = {
+        "ua": 97.5 - i,
+        "ra": 99.1 - i / 10,
+        "ta": 96.3 - i / 10,
+        "ta_kept_classes": 97.0 - i / 10,
+        "mia_confidence": 12.5 + i,
+        "mia_confidence_test": 10.25,
+    }
+    baseline = {
+        "ua": 0.8,
+        "ra": 99.4,
+        "ta": 96.9,
+        "ta_kept_classes": 97.2,
+        "mia_confidence": 88.0,
+        "mia_confidence_test": 10.5,
+    }
+    gates = [
+        {
+            "name": "forget_accuracy" if classwise else "forget_error_gap",
+            "passed": True,
+            "value": 2.5,
+            "bound": 5.0,
+            "detail": "accuracy on the forgotten classes' training samples",
+        },
+        {
+            "name": "retain_drop",
+            "passed": i != 4,
+            "value": 0.3 if i != 4 else 2.7,
+            "bound": 2.0,
+            "detail": "RA drop vs champion",
+        },
+    ]
     return {
         "batch_id": f"batch-{i:04d}",
         "request_ids": rids,
@@ -61,9 +85,11 @@ def batch_fields(i: int, evidence: dict | None = None) -> dict:
         "forget_count": 40 * i + 7,
         "forget_classes": [i % 10] if classwise else [],
         "dataset": "digits",
-        "model": {"name": "rfau-digits",
-                  "before": {"version": i, "weights_sha256": sha(f"w{i}".encode())},
-                  "after": {"version": i + 1, "weights_sha256": sha(f"w{i + 1}".encode())}},
+        "model": {
+            "name": "rfau-digits",
+            "before": {"version": i, "weights_sha256": sha(f"w{i}".encode())},
+            "after": {"version": i + 1, "weights_sha256": sha(f"w{i + 1}".encode())},
+        },
         "promoted": i != 4,
         "champion_after": i + 1 if i != 4 else i,
         "method": "rfau",
@@ -72,8 +98,9 @@ def batch_fields(i: int, evidence: dict | None = None) -> dict:
         "baseline_metrics": baseline,
         "gates": gates,
         "gates_passed": i != 4,
-        "evidence": evidence if evidence is not None else
-        {"confidence_hist.png": sha(f"png{i}".encode()), "metrics.json": sha(f"json{i}".encode())},
+        "evidence": evidence
+        if evidence is not None
+        else {"confidence_hist.png": sha(f"png{i}".encode()), "metrics.json": sha(f"json{i}".encode())},
         "code_version": f"0.1.0+g{i:07x}",
         "started_at": (T0 + timedelta(hours=i)).isoformat(),
         "finished_at": (T0 + timedelta(hours=i, minutes=3)).isoformat(),
@@ -129,10 +156,15 @@ def test_recorded_at_never_goes_backwards(tmp_path):
 
 def test_append_validates_fields(tmp_path):
     ledger = Ledger(tmp_path / "l.jsonl")
-    for bad in ({**batch_fields(1), "seq": 5}, {**batch_fields(1), "hash": "x"},
-                {"request_ids": ["r"]}, {"batch_id": "b"}, {"batch_id": "b", "request_ids": "r"},
-                {"batch_id": "b", "request_ids": ["r"], "when": datetime.now(UTC)},
-                {"batch_id": "b", "request_ids": ["r"], "ids": {1, 2}}):
+    for bad in (
+        {**batch_fields(1), "seq": 5},
+        {**batch_fields(1), "hash": "x"},
+        {"request_ids": ["r"]},
+        {"batch_id": "b"},
+        {"batch_id": "b", "request_ids": "r"},
+        {"batch_id": "b", "request_ids": ["r"], "when": datetime.now(UTC)},
+        {"batch_id": "b", "request_ids": ["r"], "ids": {1, 2}},
+    ):
         with pytest.raises(RfauError):
             ledger.append(bad)
     with pytest.raises(RfauError, match="time-zone"):
@@ -224,7 +256,7 @@ def _changed(v, rng: random.Random):
             return "x"
         i = rng.randrange(len(v))
         c = rng.choice([ch for ch in "0123456789abcdefXYZ-:" if ch != v[i]])
-        return v[:i] + c + v[i + 1:]
+        return v[:i] + c + v[i + 1 :]
     if isinstance(v, list):
         return [*v, "extra"]
     return "forged"  # None, {}
@@ -233,8 +265,11 @@ def _changed(v, rng: random.Random):
 def _edit(record: dict, rng: random.Random, keep_hash_field: bool, fields_only: bool = False) -> dict:
     """A copy with one leaf value changed (or, sometimes, a top-level field dropped)."""
     rec = copy.deepcopy(record)
-    paths = [p for p in _leaf_paths(rec) if not (keep_hash_field and p == ("hash",))
-             and not (fields_only and p[0] in RESERVED)]
+    paths = [
+        p
+        for p in _leaf_paths(rec)
+        if not (keep_hash_field and p == ("hash",)) and not (fields_only and p[0] in RESERVED)
+    ]
     path = rng.choice(paths)
     if rng.random() < 0.1 and path[0] not in RESERVED and len(path) == 1:
         del rec[path[0]]  # drop a field
@@ -262,13 +297,13 @@ def mutate(data: bytes, records: list[dict], kind: str, rng: random.Random) -> b
     if kind == "byte_replace":
         pos = rng.randrange(len(data))
         new = rng.choice([b for b in range(256) if b != data[pos]])
-        return data[:pos] + bytes([new]) + data[pos + 1:]
+        return data[:pos] + bytes([new]) + data[pos + 1 :]
     if kind == "byte_insert":
         pos = rng.randrange(len(data) + 1)
         return data[:pos] + bytes([rng.randrange(256)]) + data[pos:]
     if kind == "byte_delete":
         pos = rng.randrange(len(data))
-        return data[:pos] + data[pos + 1:]
+        return data[:pos] + data[pos + 1 :]
     i = rng.randrange(n)
     if kind == "edit_field":  # re-serialized canonically, hashes not fixed
         recs[i] = _edit(recs[i], rng, keep_hash_field=False)
@@ -288,7 +323,12 @@ def mutate(data: bytes, records: list[dict], kind: str, rng: random.Random) -> b
     elif kind == "insert_copy":
         recs.insert(rng.randrange(n + 1), copy.deepcopy(recs[i]))
     elif kind == "insert_forged":  # a made-up batch before the anchored head, chain recomputed or not
-        forged = {**batch_fields(100 + i), "seq": 0, "prev_hash": GENESIS, "recorded_at": recs[i]["recorded_at"]}
+        forged = {
+            **batch_fields(100 + i),
+            "seq": 0,
+            "prev_hash": GENESIS,
+            "recorded_at": recs[i]["recorded_at"],
+        }
         forged["hash"] = record_hash(forged)
         recs.insert(i, forged)
         if rng.random() < 0.5:
@@ -311,8 +351,19 @@ def mutate(data: bytes, records: list[dict], kind: str, rng: random.Random) -> b
 
 
 BYTE_KINDS = {"byte_replace": 6, "byte_insert": 2, "byte_delete": 2}  # relative weights, 500 in all
-RECORD_KINDS = ["edit_field", "edit_rehash", "edit_rechain", "remove_random", "remove_random_rechain",
-                "remove_last", "insert_copy", "insert_forged", "swap", "duplicate", "reorder"]
+RECORD_KINDS = [
+    "edit_field",
+    "edit_rehash",
+    "edit_rechain",
+    "remove_random",
+    "remove_random_rechain",
+    "remove_last",
+    "insert_copy",
+    "insert_forged",
+    "swap",
+    "duplicate",
+    "reorder",
+]
 
 
 def test_every_mutation_is_detected(tmp_path):
@@ -333,7 +384,9 @@ def test_every_mutation_is_detected(tmp_path):
 
     rng = random.Random(20250301)
     kinds = [k for k, w in BYTE_KINDS.items() for _ in range(w)]
-    plan = [kinds[t % len(kinds)] for t in range(500)] + [RECORD_KINDS[t % len(RECORD_KINDS)] for t in range(500)]
+    plan = [kinds[t % len(kinds)] for t in range(500)] + [
+        RECORD_KINDS[t % len(RECORD_KINDS)] for t in range(500)
+    ]
     detected, missed = Counter(), []
     for kind in plan:
         mutated = mutate(original, records, kind, rng)
@@ -367,8 +420,9 @@ def test_problems_say_what_is_wrong(tmp_path):
     assert "prev_hash" in problems(serialize([recs[1], recs[0], *recs[2:]]))
     late = dict(recs[1], recorded_at=(T0 - timedelta(days=9)).isoformat())
     assert "earlier than the previous" in problems(serialize(_rechain([recs[0], late, *recs[2:]], 1)))
-    assert "history rewritten" in problems(serialize(_rechain(recs[:1] + [dict(recs[1], dataset="x")] +
-                                                              recs[2:], 1)), anchors)
+    assert "history rewritten" in problems(
+        serialize(_rechain(recs[:1] + [dict(recs[1], dataset="x")] + recs[2:], 1)), anchors
+    )
     assert "line 2: not valid JSON" in problems(data.replace(b"\n", b"\n\n", 1))
     assert verify_bytes(b"") == [] and "ends at seq 0" in problems(b"", anchors)
     assert "malformed" in problems(data, [{"seq": "1"}])
@@ -377,14 +431,22 @@ def test_problems_say_what_is_wrong(tmp_path):
 
 # --- property: arbitrary JSON fields survive, the ledger verifies ---------------------------------
 
-JSON_LEAF = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
-JSON = st.recursive(JSON_LEAF, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(), kids, max_size=4),
-                    max_leaves=12)
+JSON_LEAF = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+)
+JSON = st.recursive(
+    JSON_LEAF,
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(), kids, max_size=4),
+    max_leaves=12,
+)
 FIELDS = st.fixed_dictionaries(
     {"batch_id": st.text(min_size=1), "request_ids": st.lists(st.text(), max_size=3)},
     optional={"metrics": st.dictionaries(st.text(), st.floats(allow_nan=False, allow_infinity=False))},
-).flatmap(lambda base: st.dictionaries(st.text().filter(lambda k: k not in RESERVED and k not in base), JSON,
-                                       max_size=5).map(lambda extra: {**extra, **base}))
+).flatmap(
+    lambda base: st.dictionaries(
+        st.text().filter(lambda k: k not in RESERVED and k not in base), JSON, max_size=5
+    ).map(lambda extra: {**extra, **base})
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -462,7 +524,9 @@ def test_render_proof(tmp_path, evidence):
     md, page = render_proof(record, rid, folder)
     for text in (md, page):
         assert rid in text and fields["batch_id"] in text and fields["forget_md5"] in text
-        assert fields["model"]["before"]["weights_sha256"] in text and fields["model"]["after"]["weights_sha256"]
+        assert (
+            fields["model"]["before"]["weights_sha256"] in text and fields["model"]["after"]["weights_sha256"]
+        )
         assert record["hash"] in text and record["prev_hash"] in text
         assert fields["subject_hashes"][rid] in text
         assert "rfau audit verify" in text and "PASS" in text and "FAIL" in text
@@ -499,8 +563,14 @@ def test_render_proof(tmp_path, evidence):
 
 
 def test_render_proof_tolerates_sparse_records():
-    record = {"batch_id": "b<1>", "request_ids": ["r&1"], "seq": 1, "prev_hash": GENESIS,
-              "recorded_at": T0.isoformat(), "evidence": {"../etc/passwd": "00"}}
+    record = {
+        "batch_id": "b<1>",
+        "request_ids": ["r&1"],
+        "seq": 1,
+        "prev_hash": GENESIS,
+        "recorded_at": T0.isoformat(),
+        "evidence": {"../etc/passwd": "00"},
+    }
     record["hash"] = record_hash(record)
     md, page = render_proof(record, "r&1", Path("/nonexistent"))
     assert "r&1" in md and "not a plain file name" in md and "gates not recorded" in md

@@ -45,14 +45,28 @@ def setup():
     xh, yh = _synthetic(10, gen)
     torch.manual_seed(0)
     model = SmallCNN(1, CLASSES, width=8)
-    cfg = TrainConfig(epochs=8, batch_size=32, optimizer="adam", lr=3e-3, weight_decay=0.0,
-                      augment_pad=1, augment_flip=False, device="cpu")
+    cfg = TrainConfig(
+        epochs=8,
+        batch_size=32,
+        optimizer="adam",
+        lr=3e-3,
+        weight_decay=0.0,
+        augment_pad=1,
+        augment_flip=False,
+        device="cpu",
+    )
     model = train_model(model, x, y, cfg)
     # forget: all of class 0 (class-wise) plus five samples of class 1 (sample-wise)
     forget = (y == 0) | (torch.arange(len(y)) % 60 < 5) & (y == 1)
     data = UnlearnData(
-        x_retain=x[~forget], y_retain=y[~forget], x_forget=x[forget], y_forget=y[forget],
-        forget_classwise=y[forget] == 0, x_holdout=xh, y_holdout=yh, num_classes=CLASSES,
+        x_retain=x[~forget],
+        y_retain=y[~forget],
+        x_forget=x[forget],
+        y_forget=y[forget],
+        forget_classwise=y[forget] == 0,
+        x_holdout=xh,
+        y_holdout=yh,
+        num_classes=CLASSES,
     )
     return model, data
 
@@ -137,8 +151,9 @@ def test_random_labels_are_always_wrong():
 def test_neggrad_ascent_is_bounded(setup):
     model, data = setup
     # a forget weight of 0.5 at a high lr diverges to NaN within three epochs without the cap
-    cfg = get_method("neggrad_plus").config(**{**FAST["neggrad_plus"], "alpha": 0.5, "lr": 0.05, "epochs": 3},
-                                            device="cpu")
+    cfg = get_method("neggrad_plus").config(
+        **{**FAST["neggrad_plus"], "alpha": 0.5, "lr": 0.05, "epochs": 3}, device="cpu"
+    )
     res = get_method("neggrad_plus").fn(model, data, cfg)
     assert torch.isfinite(predict_logits(res.model, data.x_retain)).all()
     assert all(h["forget_loss"] < 50 for h in res.info["history"])  # no runaway forget CE

@@ -27,8 +27,17 @@ FAST = {"epochs": 10, "retain_budget": 1000}  # RFAU settings: enough on digits,
 
 
 def _request(path, rid, ids, subject):
-    path.write_text(json.dumps({"request_id": rid, "sample_ids": ids, "reason": "GDPR art. 17",
-                                "received_at": "2026-11-27T10:00:00Z", "subject": subject}))
+    path.write_text(
+        json.dumps(
+            {
+                "request_id": rid,
+                "sample_ids": ids,
+                "reason": "GDPR art. 17",
+                "received_at": "2026-11-27T10:00:00Z",
+                "subject": subject,
+            }
+        )
+    )
     return path
 
 
@@ -41,8 +50,14 @@ def scenario(tmp_path_factory):
     rng = random.Random(7)
     picks = rng.sample(POOL, 90)
     r1, r2, r3 = picks[:30], picks[30:60], picks[60:]
-    out = {"root": root, "settings": settings, "store": store, "reqs": reqs, "ids": {"r1": r1, "r2": r2, "r3": r3},
-           "runs": []}
+    out = {
+        "root": root,
+        "settings": settings,
+        "store": store,
+        "reqs": reqs,
+        "ids": {"r1": r1, "r2": r2, "r3": r3},
+        "runs": [],
+    }
 
     def batch(n, gates=None):
         t0 = time.time()
@@ -126,17 +141,28 @@ def test_ledger_verifies_and_records_the_evidence(scenario):
 
 def _mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
     lines = data.decode().splitlines(keepends=True)
-    kind = rng.choice(["byte", "insert_byte", "delete_byte", "edit", "edit_rehash", "remove", "truncate",
-                       "swap", "duplicate"])
+    kind = rng.choice(
+        [
+            "byte",
+            "insert_byte",
+            "delete_byte",
+            "edit",
+            "edit_rehash",
+            "remove",
+            "truncate",
+            "swap",
+            "duplicate",
+        ]
+    )
     if kind == "byte":
         i = rng.randrange(len(data))
-        return kind, data[:i] + bytes([(data[i] + rng.randrange(1, 256)) % 256]) + data[i + 1:]
+        return kind, data[:i] + bytes([(data[i] + rng.randrange(1, 256)) % 256]) + data[i + 1 :]
     if kind == "insert_byte":
         i = rng.randrange(len(data) + 1)
         return kind, data[:i] + bytes([rng.randrange(256)]) + data[i:]
     if kind == "delete_byte":
         i = rng.randrange(len(data))
-        return kind, data[:i] + data[i + 1:]
+        return kind, data[:i] + data[i + 1 :]
     recs = [json.loads(ln) for ln in lines]
     i = rng.randrange(len(recs))
     if kind in ("edit", "edit_rehash"):
@@ -159,8 +185,11 @@ def test_a_thousand_mutations_of_the_ledger_are_each_detected(scenario):
     trail = AuditTrail.open(scenario["store"], scenario["settings"])
     data = trail.ledger_bytes()
     tags = registry.version_tags(scenario["settings"])
-    anchors = [{"seq": int(t["rfau.ledger_seq"]), "hash": t["rfau.ledger_hash"]} for t in tags.values()
-               if "rfau.ledger_seq" in t]
+    anchors = [
+        {"seq": int(t["rfau.ledger_seq"]), "hash": t["rfau.ledger_hash"]}
+        for t in tags.values()
+        if "rfau.ledger_seq" in t
+    ]
     assert len(anchors) == 3 and verify_bytes(data, anchors) == []
     rng = random.Random(2026)
     kinds: dict[str, int] = {}
@@ -186,8 +215,12 @@ def test_verify_catches_a_stale_copy_and_swapped_weights(scenario, tmp_path):
         trail.mirror.write_bytes(mirror)
     # someone replaces the weights of the champion in the artifact store
     weights = sorted((settings.state_dir / "mlartifacts").rglob("model.safetensors"))
-    v4 = [w for w in weights if registry.version_tags(settings)[4]["rfau.weights_sha256"]
-          == __import__("rfau.io", fromlist=["sha256_file"]).sha256_file(w)]
+    v4 = [
+        w
+        for w in weights
+        if registry.version_tags(settings)[4]["rfau.weights_sha256"]
+        == __import__("rfau.io", fromlist=["sha256_file"]).sha256_file(w)
+    ]
     assert v4
     backup = tmp_path / "w"
     shutil.copy(v4[0], backup)
@@ -229,11 +262,15 @@ def test_audit_cli_verifies_shows_and_fails_on_tampering(scenario, tmp_path):
 
     from tests.conftest import subprocess_env
 
-    env = subprocess_env(RFAU_STATE_DIR=str(scenario["settings"].state_dir), RFAU_REQUEST_STORE=scenario["store"])
+    env = subprocess_env(
+        RFAU_STATE_DIR=str(scenario["settings"].state_dir), RFAU_REQUEST_STORE=scenario["store"]
+    )
     rfau = str(Path(sys.executable).parent / "rfau")
 
     def run(*args):
-        return subprocess.run([rfau, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+        return subprocess.run(
+            [rfau, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+        )
 
     ok = run("audit", "verify", "--no-weights")
     assert ok.returncode == 0 and "ledger intact: 3 record(s)" in ok.stdout, ok.stderr
@@ -280,8 +317,16 @@ def test_each_batch_is_one_mlflow_run_tree(scenario):
     for rec in records:
         parent = client.get_run(rec["mlflow_run_id"])
         assert parent.info.run_name == f"rfau-batch {rec['batch_id']}"
-        children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-        assert sorted(r.info.run_name for r in children) == ["audit", "data-split", "evaluate", "register", "unlearn"]
+        children = client.search_runs(
+            [exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+        )
+        assert sorted(r.info.run_name for r in children) == [
+            "audit",
+            "data-split",
+            "evaluate",
+            "register",
+            "unlearn",
+        ]
         unl = next(r for r in children if r.info.run_name == "unlearn")
         steps = client.get_metric_history(unl.info.run_id, "rfau.retain_loss")  # per-epoch losses
         assert len(steps) == FAST["epochs"]

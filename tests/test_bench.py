@@ -18,8 +18,13 @@ ENV = {**os.environ, "RFAU_QUIET": "1"}
 
 
 def test_bench_digits_writes_table_csv_and_plots(tmp_path):
-    res = subprocess.run([RFAU, "bench", "digits", "--seeds", "1", "-o", str(tmp_path)],
-                         capture_output=True, text=True, env=ENV, timeout=900)
+    res = subprocess.run(
+        [RFAU, "bench", "digits", "--seeds", "1", "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stderr
     rows = list(csv.DictReader(open(tmp_path / "rows.csv")))
     methods = {r["method"] for r in rows}
@@ -33,7 +38,12 @@ def test_bench_digits_writes_table_csv_and_plots(tmp_path):
     assert all(int(r["trainable_params"]) / int(r["total_params"]) <= 0.05 for r in rfau_rows)
     table = (tmp_path / "table.md").read_text()
     assert "| rfau |" in table and "CPU only" in table
-    for name in ("gap_vs_time_class.png", "gap_vs_time_random.png", "mia_hist_class.png", "mia_hist_random.png"):
+    for name in (
+        "gap_vs_time_class.png",
+        "gap_vs_time_random.png",
+        "mia_hist_class.png",
+        "mia_hist_random.png",
+    ):
         assert (tmp_path / name).stat().st_size > 1000
 
 
@@ -43,22 +53,53 @@ def test_missing_cifar10_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("RFAU_CIFAR10", str(tmp_path / "absent"))
     with pytest.raises(RfauError, match="RFAU_CIFAR10"):
         find_cifar10(None)
-    res = subprocess.run([RFAU, "bench", "cifar10-small", "--data", str(tmp_path / "nope"), "-o", str(tmp_path / "o")],
-                         capture_output=True, text=True, env=ENV, timeout=120)
+    res = subprocess.run(
+        [RFAU, "bench", "cifar10-small", "--data", str(tmp_path / "nope"), "-o", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert res.returncode != 0 and "CIFAR-10 not found" in res.stderr
     assert not (tmp_path / "o").exists()
 
 
 CIFAR = os.environ.get("RFAU_CIFAR10") or str(
-    Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10" / "cifar10-imagefolder.tar.gz")
+    Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10" / "cifar10-imagefolder.tar.gz"
+)
 
 
-@pytest.mark.skipif(not Path(CIFAR).exists(), reason=f"CIFAR-10 archive not found at {CIFAR} (set RFAU_CIFAR10)")
+@pytest.mark.skipif(
+    not Path(CIFAR).exists(), reason=f"CIFAR-10 archive not found at {CIFAR} (set RFAU_CIFAR10)"
+)
 def test_cifar10_gpu_config_starts_on_cpu_with_a_size_limit(tmp_path):
     res = subprocess.run(
-        [RFAU, "bench", "cifar10", "--data", CIFAR, "--max-train-per-class", "20", "--max-test-per-class", "10",
-         "--epochs", "1", "--scenarios", "class", "--methods", "original,rfau", "--device", "cpu", "-o", str(tmp_path)],
-        capture_output=True, text=True, env=ENV, timeout=900)
+        [
+            RFAU,
+            "bench",
+            "cifar10",
+            "--data",
+            CIFAR,
+            "--max-train-per-class",
+            "20",
+            "--max-test-per-class",
+            "10",
+            "--epochs",
+            "1",
+            "--scenarios",
+            "class",
+            "--methods",
+            "original,rfau",
+            "--device",
+            "cpu",
+            "-o",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stderr
     rows = list(csv.DictReader(open(tmp_path / "rows.csv")))
     assert {r["method"] for r in rows} == {"original", "rfau", "retrain"}

@@ -49,38 +49,83 @@ def test_main_job_end_to_end(tmp_path):
 
 def test_stage_by_stage_like_dvc_would(tmp_path):
     req = tmp_path / "req.json"
-    req.write_text(json.dumps({"request_id": "r-1", "classes": ["7"], "reason": "consent withdrawn",
-                               "received_at": "2026-11-27T10:00:00Z"}))
+    req.write_text(
+        json.dumps(
+            {
+                "request_id": "r-1",
+                "classes": ["7"],
+                "reason": "consent withdrawn",
+                "received_at": "2026-11-27T10:00:00Z",
+            }
+        )
+    )
     assert rfau("split", str(req), "--out", str(tmp_path / "split")).returncode == 0
     res = rfau("train", "--out", str(tmp_path / "orig"), "--epochs", "5")
     assert res.returncode == 0, res.stderr
-    res = rfau("unlearn", "--model", str(tmp_path / "orig"), "--split", str(tmp_path / "split"),
-               "--out", str(tmp_path / "u"), "--set", "epochs=5", "--set", "rank=2")
+    res = rfau(
+        "unlearn",
+        "--model",
+        str(tmp_path / "orig"),
+        "--split",
+        str(tmp_path / "split"),
+        "--out",
+        str(tmp_path / "u"),
+        "--set",
+        "epochs=5",
+        "--set",
+        "rank=2",
+    )
     assert res.returncode == 0, res.stderr
     assert "trainable parameters" in res.stdout
     assert json.loads((tmp_path / "u" / "unlearn.json").read_text())["config"]["rank"] == 2
-    res = rfau("evaluate", "--model", str(tmp_path / "u"), "--split", str(tmp_path / "split"),
-               "--out", str(tmp_path / "m.json"))
+    res = rfau(
+        "evaluate",
+        "--model",
+        str(tmp_path / "u"),
+        "--split",
+        str(tmp_path / "split"),
+        "--out",
+        str(tmp_path / "m.json"),
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "m.json").read_text())["ua"] >= 90
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["split", "{bad}", "--out", "{out}"], "unknown sample ids"),
-    (["split", "{missing}", "--out", "{out}"], "no such request file"),
-    (["split", "{good}", "--out", "{out}", "--dataset", "/nope/data"], "not found"),
-    (["unlearn", "--model", "{tmp}/nomodel", "--split", "{tmp}/nosplit", "--out", "{out}"], "split.json"),
-    (["run", "--scenario", "bogus", "--workdir", "{out}"], "--scenario"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["split", "{bad}", "--out", "{out}"], "unknown sample ids"),
+        (["split", "{missing}", "--out", "{out}"], "no such request file"),
+        (["split", "{good}", "--out", "{out}", "--dataset", "/nope/data"], "not found"),
+        (["unlearn", "--model", "{tmp}/nomodel", "--split", "{tmp}/nosplit", "--out", "{out}"], "split.json"),
+        (["run", "--scenario", "bogus", "--workdir", "{out}"], "--scenario"),
+    ],
+)
 def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, args, needle):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"request_id": "r-9", "sample_ids": ["digits/99999"], "reason": "x",
-                               "received_at": "2026-11-27T10:00:00Z"}))
+    bad.write_text(
+        json.dumps(
+            {
+                "request_id": "r-9",
+                "sample_ids": ["digits/99999"],
+                "reason": "x",
+                "received_at": "2026-11-27T10:00:00Z",
+            }
+        )
+    )
     good = tmp_path / "good.json"
-    good.write_text(json.dumps({"request_id": "r-1", "classes": ["1"], "reason": "x",
-                                "received_at": "2026-11-27T10:00:00Z"}))
-    subs = {"bad": str(bad), "good": str(good), "missing": str(tmp_path / "none.json"),
-            "out": str(tmp_path / "out"), "tmp": str(tmp_path)}
+    good.write_text(
+        json.dumps(
+            {"request_id": "r-1", "classes": ["1"], "reason": "x", "received_at": "2026-11-27T10:00:00Z"}
+        )
+    )
+    subs = {
+        "bad": str(bad),
+        "good": str(good),
+        "missing": str(tmp_path / "none.json"),
+        "out": str(tmp_path / "out"),
+        "tmp": str(tmp_path),
+    }
     res = rfau(*(a.format(**subs) for a in args))
     assert res.returncode != 0
     assert needle in res.stderr

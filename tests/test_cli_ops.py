@@ -19,16 +19,25 @@ def run(tmp_path):
     env = subprocess_env(RFAU_STATE_DIR=str(tmp_path / ".rfau"))
 
     def _run(*args):
-        return subprocess.run([RFAU, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+        return subprocess.run(
+            [RFAU, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+        )
 
     return _run
 
 
 def test_request_add_rejects_bad_requests_and_writes_nothing(run, tmp_path):
-    good = {"request_id": "ok-1", "sample_ids": ["digits/1"], "reason": "r", "received_at": "2026-11-27T00:00:00Z"}
+    good = {
+        "request_id": "ok-1",
+        "sample_ids": ["digits/1"],
+        "reason": "r",
+        "received_at": "2026-11-27T00:00:00Z",
+    }
     (tmp_path / "reqs").mkdir()
     (tmp_path / "reqs" / "a.json").write_text(json.dumps(good))
-    (tmp_path / "reqs" / "b.json").write_text(json.dumps({**good, "request_id": "bad-1", "sample_ids": ["digits/0"]}))
+    (tmp_path / "reqs" / "b.json").write_text(
+        json.dumps({**good, "request_id": "bad-1", "sample_ids": ["digits/0"]})
+    )
     r = run("request", "add", "reqs")
     assert r.returncode == 2 and "bad-1" in r.stderr and "test split" in r.stderr
     assert json.loads(run("request", "list", "--json").stdout) == []  # the good one was not queued either

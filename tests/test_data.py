@@ -31,8 +31,13 @@ RECEIVED = "2024-05-01T12:00:00+00:00"
 
 def request(request_id: str = "req-1", **fields) -> dict:
     """A valid request object; ``fields`` override or add keys (value None removes the key)."""
-    obj = {"request_id": request_id, "sample_ids": ["digits/1"], "classes": [],
-           "reason": "user asked for erasure", "received_at": RECEIVED}
+    obj = {
+        "request_id": request_id,
+        "sample_ids": ["digits/1"],
+        "classes": [],
+        "reason": "user asked for erasure",
+        "received_at": RECEIVED,
+    }
     obj.update(fields)
     return {k: v for k, v in obj.items() if v is not None}
 
@@ -43,14 +48,16 @@ def write_json(path: Path, obj) -> Path:
 
 
 def make_request(request_id: str, sample_ids=(), classes=()) -> tuple[str, DeletionRequest]:
-    req = DeletionRequest.model_validate(request(request_id, sample_ids=list(sample_ids),
-                                                 classes=list(classes)))
+    req = DeletionRequest.model_validate(
+        request(request_id, sample_ids=list(sample_ids), classes=list(classes))
+    )
     return f"{request_id}.json", req
 
 
 # ---------------------------------------------------------------------------------------------
 # 1. datasets and sample ids
 # ---------------------------------------------------------------------------------------------
+
 
 def test_digits_ids_are_index_based_unique_and_stable():
     again = load_dataset("digits")
@@ -127,7 +134,9 @@ def test_imagefolder_archive_in_s3_loads_like_the_local_one(imagefolder, tmp_pat
     with tarfile.open(archive, "w:gz") as tar:
         for rel in IMAGEFOLDER_FILES:
             tar.add(imagefolder / rel, arcname=rel)
-    s3_server["client"].put_object(Bucket=s3_server["bucket"], Key="datasets/imgs.tar.gz", Body=archive.read_bytes())
+    s3_server["client"].put_object(
+        Bucket=s3_server["bucket"], Key="datasets/imgs.tar.gz", Body=archive.read_bytes()
+    )
     ds = load_dataset(f"s3://{s3_server['bucket']}/datasets/imgs.tar.gz", cache_dir=tmp_path / "cache")
     assert ds.ids == load_dataset(str(imagefolder)).ids
     with pytest.raises(DatasetError, match="archive"):
@@ -143,9 +152,14 @@ def test_missing_dataset_path_raises_dataset_error(tmp_path):
 
 
 def test_test_classes_without_training_images_raise_dataset_error(tmp_path):
-    root = build_imagefolder(tmp_path / "imgs", {
-        "train/cat/a.png": (1, 1, 1), "test/cat/b.png": (2, 2, 2), "test/bird/c.png": (3, 3, 3),
-    })
+    root = build_imagefolder(
+        tmp_path / "imgs",
+        {
+            "train/cat/a.png": (1, 1, 1),
+            "test/cat/b.png": (2, 2, 2),
+            "test/bird/c.png": (3, 3, 3),
+        },
+    )
     with pytest.raises(DatasetError, match="bird"):
         load_dataset(str(root))
 
@@ -163,6 +177,7 @@ def test_archive_with_dot_slash_wrapping_folder(imagefolder, tmp_path):
 # 2. deletion requests
 # ---------------------------------------------------------------------------------------------
 
+
 def test_load_requests_reads_files_lists_and_directories_in_name_order(tmp_path):
     d = tmp_path / "reqs"
     d.mkdir()
@@ -172,8 +187,12 @@ def test_load_requests_reads_files_lists_and_directories_in_name_order(tmp_path)
     single = write_json(tmp_path / "c.json", request("req-c", sample_ids=[], classes=["3"]))
     loaded = load_requests([d, single])
     assert [r.request_id for _, r in loaded] == ["req-a1", "req-a2", "req-b", "req-c"]
-    assert [src for src, _ in loaded] == [f"{d / 'a.json'}[0]", f"{d / 'a.json'}[1]",
-                                          str(d / "b.json"), str(single)]
+    assert [src for src, _ in loaded] == [
+        f"{d / 'a.json'}[0]",
+        f"{d / 'a.json'}[1]",
+        str(d / "b.json"),
+        str(single),
+    ]
     forget, classes = resolve_forget_set(loaded, DIGITS)
     assert forget == sorted({"digits/1", "digits/2", *TRAIN_BY_CLASS["3"]})
     assert classes == ["3"]
@@ -182,45 +201,96 @@ def test_load_requests_reads_files_lists_and_directories_in_name_order(tmp_path)
 # Each case: (files to write: name -> JSON object or raw text, substrings the message must contain).
 # "{dir}" in an expected substring is replaced by the request folder.
 BAD_REQUESTS = [
-    pytest.param({"r.json": '{"request_id": "req-x", '}, ["{dir}/r.json", "malformed JSON"],
-                 id="malformed-json"),
-    pytest.param({"r.json": request("req-x", reason=None)}, ["req-x", "reason", "required"],
-                 id="missing-reason"),
-    pytest.param({"r.json": request("req-x", received_at=None)}, ["req-x", "received_at", "required"],
-                 id="missing-received_at"),
-    pytest.param({"r.json": request(None)}, ["{dir}/r.json", "request_id", "required"],
-                 id="missing-request_id"),
-    pytest.param({"r.json": request("req-x", priority="high")}, ["req-x", "priority", "xtra"],
-                 id="extra-field"),
-    pytest.param({"r.json": request("req-x", received_at="yesterday")}, ["req-x", "received_at"],
-                 id="bad-datetime"),
-    pytest.param({"r.json": [request("req-ok"), "not an object"]}, ["{dir}/r.json[1]", "JSON object"],
-                 id="non-object-in-list"),
-    pytest.param({"r.json": request("req-x", sample_ids=["digits/1", "digits/99999"])},
-                 ["req-x", "unknown sample ids", "digits/99999"], id="unknown-id"),
-    pytest.param({"r.json": request("req-x", sample_ids=["digits/1", "digits/5"])},
-                 ["req-x", "test split", "digits/5"], id="test-split-id"),
-    pytest.param({"r.json": request("req-x", sample_ids=["digits/1", "digits/2", "digits/1"])},
-                 ["req-x", "duplicate sample ids", "digits/1"], id="duplicate-id"),
-    pytest.param({"r.json": request("req-x", sample_ids=[], classes=["3", "3"])},
-                 ["req-x", "duplicate class"], id="duplicate-class"),
-    pytest.param({"r.json": request("req-x", sample_ids=[], classes=["3", "cat"])},
-                 ["req-x", "unknown classes", "cat"], id="unknown-class"),
-    pytest.param({"r.json": request("req-x", sample_ids=[], classes=[])}, ["req-x", "empty request"],
-                 id="empty-request"),
-    pytest.param({"a.json": request("req-a", sample_ids=[], classes=[str(c) for c in range(5)]),
-                  "b.json": request("req-b", sample_ids=[], classes=[str(c) for c in range(5, 10)])},
-                 ["req-a", "req-b", "every training sample"], id="removes-everything"),
-    *[pytest.param({"r.json": request("req-x", sample_ids=["digits/1", sid])},
-                   ["req-x", "rejected", why], id=f"path-trick-{name}")
-      for name, sid, why in [("dotdot", "../x", ".."), ("dotdot-inner", "digits/../digits/1", ".."),
-                             ("absolute", "/abs", "absolute"), ("dot", "a/./b", "'.'"),
-                             ("backslash", "digits\\1", "backslash"), ("drive", "C:foo", "absolute"),
-                             ("empty-segment", "digits//1", "empty"), ("empty", "", "empty")]],
-    pytest.param({"a.json": request("req-dup"), "b.json": request("req-dup", sample_ids=["digits/2"])},
-                 ["{dir}/b.json", "req-dup", "already used", "{dir}/a.json"], id="duplicate-request-id"),
-    pytest.param({"a.json": request("req-ok"), "b.json": request("req-bad", sample_ids=["digits/0"])},
-                 ["req-bad", "{dir}/b.json", "test split"], id="bad-second-file"),
+    pytest.param(
+        {"r.json": '{"request_id": "req-x", '}, ["{dir}/r.json", "malformed JSON"], id="malformed-json"
+    ),
+    pytest.param(
+        {"r.json": request("req-x", reason=None)}, ["req-x", "reason", "required"], id="missing-reason"
+    ),
+    pytest.param(
+        {"r.json": request("req-x", received_at=None)},
+        ["req-x", "received_at", "required"],
+        id="missing-received_at",
+    ),
+    pytest.param(
+        {"r.json": request(None)}, ["{dir}/r.json", "request_id", "required"], id="missing-request_id"
+    ),
+    pytest.param(
+        {"r.json": request("req-x", priority="high")}, ["req-x", "priority", "xtra"], id="extra-field"
+    ),
+    pytest.param(
+        {"r.json": request("req-x", received_at="yesterday")}, ["req-x", "received_at"], id="bad-datetime"
+    ),
+    pytest.param(
+        {"r.json": [request("req-ok"), "not an object"]},
+        ["{dir}/r.json[1]", "JSON object"],
+        id="non-object-in-list",
+    ),
+    pytest.param(
+        {"r.json": request("req-x", sample_ids=["digits/1", "digits/99999"])},
+        ["req-x", "unknown sample ids", "digits/99999"],
+        id="unknown-id",
+    ),
+    pytest.param(
+        {"r.json": request("req-x", sample_ids=["digits/1", "digits/5"])},
+        ["req-x", "test split", "digits/5"],
+        id="test-split-id",
+    ),
+    pytest.param(
+        {"r.json": request("req-x", sample_ids=["digits/1", "digits/2", "digits/1"])},
+        ["req-x", "duplicate sample ids", "digits/1"],
+        id="duplicate-id",
+    ),
+    pytest.param(
+        {"r.json": request("req-x", sample_ids=[], classes=["3", "3"])},
+        ["req-x", "duplicate class"],
+        id="duplicate-class",
+    ),
+    pytest.param(
+        {"r.json": request("req-x", sample_ids=[], classes=["3", "cat"])},
+        ["req-x", "unknown classes", "cat"],
+        id="unknown-class",
+    ),
+    pytest.param(
+        {"r.json": request("req-x", sample_ids=[], classes=[])},
+        ["req-x", "empty request"],
+        id="empty-request",
+    ),
+    pytest.param(
+        {
+            "a.json": request("req-a", sample_ids=[], classes=[str(c) for c in range(5)]),
+            "b.json": request("req-b", sample_ids=[], classes=[str(c) for c in range(5, 10)]),
+        },
+        ["req-a", "req-b", "every training sample"],
+        id="removes-everything",
+    ),
+    *[
+        pytest.param(
+            {"r.json": request("req-x", sample_ids=["digits/1", sid])},
+            ["req-x", "rejected", why],
+            id=f"path-trick-{name}",
+        )
+        for name, sid, why in [
+            ("dotdot", "../x", ".."),
+            ("dotdot-inner", "digits/../digits/1", ".."),
+            ("absolute", "/abs", "absolute"),
+            ("dot", "a/./b", "'.'"),
+            ("backslash", "digits\\1", "backslash"),
+            ("drive", "C:foo", "absolute"),
+            ("empty-segment", "digits//1", "empty"),
+            ("empty", "", "empty"),
+        ]
+    ],
+    pytest.param(
+        {"a.json": request("req-dup"), "b.json": request("req-dup", sample_ids=["digits/2"])},
+        ["{dir}/b.json", "req-dup", "already used", "{dir}/a.json"],
+        id="duplicate-request-id",
+    ),
+    pytest.param(
+        {"a.json": request("req-ok"), "b.json": request("req-bad", sample_ids=["digits/0"])},
+        ["req-bad", "{dir}/b.json", "test split"],
+        id="bad-second-file",
+    ),
 ]
 
 
@@ -276,7 +346,6 @@ def test_failed_split_stage_keeps_previous_output(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 BASE = make_split(DIGITS, [], 0.1)  # no requests: the fixed holdout slice
-
 
 
 @st.composite
@@ -356,6 +425,7 @@ def test_bad_holdout_fraction_raises():
 # 4. write_split / read_split
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def written_split(tmp_path):
     split = make_split(DIGITS, [make_request("req-1", ["digits/1", "digits/2"], ["7"])], 0.1)
@@ -364,7 +434,9 @@ def written_split(tmp_path):
 
 def test_write_read_split_round_trip(written_split):
     split, out = written_split
-    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{m}.txt" for m in (*MANIFESTS, "excluded")), "split.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*(f"{m}.txt" for m in (*MANIFESTS, "excluded")), "split.json"]
+    )
     back = read_split(out)
     assert back == split
     assert back.forget_classes == ["7"] and back.request_ids == ["req-1"]
@@ -402,10 +474,15 @@ def test_read_split_of_a_non_split_folder_raises(tmp_path):
 
 
 def test_round_trip_with_spaces_in_ids(tmp_path):
-    root = build_imagefolder(tmp_path / "imgs", {
-        "train/cat/my photo.png": (1, 1, 1), "train/cat/b.png": (2, 2, 2),
-        "train/dog/c.png": (3, 3, 3), "test/cat/d.png": (4, 4, 4),
-    })
+    root = build_imagefolder(
+        tmp_path / "imgs",
+        {
+            "train/cat/my photo.png": (1, 1, 1),
+            "train/cat/b.png": (2, 2, 2),
+            "train/dog/c.png": (3, 3, 3),
+            "test/cat/d.png": (4, 4, 4),
+        },
+    )
     ds = load_dataset(str(root))
     split = make_split(ds, [make_request("r", ["train/cat/my photo.png"])], 0.0)
     assert read_split(write_split(split, tmp_path / "split")) == split

@@ -26,19 +26,31 @@ def project(tmp_path_factory, s3_server):
     root = tmp_path_factory.mktemp("dvcproj")
     for f in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / f, root / f)
-    env = subprocess_env(**S3_ENV, PATH=f"{BIN}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
-                         RFAU_STATE_DIR=str(root / ".rfau"))
+    env = subprocess_env(
+        **S3_ENV, PATH=f"{BIN}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1", RFAU_STATE_DIR=str(root / ".rfau")
+    )
 
     def run(*cmd, check=True):
         r = subprocess.run(list(cmd), cwd=root, env=env, capture_output=True, text=True, timeout=600)
         if check and r.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+            raise AssertionError(
+                f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+            )
         return r
 
     run("dvc", "init", "--no-scm", "-q")
     ids = [f"digits/{i}" for i in range(1, 400) if i % 5 and i % 11 == 0][:25]
-    (root / "req.json").write_text(json.dumps({"request_id": "dvc-req-1", "sample_ids": ids, "reason": "erasure",
-                                               "received_at": "2026-11-27T09:00:00Z", "subject": "erin"}))
+    (root / "req.json").write_text(
+        json.dumps(
+            {
+                "request_id": "dvc-req-1",
+                "sample_ids": ids,
+                "reason": "erasure",
+                "received_at": "2026-11-27T09:00:00Z",
+                "subject": "erin",
+            }
+        )
+    )
     run("rfau", "request", "add", "req.json")
     run("dvc", "repro")
     return {"root": root, "run": run, "s3": s3_server}
@@ -77,7 +89,10 @@ def test_forget_set_goes_to_the_s3_remote_and_back_by_md5(project):
     forget = root / "batch" / "data" / "split" / "forget.txt"
     md5 = hashlib.md5(forget.read_bytes()).hexdigest()
     # the ledger names the forget set by the md5 DVC stores it under
-    ledger = [json.loads(ln) for ln in (root / ".rfau" / "store" / "audit" / "ledger.jsonl").read_text().splitlines()]
+    ledger = [
+        json.loads(ln)
+        for ln in (root / ".rfau" / "store" / "audit" / "ledger.jsonl").read_text().splitlines()
+    ]
     assert ledger[-1]["forget_md5"] == md5
     assert (root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).is_file()
     shutil.rmtree(root / ".dvc" / "cache")

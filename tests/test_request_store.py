@@ -61,9 +61,17 @@ def uri(request, tmp_path):
     return f"s3://{s3['bucket']}/test-request-store/{uuid.uuid4().hex}"
 
 
-def req(rid: str, *, sample_ids=("digits/1",), classes=(), received_at="2026-11-27T10:00:00Z", **extra) -> dict:
-    return {"request_id": rid, "sample_ids": list(sample_ids), "classes": list(classes),
-            "reason": "GDPR art. 17", "received_at": received_at, **extra}
+def req(
+    rid: str, *, sample_ids=("digits/1",), classes=(), received_at="2026-11-27T10:00:00Z", **extra
+) -> dict:
+    return {
+        "request_id": rid,
+        "sample_ids": list(sample_ids),
+        "classes": list(classes),
+        "reason": "GDPR art. 17",
+        "received_at": received_at,
+        **extra,
+    }
 
 
 def write(path: Path, obj) -> Path:
@@ -73,6 +81,7 @@ def write(path: Path, obj) -> Path:
 
 
 # -- Store ---------------------------------------------------------------------------------------
+
 
 def test_store_put_get_list_delete(uri):
     store = open_store(uri)
@@ -113,8 +122,12 @@ def test_s3_server_honours_if_none_match(aws_env):
 @pytest.mark.parametrize("key", ["..", "../x", "a/../b", "/abs", "a\\b", "a//b", "", ".", "a/./b", "C:/x"])
 def test_bad_keys_rejected(uri, key):
     store = open_store(uri)
-    for call in (lambda: store.put_bytes(key, b""), lambda: store.get_bytes(key), lambda: store.exists(key),
-                 lambda: store.delete(key)):
+    for call in (
+        lambda: store.put_bytes(key, b""),
+        lambda: store.get_bytes(key),
+        lambda: store.exists(key),
+        lambda: store.delete(key),
+    ):
         with pytest.raises(RfauError, match="invalid store key"):
             call()
     if key:
@@ -185,12 +198,18 @@ def test_s3_list_is_paginated(aws_env):
 
 # -- S3 failures become clear RfauErrors, fast ---------------------------------------------------
 
+
 def test_s3_missing_bucket(aws_env):
     store = open_store("s3://rfau-no-such-bucket/x")
     t0 = time.monotonic()
-    for call in (store.list, lambda: store.get_bytes("k"), lambda: store.exists("k"),
-                 lambda: store.put_bytes("k", b""), lambda: store.put_bytes("k", b"", exclusive=True),
-                 RequestStore(store).list):
+    for call in (
+        store.list,
+        lambda: store.get_bytes("k"),
+        lambda: store.exists("k"),
+        lambda: store.put_bytes("k", b""),
+        lambda: store.put_bytes("k", b"", exclusive=True),
+        RequestStore(store).list,
+    ):
         with pytest.raises(RfauError, match="bucket 'rfau-no-such-bucket' does not exist") as e:
             call()
         assert "s3://rfau-no-such-bucket/x" in str(e.value) and not isinstance(e.value, NotFound)
@@ -227,15 +246,20 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
 def test_s3_bad_credentials(monkeypatch, tmp_path):
     """A moto server that checks signatures: an unknown access key is 'access denied', named."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **S3_ENV, "INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **S3_ENV, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
+    )
     try:
         _wait_port(port, proc)
         _clean_aws_env(monkeypatch, tmp_path)
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
         store = open_store("s3://some-bucket/p")
-        with pytest.raises(RfauError, match=r"cannot list s3://some-bucket/p.*access denied \(InvalidAccessKeyId"):
+        with pytest.raises(
+            RfauError, match=r"cannot list s3://some-bucket/p.*access denied \(InvalidAccessKeyId"
+        ):
             store.list()
         with pytest.raises(RfauError, match="access denied"):
             store.put_bytes("k", b"x", exclusive=True)
@@ -256,6 +280,7 @@ def test_s3_endpoint_from_mlflow_variable(monkeypatch, tmp_path, s3_server):
 
 
 # -- RequestStore lifecycle ----------------------------------------------------------------------
+
 
 def test_add_list_get_and_layout(uri, tmp_path, digits):
     rs = RequestStore.from_uri(uri)
@@ -279,8 +304,11 @@ def test_add_list_get_and_layout(uri, tmp_path, digits):
     assert all(s.state == RequestState.IN_PROGRESS and s.batch_id == "batch-1" for s in claimed)
     assert rs.claim_pending("batch-2") == []
     keys = rs.store.list("requests/a-1/")
-    assert keys == ["requests/a-1/events/000000-pending.json", "requests/a-1/events/000001-in-progress.json",
-                    "requests/a-1/request.json"]
+    assert keys == [
+        "requests/a-1/events/000000-pending.json",
+        "requests/a-1/events/000001-in-progress.json",
+        "requests/a-1/request.json",
+    ]
     event = json.loads(rs.store.get_bytes(keys[1]))
     assert set(event) == {"state", "at", "batch_id", "detail"}
     assert (event["state"], event["batch_id"]) == ("in-progress", "batch-1")
@@ -296,7 +324,9 @@ def test_duplicate_id_rejected_with_nothing_written(uri, tmp_path):
     rs.add([write(tmp_path / "1.json", req("r1"))])
     rs.claim_pending("b1")
     before = rs.store.list()
-    with pytest.raises(RequestError, match=r"2\.json\[1\]: request 'r1': request id already in .*in-progress"):
+    with pytest.raises(
+        RequestError, match=r"2\.json\[1\]: request 'r1': request id already in .*in-progress"
+    ):
         rs.add([write(tmp_path / "2.json", [req("r2"), req("r1")])])
     assert rs.store.list() == before
     with pytest.raises(RequestError, match="'r3': request id already used in"):  # twice in one batch of files
@@ -322,9 +352,11 @@ def test_bad_request_among_good_writes_nothing(uri, tmp_path, digits):
 
 def test_validation_against_digits_names_the_request(uri, tmp_path, digits):
     rs = RequestStore.from_uri(uri)
-    cases = {"unknown-id": (["digits/100000"], "unknown sample ids"),
-             "test-split": (["digits/0", "digits/1"], "in the test split"),  # index % 5 == 0 is test
-             "traversal": (["../digits/1"], "rejected")}
+    cases = {
+        "unknown-id": (["digits/100000"], "unknown sample ids"),
+        "test-split": (["digits/0", "digits/1"], "in the test split"),  # index % 5 == 0 is test
+        "traversal": (["../digits/1"], "rejected"),
+    }
     for rid, (ids, why) in cases.items():
         with pytest.raises(RequestError, match=rf"{rid}\.json: request '{rid}': .*{why}"):
             rs.add([write(tmp_path / f"{rid}.json", req(rid, sample_ids=ids))], dataset=digits)
@@ -339,8 +371,11 @@ def test_fulfil_reject_release_and_illegal_moves(uri, tmp_path):
     with pytest.raises(RequestError, match=r"cannot fulfil request 'r0' for batch 'b1': it is pending"):
         rs.fulfil("r0", "b1", "done")
     rs.claim_pending("b1")
-    with pytest.raises(RequestError, match=r"cannot fulfil request 'r0' for batch 'b2': it is in-progress "
-                                           r"for batch 'b1'"):
+    with pytest.raises(
+        RequestError,
+        match=r"cannot fulfil request 'r0' for batch 'b2': it is in-progress "
+        r"for batch 'b1'",
+    ):
         rs.fulfil("r0", "b2", "done")
     with pytest.raises(RequestError, match="batch 'b2'.*in-progress for batch 'b1'"):
         rs.reject("r0", "b2", "no")
@@ -354,10 +389,12 @@ def test_fulfil_reject_release_and_illegal_moves(uri, tmp_path):
     assert (back.state, back.detail) == (RequestState.PENDING, "new model failed its gates")
     assert [h["state"] for h in back.history] == ["pending", "in-progress", "pending"]
 
-    for call, word in ((lambda: rs.release("r0", "b1", "x"), "release request 'r0'.*it is fulfilled"),
-                       (lambda: rs.fulfil("r1", "b1", "x"), "fulfil request 'r1'.*it is rejected"),
-                       (lambda: rs.reject("r2", "b1", "x"), "reject request 'r2'.*it is pending"),
-                       (lambda: rs.fulfil("zz", "b1", "x"), "request 'zz' is not in")):
+    for call, word in (
+        (lambda: rs.release("r0", "b1", "x"), "release request 'r0'.*it is fulfilled"),
+        (lambda: rs.fulfil("r1", "b1", "x"), "fulfil request 'r1'.*it is rejected"),
+        (lambda: rs.reject("r2", "b1", "x"), "reject request 'r2'.*it is pending"),
+        (lambda: rs.fulfil("zz", "b1", "x"), "request 'zz' is not in"),
+    ):
         with pytest.raises(RequestError, match=word):
             call()
 
@@ -365,7 +402,11 @@ def test_fulfil_reject_release_and_illegal_moves(uri, tmp_path):
     assert [s.request_id for s in again] == ["r2"]
     assert [h["state"] for h in again[0].history] == ["pending", "in-progress", "pending", "in-progress"]
     assert {s.request_id: s.state.value for s in rs.list()} == {
-        "r0": "fulfilled", "r1": "rejected", "r2": "in-progress", "r3": "in-progress"}
+        "r0": "fulfilled",
+        "r1": "rejected",
+        "r2": "in-progress",
+        "r3": "in-progress",
+    }
     assert rs.get("r3").batch_id == "b1" and rs.get("r2").batch_id == "b2"
     assert [r.request_id for r in rs.requests(RequestState.IN_PROGRESS)] == ["r2", "r3"]
 
@@ -428,8 +469,11 @@ class LifecycleMachine(RuleBasedStateMachine):
         for r in expected:
             self.model[r] = ("in-progress", batch)
 
-    @rule(op=st.sampled_from(["fulfil", "reject", "release"]), rid=st.sampled_from(IDS),
-          batch=st.sampled_from(BATCHES))
+    @rule(
+        op=st.sampled_from(["fulfil", "reject", "release"]),
+        rid=st.sampled_from(IDS),
+        batch=st.sampled_from(BATCHES),
+    )
     def move(self, op, rid, batch):
         state, holder = self.model.get(rid, (None, None))
         if state == "in-progress" and holder == batch:
@@ -443,11 +487,14 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @invariant()
     def store_matches_model(self):
-        got = {s.request_id: (s.state.value, s.batch_id if s.state == RequestState.IN_PROGRESS else None)
-               for s in self.rs.list()}
+        got = {
+            s.request_id: (s.state.value, s.batch_id if s.state == RequestState.IN_PROGRESS else None)
+            for s in self.rs.list()
+        }
         assert got == self.model
 
 
 TestLifecycleMachine = LifecycleMachine.TestCase
-TestLifecycleMachine.settings = settings(max_examples=60, stateful_step_count=20, deadline=None,
-                                         suppress_health_check=[HealthCheck.too_slow])
+TestLifecycleMachine.settings = settings(
+    max_examples=60, stateful_step_count=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)

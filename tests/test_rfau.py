@@ -37,10 +37,16 @@ def work(tmp_path_factory, ds):
         req = demo_request(ds, scenario, root / f"req-{scenario}")
         split_stage(ds, [req], root / f"split-{scenario}")
         unlearn_stage(root / "original", ds, root / f"split-{scenario}", root / f"rfau-{scenario}")
-        unlearn_stage(root / "original", ds, root / f"split-{scenario}", root / f"retrain-{scenario}", "retrain")
+        unlearn_stage(
+            root / "original", ds, root / f"split-{scenario}", root / f"retrain-{scenario}", "retrain"
+        )
         out[scenario] = {
-            m: evaluate_stage(root / m if m == "original" else root / f"{m}-{scenario}", ds,
-                              root / f"split-{scenario}", root / f"{m}-{scenario}.json")
+            m: evaluate_stage(
+                root / m if m == "original" else root / f"{m}-{scenario}",
+                ds,
+                root / f"split-{scenario}",
+                root / f"{m}-{scenario}.json",
+            )
             for m in ("original", "rfau", "retrain")
         }
     return out
@@ -71,7 +77,10 @@ def test_trains_under_five_percent_and_writes_deletion_delta(work):
         assert (d / "adapter" / "adapter_config.json").is_file()
         card = read_json(d / "model.json")
         assert card["lineage"]["method"] == "rfau"
-        assert card["lineage"]["parent_weights_sha256"] == read_json(work["root"] / "original" / "model.json")["weights_sha256"]
+        assert (
+            card["lineage"]["parent_weights_sha256"]
+            == read_json(work["root"] / "original" / "model.json")["weights_sha256"]
+        )
 
 
 def test_saved_adapter_reloads_onto_the_original_and_merges_to_the_served_weights(work, ds):
@@ -108,8 +117,9 @@ def test_base_weights_untouched_until_merge(direct):
 def test_merged_model_equals_adapted_model(direct, ds):
     _, result, _ = direct
     x = ds.x[:300]
-    torch.testing.assert_close(predict_logits(result.model, x), predict_logits(result.adapter, x),
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        predict_logits(result.model, x), predict_logits(result.adapter, x), atol=1e-4, rtol=1e-4
+    )
 
 
 def test_deterministic_on_cpu(work, ds):
@@ -128,7 +138,9 @@ def test_deterministic_on_cpu(work, ds):
 def test_regime_override_changes_the_target(work, ds):
     """Forcing the class-wise shift onto random samples over-forgets; this is why sample-wise exists."""
     root = work["root"]
-    unlearn_stage(root / "original", ds, root / "split-random", root / "forced-class", config={"regime": "class"})
+    unlearn_stage(
+        root / "original", ds, root / "split-random", root / "forced-class", config={"regime": "class"}
+    )
     forced = evaluate_stage(root / "forced-class", ds, root / "split-random", root / "forced.json")
     assert read_json(root / "forced-class" / "unlearn.json")["forget_classwise"] > 0
     assert forced["ua"] > work["random"]["retrain"]["ua"] + 5  # measured: 8.3 vs 1.4
@@ -163,11 +175,14 @@ def test_calibrated_targets_follow_holdout_quantiles():
         assert torch.all(t[m][order].diff() >= -1e-6)
 
 
-@pytest.mark.parametrize("field,value,match", [
-    ("target_modules", ["nope"], "unknown LoRA target module 'nope'"),
-    ("target_modules", ["pool"], "only Linear and Conv2d"),
-    ("taps", ["layerX"], "unknown tapped layer 'layerX'"),
-])
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("target_modules", ["nope"], "unknown LoRA target module 'nope'"),
+        ("target_modules", ["pool"], "only Linear and Conv2d"),
+        ("taps", ["layerX"], "unknown tapped layer 'layerX'"),
+    ],
+)
 def test_bad_module_names_are_clear_errors(work, ds, field, value, match):
     from rfau.data.split import read_split
 
@@ -181,9 +196,13 @@ def test_bad_settings_leave_no_output(work, ds, tmp_path):
     from rfau.errors import RfauError
 
     with pytest.raises(RfauError, match="rank"):
-        unlearn_stage(work["root"] / "original", ds, work["root"] / "split-class", tmp_path / "o", config={"rank": 0})
+        unlearn_stage(
+            work["root"] / "original", ds, work["root"] / "split-class", tmp_path / "o", config={"rank": 0}
+        )
     with pytest.raises(RfauError, match="extra|not permitted|forbid"):
-        unlearn_stage(work["root"] / "original", ds, work["root"] / "split-class", tmp_path / "o", config={"rnak": 4})
+        unlearn_stage(
+            work["root"] / "original", ds, work["root"] / "split-class", tmp_path / "o", config={"rnak": 4}
+        )
     assert not (tmp_path / "o").exists()
     assert not list(tmp_path.glob(".o.*"))
 
@@ -230,8 +249,13 @@ def test_masked_targets_remove_own_and_forgotten_classes():
 
 def test_feature_variant_of_the_classwise_shift_also_forgets_the_class(work, ds):
     root = work["root"]
-    unlearn_stage(root / "original", ds, root / "split-class", root / "cw-features",
-                  config={"classwise_target": "other_class_features"})
+    unlearn_stage(
+        root / "original",
+        ds,
+        root / "split-class",
+        root / "cw-features",
+        config={"classwise_target": "other_class_features"},
+    )
     m = evaluate_stage(root / "cw-features", ds, root / "split-class", root / "cw-features.json")
     assert m["ua"] >= 99.0
     assert abs(m["ra"] - work["class"]["original"]["ra"]) <= 1.0

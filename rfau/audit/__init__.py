@@ -13,5 +13,15 @@ from rfau.audit.ledger import (
 )
 from rfau.audit.proof import render_proof
 
-__all__ = ["GENESIS", "Ledger", "canonical", "load_or_create_salt", "parse_records", "record_hash", "render_proof",
-           "subject_hash", "verify", "verify_bytes"]
+__all__ = [
+    "GENESIS",
+    "Ledger",
+    "canonical",
+    "load_or_create_salt",
+    "parse_records",
+    "record_hash",
+    "render_proof",
+    "subject_hash",
+    "verify",
+    "verify_bytes",
+]

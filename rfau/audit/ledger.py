@@ -73,7 +73,8 @@ def record_hash(record: dict) -> str:
 
 
 def subject_hash(subject: str, salt: bytes) -> str:
-    """Salted hash (HMAC-SHA256 hex) of a data subject or request id; the ledger never stores them in clear."""
+    """Salted hash (HMAC-SHA256 hex) of a data subject or request id; the ledger never stores
+    them in clear."""
     if not isinstance(salt, bytes | bytearray) or not salt:
         raise RfauError("subject_hash needs a non-empty salt (see load_or_create_salt)")
     return hmac.new(bytes(salt), str(subject).encode("utf-8"), hashlib.sha256).hexdigest()
@@ -111,8 +112,10 @@ def load_or_create_salt(path: str | Path) -> bytes:
     except OSError as e:
         raise RfauError(f"cannot read the ledger salt {path}: {e}") from e
     if len(salt) != SALT_BYTES:
-        raise RfauError(f"ledger salt {path} has {len(salt)} bytes, expected {SALT_BYTES}: "
-                        "it was truncated or replaced; restore it from backup")
+        raise RfauError(
+            f"ledger salt {path} has {len(salt)} bytes, expected {SALT_BYTES}: "
+            "it was truncated or replaced; restore it from backup"
+        )
     return salt
 
 
@@ -191,7 +194,9 @@ def verify_bytes(data: bytes, anchors: list[dict] | None = None) -> list[str]:
     problems: list[str] = []
     lines, newline_at_end = _split_lines(data)
     if not newline_at_end:
-        problems.append(f"line {len(lines)}: the file does not end with a newline (cut-off or appended bytes)")
+        problems.append(
+            f"line {len(lines)}: the file does not end with a newline (cut-off or appended bytes)"
+        )
 
     records: list[dict | None] = []
     prev_hash: str | None = GENESIS  # None: previous line unreadable, the link cannot be checked
@@ -205,14 +210,17 @@ def verify_bytes(data: bytes, anchors: list[dict] | None = None) -> list[str]:
             prev_hash = None
             continue
         if canonical(rec) != line:
-            problems.append(f"line {n}: bytes differ from the record's canonical JSON (edited, reformatted "
-                            "or keys reordered)")
+            problems.append(
+                f"line {n}: bytes differ from the record's canonical JSON (edited, reformatted "
+                "or keys reordered)"
+            )
         seq = rec.get("seq")
         if type(seq) is not int:
             problems.append(f"line {n}: seq is missing or not an integer")
         elif seq != n:
-            problems.append(f"line {n}: seq is {seq}, expected {n} (records removed, inserted, duplicated "
-                            "or reordered)")
+            problems.append(
+                f"line {n}: seq is {seq}, expected {n} (records removed, inserted, duplicated or reordered)"
+            )
         stored = rec.get("hash")
         if not isinstance(stored, str) or not _HEX64.fullmatch(stored):
             problems.append(f"line {n}: hash is missing or not 64 lowercase hex digits")
@@ -223,16 +231,19 @@ def verify_bytes(data: bytes, anchors: list[dict] | None = None) -> list[str]:
             problems.append(f"line {n}: prev_hash is missing or not 64 lowercase hex digits")
         elif prev_hash is not None and link != prev_hash:
             what = "genesis" if n == 1 else f"line {n - 1}'s hash"
-            problems.append(f"line {n}: prev_hash does not match {what} (chain broken: records removed, "
-                            "inserted, reordered or re-hashed)")
+            problems.append(
+                f"line {n}: prev_hash does not match {what} (chain broken: records removed, "
+                "inserted, reordered or re-hashed)"
+            )
         prev_hash = stored if isinstance(stored, str) else None
         t = _parse_time(rec.get("recorded_at"))
         if t is None:
             problems.append(f"line {n}: recorded_at is missing or not an ISO time with a time zone")
         else:
             if prev_time is not None and t < prev_time:
-                problems.append(f"line {n}: recorded_at {rec['recorded_at']} is earlier than the previous "
-                                "record's")
+                problems.append(
+                    f"line {n}: recorded_at {rec['recorded_at']} is earlier than the previous record's"
+                )
             prev_time = t
         batch_id = rec.get("batch_id")
         if not isinstance(batch_id, str) or not batch_id:
@@ -245,15 +256,21 @@ def verify_bytes(data: bytes, anchors: list[dict] | None = None) -> list[str]:
         seq = anchor.get("seq") if isinstance(anchor, dict) else None
         want = anchor.get("hash") if isinstance(anchor, dict) else None
         if type(seq) is not int or seq < 1 or not isinstance(want, str):
-            problems.append(f"anchor {k + 1} is malformed ({anchor!r}): expected {{'seq': int >= 1, 'hash': str}}")
+            problems.append(
+                f"anchor {k + 1} is malformed ({anchor!r}): expected {{'seq': int >= 1, 'hash': str}}"
+            )
         elif seq > len(records):
-            problems.append(f"the ledger ends at seq {len(records)} but an anchor records seq {seq} "
-                            "(records cut off the end)")
+            problems.append(
+                f"the ledger ends at seq {len(records)} but an anchor records seq {seq} "
+                "(records cut off the end)"
+            )
         elif records[seq - 1] is None:
             problems.append(f"anchor seq {seq}: line {seq} is unreadable")
         elif records[seq - 1].get("hash") != want:
-            problems.append(f"anchor seq {seq}: hash {str(records[seq - 1].get('hash'))[:16]}... differs "
-                            f"from the anchored {want[:16]}... (history rewritten)")
+            problems.append(
+                f"anchor seq {seq}: hash {str(records[seq - 1].get('hash'))[:16]}... differs "
+                f"from the anchored {want[:16]}... (history rewritten)"
+            )
 
     if len(problems) > MAX_PROBLEMS:
         rest = len(problems) - MAX_PROBLEMS
@@ -317,8 +334,11 @@ class Ledger:
 
     def find(self, request_id: str) -> list[dict]:
         """The records whose ``request_ids`` contain ``request_id``."""
-        return [r for r in self.records()
-                if isinstance(r.get("request_ids"), list) and request_id in r["request_ids"]]
+        return [
+            r
+            for r in self.records()
+            if isinstance(r.get("request_ids"), list) and request_id in r["request_ids"]
+        ]
 
     def append(self, fields: dict, now: datetime | None = None) -> dict:
         """Append one record and return it as stored. Refuses when the ledger fails verification.
@@ -341,8 +361,12 @@ class Ledger:
             recorded_at = _iso(now)
             if last is not None and _parse_time(recorded_at) < _parse_time(last["recorded_at"]):
                 recorded_at = last["recorded_at"]  # clock went backwards: keep the order
-            record = {**fields, "seq": len(lines) + 1, "prev_hash": last["hash"] if last else GENESIS,
-                      "recorded_at": recorded_at}
+            record = {
+                **fields,
+                "seq": len(lines) + 1,
+                "prev_hash": last["hash"] if last else GENESIS,
+                "recorded_at": recorded_at,
+            }
             try:
                 record = json.loads(canonical(record))  # exactly what records() will read back
             except (TypeError, ValueError) as e:

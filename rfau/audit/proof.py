@@ -38,8 +38,12 @@ def _num(v) -> str:
 
 
 def _delta(after, before) -> str:
-    if isinstance(after, int | float) and isinstance(before, int | float) \
-            and not isinstance(after, bool) and not isinstance(before, bool):
+    if (
+        isinstance(after, int | float)
+        and isinstance(before, int | float)
+        and not isinstance(after, bool)
+        and not isinstance(before, bool)
+    ):
         return f"{after - before:+.2f}"
     return NONE
 
@@ -63,7 +67,8 @@ def _sha256(path: Path) -> str:
 
 
 def _evidence(record: dict, evidence_dir: Path | None) -> list[dict]:
-    """One row per evidence file: name, recorded sha256, status text, ok (True/False/None), path if it matches."""
+    """One row per evidence file: name, recorded sha256, status text, ok (True/False/None), path
+    if it matches."""
     rows = []
     evidence = record.get("evidence") or {}
     if not isinstance(evidence, dict):
@@ -99,7 +104,10 @@ def _facts(record: dict, request_id: str) -> dict:
             ("Deletion batch", record.get("batch_id")),
             ("Requests in the batch", len(rids)),
             ("Recorded in the ledger at", record.get("recorded_at")),
-            ("Batch started / finished", f"{_text(record.get('started_at'))} / {_text(record.get('finished_at'))}"),
+            (
+                "Batch started / finished",
+                f"{_text(record.get('started_at'))} / {_text(record.get('finished_at'))}",
+            ),
             ("Dataset", record.get("dataset")),
         ],
         "forget": [
@@ -116,7 +124,8 @@ def _facts(record: dict, request_id: str) -> dict:
             ("Promoted to champion", record.get("promoted")),
             ("Champion version after the batch", record.get("champion_after")),
         ],
-        "method": [("Method", record.get("method"))] + [(f"config.{k}", v) for k, v in sorted(config.items())],
+        "method": [("Method", record.get("method"))]
+        + [(f"config.{k}", v) for k, v in sorted(config.items())],
         "ledger": [
             ("seq", record.get("seq")),
             ("hash", record.get("hash")),
@@ -137,8 +146,11 @@ def _after_version(record: dict):
 def _metric_rows(record: dict) -> list[tuple[str, str, str, str, str]]:
     m = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
     b = record.get("baseline_metrics") if isinstance(record.get("baseline_metrics"), dict) else {}
-    return [(label, _num(m.get(key)), _num(b.get(key)), _delta(m.get(key), b.get(key)), doc)
-            for key, label, doc in METRICS if key in m or key in b]
+    return [
+        (label, _num(m.get(key)), _num(b.get(key)), _delta(m.get(key), b.get(key)), doc)
+        for key, label, doc in METRICS
+        if key in m or key in b
+    ]
 
 
 def _gate_rows(record: dict) -> list[tuple[str, str, str, str, str]]:
@@ -147,8 +159,15 @@ def _gate_rows(record: dict) -> list[tuple[str, str, str, str, str]]:
         if not isinstance(g, dict):
             continue
         verdict = "PASS" if g.get("passed") is True else "FAIL"
-        rows.append((_text(g.get("name")), _num(g.get("value")), _num(g.get("bound")), verdict,
-                     _text(g.get("detail"))))
+        rows.append(
+            (
+                _text(g.get("name")),
+                _num(g.get("value")),
+                _num(g.get("bound")),
+                verdict,
+                _text(g.get("detail")),
+            )
+        )
     return rows
 
 
@@ -161,9 +180,11 @@ def _overall(record: dict) -> str:
     return "gates not recorded"
 
 
-VERIFY_HOW = ("Verify the ledger's integrity with `rfau audit verify` (it checks every record's hash, the "
-              "prev_hash chain, the seq order and the anchors kept in the model registry). The record's hash "
-              "is the sha256 of its canonical JSON (sorted keys, no spaces, ASCII) without the `hash` key.")
+VERIFY_HOW = (
+    "Verify the ledger's integrity with `rfau audit verify` (it checks every record's hash, the "
+    "prev_hash chain, the seq order and the anchors kept in the model registry). The record's hash "
+    "is the sha256 of its canonical JSON (sorted keys, no spaces, ASCII) without the `hash` key."
+)
 
 
 def _md_cell(v) -> str:
@@ -173,9 +194,12 @@ def _md_cell(v) -> str:
 def _markdown(record: dict, request_id: str, facts: dict, metric_rows, gate_rows, evidence) -> str:
     out = [f"# Proof of deletion: request `{_md_cell(request_id)}`", ""]
     after = _after_version(record)
-    out += [f"Request `{_md_cell(request_id)}` was deleted in batch `{_md_cell(record.get('batch_id'))}`; "
-            f"model version {_md_cell(after)} no longer knows its data "
-            f"({'promoted to champion' if record.get('promoted') else 'not promoted'}; {_overall(record)}).", ""]
+    out += [
+        f"Request `{_md_cell(request_id)}` was deleted in batch `{_md_cell(record.get('batch_id'))}`; "
+        f"model version {_md_cell(after)} no longer knows its data "
+        f"({'promoted to champion' if record.get('promoted') else 'not promoted'}; {_overall(record)}).",
+        "",
+    ]
 
     def table(title, rows):
         out.extend([f"## {title}", "", "| | |", "|---|---|"])
@@ -188,7 +212,10 @@ def _markdown(record: dict, request_id: str, facts: dict, metric_rows, gate_rows
     table("Method", facts["method"])
     out += ["## Metrics (percent)", ""]
     if metric_rows:
-        out += ["| Metric | After | Baseline (previous champion) | Change | Meaning |", "|---|---:|---:|---:|---|"]
+        out += [
+            "| Metric | After | Baseline (previous champion) | Change | Meaning |",
+            "|---|---:|---:|---:|---|",
+        ]
         out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in metric_rows]
     else:
         out.append("No metrics recorded.")
@@ -201,7 +228,10 @@ def _markdown(record: dict, request_id: str, facts: dict, metric_rows, gate_rows
     out += ["", "## Evidence", ""]
     if evidence:
         out += ["| File | sha256 | Check |", "|---|---|---|"]
-        out += [f"| {_md_cell(e['name'])} | `{_md_cell(e['sha256'])}` | {_md_cell(e['status'])} |" for e in evidence]
+        out += [
+            f"| {_md_cell(e['name'])} | `{_md_cell(e['sha256'])}` | {_md_cell(e['status'])} |"
+            for e in evidence
+        ]
         for e in evidence:
             if e["name"].lower().endswith(".png") and e["ok"] is not False:
                 out += ["", f"![{_md_cell(e['name'])}]({_md_cell(e['name'])})"]
@@ -228,8 +258,11 @@ def _html(record: dict, request_id: str, facts: dict, metric_rows, gate_rows, ev
         return e(_text(v))
 
     def kv_table(rows, code=False) -> str:
-        cells = "".join(f"<tr><th>{esc(k)}</th><td>{'<code>' if code else ''}{esc(v)}"
-                        f"{'</code>' if code else ''}</td></tr>" for k, v in rows)
+        cells = "".join(
+            f"<tr><th>{esc(k)}</th><td>{'<code>' if code else ''}{esc(v)}"
+            f"{'</code>' if code else ''}</td></tr>"
+            for k, v in rows
+        )
         return f"<table>{cells}</table>"
 
     def grid(head, rows, verdict_col=None) -> str:
@@ -245,39 +278,69 @@ def _html(record: dict, request_id: str, facts: dict, metric_rows, gate_rows, ev
 
     after = _after_version(record)
     parts = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        f"<title>Proof of deletion: {esc(request_id)}</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>Proof of deletion: {esc(request_id)}</title>",
+        f"<style>{STYLE}</style>",
+        "</head>",
+        "<body>",
         f"<h1>Proof of deletion: request <code>{esc(request_id)}</code></h1>",
-        f"<p>Request <code>{esc(request_id)}</code> was deleted in batch <code>{esc(record.get('batch_id'))}</code>; "
+        f"<p>Request <code>{esc(request_id)}</code> was deleted in batch "
+        f"<code>{esc(record.get('batch_id'))}</code>; "
         f"model version {esc(after)} no longer knows its data "
-        f"({'promoted to champion' if record.get('promoted') else 'not promoted'}; {e(_overall(record))}).</p>",
-        "<h2>Request</h2>", kv_table(facts["request"]),
-        "<h2>Forget set</h2>", kv_table(facts["forget"]),
-        "<h2>Model</h2>", kv_table(facts["model"]),
-        "<h2>Method</h2>", kv_table(facts["method"]),
+        f"({'promoted to champion' if record.get('promoted') else 'not promoted'}; "
+        f"{e(_overall(record))}).</p>",
+        "<h2>Request</h2>",
+        kv_table(facts["request"]),
+        "<h2>Forget set</h2>",
+        kv_table(facts["forget"]),
+        "<h2>Model</h2>",
+        kv_table(facts["model"]),
+        "<h2>Method</h2>",
+        kv_table(facts["method"]),
         "<h2>Metrics (percent)</h2>",
         grid(["Metric", "After", "Baseline (previous champion)", "Change", "Meaning"], metric_rows)
-        if metric_rows else "<p>No metrics recorded.</p>",
+        if metric_rows
+        else "<p>No metrics recorded.</p>",
         f"<h2>Gates: {e(_overall(record))}</h2>",
         grid(["Gate", "Value", "Bound", "Verdict", "Detail"], gate_rows, verdict_col=3)
-        if gate_rows else "<p>No gates recorded.</p>",
+        if gate_rows
+        else "<p>No gates recorded.</p>",
         "<h2>Evidence</h2>",
     ]
     if evidence:
-        rows = "".join(f"<tr><td>{esc(x['name'])}</td><td><code>{esc(x['sha256'])}</code></td>"
-                       f"<td class=\"{'pass' if x['ok'] else 'fail' if x['ok'] is False else ''}\">"
-                       f"{esc(x['status'])}</td></tr>" for x in evidence)
+        rows = "".join(
+            f"<tr><td>{esc(x['name'])}</td><td><code>{esc(x['sha256'])}</code></td>"
+            f'<td class="{"pass" if x["ok"] else "fail" if x["ok"] is False else ""}">'
+            f"{esc(x['status'])}</td></tr>"
+            for x in evidence
+        )
         parts.append(f"<table><tr><th>File</th><th>sha256</th><th>Check</th></tr>{rows}</table>")
         for x in evidence:
             if x["name"].lower().endswith(".png") and x["path"] is not None:
                 data = base64.b64encode(x["path"].read_bytes()).decode("ascii")
-                parts.append(f"<figure><img src=\"data:image/png;base64,{data}\" alt=\"{esc(x['name'])}\">"
-                             f"<figcaption>{esc(x['name'])}</figcaption></figure>")
+                parts.append(
+                    f'<figure><img src="data:image/png;base64,{data}" alt="{esc(x["name"])}">'
+                    f"<figcaption>{esc(x['name'])}</figcaption></figure>"
+                )
     else:
         parts.append("<p>No evidence files recorded.</p>")
-    how = e(VERIFY_HOW).replace("`rfau audit verify`", "<code>rfau audit verify</code>").replace("`hash`", "<code>hash</code>")
-    parts += ["<h2>Ledger position</h2>", kv_table(facts["ledger"], code=True),
-              "<h2>How to verify</h2>", f"<p>{how}</p>", "</body>", "</html>", ""]
+    how = (
+        e(VERIFY_HOW)
+        .replace("`rfau audit verify`", "<code>rfau audit verify</code>")
+        .replace("`hash`", "<code>hash</code>")
+    )
+    parts += [
+        "<h2>Ledger position</h2>",
+        kv_table(facts["ledger"], code=True),
+        "<h2>How to verify</h2>",
+        f"<p>{how}</p>",
+        "</body>",
+        "</html>",
+        "",
+    ]
     return "\n".join(parts)
 
 
@@ -290,10 +353,14 @@ def render_proof(record: dict, request_id: str, evidence_dir: Path | None) -> tu
         raise RfauError("render_proof needs a ledger record (a dict)")
     rids = record.get("request_ids")
     if not isinstance(rids, list) or request_id not in rids:
-        raise RfauError(f"request {request_id!r} is not in ledger record seq {record.get('seq')} "
-                        f"(batch {record.get('batch_id')!r})")
+        raise RfauError(
+            f"request {request_id!r} is not in ledger record seq {record.get('seq')} "
+            f"(batch {record.get('batch_id')!r})"
+        )
     facts = _facts(record, request_id)
     evidence = _evidence(record, Path(evidence_dir) if evidence_dir is not None else None)
     metric_rows, gate_rows = _metric_rows(record), _gate_rows(record)
-    return (_markdown(record, request_id, facts, metric_rows, gate_rows, evidence),
-            _html(record, request_id, facts, metric_rows, gate_rows, evidence))
+    return (
+        _markdown(record, request_id, facts, metric_rows, gate_rows, evidence),
+        _html(record, request_id, facts, metric_rows, gate_rows, evidence),
+    )

@@ -93,8 +93,10 @@ class AuditTrail:
         current = self._complete_interrupted(self.ledger_bytes())
         problems = verify_bytes(current)
         if problems:
-            raise RfauError(f"the audit ledger at {self.store.uri}/{LEDGER_KEY} fails verification; "
-                            f"nothing appended: {problems[0]}")
+            raise RfauError(
+                f"the audit ledger at {self.store.uri}/{LEDGER_KEY} fails verification; "
+                f"nothing appended: {problems[0]}"
+            )
         with tempfile.TemporaryDirectory() as d:
             p = Path(d) / "ledger.jsonl"
             p.write_bytes(current)
@@ -117,8 +119,10 @@ class AuditTrail:
             return current
         fixed = current + slot + b"\n"
         if verify_bytes(fixed):
-            raise RfauError(f"{self.store.uri}/{key} holds a record that does not extend the ledger; "
-                            "run `rfau audit verify` and resolve it by hand")
+            raise RfauError(
+                f"{self.store.uri}/{key} holds a record that does not extend the ledger; "
+                "run `rfau audit verify` and resolve it by hand"
+            )
         self.store.put_bytes(LEDGER_KEY, fixed)
         self._mirror(fixed)
         return fixed
@@ -135,9 +139,15 @@ class AuditTrail:
 
         mlflow = registry._mlflow()
         registry.connect(self.settings)
-        with mlflow.start_run(run_name="audit", nested=mlflow.active_run() is not None,
-                              tags={"rfau.batch_id": record["batch_id"], "rfau.ledger_seq": str(record["seq"]),
-                                    "rfau.ledger_hash": record["hash"]}):
+        with mlflow.start_run(
+            run_name="audit",
+            nested=mlflow.active_run() is not None,
+            tags={
+                "rfau.batch_id": record["batch_id"],
+                "rfau.ledger_seq": str(record["seq"]),
+                "rfau.ledger_hash": record["hash"],
+            },
+        ):
             mlflow.log_dict(record, f"ledger/record-{record['seq']:06d}.json")
             mlflow.log_artifact(str(self.mirror), artifact_path="ledger")
 
@@ -149,8 +159,11 @@ class AuditTrail:
 
         data = self.ledger_bytes()
         tags = registry.version_tags(self.settings)
-        anchors = [{"seq": int(t["rfau.ledger_seq"]), "hash": t["rfau.ledger_hash"]}
-                   for t in tags.values() if "rfau.ledger_seq" in t]
+        anchors = [
+            {"seq": int(t["rfau.ledger_seq"]), "hash": t["rfau.ledger_hash"]}
+            for t in tags.values()
+            if "rfau.ledger_seq" in t
+        ]
         problems = verify_bytes(data, anchors)
         if self.mirror.exists() and self.mirror.read_bytes() != data:
             problems.append(f"the local copy {self.mirror} differs from the object store's {LEDGER_KEY}")
@@ -159,7 +172,9 @@ class AuditTrail:
         records = parse_records(data)
         slots = self.store.list("audit/records/")
         if len(slots) != len(records):
-            problems.append(f"{len(slots)} record objects under audit/records/ but {len(records)} ledger records")
+            problems.append(
+                f"{len(slots)} record objects under audit/records/ but {len(records)} ledger records"
+            )
         for r in records:
             key = f"audit/records/{r['seq']:06d}.json"
             try:
@@ -180,11 +195,15 @@ class AuditTrail:
             if check_weights:
                 with tempfile.TemporaryDirectory() as d:
                     try:
-                        got = read_card(registry.fetch_version(self.settings, v, Path(d) / "m")).weights_sha256
+                        got = read_card(
+                            registry.fetch_version(self.settings, v, Path(d) / "m")
+                        ).weights_sha256
                     except RfauError as e:
                         problems.append(f"record {r['seq']}: version {v}: {e}")
                         continue
                 if got != after["weights_sha256"]:
-                    problems.append(f"record {r['seq']}: version {v}'s weights hash {got[:12]} "
-                                    f"is not the ledger's {after['weights_sha256'][:12]}")
+                    problems.append(
+                        f"record {r['seq']}: version {v}'s weights hash {got[:12]} "
+                        f"is not the ledger's {after['weights_sha256'][:12]}"
+                    )
         return problems

@@ -66,7 +66,9 @@ def load_dataset(source: str, cache_dir: str | Path | None = None) -> ImageDatas
     if source == "digits":
         return _load_digits()
     if source.startswith("s3://"):  # an archive in the object store (cluster pods share no disk)
-        return load_dataset(str(_fetch_s3(source, Path(cache_dir) if cache_dir else _default_cache())), cache_dir)
+        return load_dataset(
+            str(_fetch_s3(source, Path(cache_dir) if cache_dir else _default_cache())), cache_dir
+        )
     path = Path(source).expanduser()
     if not path.exists():
         raise DatasetError(
@@ -87,7 +89,7 @@ def _fetch_s3(uri: str, cache: Path) -> Path:
 
     from rfau.storage import open_store
 
-    bucket_key = uri[len("s3://"):]
+    bucket_key = uri[len("s3://") :]
     parent, _, name = bucket_key.rpartition("/")
     if not parent or not name.endswith((".tar", ".tar.gz", ".tgz")):
         raise DatasetError(f"dataset {uri!r}: an S3 dataset must be a .tar/.tar.gz ImageFolder archive")
@@ -212,7 +214,7 @@ def _load_imagefolder_archive(path: Path, cache_dir: Path) -> ImageDataset:
             prefix = _strip_top(names)
             entries = []
             for m, name in zip(members, names):
-                rel = name[len(prefix):] if name.startswith(prefix) else name
+                rel = name[len(prefix) :] if name.startswith(prefix) else name
                 parsed = _parse_member(rel)
                 if parsed:
                     entries.append((rel, *parsed, tar.extractfile(m).read()))  # type: ignore[union-attr]
@@ -222,8 +224,12 @@ def _load_imagefolder_archive(path: Path, cache_dir: Path) -> ImageDataset:
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp.npz")
     np.savez(
-        tmp, ids=np.array(ds.ids), x=ds.x.numpy(), y=ds.y.numpy(),
-        is_test=ds.is_test.numpy(), classes=np.array(ds.classes),
+        tmp,
+        ids=np.array(ds.ids),
+        x=ds.x.numpy(),
+        y=ds.y.numpy(),
+        is_test=ds.is_test.numpy(),
+        classes=np.array(ds.classes),
     )
     tmp.replace(cached)
     return ds
@@ -243,6 +249,10 @@ def subset_dataset(ds: ImageDataset, train_per_class: int | None, test_per_class
     idx = torch.tensor(keep)
     return ImageDataset(
         name=f"{ds.name}[train {train_per_class}/class, test {test_per_class}/class]",
-        ids=tuple(ds.ids[i] for i in keep), x=ds.x[idx].contiguous(), y=ds.y[idx],
-        is_test=ds.is_test[idx], classes=ds.classes, kind=ds.kind,
+        ids=tuple(ds.ids[i] for i in keep),
+        x=ds.x[idx].contiguous(),
+        y=ds.y[idx],
+        is_test=ds.is_test[idx],
+        classes=ds.classes,
+        kind=ds.kind,
     )

@@ -124,8 +124,9 @@ class RequestStore:
             for src, req in loaded:
                 rid = req.request_id
                 try:
-                    self.store.put_bytes(self._request_key(rid), canonical_json(req.model_dump(mode="json")),
-                                         exclusive=True)
+                    self.store.put_bytes(
+                        self._request_key(rid), canonical_json(req.model_dump(mode="json")), exclusive=True
+                    )
                 except AlreadyExists:
                     raise RequestError(
                         f"{src}: request {rid!r}: request id was added to {self.store.uri} at the same "
@@ -162,7 +163,7 @@ class RequestStore:
         """Every request (or those in ``state``), oldest ``received_at`` first, then by id."""
         by_id: dict[str, list[str]] = {}
         for key in self.store.list(ROOT):
-            rid = key[len(ROOT):].split("/", 1)[0]
+            rid = key[len(ROOT) :].split("/", 1)[0]
             by_id.setdefault(rid, []).append(key)
         out = []
         for rid, keys in by_id.items():
@@ -190,7 +191,7 @@ class RequestStore:
         events: dict[int, tuple[str, RequestState]] = {}
         prefix = f"{ROOT}{rid}/events/"
         for key in sorted(keys):
-            m = _EVENT.match(key[len(prefix):]) if key.startswith(prefix) else None
+            m = _EVENT.match(key[len(prefix) :]) if key.startswith(prefix) else None
             if not m:
                 continue
             try:
@@ -207,15 +208,35 @@ class RequestStore:
                 continue  # a losing duplicate being removed
             except ValueError as e:
                 raise RequestError(f"{self.store.where(key)}: corrupt event: {e}") from None
-            history.append({"seq": seq, "state": st.value, "at": ev.get("at", ""),
-                            "batch_id": ev.get("batch_id"), "detail": ev.get("detail", "")})
+            history.append(
+                {
+                    "seq": seq,
+                    "state": st.value,
+                    "at": ev.get("at", ""),
+                    "batch_id": ev.get("batch_id"),
+                    "detail": ev.get("detail", ""),
+                }
+            )
         if not history:  # request.json written, first event not yet: it is pending
-            history.append({"seq": 0, "state": RequestState.PENDING.value,
-                            "at": _received_key(request).isoformat(), "batch_id": None, "detail": "received"})
+            history.append(
+                {
+                    "seq": 0,
+                    "state": RequestState.PENDING.value,
+                    "at": _received_key(request).isoformat(),
+                    "batch_id": None,
+                    "detail": "received",
+                }
+            )
         last = history[-1]
-        return RequestStatus(request_id=rid, state=RequestState(last["state"]), updated_at=last["at"],
-                             batch_id=last["batch_id"], detail=last["detail"], request=request,
-                             history=history)
+        return RequestStatus(
+            request_id=rid,
+            state=RequestState(last["state"]),
+            updated_at=last["at"],
+            batch_id=last["batch_id"],
+            detail=last["detail"],
+            request=request,
+            history=history,
+        )
 
     # -- changing state --------------------------------------------------------------------------
     def _put_event(self, rid: str, seq: int, state: RequestState, batch_id: str | None, detail: str) -> None:
@@ -225,8 +246,10 @@ class RequestStore:
         rivals = self.store.list(f"{ROOT}{rid}/events/{seq:06d}-")
         if len(rivals) > 1 and rivals[0] != key:
             self.store.delete(key)
-            raise RequestError(f"request {rid!r}: a concurrent change ({rivals[0].rsplit('/', 1)[-1]}) "
-                               f"won over {state.value} for batch {batch_id!r}")
+            raise RequestError(
+                f"request {rid!r}: a concurrent change ({rivals[0].rsplit('/', 1)[-1]}) "
+                f"won over {state.value} for batch {batch_id!r}"
+            )
 
     def claim_pending(self, batch_id: str) -> list[RequestStatus]:
         """Move every pending request to in-progress for ``batch_id``; return those this call won.
@@ -261,18 +284,27 @@ class RequestStore:
         """in-progress (claimed by ``batch_id``) -> ``to``; anything else is a RequestError."""
         self._check_batch(batch_id)
         status = self.get(request_id)
-        verb = {RequestState.FULFILLED: "fulfil", RequestState.REJECTED: "reject",
-                RequestState.PENDING: "release"}[to]
+        verb = {
+            RequestState.FULFILLED: "fulfil",
+            RequestState.REJECTED: "reject",
+            RequestState.PENDING: "release",
+        }[to]
         if status.state != RequestState.IN_PROGRESS:
-            raise RequestError(f"cannot {verb} request {request_id!r} for batch {batch_id!r}: it is "
-                               f"{status.state.value}, not in-progress")
+            raise RequestError(
+                f"cannot {verb} request {request_id!r} for batch {batch_id!r}: it is "
+                f"{status.state.value}, not in-progress"
+            )
         if status.batch_id != batch_id:
-            raise RequestError(f"cannot {verb} request {request_id!r} for batch {batch_id!r}: it is "
-                               f"in-progress for batch {status.batch_id!r}")
+            raise RequestError(
+                f"cannot {verb} request {request_id!r} for batch {batch_id!r}: it is "
+                f"in-progress for batch {status.batch_id!r}"
+            )
         try:
             self._put_event(request_id, status.history[-1]["seq"] + 1, to, batch_id, str(detail))
         except AlreadyExists:
             now = self._state_word(request_id)
-            raise RequestError(f"cannot {verb} request {request_id!r} for batch {batch_id!r}: it was "
-                               f"changed at the same time (now {now})") from None
+            raise RequestError(
+                f"cannot {verb} request {request_id!r} for batch {batch_id!r}: it was "
+                f"changed at the same time (now {now})"
+            ) from None
         return self.get(request_id)

@@ -32,13 +32,17 @@ METHODS: dict[str, Method] = {
     "original": Method(unlearn_original, None, "do nothing: the original model"),
     "retrain": Method(unlearn_retrain, TrainConfig, "retrain from scratch on the retain set"),
     "finetune": Method(unlearn_finetune, FinetuneConfig, "fine-tune all weights on the retain set (FT)"),
-    "neggrad_plus": Method(unlearn_neggrad_plus, NegGradPlusConfig,
-                           "descend on retain, bounded ascent on forget (NegGrad+)"),
-    "random_label": Method(unlearn_random_label, RandomLabelConfig,
-                           "train on retain + forget with random other labels (RL)"),
+    "neggrad_plus": Method(
+        unlearn_neggrad_plus, NegGradPlusConfig, "descend on retain, bounded ascent on forget (NegGrad+)"
+    ),
+    "random_label": Method(
+        unlearn_random_label, RandomLabelConfig, "train on retain + forget with random other labels (RL)"
+    ),
     "scrub": Method(unlearn_scrub, ScrubConfig, "teacher-student max/min distillation (SCRUB)"),
     "salun": Method(unlearn_salun, SalUnConfig, "random labels on gradient-salient weights only (SalUn)"),
-    "ssd": Method(unlearn_ssd, SSDConfig, "dampen forget-specific weights by Fisher ratio, no training (SSD)"),
+    "ssd": Method(
+        unlearn_ssd, SSDConfig, "dampen forget-specific weights by Fisher ratio, no training (SSD)"
+    ),
 }
 
 

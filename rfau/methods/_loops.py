@@ -143,7 +143,9 @@ def check_finite(desc: str, epoch: int, **values: float) -> None:
         )
 
 
-def finish(model: nn.Module, start: float, trainable: int | None = None, info: dict | None = None) -> UnlearnResult:
+def finish(
+    model: nn.Module, start: float, trainable: int | None = None, info: dict | None = None
+) -> UnlearnResult:
     """The result of a method: model in eval mode, parameter counts and wall time."""
     total = count_parameters(model)
     return UnlearnResult(

@@ -31,5 +31,6 @@ def unlearn_retrain(model: nn.Module, data: UnlearnData, cfg: TrainConfig) -> Un
         p.requires_grad_(True)
     trained = train_model(fresh, data.x_retain, data.y_retain, cfg, desc="retrain")
     n = count_parameters(trained)
-    return UnlearnResult(model=trained, trainable_params=n, total_params=n,
-                         seconds=time.perf_counter() - start)
+    return UnlearnResult(
+        model=trained, trainable_params=n, total_params=n, seconds=time.perf_counter() - start
+    )

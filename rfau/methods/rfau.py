@@ -150,8 +150,14 @@ def masked_targets(logits_f: torch.Tensor, y_f: torch.Tensor, forgotten: torch.T
     return z.softmax(1)
 
 
-def output_targets(frozen: nn.Module, data: UnlearnData, logits_f: torch.Tensor, classwise: torch.Tensor,
-                   classwise_target: str, device) -> torch.Tensor:
+def output_targets(
+    frozen: nn.Module,
+    data: UnlearnData,
+    logits_f: torch.Tensor,
+    classwise: torch.Tensor,
+    classwise_target: str,
+    device,
+) -> torch.Tensor:
     """Target output distribution of the forget samples (``logits_f``: the original's outputs);
     rows of samples that get no output-level shift stay zero and are masked out of the loss."""
     n, c = len(data.y_forget), data.num_classes
@@ -201,7 +207,10 @@ def unlearn_rfau(model: nn.Module, data: UnlearnData, cfg: RFAUConfig) -> Unlear
     feat_cw = classwise if cfg.classwise_target == "other_class_features" else torch.zeros_like(classwise)
 
     lora = LoraConfig(
-        r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, bias="none",
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=0.0,
+        bias="none",
         target_modules="^(" + "|".join(re.escape(t) for t in targets) + ")$",
     )
     peft_model = get_peft_model(model.to(device), lora)
@@ -210,8 +219,9 @@ def unlearn_rfau(model: nn.Module, data: UnlearnData, cfg: RFAUConfig) -> Unlear
     hooks = Taps(inner, taps)
     trainable = count_parameters(peft_model, trainable_only=True)
     total = count_parameters(frozen)
-    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=0.0)
+    opt = torch.optim.AdamW(
+        [p for p in peft_model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0
+    )
     steps = (budget + cfg.batch_size - 1) // cfg.batch_size
     scales = [f.pow(2).mean().clamp_min(1e-8) for f in feats_r]
     history = []
@@ -221,7 +231,7 @@ def unlearn_rfau(model: nn.Module, data: UnlearnData, cfg: RFAUConfig) -> Unlear
             fperm = torch.randperm(n_f, generator=gen)  # CPU: regime masks need no device sync
             sums = torch.zeros(2, device=device)
             for s in range(steps):
-                ri = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+                ri = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
                 fi_cpu = fperm[(torch.arange(cfg.forget_batch_size) + s * cfg.forget_batch_size) % n_f]
                 cw_cpu, kl_cpu = feat_cw[fi_cpu], kl_mask[fi_cpu]
                 any_cw, any_kl = bool(cw_cpu.any()), bool(kl_cpu.any())
@@ -235,7 +245,10 @@ def unlearn_rfau(model: nn.Module, data: UnlearnData, cfg: RFAUConfig) -> Unlear
                 loss_f = torch.zeros((), device=device)
                 if any_cw:  # class-wise, feature variant: features of random retain samples
                     pick = torch.randint(0, budget, (len(fi),), generator=gen).to(device)
-                    per = [((h[nr:] - f[pick].float()).pow(2).mean(1) / sc) for h, f, sc in zip(hs, feats_r, scales)]
+                    per = [
+                        ((h[nr:] - f[pick].float()).pow(2).mean(1) / sc)
+                        for h, f, sc in zip(hs, feats_r, scales)
+                    ]
                     loss_f = loss_f + (sum(per) * cw).sum() / len(fi)
                 if any_kl:  # output targets: calibrated (sample-wise) or class-masked (class-wise)
                     q = q_out[fi]
@@ -276,20 +289,21 @@ def _prefix(model: nn.Module, x: torch.Tensor, cut: int, device, bs: int = 512) 
     out = []
     for i in range(0, len(x), bs):
         with autocast(device):
-            h = to_float(x[i:i + bs])
+            h = to_float(x[i : i + bs])
             out.append((model.run(h, 0, cut) if cut else h).to(dtype))
     return torch.cat(out)
 
 
 @torch.no_grad()
-def _features(model: nn.Module, taps: list[str], h: torch.Tensor, cut: int, device,
-              bs: int = 512) -> list[torch.Tensor]:
+def _features(
+    model: nn.Module, taps: list[str], h: torch.Tensor, cut: int, device, bs: int = 512
+) -> list[torch.Tensor]:
     """Outputs of the tapped layers for prefix outputs ``h`` (from ``_prefix``), batched."""
     hooks = Taps(model, taps)
     chunks: list[list[torch.Tensor]] = [[] for _ in taps]
     for i in range(0, len(h), bs):
         with autocast(device):
-            model.run(h[i:i + bs], cut) if cut else model(h[i:i + bs])
+            model.run(h[i : i + bs], cut) if cut else model(h[i : i + bs])
         for c, f in zip(chunks, hooks.features()):
             c.append(f.to(torch.bfloat16 if device.type == "cuda" else torch.float32))
     hooks.remove()

@@ -39,8 +39,9 @@ class SalUnConfig(SGDConfig):
     lr: float = Field(0.013, gt=0)
 
 
-def saliency_mask(model: nn.Module, x_f: torch.Tensor, y_f: torch.Tensor, ratio: float,
-                  batch_size: int) -> dict[str, torch.Tensor]:
+def saliency_mask(
+    model: nn.Module, x_f: torch.Tensor, y_f: torch.Tensor, ratio: float, batch_size: int
+) -> dict[str, torch.Tensor]:
     """Boolean mask per parameter: the top ``ratio`` of |d CE(forget) / d theta| over all weights.
     Runs in eval mode in float32; the model's weights and mode are left as they were."""
     if len(y_f) == 0:
@@ -50,7 +51,7 @@ def saliency_mask(model: nn.Module, x_f: torch.Tensor, y_f: torch.Tensor, ratio:
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     grads = [torch.zeros_like(p) for _, p in named]
     for i in range(0, len(y_f), batch_size):
-        loss = F.cross_entropy(model(to_float(x_f[i:i + batch_size])), y_f[i:i + batch_size])
+        loss = F.cross_entropy(model(to_float(x_f[i : i + batch_size])), y_f[i : i + batch_size])
         for g, gi in zip(grads, torch.autograd.grad(loss, [p for _, p in named])):
             g += gi
     model.train(was_training)
@@ -59,7 +60,7 @@ def saliency_mask(model: nn.Module, x_f: torch.Tensor, y_f: torch.Tensor, ratio:
     keep[flat.topk(int(round(ratio * len(flat))), sorted=False).indices] = True
     masks, offset = {}, 0
     for (name, p), g in zip(named, grads):
-        masks[name] = keep[offset:offset + g.numel()].view_as(p)
+        masks[name] = keep[offset : offset + g.numel()].view_as(p)
         offset += g.numel()
     return masks
 
@@ -69,8 +70,9 @@ def unlearn_salun(model: nn.Module, data: UnlearnData, cfg: SalUnConfig) -> Unle
     device = resolve_device(cfg.device)
     gen = set_seed(cfg.seed)
     work = working_copy(model, device)
-    masks = saliency_mask(work, data.x_forget.to(device), data.y_forget.to(device), cfg.mask_ratio,
-                          cfg.mask_batch_size)
+    masks = saliency_mask(
+        work, data.x_forget.to(device), data.y_forget.to(device), cfg.mask_ratio, cfg.mask_batch_size
+    )
     params = dict(work.named_parameters())
     theta0 = {n: params[n].detach().clone() for n in masks}
 
@@ -90,7 +92,6 @@ def unlearn_salun(model: nn.Module, data: UnlearnData, cfg: SalUnConfig) -> Unle
                 buf.mul_(m)
 
     x, labels = relabelled_union(data, gen, device)
-    history = ce_epochs(work, x, labels, cfg, gen, "salun", before_step=mask_grads,
-                        after_step=restore_frozen)
+    history = ce_epochs(work, x, labels, cfg, gen, "salun", before_step=mask_grads, after_step=restore_frozen)
     salient = int(sum(int(m.sum()) for m in masks.values()))
     return finish(work, start, trainable=salient, info={"history": history, "salient_params": salient})

@@ -86,7 +86,7 @@ def unlearn_scrub(model: nn.Module, data: UnlearnData, cfg: ScrubConfig) -> Unle
         for epoch in range(cfg.epochs):
             decays = sum(epoch + 1 > e for e in cfg.lr_decay_epochs)  # 1-based epochs, as upstream
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * cfg.lr_decay_rate ** decays
+                group["lr"] = cfg.lr * cfg.lr_decay_rate**decays
             student.train()
             kl_f = torch.zeros((), device=device)
             if epoch < cfg.msteps:

@@ -41,15 +41,16 @@ class SSDConfig(_Config):
     device: str = "auto"
 
 
-def importances(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                desc: str) -> list[torch.Tensor]:
+def importances(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, desc: str
+) -> list[torch.Tensor]:
     """Mean over batches of the squared gradient of the batch-mean CE, per parameter (float32)."""
     params = [p for p in model.parameters()]
     imps = [torch.zeros_like(p) for p in params]
     starts = range(0, len(y), batch_size)
     with progress_bar(len(starts), desc) as advance:
         for i in starts:
-            loss = F.cross_entropy(model(to_float(x[i:i + batch_size])), y[i:i + batch_size])
+            loss = F.cross_entropy(model(to_float(x[i : i + batch_size])), y[i : i + batch_size])
             for imp, g in zip(imps, torch.autograd.grad(loss, params, allow_unused=True)):
                 if g is not None:
                     imp += g.pow(2)
@@ -69,10 +70,11 @@ def unlearn_ssd(model: nn.Module, data: UnlearnData, cfg: SSDConfig) -> UnlearnR
     else:
         x_ref, y_ref = data.x_retain, data.y_retain
     # a seeded shuffle: batches mix classes (and a subsample, if asked, is a random one)
-    order = torch.randperm(len(y_ref), generator=gen)[:cfg.max_reference_samples]
+    order = torch.randperm(len(y_ref), generator=gen)[: cfg.max_reference_samples]
     x_ref, y_ref = x_ref[order].to(device), y_ref[order].to(device)
-    imp_f = importances(work, data.x_forget.to(device), data.y_forget.to(device), cfg.batch_size,
-                        "ssd forget importance")
+    imp_f = importances(
+        work, data.x_forget.to(device), data.y_forget.to(device), cfg.batch_size, "ssd forget importance"
+    )
     imp_d = importances(work, x_ref, y_ref, cfg.batch_size, "ssd reference importance")
     dampened, per_tensor = 0, {}
     with torch.no_grad():
@@ -83,6 +85,13 @@ def unlearn_ssd(model: nn.Module, data: UnlearnData, cfg: SSDConfig) -> UnlearnR
             n = int(selected.sum())
             dampened += n
             per_tensor[name] = n / p.numel()
-    return finish(work, start, trainable=dampened,
-                  info={"dampened_params": dampened, "reference_samples": len(y_ref),
-                        "dampened_share_per_tensor": per_tensor})
+    return finish(
+        work,
+        start,
+        trainable=dampened,
+        info={
+            "dampened_params": dampened,
+            "reference_samples": len(y_ref),
+            "dampened_share_per_tensor": per_tensor,
+        },
+    )

@@ -17,8 +17,9 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float(100.0 * (logits.argmax(1) == y).float().mean()) if len(y) else float("nan")
 
 
-def evaluate_model(model: nn.Module, ds: ImageDataset, split: Split, seed: int = 0,
-                   logits_out: dict | None = None) -> dict:
+def evaluate_model(
+    model: nn.Module, ds: ImageDataset, split: Split, seed: int = 0, logits_out: dict | None = None
+) -> dict:
     """All metrics for one model on one split (values in percent). ``logits_out``, when given,
     receives the retain/forget/test logits so that callers need not run the model again."""
     parts = {}

@@ -20,9 +20,12 @@ def activation_distance(logits_a: torch.Tensor, logits_b: torch.Tensor) -> float
 
 
 def loss_threshold_mia(
-    logits_retain: torch.Tensor, y_retain: torch.Tensor,
-    logits_test: torch.Tensor, y_test: torch.Tensor,
-    logits_forget: torch.Tensor, y_forget: torch.Tensor,
+    logits_retain: torch.Tensor,
+    y_retain: torch.Tensor,
+    logits_test: torch.Tensor,
+    y_test: torch.Tensor,
+    logits_forget: torch.Tensor,
+    y_forget: torch.Tensor,
 ) -> float:
     """Per-class loss-threshold attack: for each class the threshold that best separates retain
     (member) from test (non-member) losses; share of the forget set called non-member, percent."""
@@ -37,7 +40,9 @@ def loss_threshold_mia(
             a, b = lr, lt  # no reference for this class (e.g. forgotten class): pooled threshold
         cand = torch.cat([a, b]).unique() if len(a) + len(b) else lr_all.unique()
         # balanced accuracy of "member if loss <= t" for each candidate threshold
-        acc = ((a[None, :] <= cand[:, None]).float().mean(1) + (b[None, :] > cand[:, None]).float().mean(1)) / 2
+        acc = (
+            (a[None, :] <= cand[:, None]).float().mean(1) + (b[None, :] > cand[:, None]).float().mean(1)
+        ) / 2
         t = cand[acc.argmax()]
         m = y_forget == c
         non_member[m] = lf[m] > t

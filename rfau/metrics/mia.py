@@ -27,8 +27,14 @@ def attack_feature(logits: torch.Tensor, y: torch.Tensor, kind: str) -> np.ndarr
     return f.numpy().reshape(-1, 1).astype(np.float64)
 
 
-def fit_attack(logits_retain: torch.Tensor, y_retain: torch.Tensor, logits_test: torch.Tensor,
-               y_test: torch.Tensor, kind: str = "confidence", seed: int = 0) -> SVC:
+def fit_attack(
+    logits_retain: torch.Tensor,
+    y_retain: torch.Tensor,
+    logits_test: torch.Tensor,
+    y_test: torch.Tensor,
+    kind: str = "confidence",
+    seed: int = 0,
+) -> SVC:
     """The SVC attack: as many (seeded) retain members as test non-members."""
     n = min(len(y_test), len(y_retain))
     pick = torch.randperm(len(y_retain), generator=torch.Generator().manual_seed(seed))[:n]
@@ -45,10 +51,14 @@ def nonmember_share(clf: SVC, logits: torch.Tensor, y: torch.Tensor, kind: str =
 
 
 def mia_efficacy(
-    logits_retain: torch.Tensor, y_retain: torch.Tensor,
-    logits_test: torch.Tensor, y_test: torch.Tensor,
-    logits_forget: torch.Tensor, y_forget: torch.Tensor,
-    kind: str = "confidence", seed: int = 0,
+    logits_retain: torch.Tensor,
+    y_retain: torch.Tensor,
+    logits_test: torch.Tensor,
+    y_test: torch.Tensor,
+    logits_forget: torch.Tensor,
+    y_forget: torch.Tensor,
+    kind: str = "confidence",
+    seed: int = 0,
 ) -> float:
     clf = fit_attack(logits_retain, y_retain, logits_test, y_test, kind, seed)
     return nonmember_share(clf, logits_forget, y_forget, kind)

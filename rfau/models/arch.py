@@ -52,8 +52,11 @@ class Staged(nn.Module):
 class SmallCNN(Staged):
     """A compact CNN for small images such as the 8x8 digits (about 110k parameters)."""
 
-    STAGES = (("stem", ("norm", "conv1", "conv2")), ("conv3", ("conv3", "pool", "flatten")),
-              ("head", ("fc1", "fc")))
+    STAGES = (
+        ("stem", ("norm", "conv1", "conv2")),
+        ("conv3", ("conv3", "pool", "flatten")),
+        ("head", ("fc1", "fc")),
+    )
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32) -> None:
         super().__init__()
@@ -84,9 +87,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -97,8 +98,14 @@ class BasicBlock(nn.Module):
 class ResNet18(Staged):
     """CIFAR-style ResNet-18 (3x3 stem, no max-pool); ``width`` 64 is the standard model."""
 
-    STAGES = (("stem", ("norm", "conv1", "bn1")), ("layer1", ("layer1",)), ("layer2", ("layer2",)),
-              ("layer3", ("layer3",)), ("layer4", ("layer4",)), ("head", ("pool", "flatten", "fc")))
+    STAGES = (
+        ("stem", ("norm", "conv1", "bn1")),
+        ("layer1", ("layer1",)),
+        ("layer2", ("layer2",)),
+        ("layer3", ("layer3",)),
+        ("layer4", ("layer4",)),
+        ("head", ("pool", "flatten", "fc")),
+    )
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 64) -> None:
         super().__init__()
@@ -119,7 +126,10 @@ class ResNet18(Staged):
     def stage_fns(self) -> list:
         return [
             lambda x: torch.relu(self.bn1(self.conv1(self.norm(x)))),
-            self.layer1, self.layer2, self.layer3, self.layer4,
+            self.layer1,
+            self.layer2,
+            self.layer3,
+            self.layer4,
             lambda x: self.fc(self.flatten(self.pool(x))),
         ]
 

@@ -57,7 +57,9 @@ def read_card(model_dir: str | Path) -> ModelCard:
     try:
         return ModelCard.model_validate_json(path.read_text())
     except ValidationError as e:
-        raise ModelError(f"{path}: invalid model card: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}") from None
+        raise ModelError(
+            f"{path}: invalid model card: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}"
+        ) from None
 
 
 def verify_weights(model_dir: str | Path) -> str:
@@ -91,4 +93,11 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["ModelCard", "save_checkpoint", "load_checkpoint", "read_card", "verify_weights", "count_parameters"]
+__all__ = [
+    "ModelCard",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_card",
+    "verify_weights",
+    "count_parameters",
+]

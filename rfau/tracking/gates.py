@@ -35,20 +35,38 @@ def check_gates(metrics: dict, champion: dict | None, regime: str, gates: Gates)
     results = []
 
     def add(name: str, value: float, bound: float, detail: str) -> None:
-        results.append(GateResult(name=name, passed=value <= bound, value=round(value, 4), bound=bound,
-                                  detail=detail))
+        results.append(
+            GateResult(name=name, passed=value <= bound, value=round(value, 4), bound=bound, detail=detail)
+        )
 
     if regime == "class":
-        add("forget_accuracy", 100.0 - metrics["ua"], gates.max_forget_accuracy_classwise,
-            "accuracy on the forgotten classes' training samples")
+        add(
+            "forget_accuracy",
+            100.0 - metrics["ua"],
+            gates.max_forget_accuracy_classwise,
+            "accuracy on the forgotten classes' training samples",
+        )
     else:
         test_err = 100.0 - metrics["ta"]
-        add("forget_error_gap", abs(metrics["ua"] - test_err), gates.max_forget_error_gap_samplewise,
-            f"|forget error {metrics['ua']:.2f} - test error {test_err:.2f}|")
-        add("mia_gap", abs(metrics["mia_confidence"] - metrics["mia_confidence_test"]), gates.max_mia_gap_samplewise,
-            f"|MIA-efficacy {metrics['mia_confidence']:.2f} - test set's {metrics['mia_confidence_test']:.2f}|")
+        add(
+            "forget_error_gap",
+            abs(metrics["ua"] - test_err),
+            gates.max_forget_error_gap_samplewise,
+            f"|forget error {metrics['ua']:.2f} - test error {test_err:.2f}|",
+        )
+        add(
+            "mia_gap",
+            abs(metrics["mia_confidence"] - metrics["mia_confidence_test"]),
+            gates.max_mia_gap_samplewise,
+            f"|MIA-efficacy {metrics['mia_confidence']:.2f} - "
+            f"test set's {metrics['mia_confidence_test']:.2f}|",
+        )
     if champion is not None:
         add("retain_drop", champion["ra"] - metrics["ra"], gates.max_retain_drop, "RA drop vs champion")
-        add("test_drop", champion["ta_kept_classes"] - metrics["ta_kept_classes"], gates.max_test_drop,
-            "TA (kept classes) drop vs champion")
+        add(
+            "test_drop",
+            champion["ta_kept_classes"] - metrics["ta_kept_classes"],
+            gates.max_test_drop,
+            "TA (kept classes) drop vs champion",
+        )
     return results

@@ -53,8 +53,10 @@ def connect(settings: TrackingSettings):
         if exp is None:
             client.create_experiment(settings.experiment, artifact_location=settings.artifact_location())
     except Exception as e:  # MlflowException, requests errors: all mean "not usable"
-        raise RfauError(f"cannot use the MLflow tracking store at {settings.redacted_uri()}: "
-                        f"{str(e).splitlines()[0][:300]}") from None
+        raise RfauError(
+            f"cannot use the MLflow tracking store at {settings.redacted_uri()}: "
+            f"{str(e).splitlines()[0][:300]}"
+        ) from None
     mlflow.set_experiment(settings.experiment)
     return client
 
@@ -101,21 +103,28 @@ def pipeline_run(settings: TrackingSettings, name: str, tags: dict | None = None
         yield run
 
 
-def log_stage(name: str, params: dict | None = None, metrics: dict | None = None,
-              artifacts: list[Path] | None = None, tags: dict | None = None,
-              history: list[dict] | None = None) -> str:
+def log_stage(
+    name: str,
+    params: dict | None = None,
+    metrics: dict | None = None,
+    artifacts: list[Path] | None = None,
+    tags: dict | None = None,
+    history: list[dict] | None = None,
+) -> str:
     """A nested run for one finished stage (call inside ``pipeline_run``); ``history`` rows
     (with an ``epoch`` key) become per-epoch metric steps."""
     mlflow = _mlflow()
     with mlflow.start_run(run_name=name, nested=True) as run:
         for row in history or []:
-            mlflow.log_metrics({f"rfau.{k}": float(v) for k, v in row.items() if k != "epoch"},
-                               step=int(row["epoch"]))
+            mlflow.log_metrics(
+                {f"rfau.{k}": float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])
+            )
         if params:
             mlflow.log_params({f"rfau.{k}": _short(v) for k, v in params.items()})
         if metrics:
-            mlflow.log_metrics({f"rfau.{k}": float(v) for k, v in metrics.items()
-                                if isinstance(v, int | float) and v == v})
+            mlflow.log_metrics(
+                {f"rfau.{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float) and v == v}
+            )
         if tags:
             mlflow.set_tags({f"rfau.{k}": _short(v) for k, v in tags.items()})
         for a in artifacts or []:
@@ -136,9 +145,14 @@ def _short(v) -> str:
     return s if len(s) <= 500 else s[:497] + "..."
 
 
-def register(model_dir: str | Path, metrics_path: str | Path, settings: TrackingSettings,
-             gates: Gates | None = None, baseline_metrics_path: str | Path | None = None,
-             bootstrap: bool = False) -> dict:
+def register(
+    model_dir: str | Path,
+    metrics_path: str | Path,
+    settings: TrackingSettings,
+    gates: Gates | None = None,
+    baseline_metrics_path: str | Path | None = None,
+    bootstrap: bool = False,
+) -> dict:
     """Register an unlearned model as a new version; promote it to champion when the gates pass.
     ``bootstrap``: the original model (nothing forgotten, no gates); it becomes champion only
     where the registry has none.
@@ -168,20 +182,29 @@ def register(model_dir: str | Path, metrics_path: str | Path, settings: Tracking
     existing = _find_version(client, name, key)
     if existing is not None:
         champ = _alias_version(client, name, CHAMPION)
-        return {"model": name, "version": int(existing.version), "new": False,
-                "champion": int(champ.version) if champ else None,
-                "gates_passed": existing.tags.get("rfau.gates_passed") == "true"}
+        return {
+            "model": name,
+            "version": int(existing.version),
+            "new": False,
+            "champion": int(champ.version) if champ else None,
+            "gates_passed": existing.tags.get("rfau.gates_passed") == "true",
+        }
 
     mlflow = _mlflow()
     version = None
     nested = mlflow.active_run() is not None
     try:
         with mlflow.start_run(run_name="register", nested=nested) as run:
-            mlflow.log_params({"rfau.method": info.get("method", card.lineage.get("kind", "")),
-                               "rfau.regime": regime,
-                               **{f"rfau.gate.{k}": v for k, v in gates.model_dump().items()}})
-            mlflow.log_metrics({f"rfau.{k}": float(v) for k, v in metrics.items()
-                                if isinstance(v, int | float) and v == v})
+            mlflow.log_params(
+                {
+                    "rfau.method": info.get("method", card.lineage.get("kind", "")),
+                    "rfau.regime": regime,
+                    **{f"rfau.gate.{k}": v for k, v in gates.model_dump().items()},
+                }
+            )
+            mlflow.log_metrics(
+                {f"rfau.{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float) and v == v}
+            )
             mlflow.log_dict(metrics, "evaluation.json")
             mlflow.log_dict([r.model_dump() for r in results], "gates.json")
             if (model_dir / "adapter").is_dir():
@@ -195,13 +218,17 @@ def register(model_dir: str | Path, metrics_path: str | Path, settings: Tracking
                 from mlflow.models import infer_signature
 
                 c, h, w = card.input_shape
-                sig = infer_signature(np.zeros((1, c, h, w), np.float32),
-                                      np.zeros((1, len(card.classes)), np.float32))
+                sig = infer_signature(
+                    np.zeros((1, c, h, w), np.float32), np.zeros((1, len(card.classes)), np.float32)
+                )
                 with warnings.catch_warnings():  # MLflow's hints about type hints / input examples
                     warnings.simplefilter("ignore", UserWarning)
                     logged = mlflow.pyfunc.log_model(
-                        name="model", python_model=str(PYFUNC_CODE), artifacts={"model_dir": str(served)},
-                        signature=sig, pip_requirements=["rfau", "torch", "safetensors"],
+                        name="model",
+                        python_model=str(PYFUNC_CODE),
+                        artifacts={"model_dir": str(served)},
+                        signature=sig,
+                        pip_requirements=["rfau", "torch", "safetensors"],
                     )
             mv = mlflow.register_model(logged.model_uri, name, await_registration_for=60)
             version = mv.version
@@ -215,8 +242,10 @@ def register(model_dir: str | Path, metrics_path: str | Path, settings: Tracking
                 "rfau.regime": regime,
                 "rfau.run_id": run.info.run_id,
                 "rfau.gates_passed": str(passed).lower(),
-                "rfau.gate_failures": "; ".join(f"{r.name}={r.value} > {r.bound} ({r.detail})"
-                                                for r in results if not r.passed) or "none",
+                "rfau.gate_failures": "; ".join(
+                    f"{r.name}={r.value} > {r.bound} ({r.detail})" for r in results if not r.passed
+                )
+                or "none",
             }
             for k, v in tags.items():
                 client.set_model_version_tag(name, version, k, _short(v))
@@ -235,11 +264,18 @@ def register(model_dir: str | Path, metrics_path: str | Path, settings: Tracking
                 pass
         if isinstance(e, RfauError):
             raise
-        raise RfauError(f"registration failed at {settings.redacted_uri()}: {str(e).splitlines()[0][:300]}") from None
+        raise RfauError(
+            f"registration failed at {settings.redacted_uri()}: {str(e).splitlines()[0][:300]}"
+        ) from None
     champ = _alias_version(client, name, CHAMPION)
-    return {"model": name, "version": int(version), "new": True, "gates_passed": passed,
-            "gates": [r.model_dump() for r in results],
-            "champion": int(champ.version) if champ else None}
+    return {
+        "model": name,
+        "version": int(version),
+        "new": True,
+        "gates_passed": passed,
+        "gates": [r.model_dump() for r in results],
+        "champion": int(champ.version) if champ else None,
+    }
 
 
 def _move_champion(client, name: str, version) -> None:
@@ -286,11 +322,21 @@ def list_versions(settings: TrackingSettings) -> list[dict]:
     by_version: dict[str, list[str]] = {}
     for alias, v in aliases.items():
         by_version.setdefault(str(v), []).append(alias)
-    return sorted(({"version": int(v.version), "aliases": sorted(by_version.get(str(v.version), [])),
-                    "gates_passed": v.tags.get("rfau.gates_passed"),
-                    "gate_failures": v.tags.get("rfau.gate_failures"),
-                    "method": v.tags.get("rfau.method"), "requests": v.tags.get("rfau.request_ids"),
-                    "created": v.creation_timestamp} for v in versions), key=lambda d: d["version"])
+    return sorted(
+        (
+            {
+                "version": int(v.version),
+                "aliases": sorted(by_version.get(str(v.version), [])),
+                "gates_passed": v.tags.get("rfau.gates_passed"),
+                "gate_failures": v.tags.get("rfau.gate_failures"),
+                "method": v.tags.get("rfau.method"),
+                "requests": v.tags.get("rfau.request_ids"),
+                "created": v.creation_timestamp,
+            }
+            for v in versions
+        ),
+        key=lambda d: d["version"],
+    )
 
 
 def champion(settings: TrackingSettings) -> dict | None:
@@ -316,9 +362,13 @@ def fetch_version(settings: TrackingSettings, version: int, out_dir: str | Path)
         raise RfauError(f"model {name!r} has no version {version}") from None
     with tempfile.TemporaryDirectory() as dl, atomic_dir(out_dir) as tmp:
         try:
-            local = _mlflow().artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=dl)
+            local = _mlflow().artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}", dst_path=dl
+            )
         except Exception as e:
-            raise RfauError(f"cannot download {name} version {version}: {str(e).splitlines()[0][:300]}") from None
+            raise RfauError(
+                f"cannot download {name} version {version}: {str(e).splitlines()[0][:300]}"
+            ) from None
         found = sorted(Path(local).rglob(WEIGHTS))
         if not found:
             raise RfauError(f"{name} version {version} has no {WEIGHTS} artifact")
@@ -327,7 +377,9 @@ def fetch_version(settings: TrackingSettings, version: int, out_dir: str | Path)
         digest = verify_weights(tmp)
         tagged = mv.tags.get("rfau.weights_sha256")
         if tagged and tagged != digest:
-            raise RfauError(f"{name} version {version}: weights hash {digest[:12]} differs from its tag {tagged[:12]}")
+            raise RfauError(
+                f"{name} version {version}: weights hash {digest[:12]} differs from its tag {tagged[:12]}"
+            )
     return Path(out_dir)
 
 

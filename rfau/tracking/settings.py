@@ -43,7 +43,7 @@ class TrackingSettings(BaseModel):
         artifacts beside the database, never in the working folder. Server: the server decides."""
         uri = self.uri()
         if uri.startswith("sqlite:///"):
-            return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+            return (Path(uri[len("sqlite:///") :]).resolve().parent / "mlartifacts").as_uri()
         return None
 
     def redacted_uri(self) -> str:
