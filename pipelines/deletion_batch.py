@@ -114,7 +114,8 @@ def build_pipeline(gpu: GpuSpec | None = None, retries: int = 2):
 
     @dsl.pipeline(
         name="after-split",
-        description="unlearn -> evaluate -> register for one claimed batch; on failure its claims are released.",
+        description="unlearn -> evaluate -> register for one claimed batch; "
+        "its claims are released on failure.",
     )
     def after_split(
         batch: Input[Dataset],

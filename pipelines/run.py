@@ -36,6 +36,22 @@ def _plain_kfp_logs() -> None:
         logging_utils.color_text = lambda text, color: text
 
 
+BATCH_FILE = "batch.json"  # rfau.batch.BATCH: the batch folder's record of its claims
+
+
+def _pending_again(batch_dir: Path) -> list[str]:
+    """The batch's requests that are pending again after a failed local run: the pipeline's exit
+    task (components/cleanup.py) has released them already; abort() covers a run that died
+    before the exit task could run, and releases nothing twice."""
+    from rfau.batch import abort
+    from rfau.data.request_store import RequestState, RequestStore
+
+    abort(batch_dir, "the local pipeline run stopped before register")
+    meta = read_json(batch_dir / BATCH_FILE)
+    reqs = RequestStore.from_uri(meta["store"])
+    return [rid for rid in meta["request_ids"] if reqs.get(rid).state is RequestState.PENDING]
+
+
 def run_local(arguments: dict, pipeline_root: str | Path) -> dict:
     """Run the pipeline with kfp.local (SubprocessRunner, no venv: the installed rfau) ->
     the register stage's result (or the skip notice), plus where every output went."""
@@ -56,12 +72,8 @@ def run_local(arguments: dict, pipeline_root: str | Path) -> dict:
     run_dir = runs[-1]
     found = sorted(run_dir.rglob("registered.json"))
     if not found:
-        from rfau.batch import BATCH, abort
-
-        batches = sorted(run_dir.rglob(BATCH))
-        released = (
-            abort(batches[0].parent, "the local pipeline run stopped before register") if batches else []
-        )
+        batches = sorted(run_dir.rglob(BATCH_FILE))
+        released = _pending_again(batches[0].parent) if batches else []
         raise RfauError(
             f"the local pipeline run failed before the register stage (task outputs in {run_dir})"
             + (f"; requests {', '.join(released)} are pending again" if released else "")
