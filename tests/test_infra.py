@@ -22,11 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "infra" / "k8s"
 DOCKER = ROOT / "infra" / "docker"
 
-OVERLAYS = ["cluster", "existing-mlflow"]
+OVERLAYS = ["cluster", "existing-mlflow", "profile"]
 KUSTOMIZATIONS = ["base", "mlflow", "gpu", *(f"overlays/{o}" for o in OVERLAYS)]
 DOCKERFILES = {"cpu": DOCKER / "Dockerfile.cpu", "cuda": DOCKER / "Dockerfile.cuda"}
 
 NAMESPACE = "rfau"
+PROFILE_NAMESPACE = "kubeflow-user-example-com"  # overlays/profile: a Kubeflow Profile's namespace
+BUNDLED = ("cluster", "profile")  # the overlays with the bundled MLflow, PostgreSQL and MinIO
+CLIENT_LABEL = {"rfau.io/client": "true"}  # pipelines/deletion_batch.py puts it on every task
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_SELECTOR = ("nvidia.com/gpu.present", "true")
 GPU_TOLERATION_KEY = "nvidia.com/gpu"
@@ -111,9 +114,43 @@ def overlay(request) -> tuple[str, tuple[dict, ...]]:
 def test_kustomization_renders_offline(path):
     objs = render(path)
     assert objs, f"infra/k8s/{path} renders nothing"
+    want = PROFILE_NAMESPACE if path == "overlays/profile" else NAMESPACE
     for o in objs:
         ns = o["metadata"].get("namespace")
-        assert ns in (None, NAMESPACE), f"{ident(o)} is in namespace {ns!r}, not {NAMESPACE!r}"
+        assert ns in (None, want), f"{ident(o)} is in namespace {ns!r}, not {want!r}"
+    for binding in (o for o in objs if o["kind"] == "RoleBinding"):
+        assert {s.get("namespace") for s in binding["subjects"]} == {want}, (
+            f"{ident(binding)} binds elsewhere"
+        )
+
+
+def kubernetes_validate_path() -> str | None:
+    beside = Path(sys.executable).parent / "kubernetes-validate"
+    return str(beside) if beside.is_file() else shutil.which("kubernetes-validate")
+
+
+@needs_kubectl
+@pytest.mark.parametrize("path", KUSTOMIZATIONS)
+def test_rendered_manifests_pass_the_strict_schema_check(path, tmp_path):
+    """`kubectl kustomize` + `kubernetes-validate --strict -k 1.32.0`: every object against the
+    Kubernetes 1.32 OpenAPI schemas, unknown fields refused (offline: the schemas ship in the wheel)."""
+    exe = kubernetes_validate_path()
+    if exe is None:
+        pytest.skip("kubernetes-validate not found (pip install kubernetes-validate, in the dev extra)")
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(yaml.safe_dump_all(render(path)))
+    proc = subprocess.run(
+        [exe, "--strict", "-k", "1.32.0", str(rendered)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, f"infra/k8s/{path}:\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}"
+    passed = proc.stdout.count(" passed for resource ")
+    assert passed == len(render(path)), (
+        f"infra/k8s/{path}: {passed} of {len(render(path))} objects were checked"
+    )
 
 
 def test_overlays_are_complete(overlay):
@@ -126,10 +163,15 @@ def test_overlays_are_complete(overlay):
         ("RoleBinding", "rfau-pipeline"),
         ("ConfigMap", "rfau-config"),
         ("ResourceQuota", "rfau-gpu"),
-        ("PriorityClass", "rfau-unlearn"),
         ("Job", "rfau-gpu-check"),
+        ("NetworkPolicy", "rfau-gpu-check"),
     ]:
+        if want[0] == "Namespace" and name == "profile":
+            assert want not in kinds, "overlays/profile must not create or change the Profile's namespace"
+            continue
         assert want in kinds, f"overlay {name}: {want[0]} {want[1]} is missing"
+    # KFP (kfp-kubernetes) cannot set a task's priorityClassName: a PriorityClass would go unused
+    assert not [o for o in objs if o["kind"] == "PriorityClass"], f"overlay {name}: an unused PriorityClass"
     in_cluster = [
         ("Deployment", "mlflow"),
         ("Service", "mlflow"),
@@ -139,10 +181,14 @@ def test_overlays_are_complete(overlay):
         ("Service", "minio"),
         ("PersistentVolumeClaim", "minio-data"),
         ("Job", "rfau-minio-buckets"),
+        ("NetworkPolicy", "mlflow"),
+        ("NetworkPolicy", "minio"),
+        ("NetworkPolicy", "rfau-postgres"),
+        ("NetworkPolicy", "rfau-minio-buckets"),
     ]
     for want in in_cluster:
-        assert (want in kinds) == (name == "cluster"), (
-            f"overlay {name}: {want[0]} {want[1]} should be there only in overlays/cluster"
+        assert (want in kinds) == (name in BUNDLED), (
+            f"overlay {name}: {want[0]} {want[1]} should be there only in overlays {BUNDLED}"
         )
     data = find(objs, "ConfigMap", "rfau-config")["data"]
     for key in [
@@ -150,34 +196,64 @@ def test_overlays_are_complete(overlay):
         "RFAU_MODEL_NAME",
         "RFAU_REQUEST_STORE",
         "AWS_ENDPOINT_URL",
-        "RFAU_GPU_ACCELERATOR",
-        "RFAU_GPU_NODE_SELECTOR_KEY",
-        "RFAU_GPU_NODE_SELECTOR_VALUE",
-        "RFAU_GPU_TOLERATION_KEY",
     ]:
         assert data.get(key), f"overlay {name}: ConfigMap rfau-config has no value for {key}"
-    assert data["RFAU_GPU_ACCELERATOR"] == GPU_RESOURCE
-    assert (data["RFAU_GPU_NODE_SELECTOR_KEY"], data["RFAU_GPU_NODE_SELECTOR_VALUE"]) == GPU_SELECTOR
-    assert data["RFAU_GPU_TOLERATION_KEY"] == GPU_TOLERATION_KEY
-    if name == "cluster":
-        assert data["RFAU_TRACKING_URI"] == "http://mlflow.rfau.svc.cluster.local:5000"
+    # every key drives something: the pipeline maps these into its pods' environment
+    assert not [k for k in data if k.startswith("RFAU_GPU_")], "GPU placement is compiled into the pipeline"
+    if name in BUNDLED:  # short Service names: right in whatever namespace the overlay lands in
+        assert (data["RFAU_TRACKING_URI"], data["AWS_ENDPOINT_URL"]) == (
+            "http://mlflow:5000",
+            "http://minio:9000",
+        )
 
 
-def test_role_is_least_privilege(overlay):
+KFP_RUNNER_ROLE = K8S / "reference" / "kfp-pipeline-runner-role.yaml"
+# what a KFP v2 run's pods must be able to do (Argo executor, KFP driver/launcher, rfau's env)
+RUNNER_NEEDS = [
+    ("argoproj.io", "workflowtaskresults", "create"),
+    ("argoproj.io", "workflowtaskresults", "patch"),
+    ("", "pods", "get"),
+    ("", "configmaps", "get"),
+    ("", "secrets", "get"),
+]
+
+
+def grants(rules: list[dict]) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) triples; "*" stays a wildcard."""
+    return {
+        (g, r, v)
+        for rule in rules
+        for g in rule.get("apiGroups", [])
+        for r in rule.get("resources", [])
+        for v in rule.get("verbs", [])
+    }
+
+
+def covered(triple: tuple[str, str, str], allowed: set[tuple[str, str, str]]) -> bool:
+    return any(all(a in ("*", t) for a, t in zip(grant, triple, strict=True)) for grant in allowed)
+
+
+def test_runner_role_is_within_kfps_documented_pipeline_runner(overlay):
     name, objs = overlay
+    upstream = yaml.safe_load(KFP_RUNNER_ROLE.read_text())
+    assert upstream["kind"] == "Role" and upstream["metadata"]["name"] == "pipeline-runner"
+    documented = grants(upstream["rules"])
     role = find(objs, "Role", "rfau-pipeline")
+    ours = grants(role["rules"])
+    beyond = sorted(t for t in ours if not covered(t, documented))
+    assert not beyond, f"overlay {name}: Role rfau-pipeline grants more than KFP's pipeline-runner: {beyond}"
+    missing = [t for t in RUNNER_NEEDS if t not in ours]
+    assert not missing, f"overlay {name}: Role rfau-pipeline lacks what a KFP run needs: {missing}"
     for rule in role["rules"]:
-        assert rule.get("verbs") == ["get"], f"overlay {name}: Role rfau-pipeline grants {rule.get('verbs')}"
-        assert set(rule.get("resources", [])) <= {"secrets", "configmaps"}, (
-            f"overlay {name}: Role rfau-pipeline reaches {rule.get('resources')}"
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"], (
+            f"overlay {name}: wildcard in {rule}"
         )
-        assert rule.get("resourceNames"), (
-            f"overlay {name}: Role rfau-pipeline rule {rule} is not limited by name"
-        )
+        assert not set(rule["verbs"]) & {"list", "watch", "delete", "deletecollection", "update", "escalate"}
+        if set(rule["resources"]) & {"secrets", "configmaps"}:
+            assert rule.get("resourceNames"), f"overlay {name}: {rule} reads secrets/config maps by any name"
+    want_ns = PROFILE_NAMESPACE if name == "profile" else NAMESPACE
     binding = find(objs, "RoleBinding", "rfau-pipeline")
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "rfau-pipeline", "namespace": NAMESPACE}
-    ]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rfau-pipeline", "namespace": want_ns}]
     assert not [o for o in objs if o["kind"] in {"ClusterRole", "ClusterRoleBinding"}], (
         f"overlay {name}: rfau needs no cluster-wide RBAC"
     )
@@ -195,7 +271,6 @@ def test_gpu_check_job_is_placed_on_a_gpu_node(overlay):
         f"{where} lacks the toleration {GPU_TOLERATION_KEY} Exists NoSchedule"
     )
     assert c["image"].endswith("-cuda"), f"{where} runs {c['image']}, not the CUDA image"
-    assert spec.get("priorityClassName") == "rfau-unlearn", f"{where} does not use PriorityClass rfau-unlearn"
     quota = find(objs, "ResourceQuota", "rfau-gpu")
     assert f"requests.{GPU_RESOURCE}" in quota["spec"]["hard"], "ResourceQuota rfau-gpu does not cap GPUs"
 
