@@ -10,27 +10,20 @@ from kfp.dsl import Dataset, Input, Markdown, Output
 
 from rfau.components.image import CPU_IMAGE
 
-SUCCEEDED = "SUCCEEDED"  # KFP's PipelineTaskFinalStatus.state of a run that went through
-
-
-def release_claims(batch_dir: str, state: str, error_message: str | None = None) -> list[str]:
-    """The requests put back to pending (none after success, none when the batch is empty or
-    they were settled already: rfau.batch.abort releases only this batch's in-progress claims)."""
-    if state == SUCCEEDED:
-        return []
-    from rfau.batch import abort
-
-    reason = f"pipeline run {state.lower()}" + (f": {error_message}" if error_message else "")
-    return abort(batch_dir, reason)
-
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def cleanup(batch: Input[Dataset], status: dsl.PipelineTaskFinalStatus, receipt: Output[Markdown]):
+    # the body runs alone in the task's pod (KFP ships only this function): imports stay inside
     from pathlib import Path
 
-    from rfau.components.cleanup import release_claims
+    from rfau.batch import abort
 
-    released = release_claims(batch.path, status.state, status.error_message)
+    released = []
+    if status.state != "SUCCEEDED":  # FAILED or CANCELED: release only this batch's in-progress claims
+        reason = f"pipeline run {status.state.lower()}"
+        if status.error_message:
+            reason += f": {status.error_message}"
+        released = abort(batch.path, reason)
     if released:
         text = f"Run {status.state.lower()}: requests {', '.join(released)} are pending again.\n"
     else:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from rfau.audit.salt import require_shared_salt
-from rfau.components.cleanup import release_claims
+from rfau.components.cleanup import cleanup
 from rfau.data.request_store import RequestState, RequestStore
 from rfau.errors import RfauError
 from rfau.pipelines.deletion_batch import GpuSpec
@@ -331,29 +331,50 @@ def _states(reqs, ids=("req-a", "req-b")):
     return [reqs.get(rid).state for rid in ids]
 
 
+class _Artifact:  # what KFP hands the component: an object with .path
+    def __init__(self, path):
+        self.path = str(path)
+
+
+class _Status:  # dsl.PipelineTaskFinalStatus as the exit task receives it
+    def __init__(self, state, error_message=None):
+        self.state, self.error_message = state, error_message
+
+
+def release_claims(batch, state, error_message=None, receipt=None) -> str:
+    """Run the cleanup component's own function (what its pod runs) -> its receipt."""
+    receipt = receipt or Path(batch).parent / "receipt.md"
+    cleanup.python_func(
+        batch=_Artifact(batch), status=_Status(state, error_message), receipt=_Artifact(receipt)
+    )
+    return receipt.read_text()
+
+
 def test_cleanup_does_nothing_after_success(tmp_path):
     batch, reqs = _claimed_batch(tmp_path)
-    assert release_claims(str(batch), "SUCCEEDED") == []
+    assert release_claims(batch, "SUCCEEDED") == "Run succeeded: no request to release.\n"
     assert _states(reqs) == [RequestState.IN_PROGRESS] * 2
 
 
 @pytest.mark.parametrize("state", ["FAILED", "CANCELED"])
 def test_cleanup_releases_the_claims_of_a_failed_run_once(tmp_path, state):
     batch, reqs = _claimed_batch(tmp_path)
-    assert release_claims(str(batch), state, "Task exit-handler-1 failed.") == ["req-a", "req-b"]
+    receipt = release_claims(batch, state, "Task exit-handler-1 failed.")
+    assert receipt == f"Run {state.lower()}: requests req-a, req-b are pending again.\n"
     assert _states(reqs) == [RequestState.PENDING] * 2
     assert "Task exit-handler-1 failed." in reqs.get("req-a").detail
-    assert release_claims(str(batch), state) == []  # a retried exit task releases nothing twice
+    # a retried exit task releases nothing twice
+    assert release_claims(batch, state) == f"Run {state.lower()}: no request to release.\n"
 
 
 def test_cleanup_leaves_requests_settled_by_register_alone(tmp_path):
     batch, reqs = _claimed_batch(tmp_path)
     reqs.release("req-a", "batch-1", "a gate failed")  # what register does when a gate fails
-    assert release_claims(str(batch), "FAILED") == ["req-b"]
+    assert release_claims(batch, "FAILED") == "Run failed: requests req-b are pending again.\n"
 
 
 def test_cleanup_of_a_batch_without_a_record_is_a_no_op(tmp_path):
-    assert release_claims(str(tmp_path / "nothing"), "FAILED") == []
+    assert release_claims(tmp_path / "nothing", "FAILED") == "Run failed: no request to release.\n"
 
 
 # --- namespaces, the salt, progress in logs ---------------------------------------------------------
