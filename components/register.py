@@ -18,6 +18,7 @@ def register(
     gates: dict,
     registered: Output[Artifact],
     receipt: Output[Markdown],
+    kfp_run_id: str = "",
 ):
     from pathlib import Path
 
@@ -39,6 +40,8 @@ def register(
         Path(receipt.path).write_text(f"Nothing registered: {res['reason']}\n")
         return
     registered.metadata.update({k: res[k] for k in ("version", "champion", "gates_passed", "ledger_seq")})
+    # the KFP run (dsl.PIPELINE_JOB_ID_PLACEHOLDER) that produced this version
+    registered.metadata["kfp_run_id"] = kfp_run_id
     verdict = (
         "promoted to champion"
         if res["gates_passed"]

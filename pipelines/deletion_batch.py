@@ -1,18 +1,28 @@
-"""The deletion-batch pipeline: data-split -> unlearn (GPU node) -> evaluate -> register.
+"""The deletion-batch pipeline: data-split -> [unlearn (GPU node) -> evaluate -> register], with
+an exit task (cleanup) that releases the batch's claimed requests when anything after data-split
+failed or the run was cancelled.
 
-Only unlearn asks for a GPU: an accelerator type and limit, a node selector and a toleration,
-set on the task (kfp-kubernetes) so that kfp.local can run the very same pipeline on a laptop.
-data-split and register change state outside KFP (request states, registry, ledger), so they are
-never served from KFP's cache; unlearn and evaluate are pure functions of their inputs and are.
-Every task retries transient faults with backoff on a cluster; each stage is idempotent, so a
-retry is safe.
+KFP forbids an exit task that depends on another task, so the three stages after data-split form
+a sub-pipeline (``after_split``) that takes the batch folder as its input; inside it the ExitHandler
+wraps them and the cleanup task reads that input. kfp.local runs the same structure.
+
+Only unlearn asks for a GPU: an accelerator type and limit, a node selector, a toleration and a
+timeout, set on the task (kfp-kubernetes) so that kfp.local can run the very same pipeline on a
+laptop. Every task has CPU/memory requests and limits and carries the pod label
+``rfau.io/client=true`` (infra/k8s NetworkPolicies let those pods reach MLflow and MinIO) and
+``rfau.io/task=<stage>``. data-split and register change state outside KFP (request states,
+registry, ledger), so they are never served from KFP's cache; unlearn and evaluate are pure
+functions of their inputs and are. Every task retries transient faults with backoff on a
+cluster; each stage is idempotent, so a retry is safe.
 """
 
 # no "from __future__ import annotations": KFP reads the real annotations of the pipeline function
 
 from kfp import dsl, kubernetes
+from kfp.dsl import Dataset, Input
 from pydantic import BaseModel
 
+from rfau.components.cleanup import cleanup
 from rfau.components.data_split import data_split
 from rfau.components.evaluate import evaluate
 from rfau.components.image import CUDA_IMAGE
@@ -22,12 +32,34 @@ from rfau.components.unlearn import unlearn
 PIPELINE_NAME = "rfau-deletion-batch"
 CONFIG_MAP = "rfau-config"  # infra/k8s: RFAU_TRACKING_URI, RFAU_REQUEST_STORE, AWS_ENDPOINT_URL...
 S3_SECRET = "rfau-s3"  # infra/k8s: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
-AUDIT_SECRET = "rfau-audit"  # infra/k8s: RFAU_AUDIT_SALT
+AUDIT_SECRET = "rfau-audit"  # infra/k8s: RFAU_AUDIT_SALT (required by register: no silent new salt)
+CLIENT_LABEL = ("rfau.io/client", "true")  # infra/k8s/mlflow/networkpolicies.yaml admits these pods
+TASK_LABEL = "rfau.io/task"
+
+
+class Resources(BaseModel):
+    """CPU/memory of one task: requests (what the scheduler reserves) and limits (the cap)."""
+
+    cpu: str
+    memory: str
+    cpu_limit: str
+    memory_limit: str
+
+
+# the stages without a GPU; the cleanup task only imports rfau and rewrites a few request files
+CPU_TASKS = {
+    "data-split": Resources(cpu="1", memory="4Gi", cpu_limit="2", memory_limit="8Gi"),
+    "evaluate": Resources(cpu="2", memory="8Gi", cpu_limit="4", memory_limit="12Gi"),
+    "register": Resources(cpu="1", memory="4Gi", cpu_limit="2", memory_limit="8Gi"),
+    "cleanup": Resources(cpu="250m", memory="1Gi", cpu_limit="1", memory_limit="2Gi"),
+}
 
 
 class GpuSpec(BaseModel):
-    """Where the unlearn task runs. Defaults: NVIDIA's device plugin resource and the label that
-    GPU feature discovery puts on GPU nodes; GPU node pools are usually tainted nvidia.com/gpu."""
+    """Where and how long the unlearn task runs. Defaults: NVIDIA's device plugin resource and
+    the label that GPU feature discovery puts on GPU nodes; GPU node pools are usually tainted
+    nvidia.com/gpu. ``timeout_seconds``: the pod's activeDeadlineSeconds, so a hung GPU job frees
+    the GPU (and the cleanup task releases the requests)."""
 
     accelerator: str = "nvidia.com/gpu"
     count: int = 1
@@ -36,14 +68,21 @@ class GpuSpec(BaseModel):
     toleration_key: str = "nvidia.com/gpu"
     cpu: str = "4"
     memory: str = "16Gi"
+    cpu_limit: str = "8"
+    memory_limit: str = "24Gi"
+    timeout_seconds: int = 2 * 3600
 
 
-def _common(task: dsl.PipelineTask, cpu: str, memory: str, retries: int) -> dsl.PipelineTask:
-    task.set_cpu_request(cpu).set_memory_request(memory)
+def _common(task: dsl.PipelineTask, name: str, res: Resources, retries: int) -> dsl.PipelineTask:
+    task.set_display_name(name)
+    task.set_cpu_request(res.cpu).set_memory_request(res.memory)
+    task.set_cpu_limit(res.cpu_limit).set_memory_limit(res.memory_limit)
     if retries:
         task.set_retry(
             num_retries=retries, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="10m"
         )
+    kubernetes.add_pod_label(task, *CLIENT_LABEL)
+    kubernetes.add_pod_label(task, TASK_LABEL, name)
     kubernetes.use_config_map_as_env(
         task,
         CONFIG_MAP,
@@ -69,6 +108,54 @@ def build_pipeline(gpu: GpuSpec | None = None, retries: int = 2):
     per task, for transient cluster faults (kfp.local honours them too; local runs use 0 so a
     real error is reported at once instead of after the backoff)."""
     gpu = gpu or GpuSpec()
+    gpu_resources = Resources(
+        cpu=gpu.cpu, memory=gpu.memory, cpu_limit=gpu.cpu_limit, memory_limit=gpu.memory_limit
+    )
+
+    @dsl.pipeline(
+        name="after-split",
+        description="unlearn -> evaluate -> register for one claimed batch; "
+        "its claims are released on failure.",
+    )
+    def after_split(
+        batch: Input[Dataset],
+        method: str,
+        method_config: dict,
+        model_name: str,
+        tracking_uri: str,
+        requests_uri: str,
+        gates: dict,
+    ):
+        release = _common(cleanup(batch=batch), "cleanup", CPU_TASKS["cleanup"], retries)
+        release.set_caching_options(False)
+        with dsl.ExitHandler(release, name="release-on-failure"):
+            forget = unlearn(batch=batch, method=method, method_config=method_config)
+            _common(forget, "unlearn", gpu_resources, retries).set_caching_options(True)
+            forget.set_accelerator_type(gpu.accelerator).set_accelerator_limit(gpu.count)
+            forget.set_container_image(CUDA_IMAGE)
+            kubernetes.add_node_selector(forget, gpu.node_selector_key, gpu.node_selector_value)
+            kubernetes.add_toleration(forget, key=gpu.toleration_key, operator="Exists", effect="NoSchedule")
+            kubernetes.set_timeout(forget, gpu.timeout_seconds)
+
+            ev = evaluate(batch=batch, model=forget.outputs["model"], gates=gates)
+            _common(ev, "evaluate", CPU_TASKS["evaluate"], retries).set_caching_options(True)
+
+            reg = register(
+                batch=batch,
+                model=forget.outputs["model"],
+                evaluation=ev.outputs["evaluation"],
+                model_name=model_name,
+                tracking_uri=tracking_uri,
+                requests_uri=requests_uri,
+                gates=gates,
+                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            )
+            _common(reg, "register", CPU_TASKS["register"], retries).set_caching_options(False)
+            # not optional: without the secret the pod fails to start instead of hashing subjects
+            # with a fresh salt of its own (rfau.audit refuses a missing salt on a cluster too)
+            kubernetes.use_secret_as_env(
+                reg, AUDIT_SECRET, {"RFAU_AUDIT_SALT": "RFAU_AUDIT_SALT"}, optional=False
+            )
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -93,34 +180,18 @@ def build_pipeline(gpu: GpuSpec | None = None, retries: int = 2):
             tracking_uri=tracking_uri,
             train_config=train_config,
             holdout_fraction=holdout_fraction,
-        ).set_display_name("data-split")
-        _common(split, "1", "4Gi", retries).set_caching_options(False)
+        )
+        _common(split, "data-split", CPU_TASKS["data-split"], retries).set_caching_options(False)
 
-        forget = unlearn(
-            batch=split.outputs["batch"], method=method, method_config=method_config
-        ).set_display_name("unlearn")
-        _common(forget, gpu.cpu, gpu.memory, retries).set_caching_options(True)
-        forget.set_accelerator_type(gpu.accelerator).set_accelerator_limit(gpu.count)
-        forget.set_container_image(CUDA_IMAGE)
-        kubernetes.add_node_selector(forget, gpu.node_selector_key, gpu.node_selector_value)
-        kubernetes.add_toleration(forget, key=gpu.toleration_key, operator="Exists", effect="NoSchedule")
-
-        ev = evaluate(
-            batch=split.outputs["batch"], model=forget.outputs["model"], gates=gates
-        ).set_display_name("evaluate")
-        _common(ev, "2", "8Gi", retries).set_caching_options(True)
-
-        reg = register(
+        after_split(
             batch=split.outputs["batch"],
-            model=forget.outputs["model"],
-            evaluation=ev.outputs["evaluation"],
+            method=method,
+            method_config=method_config,
             model_name=model_name,
             tracking_uri=tracking_uri,
             requests_uri=requests_uri,
             gates=gates,
-        ).set_display_name("register")
-        _common(reg, "1", "4Gi", retries).set_caching_options(False)
-        kubernetes.use_secret_as_env(reg, AUDIT_SECRET, {"RFAU_AUDIT_SALT": "RFAU_AUDIT_SALT"}, optional=True)
+        ).set_display_name("unlearn-evaluate-register")
 
     return deletion_batch
 

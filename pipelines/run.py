@@ -4,6 +4,8 @@ endpoint, or create a recurring run there (scheduled deletions)."""
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from pathlib import Path
 
@@ -23,6 +25,33 @@ def compile_pipeline(out: str | Path, gpu: GpuSpec | None = None) -> Path:
     return out
 
 
+def _plain_kfp_logs() -> None:
+    """kfp.local colours task names and states with ANSI escapes unconditionally
+    (kfp.local.logging_utils.color_text); keep them out of logs that are not a terminal."""
+    import sys
+
+    from kfp.local import logging_utils
+
+    if not sys.stdout.isatty() or os.environ.get("NO_COLOR"):
+        logging_utils.color_text = lambda text, color: text
+
+
+BATCH_FILE = "batch.json"  # rfau.batch.BATCH: the batch folder's record of its claims
+
+
+def _pending_again(batch_dir: Path) -> list[str]:
+    """The batch's requests that are pending again after a failed local run: the pipeline's exit
+    task (components/cleanup.py) has released them already; abort() covers a run that died
+    before the exit task could run, and releases nothing twice."""
+    from rfau.batch import abort
+    from rfau.data.request_store import RequestState, RequestStore
+
+    abort(batch_dir, "the local pipeline run stopped before register")
+    meta = read_json(batch_dir / BATCH_FILE)
+    reqs = RequestStore.from_uri(meta["store"])
+    return [rid for rid in meta["request_ids"] if reqs.get(rid).state is RequestState.PENDING]
+
+
 def run_local(arguments: dict, pipeline_root: str | Path) -> dict:
     """Run the pipeline with kfp.local (SubprocessRunner, no venv: the installed rfau) ->
     the register stage's result (or the skip notice), plus where every output went."""
@@ -30,6 +59,7 @@ def run_local(arguments: dict, pipeline_root: str | Path) -> dict:
 
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    _plain_kfp_logs()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=False)
     started = time.time()
     build_pipeline(retries=0)(**arguments)
@@ -42,12 +72,8 @@ def run_local(arguments: dict, pipeline_root: str | Path) -> dict:
     run_dir = runs[-1]
     found = sorted(run_dir.rglob("registered.json"))
     if not found:
-        from rfau.batch import BATCH, abort
-
-        batches = sorted(run_dir.rglob(BATCH))
-        released = (
-            abort(batches[0].parent, "the local pipeline run stopped before register") if batches else []
-        )
+        batches = sorted(run_dir.rglob(BATCH_FILE))
+        released = _pending_again(batches[0].parent) if batches else []
         raise RfauError(
             f"the local pipeline run failed before the register stage (task outputs in {run_dir})"
             + (f"; requests {', '.join(released)} are pending again" if released else "")
@@ -55,11 +81,26 @@ def run_local(arguments: dict, pipeline_root: str | Path) -> dict:
     return {**read_json(found[0]), "run_dir": str(run_dir)}
 
 
-def _client(endpoint: str, token: str | None):
+# a Kubernetes namespace name (RFC 1123 label), e.g. a Kubeflow Profile namespace
+NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def check_namespace(namespace: str | None) -> str | None:
+    if namespace is not None and not NAMESPACE_NAME.fullmatch(namespace):
+        raise RfauError(
+            f"--namespace {namespace!r} is not a Kubernetes namespace name "
+            "(lower-case letters, digits and '-', at most 63 characters)"
+        )
+    return namespace
+
+
+def _client(endpoint: str, token: str | None, namespace: str | None = None):
     import kfp
 
     try:
-        client = kfp.Client(host=endpoint, existing_token=token)
+        # namespace: where multi-user KFP files the experiment and runs (a Profile namespace)
+        kwargs = {"namespace": namespace} if namespace else {}
+        client = kfp.Client(host=endpoint, existing_token=token, **kwargs)
         client.get_kfp_healthz()
     except Exception as e:
         raise RfauError(
@@ -75,11 +116,14 @@ def submit(
     token: str | None = None,
     package: str | Path | None = None,
     service_account: str | None = None,
+    namespace: str | None = None,
 ) -> dict:
-    """One run of the pipeline on a KFP endpoint."""
+    """One run of the pipeline on a KFP endpoint, in ``namespace`` when given (multi-user KFP:
+    the Profile namespace holding rfau's manifests; else the endpoint's default)."""
     import tempfile
 
-    client = _client(endpoint, token)
+    check_namespace(namespace)
+    client = _client(endpoint, token, namespace)
     with tempfile.TemporaryDirectory() as d:
         pkg = Path(package) if package else compile_pipeline(Path(d) / "pipeline.yaml")
         res = client.create_run_from_pipeline_package(
@@ -88,8 +132,9 @@ def submit(
             experiment_name=experiment,
             run_name=f"{PIPELINE_NAME}-{int(time.time())}",
             service_account=service_account,
+            namespace=namespace,
         )
-    return {"run_id": res.run_id, "endpoint": endpoint}
+    return {"run_id": res.run_id, "endpoint": endpoint, "namespace": namespace}
 
 
 def schedule(
@@ -100,6 +145,7 @@ def schedule(
     token: str | None = None,
     package: str | Path | None = None,
     service_account: str | None = None,
+    namespace: str | None = None,
 ) -> dict:
     """A recurring run: the pipeline every ``cron`` (KFP's 6-field cron, seconds first), one at a
     time (max_concurrency 1: two batches never claim requests at once), no catch-up."""
@@ -108,10 +154,11 @@ def schedule(
     fields = cron.split()
     if len(fields) not in (5, 6):
         raise RfauError(f"--cron must have 5 or 6 fields, got {cron!r}")
+    check_namespace(namespace)
     if len(fields) == 5:  # standard cron -> KFP's, with seconds first
         cron = "0 " + cron
-    client = _client(endpoint, token)
-    exp = client.create_experiment(experiment)
+    client = _client(endpoint, token, namespace)
+    exp = client.create_experiment(experiment, namespace=namespace)  # its runs run in that namespace
     with tempfile.TemporaryDirectory() as d:
         pkg = Path(package) if package else compile_pipeline(Path(d) / "pipeline.yaml")
         job = client.create_recurring_run(
@@ -124,4 +171,9 @@ def schedule(
             pipeline_package_path=str(pkg),
             service_account=service_account,
         )
-    return {"recurring_run_id": job.recurring_run_id, "cron": cron, "endpoint": endpoint}
+    return {
+        "recurring_run_id": job.recurring_run_id,
+        "cron": cron,
+        "endpoint": endpoint,
+        "namespace": namespace,
+    }

@@ -24,8 +24,9 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, s3_server):
     root = tmp_path_factory.mktemp("dvcproj")
-    for f in ("dvc.yaml", "params.yaml"):
+    for f in ("dvc.yaml", "params.yaml", ".dvcignore"):
         shutil.copy(REPO / f, root / f)
+    (root / "rfau").symlink_to(REPO / "rfau")  # every stage depends on the code it runs
     env = subprocess_env(
         **S3_ENV, PATH=f"{BIN}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1", RFAU_STATE_DIR=str(root / ".rfau")
     )

@@ -4,6 +4,7 @@ with kfp.local as a new user would start it, and the cluster commands' errors.""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -12,12 +13,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rfau.audit.salt import require_shared_salt
+from rfau.components.cleanup import cleanup
+from rfau.data.request_store import RequestState, RequestStore
+from rfau.errors import RfauError
 from rfau.pipelines.deletion_batch import GpuSpec
-from rfau.pipelines.run import compile_pipeline
+from rfau.pipelines.run import compile_pipeline, schedule, submit
 from tests.conftest import subprocess_env
 
 BIN = Path(sys.executable).parent
 STAGES = ["data-split", "unlearn", "evaluate", "register"]
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +33,17 @@ def compiled(tmp_path_factory):
     return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
+def _dags(spec) -> dict[str, dict]:
+    """{"root" or a sub-DAG's component name: its tasks}."""
+    dags = {"root": spec["root"]["dag"]["tasks"]}
+    dags.update({name: c["dag"]["tasks"] for name, c in spec["components"].items() if "dag" in c})
+    return dags
+
+
 def _task(spec, name):
-    return spec["root"]["dag"]["tasks"][name]
+    hits = [tasks[name] for tasks in _dags(spec).values() if name in tasks]
+    assert len(hits) == 1, f"task {name} appears {len(hits)} times in the compiled pipeline"
+    return hits[0]
 
 
 def _executor(spec, name):
@@ -36,26 +51,61 @@ def _executor(spec, name):
     return comp["executorLabel"], spec["deploymentSpec"]["executors"][comp["executorLabel"]]["container"]
 
 
-def test_four_tasks_in_order(compiled):
+def test_the_compiled_yaml_is_a_valid_pipeline_spec(compiled):
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
     spec, _ = compiled
-    tasks = spec["root"]["dag"]["tasks"]
-    assert sorted(tasks) == sorted(STAGES)
-    deps = {n: set(t.get("dependentTasks", [])) for n, t in tasks.items()}
-    assert deps == {
-        "data-split": set(),
-        "unlearn": {"data-split"},
-        "evaluate": {"data-split", "unlearn"},
-        "register": {"data-split", "unlearn", "evaluate"},
+    parsed = json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())  # strict: unknown fields fail
+    assert parsed.pipeline_info.name == "rfau-deletion-batch"
+
+
+def test_stages_in_order_inside_an_exit_handler(compiled):
+    """data-split, then a sub-pipeline whose ExitHandler wraps unlearn -> evaluate -> register;
+    the exit task (cleanup) reads the batch folder and runs whatever happened inside."""
+    spec, _ = compiled
+    dags = _dags(spec)
+    assert set(dags["root"]) == {"data-split", "after-split"}
+    assert dags["root"]["after-split"]["dependentTasks"] == ["data-split"]
+    assert dags["root"]["after-split"]["inputs"]["artifacts"]["batch"]["taskOutputArtifact"] == {
+        "producerTask": "data-split",
+        "outputArtifactKey": "batch",
     }
+    after = dags["comp-after-split"]
+    assert set(after) == {"exit-handler-1", "cleanup"}
+    inside = dags[after["exit-handler-1"]["componentRef"]["name"]]
+    assert {n: set(t.get("dependentTasks", [])) for n, t in inside.items()} == {
+        "unlearn": set(),
+        "evaluate": {"unlearn"},
+        "register": {"unlearn", "evaluate"},
+    }
+    exit_task = after["cleanup"]
+    assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert exit_task["dependentTasks"] == ["exit-handler-1"]
+    assert exit_task["inputs"]["parameters"]["status"] == {
+        "taskFinalStatus": {"producerTask": "exit-handler-1"}
+    }
+    # the very batch folder data-split wrote, handed to the sub-pipeline as its input
+    assert exit_task["inputs"]["artifacts"]["batch"] == {"componentInputArtifact": "batch"}
+    handler = after["exit-handler-1"]["inputs"]["artifacts"]  # the handler's group passes it on
+    assert handler["pipelinechannel--batch"] == {"componentInputArtifact": "batch"}
+    for stage in ("unlearn", "evaluate", "register"):
+        assert inside[stage]["inputs"]["artifacts"]["batch"] == {
+            "componentInputArtifact": "pipelinechannel--batch"
+        }
 
 
-def test_only_unlearn_asks_for_a_gpu_node(compiled):
+def test_every_task_has_requests_limits_labels_and_only_unlearn_a_gpu(compiled):
     spec, platform = compiled
-    for name in STAGES:
+    for name in [*STAGES, "cleanup"]:
         label, container = _executor(spec, name)
         res = container["resources"]
-        assert res.get("cpuRequest") and res.get("memoryRequest"), f"{name} has no CPU/memory request"
+        for key in ("resourceCpuRequest", "resourceMemoryRequest", "resourceCpuLimit", "resourceMemoryLimit"):
+            assert res.get(key), f"{name} has no {key}"
+        assert res["cpuLimit"] >= res["cpuRequest"] and res["memoryLimit"] >= res["memoryRequest"], name
         plat = platform.get(label, {})
+        # the NetworkPolicies of infra/k8s admit pods with this label to MLflow and MinIO
+        assert plat["podMetadata"]["labels"] == {"rfau.io/client": "true", "rfau.io/task": name}
         if name == "unlearn":
             assert (
                 res["accelerator"]["resourceType"] == "nvidia.com/gpu"
@@ -65,19 +115,33 @@ def test_only_unlearn_asks_for_a_gpu_node(compiled):
             assert plat["tolerations"] == [
                 {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
             ]
+            assert int(plat["activeDeadlineSeconds"]) == GpuSpec().timeout_seconds
             assert container["image"].endswith("-cuda")
         else:
             assert "accelerator" not in res, f"{name} asks for an accelerator"
             assert "nodeSelector" not in plat and "tolerations" not in plat, f"{name} is pinned to GPU nodes"
+            assert "activeDeadlineSeconds" not in plat, f"{name} has a timeout"
             assert not container["image"].endswith("-cuda")
         # credentials come from Kubernetes objects, never from the pipeline spec
         assert {s["secretName"] for s in plat["secretAsEnv"]} >= {"rfau-s3"}
         assert {c["configMapName"] for c in plat["configMapAsEnv"]} == {"rfau-config"}
 
 
+def test_register_requires_the_audit_salt_secret_and_gets_the_run_id(compiled):
+    spec, platform = compiled
+    label, _ = _executor(spec, "register")
+    audit = [s for s in platform[label]["secretAsEnv"] if s["secretName"] == "rfau-audit"]
+    assert audit and audit[0]["optional"] is False, "register must not start without the rfau-audit secret"
+    for name in ("data-split", "unlearn", "evaluate", "cleanup"):
+        lbl, _ = _executor(spec, name)
+        assert "rfau-audit" not in {s["secretName"] for s in platform[lbl]["secretAsEnv"]}, name
+    run_id = _task(spec, "register")["inputs"]["parameters"]["kfp_run_id"]
+    assert run_id == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
+
+
 def test_retries_everywhere_and_cache_only_on_pure_stages(compiled):
     spec, _ = compiled
-    for name in STAGES:
+    for name in [*STAGES, "cleanup"]:
         t = _task(spec, name)
         assert t["retryPolicy"]["maxRetryCount"] == 2 and t["retryPolicy"]["backoffFactor"] == 2.0
         assert bool(t["cachingOptions"].get("enableCache")) == (name in ("unlearn", "evaluate")), name
@@ -102,24 +166,27 @@ def test_parameters_and_artifacts_wire_through(compiled):
     def inputs(name):
         return _task(spec, name)["inputs"]
 
-    assert inputs("unlearn")["parameters"]["method"]["componentInputParameter"] == "method"
-    assert inputs("unlearn")["parameters"]["method_config"]["componentInputParameter"] == "method_config"
-    assert inputs("register")["parameters"]["gates"]["componentInputParameter"] == "gates"
-    assert inputs("evaluate")["parameters"]["gates"]["componentInputParameter"] == "gates"
+    root_params = _task(spec, "after-split")["inputs"]["parameters"]
+    for p in ("method", "method_config", "gates", "model_name", "tracking_uri", "requests_uri"):
+        assert root_params[p]["componentInputParameter"] == p
+    # inside the exit handler's group KFP names the sub-pipeline's inputs pipelinechannel--NAME
+    for stage, p in [
+        ("unlearn", "method"),
+        ("unlearn", "method_config"),
+        ("register", "gates"),
+        ("evaluate", "gates"),
+    ]:
+        assert inputs(stage)["parameters"][p]["componentInputParameter"] == f"pipelinechannel--{p}"
     arts = {
         n: {
             k: (v["taskOutputArtifact"]["producerTask"], v["taskOutputArtifact"]["outputArtifactKey"])
             for k, v in inputs(n).get("artifacts", {}).items()
+            if "taskOutputArtifact" in v
         }
         for n in STAGES
     }
-    assert arts["unlearn"] == {"batch": ("data-split", "batch")}
-    assert arts["evaluate"] == {"batch": ("data-split", "batch"), "model": ("unlearn", "model")}
-    assert arts["register"] == {
-        "batch": ("data-split", "batch"),
-        "model": ("unlearn", "model"),
-        "evaluation": ("evaluate", "evaluation"),
-    }
+    assert arts["evaluate"] == {"model": ("unlearn", "model")}
+    assert arts["register"] == {"model": ("unlearn", "model"), "evaluation": ("evaluate", "evaluation")}
     types = {
         k: v["artifactType"]["schemaTitle"]
         for k, v in spec["components"]["comp-evaluate"]["outputDefinitions"]["artifacts"].items()
@@ -140,12 +207,14 @@ def test_gpu_placement_is_configurable(tmp_path):
         node_selector_key="pool",
         node_selector_value="a100",
         toleration_key="dedicated",
+        timeout_seconds=600,
     )
     spec, platform = list(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", gpu).read_text()))
     label, container = _executor(spec, "unlearn")
     assert container["resources"]["accelerator"]["resourceType"] == "nvidia.com/mig-1g.10gb"
     plat = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][label]
     assert plat["nodeSelector"]["labels"] == {"pool": "a100"} and plat["tolerations"][0]["key"] == "dedicated"
+    assert int(plat["activeDeadlineSeconds"]) == 600
 
 
 def _rfau(*args, cwd, env=None, timeout=600):
@@ -176,7 +245,17 @@ def test_local_run_as_a_new_user(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "version 2" in r.stdout and "champion is version 2" in r.stdout
     run_dir = next((tmp_path / "runs" / "pipeline").iterdir())
-    assert sorted(p.name for p in run_dir.iterdir() if p.is_dir()) == sorted(STAGES)
+    assert sorted(p.name for p in run_dir.iterdir() if p.is_dir()) == sorted([*STAGES, "cleanup"])
+    assert (run_dir / "cleanup" / "receipt").read_text() == "Run succeeded: no request to release.\n"
+    # kfp.local's own log lines are plain when the output is no terminal (MLflow's colored warnings
+    # come from rfau's model code and are dealt with there)
+    kfp_lines = [
+        ln for ln in (r.stdout + r.stderr).splitlines() if re.search(r" - (INFO|WARNING|ERROR) - ", ln)
+    ]
+    assert "Task 'register' finished with status SUCCESS" in r.stdout + r.stderr
+    assert kfp_lines and not [ln for ln in kfp_lines if ANSI.search(ln)], (
+        "escape codes in kfp.local's log lines"
+    )
     assert (run_dir / "data-split" / "batch" / "split" / "forget.txt").stat().st_size > 0
     assert (run_dir / "unlearn" / "model" / "adapter" / "adapter_config.json").is_file()
     assert (run_dir / "evaluate" / "evaluation" / "metrics.json").is_file()
@@ -221,3 +300,147 @@ def test_a_failing_local_run_says_so_and_releases_its_requests(tmp_path):
     )
     listed = json.loads(_rfau("request", "list", "--json", cwd=tmp_path).stdout)
     assert [x["state"] for x in listed] == ["pending"] and "failed" in listed[0]["detail"]
+    # released by the pipeline's exit task, as on a cluster (run_local's own abort found nothing left)
+    assert "pipeline run failed" in listed[0]["detail"]
+    (receipt,) = (tmp_path / "runs" / "pipeline").glob("*/cleanup/receipt")
+    assert receipt.read_text().startswith(f"Run failed: requests {listed[0]['request_id']} are pending again")
+
+
+# --- the exit task's release, on a real folder store -----------------------------------------------
+def _claimed_batch(tmp_path, ids=("req-a", "req-b"), batch_id="batch-1"):
+    store = tmp_path / "store"
+    files = []
+    for rid in ids:
+        f = tmp_path / f"{rid}.json"
+        f.write_text(
+            json.dumps(
+                {
+                    "request_id": rid,
+                    "sample_ids": ["digits/7"],
+                    "reason": "erasure",
+                    "received_at": "2026-11-27T09:00:00Z",
+                }
+            )
+        )
+        files.append(f)
+    reqs = RequestStore.from_uri(store)
+    reqs.add(files)
+    assert [st.request_id for st in reqs.claim_pending(batch_id)] == list(ids)
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    # the fields of rfau.batch's batch.json that abort() reads
+    (batch / "batch.json").write_text(
+        json.dumps({"batch_id": batch_id, "store": str(store), "request_ids": list(ids), "empty": False})
+    )
+    return batch, reqs
+
+
+def _states(reqs, ids=("req-a", "req-b")):
+    return [reqs.get(rid).state for rid in ids]
+
+
+class _Artifact:  # what KFP hands the component: an object with .path
+    def __init__(self, path):
+        self.path = str(path)
+
+
+class _Status:  # dsl.PipelineTaskFinalStatus as the exit task receives it
+    def __init__(self, state, error_message=None):
+        self.state, self.error_message = state, error_message
+
+
+def release_claims(batch, state, error_message=None, receipt=None) -> str:
+    """Run the cleanup component's own function (what its pod runs) -> its receipt."""
+    receipt = receipt or Path(batch).parent / "receipt.md"
+    cleanup.python_func(
+        batch=_Artifact(batch), status=_Status(state, error_message), receipt=_Artifact(receipt)
+    )
+    return receipt.read_text()
+
+
+def test_cleanup_does_nothing_after_success(tmp_path):
+    batch, reqs = _claimed_batch(tmp_path)
+    assert release_claims(batch, "SUCCEEDED") == "Run succeeded: no request to release.\n"
+    assert _states(reqs) == [RequestState.IN_PROGRESS] * 2
+
+
+@pytest.mark.parametrize("state", ["FAILED", "CANCELED"])
+def test_cleanup_releases_the_claims_of_a_failed_run_once(tmp_path, state):
+    batch, reqs = _claimed_batch(tmp_path)
+    receipt = release_claims(batch, state, "Task exit-handler-1 failed.")
+    assert receipt == f"Run {state.lower()}: requests req-a, req-b are pending again.\n"
+    assert _states(reqs) == [RequestState.PENDING] * 2
+    assert "Task exit-handler-1 failed." in reqs.get("req-a").detail
+    # a retried exit task releases nothing twice
+    assert release_claims(batch, state) == f"Run {state.lower()}: no request to release.\n"
+
+
+def test_cleanup_leaves_requests_settled_by_register_alone(tmp_path):
+    batch, reqs = _claimed_batch(tmp_path)
+    reqs.release("req-a", "batch-1", "a gate failed")  # what register does when a gate fails
+    assert release_claims(batch, "FAILED") == "Run failed: requests req-b are pending again.\n"
+
+
+def test_cleanup_of_a_batch_without_a_record_is_a_no_op(tmp_path):
+    assert release_claims(tmp_path / "nothing", "FAILED") == "Run failed: no request to release.\n"
+
+
+# --- namespaces, the salt, progress in logs ---------------------------------------------------------
+@pytest.mark.parametrize("namespace", ["Kubeflow_User", "-x", "a" * 64, "ns/other"])
+def test_a_bad_namespace_is_refused_before_any_connection(namespace):
+    with pytest.raises(RfauError, match="not a Kubernetes namespace name"):
+        submit("http://127.0.0.1:9", {}, namespace=namespace)
+    with pytest.raises(RfauError, match="not a Kubernetes namespace name"):
+        schedule("http://127.0.0.1:9", "0 2 * * *", {}, namespace=namespace)
+
+
+def test_a_good_namespace_reaches_the_endpoint_check():
+    with pytest.raises(RfauError, match="does not answer"):
+        submit("http://127.0.0.1:9", {}, namespace="kubeflow-user-example-com")
+
+
+def test_a_missing_salt_is_an_error_in_a_pod_or_on_a_remote_store(tmp_path, monkeypatch):
+    monkeypatch.delenv("RFAU_AUDIT_SALT", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    require_shared_salt(str(tmp_path / "store"))  # one machine, local store: the salt file is fine
+    with pytest.raises(RfauError, match="is remote"):
+        require_shared_salt("s3://rfau-requests/requests")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    with pytest.raises(RfauError, match="Kubernetes pod"):
+        require_shared_salt(str(tmp_path / "store"))
+    monkeypatch.setenv("RFAU_AUDIT_SALT", "a-shared-secret")
+    require_shared_salt(str(tmp_path / "store"))
+    require_shared_salt("s3://rfau-requests/requests")
+
+
+def test_audit_trail_refuses_a_pod_local_salt(tmp_path, monkeypatch):
+    from rfau.audit.trail import AuditTrail
+    from rfau.tracking.settings import TrackingSettings
+
+    monkeypatch.delenv("RFAU_AUDIT_SALT", raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("RFAU_STATE_DIR", str(tmp_path / "state"))
+    trail = AuditTrail.open(str(tmp_path / "store"), TrackingSettings.from_env())
+    with pytest.raises(RfauError, match="RFAU_AUDIT_SALT is not set"):
+        trail.salt()
+    assert not (tmp_path / "state" / "audit" / "salt").exists()
+
+
+def test_progress_is_one_plain_line_per_epoch_when_not_a_terminal(tmp_path):
+    code = (
+        "from rfau.progress import progress_bar\n"
+        "with progress_bar(3, 'train') as advance:\n"
+        "    for i in range(3):\n"
+        "        advance(loss=1.0 / (i + 1))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=subprocess_env(RFAU_QUIET="0"),
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert [ln.split(" ")[:2] for ln in lines] == [["train:", "1/3"], ["train:", "2/3"], ["train:", "3/3"]]
+    assert lines[-1].endswith("loss=0.3333") and not ANSI.search(r.stderr)

@@ -21,6 +21,7 @@ from rfau.audit.ledger import (
     subject_hash,
     verify_bytes,
 )
+from rfau.audit.salt import require_shared_salt
 from rfau.errors import RfauError
 from rfau.models.checkpoint import read_card
 from rfau.storage import NotFound, Store, open_store
@@ -58,9 +59,13 @@ class AuditTrail:
 
     # --- writing ---------------------------------------------------------------------------------
     def salt(self) -> bytes:
-        """$RFAU_AUDIT_SALT (a cluster secret) or a salt file created once in the state folder."""
+        """$RFAU_AUDIT_SALT (a cluster secret) or a salt file created once in the state folder
+        (refused in a pod or on a remote store: rfau.audit.salt)."""
         env = os.environ.get("RFAU_AUDIT_SALT")
-        return env.encode() if env else load_or_create_salt(self.local_dir / "salt")
+        if env:
+            return env.encode()
+        require_shared_salt(self.store.uri)
+        return load_or_create_salt(self.local_dir / "salt")
 
     def subject_hashes(self, requests) -> dict[str, str]:
         salt = self.salt()
