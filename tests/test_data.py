@@ -18,6 +18,7 @@ from rfau.data.datasets import load_dataset
 from rfau.data.requests import DeletionRequest, load_requests, resolve_forget_set
 from rfau.data.split import MANIFESTS, make_split, read_split, write_split
 from rfau.errors import DatasetError, RequestError, RfauError
+from rfau.io import OUTPUT_MARKER
 from rfau.stages import split_stage
 
 # Loaded once: hypothesis tests cannot use function-scoped fixtures, and a load takes ~0.1 s.
@@ -434,7 +435,7 @@ def written_split(tmp_path):
 
 def test_write_read_split_round_trip(written_split):
     split, out = written_split
-    assert sorted(p.name for p in out.iterdir()) == sorted(
+    assert sorted(p.name for p in out.iterdir() if p.name != OUTPUT_MARKER) == sorted(
         [*(f"{m}.txt" for m in (*MANIFESTS, "excluded")), "split.json"]
     )
     back = read_split(out)

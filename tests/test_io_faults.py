@@ -97,3 +97,77 @@ def test_check_cron_rejects(expr):
 
 def test_check_cron_accepts():
     assert check_cron("0 0 */6 * * 1-5") == "0 0 */6 * * 1-5"
+
+
+def test_request_file_too_deep_and_too_big(tmp_path, monkeypatch):
+    from rfau.data import requests as rq
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(RfauError, match="nested too deeply"):
+        rq.load_requests([deep])
+    monkeypatch.setattr(rq, "MAX_REQUEST_FILE_BYTES", 10)
+    big = tmp_path / "big.json"
+    big.write_text('{"request_id": "r1", "reason": "x"}')
+    with pytest.raises(RfauError, match="byte limit"):
+        rq.load_requests([big])
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"input_shape": []}, "input_shape"),
+        ({"input_shape": [1, -28, 28]}, "input_shape"),
+        ({"arch_kwargs": {"width": -4}}, "negative size for width"),
+        ({"weights_sha256": ""}, "weights_sha256"),
+    ],
+)
+def test_bad_model_card_refused(tmp_path, change, problem):
+    import json
+
+    from rfau.models.checkpoint import CARD, read_card
+
+    card = {
+        "architecture": "mlp",
+        "classes": ["a", "b"],
+        "input_shape": [1, 28, 28],
+        "dataset": "d",
+        "train_manifest_sha256": "0" * 64,
+        "train_samples": 1,
+        "holdout_fraction": 0.1,
+        "holdout_salt": "s",
+        "weights_sha256": "a" * 64,
+    }
+    (tmp_path / CARD).write_text(json.dumps({**card, **change}))
+    with pytest.raises(RfauError, match=problem):
+        read_card(tmp_path)
+    (tmp_path / CARD).write_text(json.dumps(card))
+    assert read_card(tmp_path).input_shape == [1, 28, 28]
+
+
+def test_archive_member_with_dotdot_refused():
+    from rfau.data.datasets import _parse_member
+
+    with pytest.raises(RfauError, match="'..'"):
+        _parse_member("train/../x.png")
+    assert _parse_member("train/cat/x.png") == ("train", "cat")
+
+
+def test_tracking_uri_credentials_moved_to_env(monkeypatch):
+    from rfau.tracking.settings import TrackingSettings, redact
+
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    s = TrackingSettings(tracking_uri="http://alice:s%40cret@mlflow:5000/x")
+    assert s.uri() == "http://mlflow:5000/x"
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice"
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "s@cret"
+    assert redact("at http://alice:pw@h:1/a and s3://k:v@b/c") == "at http://***@h:1/a and s3://***@b/c"
+
+
+@pytest.mark.parametrize("uri", ["not-a-uri", "foo://bar", "http://"])
+def test_bad_tracking_uri(uri):
+    from rfau.tracking.settings import TrackingSettings
+
+    with pytest.raises(RfauError, match="use one of http"):
+        TrackingSettings(tracking_uri=uri).uri()

@@ -103,7 +103,7 @@ def make_split(
 
 def write_split(split: Split, out_dir: str | Path) -> Path:
     """Write ``<manifest>.txt`` (one id per line) and ``split.json``; all or nothing."""
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "split") as tmp:
         for m in (*MANIFESTS, "excluded"):
             ids = getattr(split, m)
             (tmp / f"{m}.txt").write_text("".join(f"{s}\n" for s in ids))
