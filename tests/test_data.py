@@ -16,8 +16,9 @@ from PIL import Image
 
 from rfau.data.datasets import load_dataset
 from rfau.data.requests import DeletionRequest, load_requests, resolve_forget_set
-from rfau.data.split import MANIFESTS, make_split, read_split, write_split
+from rfau.data.split import MANIFESTS, admit_requests, make_split, read_split, write_split
 from rfau.errors import DatasetError, RequestError, RfauError
+from rfau.io import OUTPUT_MARKER
 from rfau.stages import split_stage
 
 # Loaded once: hypothesis tests cannot use function-scoped fixtures, and a load takes ~0.1 s.
@@ -434,7 +435,7 @@ def written_split(tmp_path):
 
 def test_write_read_split_round_trip(written_split):
     split, out = written_split
-    assert sorted(p.name for p in out.iterdir()) == sorted(
+    assert sorted(p.name for p in out.iterdir() if p.name != OUTPUT_MARKER) == sorted(
         [*(f"{m}.txt" for m in (*MANIFESTS, "excluded")), "split.json"]
     )
     back = read_split(out)
@@ -486,3 +487,18 @@ def test_round_trip_with_spaces_in_ids(tmp_path):
     ds = load_dataset(str(root))
     split = make_split(ds, [make_request("r", ["train/cat/my photo.png"])], 0.0)
     assert read_split(write_split(split, tmp_path / "split")) == split
+
+
+def test_admit_requests_takes_largest_prefix_and_rejects_invalid():
+    classes = list(DIGITS.classes)
+    low = make_request("low", classes=classes[:5])
+    high = make_request("high", classes=classes[5:])
+    bad = make_request("bad", sample_ids=["digits/no-such"])
+    one = make_request("one", sample_ids=["digits/1"])
+    adm = admit_requests(DIGITS, [low, high, bad, one], 0.1)
+    assert [r.request_id for _, r in adm.admitted] == ["low", "one"]
+    assert [(r.request_id, "remove every training sample" in why) for _, r, why in adm.deferred] == [
+        ("high", True)
+    ]
+    assert [r.request_id for _, r, _ in adm.rejected] == ["bad"]
+    make_split(DIGITS, adm.admitted, 0.1)  # what was admitted splits

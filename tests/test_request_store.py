@@ -498,3 +498,47 @@ TestLifecycleMachine = LifecycleMachine.TestCase
 TestLifecycleMachine.settings = settings(
     max_examples=60, stateful_step_count=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+
+
+def test_operator_moves_and_store_marker(tmp_path, monkeypatch):
+    import json as _json
+
+    from rfau.data.request_store import RequestState, RequestStore, stale_after_hours
+    from rfau.errors import RequestError, RfauError
+
+    with pytest.raises(RfauError, match="never been initialised"):
+        RequestStore.open(tmp_path / "store")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(RfauError, match="is a file"):
+        RequestStore.open(tmp_path / "afile")
+    store = RequestStore.open(tmp_path / "store", create=True)
+    assert RequestStore.open(tmp_path / "store").initialised()
+    for rid in ("a", "b", "c"):
+        f = tmp_path / f"{rid}.json"
+        body = {"request_id": rid, "classes": ["0"], "reason": "gdpr", "received_at": "2026-01-01T00:00:00Z"}
+        f.write_text(_json.dumps(body))
+        store.add([f])
+    assert store.cancel("a").state == RequestState.CANCELLED
+    with pytest.raises(RequestError, match="cancelled, not pending"):
+        store.cancel("a")
+    claimed = {st.request_id for st in store.claim_pending("b1")}
+    assert claimed == {"b", "c"}
+    assert store.stale_in_progress(1.0) == []
+    assert {st.request_id for st in store.stale_in_progress(0.0)} == {"b", "c"}
+    assert store.operator_release("b").state == RequestState.PENDING
+    with pytest.raises(RequestError, match="not in-progress"):
+        store.release("b", "b1", "late")  # the batch lost its claim
+    assert store.operator_reject("b", "not our data").state == RequestState.REJECTED
+    assert [st.request_id for st in store.release_stale(0.0)] == ["c"]
+    monkeypatch.setenv("RFAU_STALE_AFTER_HOURS", "soon")
+    with pytest.raises(RfauError, match="RFAU_STALE_AFTER_HOURS"):
+        stale_after_hours()
+
+
+def test_release_all_names_both_failures(tmp_path):
+    from rfau.data.request_store import RequestStore
+    from rfau.errors import RfauError
+
+    store = RequestStore.open(tmp_path / "s", create=True)
+    with pytest.raises(RfauError, match=r"failed \(disk full\) and releasing its requests failed too"):
+        store.release_all(["nope"], "b1", "disk full")

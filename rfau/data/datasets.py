@@ -127,6 +127,9 @@ def _load_digits() -> ImageDataset:
 def _parse_member(rel: str) -> tuple[str, str] | None:
     """``train/cat/0001.jpg`` -> (split, class); None for anything that is not such an image."""
     parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts[:-1]) and parts[0] in SPLITS:
+        # train/../x.png would otherwise become a sample of a class named '..'
+        raise DatasetError(f"dataset member {rel!r} has an empty, '.' or '..' path part; refusing it")
     if len(parts) != 3 or parts[0] not in SPLITS or not parts[2].lower().endswith(IMAGE_SUFFIXES):
         return None
     return parts[0], parts[1]

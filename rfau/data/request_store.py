@@ -16,6 +16,12 @@ States and the only legal moves::
     in-progress(batch) --fulfil(batch)--> fulfilled          (final)
     in-progress(batch) --reject(batch)--> rejected           (final)
     in-progress(batch) --release(batch)--> pending           (e.g. the new model failed its gates)
+    in-progress(any) --operator_release--> pending           (an operator frees a stuck request)
+    pending|in-progress --operator_reject--> rejected         (final)
+    pending --cancel--> cancelled                             (final: the requester withdrew)
+
+``store.json`` at the root marks an initialised store (written by ``add``); batch runs open the
+store with ``open(uri, create=False)`` so a mistyped folder or prefix is an error, not "nothing to do".
 
 Only the batch that claimed a request may move it on. Two different events at one sequence number
 can only come from one batch making two moves on one request at once; the first by name wins
@@ -25,9 +31,10 @@ and the other writer gets a RequestError (its event is removed).
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -47,6 +54,25 @@ class RequestState(StrEnum):
     IN_PROGRESS = "in-progress"
     FULFILLED = "fulfilled"
     REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+MARKER = "store.json"
+STALE_AFTER_HOURS_DEFAULT = 6.0
+
+
+def stale_after_hours() -> float:
+    """How long a request may stay in-progress before it counts as stuck (RFAU_STALE_AFTER_HOURS)."""
+    raw = os.environ.get("RFAU_STALE_AFTER_HOURS", "")
+    if not raw:
+        return STALE_AFTER_HOURS_DEFAULT
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = -1.0
+    if not hours > 0:
+        raise RfauError(f"RFAU_STALE_AFTER_HOURS={raw!r} is not a positive number of hours")
+    return hours
 
 
 @dataclass
@@ -82,6 +108,34 @@ class RequestStore:
     @classmethod
     def from_uri(cls, uri: str | Path) -> RequestStore:
         return cls(open_store(uri))
+
+    @classmethod
+    def open(cls, uri: str | Path, create: bool = False) -> RequestStore:
+        """The store at ``uri``; unless ``create``, one never initialised (no marker, no request)
+        is an RfauError, so a mistyped folder or S3 prefix is not read as an empty queue."""
+        if isinstance(uri, Path | str) and "://" not in str(uri) and Path(uri).is_file():
+            raise RfauError(f"request store {str(uri)!r} is a file, not a folder")
+        rs = cls.from_uri(uri)
+        if create:
+            rs.initialise()
+        elif not rs.initialised():
+            raise RfauError(
+                f"request store {rs.store.uri!r} has never been initialised (no {MARKER}); "
+                "check the path, or add a request first with 'rfau request add'"
+            )
+        return rs
+
+    def initialised(self) -> bool:
+        return self.store.exists(MARKER) or bool(self.store.list(ROOT))
+
+    def initialise(self) -> None:
+        if not self.store.exists(MARKER):
+            try:
+                self.store.put_bytes(
+                    MARKER, canonical_json({"kind": "rfau-requests", "at": _now()}), exclusive=True
+                )
+            except AlreadyExists:
+                pass  # a concurrent add initialised it
 
     def __repr__(self) -> str:
         return f"RequestStore({self.store.uri!r})"
@@ -119,6 +173,7 @@ class RequestStore:
                     f"{src}: request {req.request_id!r}: request id already in {self.store.uri} "
                     f"(state {state}); nothing was added"
                 )
+        self.initialise()
         written: list[str] = []
         try:
             for src, req in loaded:
@@ -308,3 +363,66 @@ class RequestStore:
                 f"changed at the same time (now {now})"
             ) from None
         return self.get(request_id)
+
+    # -- operator moves and stuck requests ---------------------------------------------------------
+    def _operator_move(
+        self, request_id: str, allowed: tuple[RequestState, ...], to: RequestState, detail: str
+    ):
+        status = self.get(request_id)
+        if status.state not in allowed:
+            raise RequestError(
+                f"cannot move request {request_id!r} to {to.value}: it is {status.state.value}, "
+                f"not {' or '.join(a.value for a in allowed)}"
+            )
+        try:
+            self._put_event(request_id, status.history[-1]["seq"] + 1, to, None, f"operator: {detail}")
+        except AlreadyExists:
+            raise RequestError(f"request {request_id!r} was changed at the same time; look again") from None
+        return self.get(request_id)
+
+    def operator_release(self, request_id: str, reason: str = "released by operator") -> RequestStatus:
+        """in-progress (any batch) -> pending; that batch's later moves on it are refused."""
+        return self._operator_move(request_id, (RequestState.IN_PROGRESS,), RequestState.PENDING, reason)
+
+    def operator_reject(self, request_id: str, reason: str) -> RequestStatus:
+        """pending or in-progress -> rejected (final), with the operator's reason."""
+        if not str(reason).strip():
+            raise RequestError("a rejection needs a reason")
+        allowed = (RequestState.PENDING, RequestState.IN_PROGRESS)
+        return self._operator_move(request_id, allowed, RequestState.REJECTED, reason)
+
+    def cancel(self, request_id: str, reason: str = "withdrawn by the requester") -> RequestStatus:
+        """pending -> cancelled (final): the requester withdrew before any batch took it."""
+        return self._operator_move(request_id, (RequestState.PENDING,), RequestState.CANCELLED, reason)
+
+    def stale_in_progress(self, older_than_hours: float | None = None) -> list[RequestStatus]:
+        """In-progress requests whose last change is older than the window (for warnings)."""
+        hours = stale_after_hours() if older_than_hours is None else older_than_hours
+        cutoff = datetime.now(UTC) - timedelta(hours=hours)
+        return [
+            st for st in self.list(RequestState.IN_PROGRESS) if datetime.fromisoformat(st.updated_at) < cutoff
+        ]
+
+    def release_stale(self, older_than_hours: float | None = None) -> list[RequestStatus]:
+        """Release every request in-progress for longer than the window; returns those released."""
+        out = []
+        for st in self.stale_in_progress(older_than_hours):
+            try:
+                out.append(self.operator_release(st.request_id, f"in-progress since {st.updated_at} (stale)"))
+            except RequestError:
+                continue  # its batch moved it meanwhile
+        return out
+
+    def release_all(self, ids: list[str], batch_id: str, cause: BaseException | str) -> None:
+        """Put a failed batch's requests back; if that fails too, raise naming both failures."""
+        failed = []
+        for rid in ids:
+            try:
+                self.release(rid, batch_id, f"batch {batch_id} failed: {cause}"[:500])
+            except Exception as e:  # disk full, store down: the original cause must not be lost
+                failed.append(f"{rid}: {e}")
+        if failed:
+            raise RfauError(
+                f"batch {batch_id} failed ({cause}) and releasing its requests failed too "
+                f"({'; '.join(failed)[:500]}); they stay in-progress until 'rfau request release --stale'"
+            )

@@ -58,11 +58,23 @@ def load_requests(paths: list[str | Path]) -> list[tuple[str, DeletionRequest]]:
     return out
 
 
+MAX_REQUEST_FILE_BYTES = 10 * 1024 * 1024
+"""Request files above this are refused before parsing (JSON takes ~15x its size in memory)."""
+
+
 def _parse_file(f: Path) -> list[tuple[str, DeletionRequest]]:
     try:
+        size = f.stat().st_size
+        if size > MAX_REQUEST_FILE_BYTES:
+            raise RequestError(
+                f"{f}: request file is {size} bytes, over the {MAX_REQUEST_FILE_BYTES} byte limit; "
+                "split it into several files"
+            )
         raw = json.loads(f.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RequestError(f"{f}: malformed JSON: {e}") from None
+    except RecursionError:
+        raise RequestError(f"{f}: malformed JSON: nested too deeply to be a request") from None
     except OSError as e:
         raise RequestError(f"{f}: cannot read request file: {e}") from None
     items = raw if isinstance(raw, list) else [raw]

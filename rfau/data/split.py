@@ -103,7 +103,7 @@ def make_split(
 
 def write_split(split: Split, out_dir: str | Path) -> Path:
     """Write ``<manifest>.txt`` (one id per line) and ``split.json``; all or nothing."""
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "split") as tmp:
         for m in (*MANIFESTS, "excluded"):
             ids = getattr(split, m)
             (tmp / f"{m}.txt").write_text("".join(f"{s}\n" for s in ids))
@@ -133,3 +133,37 @@ def read_split(split_dir: str | Path) -> Split:
 
 
 __all__ = ["Split", "make_split", "write_split", "read_split", "in_holdout", "ids_hash"]
+
+
+@dataclass
+class Admission:
+    """Which claimed requests a batch takes: the rest wait (deferred) or are refused (rejected)."""
+
+    admitted: list[tuple[str, DeletionRequest]] = field(default_factory=list)
+    deferred: list[tuple[str, DeletionRequest, str]] = field(default_factory=list)  # stay pending
+    rejected: list[tuple[str, DeletionRequest, str]] = field(default_factory=list)  # invalid alone
+
+
+def admit_requests(
+    dataset: ImageDataset,
+    requests: list[tuple[str, DeletionRequest]],
+    holdout_fraction: float = HOLDOUT_FRACTION,
+    excluded: list[str] | tuple[str, ...] = (),
+) -> Admission:
+    """Greedy in arrival order: a request invalid on its own is rejected; a valid one is admitted
+    when make_split still succeeds with it added to those admitted so far (retain samples remain),
+    otherwise deferred with the reason, so one blocking combination never stalls every batch."""
+    out = Admission()
+    for src, req in requests:
+        try:
+            resolve_forget_set([(src, req)], dataset)
+        except RequestError as e:
+            out.rejected.append((src, req, str(e)))
+            continue
+        try:
+            make_split(dataset, [*out.admitted, (src, req)], holdout_fraction, excluded)
+        except RequestError as e:
+            out.deferred.append((src, req, f"deferred: together with the requests before it: {e}"))
+            continue
+        out.admitted.append((src, req))
+    return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -27,7 +27,7 @@ class ModelCard(BaseModel):
     architecture: str
     arch_kwargs: dict = Field(default_factory=dict)
     classes: list[str]
-    input_shape: list[int]
+    input_shape: list[PositiveInt] = Field(min_length=1)
     dataset: str
     train_manifest_sha256: str
     train_samples: int
@@ -38,6 +38,14 @@ class ModelCard(BaseModel):
     weights_sha256: str = ""
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
     rfau_version: str = rfau.__version__
+
+    @field_validator("arch_kwargs")
+    @classmethod
+    def _no_negative_sizes(cls, v: dict) -> dict:
+        bad = [k for k, x in v.items() if isinstance(x, int) and not isinstance(x, bool) and x < 0]
+        if bad:
+            raise ValueError(f"negative size for {', '.join(bad)}")
+        return v
 
 
 def save_checkpoint(model: nn.Module, card: ModelCard, out_dir: str | Path) -> ModelCard:
@@ -55,11 +63,15 @@ def read_card(model_dir: str | Path) -> ModelCard:
     if not path.is_file():
         raise ModelError(f"{model_dir} is not a model folder: {CARD} is missing")
     try:
-        return ModelCard.model_validate_json(path.read_text())
+        card = ModelCard.model_validate_json(path.read_text())
     except ValidationError as e:
         raise ModelError(
             f"{path}: invalid model card: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}"
         ) from None
+    # an empty hash would switch the tamper check off: a saved card always has one
+    if len(card.weights_sha256) != 64:
+        raise ModelError(f"{path}: invalid model card: weights_sha256 must be a 64-digit sha256")
+    return card
 
 
 def verify_weights(model_dir: str | Path) -> str:

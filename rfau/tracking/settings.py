@@ -5,15 +5,51 @@
 - S3 artifacts: with a tracking server started with ``--artifacts-destination s3://...`` the
   server proxies artifacts and holds the credentials; clients need none. For a direct S3
   artifact store set ``MLFLOW_S3_ENDPOINT_URL`` and the usual ``AWS_*`` variables (boto3).
-Credentials are read by boto3 from the environment and never logged or written by rfau.
+Credentials are read by boto3 from the environment and never logged or written by rfau. A
+``user:password@`` inside the tracking URI is moved into ``MLFLOW_TRACKING_USERNAME`` /
+``MLFLOW_TRACKING_PASSWORD`` and the clean URI is what MLflow and KFP task inputs see.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel
+
+from rfau.errors import RfauError
+
+ACCEPTED_SCHEMES = ("http", "https", "sqlite", "file", "databricks", "postgresql", "mysql")
+_URI_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the ``user:password@`` part of every URI in it replaced by ``***@``."""
+    return _URI_CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+def clean_tracking_uri(uri: str) -> str:
+    """Validate ``uri``; move any ``user:password@`` into MLFLOW_TRACKING_USERNAME/PASSWORD.
+
+    MLflow prints its URI in "View run ... at:" lines and KFP dumps task inputs, so a URI with
+    credentials inside would leak them to logs; the environment is where MLflow reads them from.
+    """
+    parts = urlsplit(uri)
+    scheme = parts.scheme.split("+")[0]
+    if scheme not in ACCEPTED_SCHEMES or (scheme in ("http", "https") and not parts.hostname):
+        raise RfauError(
+            f"tracking URI {redact(uri)!r} is not valid: use one of {', '.join(ACCEPTED_SCHEMES)} "
+            "(e.g. http://mlflow:5000 or sqlite:///path/mlflow.db)"
+        )
+    if parts.username is None:
+        return uri
+    os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username)
+    if parts.password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class TrackingSettings(BaseModel):
@@ -34,7 +70,7 @@ class TrackingSettings(BaseModel):
 
     def uri(self) -> str:
         if self.tracking_uri:
-            return self.tracking_uri
+            return clean_tracking_uri(self.tracking_uri)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{self.state_dir.resolve() / 'mlflow.db'}"
 
@@ -48,8 +84,4 @@ class TrackingSettings(BaseModel):
 
     def redacted_uri(self) -> str:
         """The tracking URI without any user:password part, for logs and errors."""
-        uri = self.uri()
-        if "@" in uri and "://" in uri:
-            scheme, rest = uri.split("://", 1)
-            return f"{scheme}://***@{rest.split('@', 1)[1]}"
-        return uri
+        return redact(self.uri())

@@ -1,0 +1,58 @@
+"""Checks for settings every method config shares: the torch device and KFP cron schedules."""
+
+from __future__ import annotations
+
+import re
+
+from rfau.errors import RfauError
+
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
+_CRON_FIELDS = ("second", "minute", "hour", "day of month", "month", "day of week")
+_CRON_RANGES = ((0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+
+
+def check_device(device: str) -> str:
+    """Return ``device`` when torch can use it here; otherwise an RfauError naming the problem."""
+    if not _DEVICE.match(device):
+        raise RfauError(f"device {device!r} is not one of cpu, cuda, cuda:N, mps")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RfauError(f"device {device!r} asked for but CUDA is not available on this machine")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise RfauError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if device == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise RfauError("device 'mps' asked for but MPS is not available on this machine")
+    return device
+
+
+def check_cron(expr: str) -> str:
+    """Validate a KFP recurring-run cron (6 fields: second minute hour day-of-month month day-of-week)."""
+    fields = expr.split()
+    if len(fields) != 6:
+        raise RfauError(
+            f"cron {expr!r} has {len(fields)} fields; KFP needs 6: second minute hour day month weekday"
+        )
+    for text, name, (lo, hi) in zip(fields, _CRON_FIELDS, _CRON_RANGES):
+        for part in text.split(","):
+            _check_cron_part(part, name, lo, hi, expr)
+    return expr
+
+
+def _check_cron_part(part: str, name: str, lo: int, hi: int, expr: str) -> None:
+    base, _, step = part.partition("/")
+    if step and not (step.isdigit() and int(step) > 0):
+        raise RfauError(f"cron {expr!r}: step {step!r} in the {name} field is not a positive number")
+    if base in ("*", "?"):
+        return
+    bounds = base.split("-")
+    if len(bounds) > 2 or not all(b.isdigit() for b in bounds):
+        raise RfauError(f"cron {expr!r}: {part!r} in the {name} field is not a number, range or '*'")
+    for b in bounds:
+        if not lo <= int(b) <= hi:
+            raise RfauError(f"cron {expr!r}: {b} is outside {lo}-{hi} in the {name} field")
