@@ -1,33 +1,50 @@
 """``rfau bench``: every method against retrain and do-nothing, in one run, on one machine.
 
-For each seed: train the original once; for each scenario (one whole class, 10% random samples)
-make the request, split, run every method through the same unlearn stage, evaluate, and compare
-with retrain. Outputs: rows.csv (one row per seed x scenario x method), table.md (mean +- std
-over seeds), plots, and bench.json (machine, settings).
+For each seed: train the original once; for each scenario (one whole class, 10% random samples,
+a structured sub-population of one class: ``rfau.data.subpopulation``) make the request, split,
+run every method through the same unlearn stage, evaluate (with the per-sample evidence of
+``rfau.metrics.evidence``), and compare with retrain. A second retrain with another seed
+(``retrain_2``) gives the noise floor: its gap to ``retrain`` is the smallest gap any method can
+honestly be expected to reach. Outputs: rows.csv (one row per seed x scenario x method; column
+names are the metric JSON keys), table.md (mean +- std over seeds), plots (gap vs seconds with the
+floor drawn), and bench.json (machine, settings).
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import os
 import platform
+import re
 import statistics
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel, Field
 
 from rfau.config import TrainConfig
-from rfau.data.datasets import ImageDataset, load_dataset, subset_dataset
+from rfau.data.datasets import (
+    FASHION_MNIST,
+    ImageDataset,
+    find_fashion_mnist,
+    load_dataset,
+    load_fashion_mnist,
+    subset_dataset,
+)
 from rfau.data.split import read_split
+from rfau.data.subpopulation import subpopulation_forget_set
 from rfau.errors import RfauError
 from rfau.io import read_json, write_json
 from rfau.job import demo_request
 from rfau.metrics import GAP_METRICS, avg_gap, evaluate_model
 from rfau.metrics.distance import activation_distance, js_divergence, loss_threshold_mia
 from rfau.metrics.efficiency import measure
+from rfau.metrics.evidence import EVIDENCE_KEYS
 from rfau.metrics.plots import confidence_histogram
 from rfau.models.checkpoint import load_checkpoint
+from rfau.progress import console
 from rfau.stages import split_stage, train_stage, unlearn_stage
 
 ALL_METHODS = (
@@ -42,16 +59,20 @@ ALL_METHODS = (
     "rfau",
 )
 CIFAR_ARCHIVE = "cifar10-imagefolder.tar.gz"
+SCENARIOS = ("class", "random", "structured")
+NOISE_FLOOR = "retrain_2"  # a second retrain, another seed: the noise floor row
+RETRAIN_2_SEED_OFFSET = 10_000  # retrain_2 of seed s trains with seed s + this (never a bench seed)
+STRUCTURED_CLASS_INDEX = 3  # the class scenario's class too (job.demo_request's default)
 
 
 class BenchConfig(BaseModel):
     name: str
-    dataset: str  # "digits" or "cifar10" (found via --data / RFAU_CIFAR10 / ../shared)
+    dataset: str  # "digits", "fashion-mnist" (--data / RFAU_FASHION_MNIST / Debian) or "cifar10"
     train_per_class: int | None = None
     test_per_class: int | None = None
     train: TrainConfig
     methods: dict[str, dict] = Field(default_factory=dict)  # method -> settings
-    scenarios: tuple[str, ...] = ("class", "random")
+    scenarios: tuple[str, ...] = SCENARIOS
     seeds: tuple[int, ...] = (0,)
 
 
@@ -77,6 +98,37 @@ CONFIGS: dict[str, BenchConfig] = {
         ),
         methods={
             m: {"augment_pad": 2} for m in ("finetune", "neggrad_plus", "random_label", "scrub", "salun")
+        }
+        | {
+            "original": {},
+            "retrain": {},
+            "ssd": {},
+            "rfau": {"rank": 6, "epochs": 30, "lr": 5e-3, "retain_budget": 2000, "batch_size": 128},
+        },
+    ),
+    # Fashion-MNIST, the RFAU paper's dataset, sized for 2 CPU cores (at most 40 minutes for 2 seeds
+    # x 3 scenarios x every method + retrain_2): the first 300 training / 200 test images per class
+    # (3,000 / 2,000 of the 60,000 / 10,000), a ResNet-18 of width 8 (176k parameters) trained 15
+    # epochs without augmentation, so that it memorises (train accuracy well above test accuracy,
+    # printed by the bench); the baselines keep their papers' epochs, without augmentation too.
+    "fashion-mnist": BenchConfig(
+        name="fashion-mnist",
+        dataset=FASHION_MNIST,
+        train_per_class=300,
+        test_per_class=200,
+        seeds=(0, 1),
+        train=TrainConfig(
+            architecture="resnet18",
+            width=8,
+            epochs=15,
+            batch_size=128,
+            lr=0.05,
+            augment_pad=0,
+            augment_flip=False,
+        ),
+        methods={
+            m: {"augment_pad": 0, "augment_flip": False}
+            for m in ("finetune", "neggrad_plus", "random_label", "scrub", "salun")
         }
         | {
             "original": {},
@@ -118,8 +170,35 @@ def find_cifar10(data: str | None) -> str:
 
 
 def load_bench_dataset(cfg: BenchConfig, data: str | None) -> ImageDataset:
-    source = "digits" if cfg.dataset == "digits" else find_cifar10(data)
-    return subset_dataset(load_dataset(source), cfg.train_per_class, cfg.test_per_class)
+    if cfg.dataset == "digits":
+        ds = load_dataset("digits")
+    elif cfg.dataset == FASHION_MNIST:
+        ds = load_fashion_mnist(find_fashion_mnist(data))
+    else:
+        ds = load_dataset(find_cifar10(data))
+    return subset_dataset(ds, cfg.train_per_class, cfg.test_per_class)
+
+
+def scenario_request(ds: ImageDataset, scenario: str, out_dir: Path, seed: int, original: Path) -> Path:
+    """The scenario's deletion request: demo_request's class / 10% random, or the structured
+    sub-population of the class scenario's class (chosen in the original's feature space)."""
+    if scenario != "structured":
+        return demo_request(ds, scenario, out_dir, seed=seed)
+    cls = ds.classes[STRUCTURED_CLASS_INDEX % len(ds.classes)]
+    model, _ = load_checkpoint(original)
+    req = {
+        "request_id": f"bench-structured-{seed}",
+        "sample_ids": subpopulation_forget_set(ds, model, cls, seed=seed),
+        "reason": f"bench: a hard sub-population of class {cls} (rfau.data.subpopulation)",
+        "received_at": datetime.now(UTC).isoformat(),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / f"{req['request_id']}.json", req)
+    return out_dir / f"{req['request_id']}.json"
+
+
+ROW_METRICS = ("ua", "ra", "ta", "ta_kept_classes", "ta_forgotten_classes", "ta_forget_sample_classes")
+ROW_METRICS += ("mia_confidence", "mia_entropy", *EVIDENCE_KEYS)
 
 
 def run_bench(
@@ -137,6 +216,9 @@ def run_bench(
     unknown = set(methods) - set(cfg.methods)
     if unknown:
         raise RfauError(f"unknown methods for bench {cfg.name!r}: {sorted(unknown)}")
+    bad = set(cfg.scenarios) - set(SCENARIOS)
+    if bad:
+        raise RfauError(f"unknown scenarios {sorted(bad)}; known: {', '.join(SCENARIOS)}")
     if "retrain" not in methods:
         methods = ["retrain", *methods]  # the gap needs the gold standard
     ds = load_bench_dataset(cfg, data)
@@ -151,27 +233,39 @@ def run_bench(
             with measure() as cost:
                 train_stage(ds, orig, tcfg)
             original_seconds = cost["seconds"]
+        original_model, card = load_checkpoint(orig)
+        fit = {"original_train_acc": card.metrics["ra"], "original_test_acc": card.metrics["ta"]}
+        console.print(
+            f"original (seed {seed}): train accuracy {fit['original_train_acc']:.2f}%, test accuracy "
+            f"{fit['original_test_acc']:.2f}%, memorisation gap "
+            f"{fit['original_train_acc'] - fit['original_test_acc']:.2f} points"
+        )
         for scenario in cfg.scenarios:
             sdir = work / f"seed{seed}" / scenario
-            req = demo_request(ds, scenario, sdir / "requests", seed=seed)
+            req = scenario_request(ds, scenario, sdir / "requests", seed, orig)
             split_stage(ds, [req], sdir / "split")
             split = read_split(sdir / "split")
             logits = {}
             srows = []
-            for method in methods:
-                settings = {**cfg.methods[method], "seed": seed, "device": device}
+            for method in [*methods, NOISE_FLOOR]:
+                runs_as = "retrain" if method == NOISE_FLOOR else method
+                settings = {**cfg.methods[runs_as], "seed": seed, "device": device}
+                if method == NOISE_FLOOR:
+                    settings["seed"] = seed + RETRAIN_2_SEED_OFFSET
                 if method == "original":
                     settings = {}
                 mdir = sdir / method
-                if reuse and method in ("original", "retrain") and (mdir / "unlearn.json").exists():
+                if reuse and runs_as in ("original", "retrain") and (mdir / "unlearn.json").exists():
                     info = read_json(mdir / "unlearn.json")  # an earlier run's reference model
                     cost = {"seconds": info["seconds"], "peak_rss_mb": float("nan"), "peak_cuda_mb": None}
                 else:
                     with measure() as cost:
-                        info = unlearn_stage(orig, ds, sdir / "split", mdir, method, settings)
+                        info = unlearn_stage(orig, ds, sdir / "split", mdir, runs_as, settings)
                 model, _ = load_checkpoint(mdir)
                 out_logits: dict = {}
-                m = evaluate_model(model, ds, split, seed=seed, logits_out=out_logits)
+                m = evaluate_model(
+                    model, ds, split, seed=seed, logits_out=out_logits, reference_model=original_model
+                )
                 f_idx, r_idx, t_idx = (ds.indices(getattr(split, k)) for k in ("forget", "retain", "test"))
                 lf, lr, lt = (out_logits[k] for k in ("forget", "retain", "test"))
                 logits[method] = lf
@@ -180,10 +274,7 @@ def run_bench(
                     "scenario": scenario,
                     "seed": seed,
                     "method": method,
-                    **{
-                        k: m[k]
-                        for k in ("ua", "ra", "ta", "ta_kept_classes", "mia_confidence", "mia_entropy")
-                    },
+                    **{k: m[k] for k in ROW_METRICS},
                     "mia_loss_threshold": loss_threshold_mia(
                         lr, ds.y[r_idx], lt, ds.y[t_idx], lf, ds.y[f_idx]
                     ),
@@ -197,6 +288,7 @@ def run_bench(
                     if method != "original"
                     else None,
                     "original_train_seconds": original_seconds,
+                    **fit,
                     "forget": len(split.forget),
                 }
                 srows.append(row)
@@ -223,18 +315,32 @@ def _mia_histogram(ds, split, sdir: Path, path: Path, seed: int) -> None:
     confidence_histogram(ds, split, {n: sdir / n for n in names}, path)
 
 
+AGG_KEYS = (
+    "ua",
+    "ra",
+    "ta",
+    "ta_forget_sample_classes",
+    "mia_confidence",
+    "mia_entropy",
+    "mia_loss_threshold",
+    "js_to_retrain",
+    *(k for k in EVIDENCE_KEYS if not k.endswith("_n")),
+    "avg_gap",
+    "seconds",
+    "original_train_acc",
+    "original_test_acc",
+)
+
+
+def _mean_std(vals: list) -> tuple[float | None, float | None]:
+    """Mean and std over seeds of the values that exist (a metric may not apply: None/NaN)."""
+    present = [float(v) for v in vals if v is not None and not math.isnan(float(v))]
+    if not present:
+        return None, None
+    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else 0.0
+
+
 def aggregate(rows: list[dict]) -> list[dict]:
-    keys = (
-        "ua",
-        "ra",
-        "ta",
-        "mia_confidence",
-        "mia_entropy",
-        "mia_loss_threshold",
-        "js_to_retrain",
-        "avg_gap",
-        "seconds",
-    )
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["scenario"], r["method"]), []).append(r)
@@ -247,10 +353,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
             "trainable_params": rs[0]["trainable_params"],
             "total_params": rs[0]["total_params"],
         }
-        for k in keys:
-            vals = [r[k] for r in rs]
-            agg[k] = statistics.fmean(vals)
-            agg[k + "_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        for k in AGG_KEYS:
+            agg[k], agg[k + "_std"] = _mean_std([r.get(k) for r in rs])
         out.append(agg)
     return out
 
@@ -260,31 +364,68 @@ def machine() -> str:
     return f"{dev}; {platform.processor() or platform.machine()}; torch {torch.__version__}"
 
 
+def public_name(name: str) -> str:
+    """A dataset name without the machine's folders: absolute paths shortened to their file name."""
+    return re.sub(r"(?<![\w.])/(?:[^/\s\[\]]+/)*([^/\s\[\]]+)", r"\1", name)
+
+
+# (column title, aggregate key, decimals); "floor" = the retrain_2 row, drawn as a line in the plots
+TABLE_COLUMNS = (
+    ("UA", "ua", 2),
+    ("RA", "ra", 2),
+    ("TA", "ta", 2),
+    ("TA forget classes", "ta_forget_sample_classes", 2),
+    ("MIA conf.", "mia_confidence", 2),
+    ("AUC vs unseen", "forget_vs_unseen_auc", 3),
+    ("AUC vs test", "forget_vs_test_auc", 3),
+    ("member @10% FPR", "forget_member_rate_at_10fpr", 1),
+    ("relearn steps", "relearn_steps", 1),
+    ("probe acc.", "probe_forgotten_class_acc", 1),
+    ("avg gap", "avg_gap", 2),
+    ("seconds", "seconds", 2),
+)
+
+
+def _cell(a: dict, key: str, decimals: int) -> str:
+    if a.get(key) is None:
+        return "–"
+    text = f"{a[key]:.{decimals}f}"
+    return text + (f" ± {a[key + '_std']:.{decimals}f}" if a["n"] > 1 else "")
+
+
 def markdown_table(cfg: BenchConfig, agg: list[dict], ds_name: str) -> str:
-    pm = lambda a, k: f"{a[k]:.2f}" + (f" ± {a[k + '_std']:.2f}" if a["n"] > 1 else "")  # noqa: E731
+    orig = [a for a in agg if a["method"] == "original" and a.get("original_train_acc") is not None][:1]
     lines = [
         f"### `rfau bench {cfg.name}` ({len(cfg.seeds)} seed(s)) on {machine()}",
         "",
-        f"Data: {ds_name}. Percent except seconds; avg gap = mean |x - retrain| over UA, RA, TA, "
-        "MIA-efficacy (confidence).",
+        f"Data: {public_name(ds_name)}. Percent except seconds, AUCs and steps; avg gap = mean "
+        "|x - retrain| over UA, RA, TA, MIA-efficacy (confidence). `retrain_2` is a second retrain "
+        "with another seed: its gap is the noise floor. AUC: forget vs unseen samples of the same "
+        "classes (0.5 = looks unseen); member @10% FPR: 10 = looks unseen; relearn steps: "
+        "fine-tuning steps on the forget set until the original's accuracy is back; probe acc.: "
+        "a linear probe on the penultimate features, on the forgotten class (class-wise only).",
         "",
     ]
+    if orig:
+        o = orig[0]
+        lines += [
+            f"Original: train accuracy {_cell(o, 'original_train_acc', 2)}, test accuracy "
+            f"{_cell(o, 'original_test_acc', 2)} (memorisation gap "
+            f"{o['original_train_acc'] - o['original_test_acc']:.2f} points).",
+            "",
+        ]
     for scenario in dict.fromkeys(a["scenario"] for a in agg):
         lines += [
             f"**{scenario}**",
             "",
-            "| method | UA | RA | TA | MIA conf. | MIA entr. | MIA loss-thr. | JS to retrain "
-            "| avg gap | seconds | trainable % |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| method | " + " | ".join(t for t, _, _ in TABLE_COLUMNS) + " | trainable % |",
+            "|---|" + "---|" * (len(TABLE_COLUMNS) + 1),
         ]
         for a in sorted((a for a in agg if a["scenario"] == scenario), key=lambda a: a["avg_gap"]):
             share = 100 * a["trainable_params"] / a["total_params"]
-            lines.append(
-                f"| {a['method']} | {pm(a, 'ua')} | {pm(a, 'ra')} | {pm(a, 'ta')} | "
-                f"{pm(a, 'mia_confidence')} | "
-                f"{pm(a, 'mia_entropy')} | {pm(a, 'mia_loss_threshold')} | {a['js_to_retrain']:.4f} | "
-                f"{pm(a, 'avg_gap')} | {pm(a, 'seconds')} | {share:.2f} |"
-            )
+            name = f"{a['method']} (noise floor)" if a["method"] == NOISE_FLOOR else a["method"]
+            cells = " | ".join(_cell(a, k, d) for _, k, d in TABLE_COLUMNS)
+            lines.append(f"| {name} | {cells} | {share:.2f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -306,15 +447,19 @@ def write_outputs(cfg: BenchConfig, rows: list[dict], out: Path, ds: ImageDatase
     for scenario in dict.fromkeys(a["scenario"] for a in agg):
         fig, ax = plt.subplots(figsize=(6, 4))
         for a in (a for a in agg if a["scenario"] == scenario):
+            if a["method"] == NOISE_FLOOR:
+                ax.axhline(a["avg_gap"], color="grey", linestyle="--", label="noise floor (retrain_2)")
+                continue
             ax.errorbar(a["seconds"], a["avg_gap"], xerr=a["seconds_std"], yerr=a["avg_gap_std"], fmt="o")
             ax.annotate(a["method"], (a["seconds"], a["avg_gap"]), textcoords="offset points", xytext=(4, 4))
         ax.set_xscale("symlog", linthresh=0.1)
         ax.set_xlabel("wall seconds (unlearning)")
         ax.set_ylabel("avg gap to retrain (lower is better)")
         ax.set_title(f"{cfg.name}: {scenario}")
+        ax.legend(loc="upper right")
         fig.tight_layout()
         fig.savefig(out / f"gap_vs_time_{scenario}.png", dpi=110)
         plt.close(fig)
 
 
-__all__ = ["CONFIGS", "BenchConfig", "run_bench"]
+__all__ = ["CONFIGS", "NOISE_FLOOR", "SCENARIOS", "BenchConfig", "public_name", "run_bench"]

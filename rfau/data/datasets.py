@@ -3,6 +3,9 @@
 Supported sources:
 - ``digits``: scikit-learn's handwritten digits (ships with scikit-learn, no download).
   Ids are ``digits/<index>``; every fifth sample (index % 5 == 0) is the test split.
+- ``fashion-mnist``: Zalando's Fashion-MNIST from its original idx files (gzipped or not), found
+  in $RFAU_FASHION_MNIST or Debian's ``dataset-fashion-mnist`` folder; any folder holding the four
+  idx files also loads by its path. Ids are ``train/<index>`` and ``test/<index>``.
 - an ImageFolder directory ``<root>/{train,test}/<class>/<file>`` or a ``.tar``/``.tar.gz``
   archive of one (e.g. ../shared/datasets/cifar10). Ids are the paths inside the folder or
   archive, e.g. ``train/cat/0001.jpg``. Decoded archives are cached as ``.npz``.
@@ -10,6 +13,7 @@ Supported sources:
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -65,6 +69,8 @@ def load_dataset(source: str, cache_dir: str | Path | None = None) -> ImageDatas
     """Load ``digits`` or an ImageFolder directory/archive. Raises DatasetError with the reason."""
     if source == "digits":
         return _load_digits()
+    if source == FASHION_MNIST:
+        return load_fashion_mnist(find_fashion_mnist())
     if source.startswith("s3://"):  # an archive in the object store (cluster pods share no disk)
         return load_dataset(
             str(_fetch_s3(source, Path(cache_dir) if cache_dir else _default_cache())), cache_dir
@@ -75,11 +81,133 @@ def load_dataset(source: str, cache_dir: str | Path | None = None) -> ImageDatas
             f"dataset {source!r} not found: give 'digits' or the path of an ImageFolder "
             "directory or .tar/.tar.gz archive (or s3://bucket/key.tar.gz)"
         )
+    if path.is_dir() and is_idx_folder(path):
+        return load_fashion_mnist(path)
     if path.is_dir():
         return _load_imagefolder_dir(path)
     if path.name.endswith((".tar", ".tar.gz", ".tgz")):
         return _load_imagefolder_archive(path, Path(cache_dir) if cache_dir else _default_cache())
     raise DatasetError(f"dataset {source!r} is neither a directory nor a .tar/.tar.gz archive")
+
+
+# --- Fashion-MNIST (idx files) -------------------------------------------------------------------
+
+FASHION_MNIST = "fashion-mnist"
+FASHION_MNIST_ENV = "RFAU_FASHION_MNIST"
+FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+# label 0..9 as in the dataset's README, spelled as safe ids (they name files and request ids)
+FASHION_MNIST_CLASSES = (
+    "tshirt_top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle_boot",
+)
+_IDX_FILES = {  # (split, part) -> file name without .gz
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+_MISSING_FASHION = (
+    "install Debian's package (apt-get install dataset-fashion-mnist; `make fashion-mnist` does it "
+    f"as root), pass --data FOLDER or set {FASHION_MNIST_ENV} to a folder holding "
+    "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz] and "
+    "t10k-labels-idx1-ubyte[.gz]"
+)
+
+
+def _idx_file(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def is_idx_folder(folder: Path) -> bool:
+    """True if the folder holds the four Fashion-MNIST idx files (gzipped or not)."""
+    return all(_idx_file(folder, name) for name in _IDX_FILES.values())
+
+
+def find_fashion_mnist(given: str | Path | None = None) -> Path:
+    """The Fashion-MNIST folder: ``given`` (--data), else $RFAU_FASHION_MNIST, else Debian's
+    package folder. Raises DatasetError saying how to get it."""
+    source = "--data" if given else FASHION_MNIST_ENV
+    given = given or os.environ.get(FASHION_MNIST_ENV)
+    if given:
+        folder = Path(given).expanduser()
+        if not folder.is_dir() or not is_idx_folder(folder):
+            raise DatasetError(
+                f"Fashion-MNIST not found at {str(given)!r} (from {source}): {_MISSING_FASHION}"
+            )
+        return folder
+    if is_idx_folder(FASHION_MNIST_DEBIAN):
+        return FASHION_MNIST_DEBIAN
+    raise DatasetError(f"Fashion-MNIST not found: {_MISSING_FASHION}")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """One idx file (LeCun's format: 2 zero bytes, a type code, the rank, big-endian int32 dims,
+    then the data); only unsigned-byte data, as in (Fashion-)MNIST."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DatasetError(f"cannot read idx file {path.name!r}: {e}") from None
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
+        raise DatasetError(f"{path.name!r} is not an unsigned-byte idx file (bad magic number)")
+    rank = raw[3]
+    header = 4 + 4 * rank
+    if len(raw) < header:
+        raise DatasetError(f"{path.name!r}: idx header is truncated")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=rank, offset=4))
+    if len(raw) - header != int(np.prod(dims)):
+        raise DatasetError(
+            f"{path.name!r}: {len(raw) - header} data bytes where dims {dims} need {np.prod(dims)}"
+        )
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def _read_idx_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    images = read_idx(_idx_file(folder, _IDX_FILES[(split, "images")]))  # type: ignore[arg-type]
+    labels = read_idx(_idx_file(folder, _IDX_FILES[(split, "labels")]))  # type: ignore[arg-type]
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DatasetError(
+            f"Fashion-MNIST {split}: images {images.shape} and labels {labels.shape} do not match "
+            "(expected [N, H, W] and [N])"
+        )
+    if len(labels) and int(labels.max()) >= len(FASHION_MNIST_CLASSES):
+        raise DatasetError(f"Fashion-MNIST {split}: label {int(labels.max())} is not one of 0..9")
+    return images, labels
+
+
+def load_fashion_mnist(folder: str | Path) -> ImageDataset:
+    """Fashion-MNIST from a folder of its idx files: 60,000 training and 10,000 test images,
+    28x28 grey, ids ``train/<index>`` and ``test/<index>`` (the index in the idx file)."""
+    folder = Path(folder)
+    if not is_idx_folder(folder):
+        raise DatasetError(f"Fashion-MNIST not found in {str(folder)!r}: {_MISSING_FASHION}")
+    (x_tr, y_tr), (x_te, y_te) = (_read_idx_split(folder, s) for s in SPLITS)
+    if x_tr.shape[1:] != x_te.shape[1:]:
+        raise DatasetError(
+            f"Fashion-MNIST: train images {x_tr.shape[1:]} and test images {x_te.shape[1:]} differ"
+        )
+    ids = [f"train/{i}" for i in range(len(y_tr))] + [f"test/{i}" for i in range(len(y_te))]
+    return ImageDataset(
+        name=FASHION_MNIST,
+        ids=tuple(ids),
+        x=torch.from_numpy(np.concatenate([x_tr, x_te])[:, None]).contiguous(),
+        y=torch.from_numpy(np.concatenate([y_tr, y_te]).astype(np.int64)),
+        is_test=torch.cat(
+            [torch.zeros(len(y_tr), dtype=torch.bool), torch.ones(len(y_te), dtype=torch.bool)]
+        ),
+        classes=FASHION_MNIST_CLASSES,
+        kind="idx",
+    )
 
 
 def _fetch_s3(uri: str, cache: Path) -> Path:

@@ -1,4 +1,6 @@
-"""Unlearning metrics in percent: UA, RA, TA, per-class accuracy, MIA-efficacy, avg gap."""
+"""Unlearning metrics in percent: UA, RA, TA, per-class accuracy, MIA-efficacy, avg gap, and the
+per-sample evidence of ``rfau.metrics.evidence`` (forget vs unseen AUC, member rate, relearn steps,
+linear probe)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from torch import nn
 
 from rfau.data.datasets import ImageDataset
 from rfau.data.split import Split
+from rfau.metrics.evidence import EVIDENCE_KEYS, RelearnConfig, evidence_metrics, logits_and_features
 from rfau.metrics.mia import FEATURES, fit_attack, mia_efficacy, nonmember_share
 from rfau.train import predict_logits
 
@@ -18,26 +21,41 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def evaluate_model(
-    model: nn.Module, ds: ImageDataset, split: Split, seed: int = 0, logits_out: dict | None = None
+    model: nn.Module,
+    ds: ImageDataset,
+    split: Split,
+    seed: int = 0,
+    logits_out: dict | None = None,
+    reference_model: nn.Module | None = None,
+    relearn: RelearnConfig | None = None,
 ) -> dict:
-    """All metrics for one model on one split (values in percent). ``logits_out``, when given,
-    receives the retain/forget/test logits so that callers need not run the model again."""
+    """All metrics for one model on one split (values in percent, AUCs in [0, 1]). ``logits_out``,
+    when given, receives the retain/forget/test logits so that callers need not run the model
+    again. ``reference_model``: the model the deletion started from (the original or the
+    champion); it sets the relearn target, and without it ``relearn_steps`` is None."""
     parts = {}
-    for name in ("retain", "forget", "test"):
-        ids = getattr(split, name)
-        idx = ds.indices(ids)
+    for name in ("retain", "forget"):
+        idx = ds.indices(getattr(split, name))
         parts[name] = (predict_logits(model, ds.x[idx]), ds.y[idx])
-        if logits_out is not None:
-            logits_out[name] = parts[name][0]
+    seen_never = {}  # holdout and test: logits and penultimate features in one pass
+    for name in ("holdout", "test"):
+        idx = ds.indices(getattr(split, name))
+        seen_never[name] = (*logits_and_features(model, ds.x[idx]), ds.y[idx])
+    parts["test"] = (seen_never["test"][0], seen_never["test"][2])
+    if logits_out is not None:
+        logits_out.update({name: parts[name][0] for name in ("retain", "forget", "test")})
     (lr, yr), (lf, yf), (lt, yt) = parts["retain"], parts["forget"], parts["test"]
     forgotten = [ds.classes.index(c) for c in split.forget_classes]
     kept = torch.tensor([int(c) not in forgotten for c in yt])
+    of_forget = torch.isin(yt, yf.unique())
     out = {
         "ua": 100.0 - accuracy(lf, yf) if len(yf) else float("nan"),
         "ra": accuracy(lr, yr),
         "ta": accuracy(lt, yt),
         "ta_kept_classes": accuracy(lt[kept], yt[kept]),
         "ta_forgotten_classes": accuracy(lt[~kept], yt[~kept]) if forgotten else None,
+        # test accuracy on the classes the forget samples belong to: collateral damage to a class
+        "ta_forget_sample_classes": accuracy(lt[of_forget], yt[of_forget]) if len(yf) else None,
         "per_class_test_accuracy": {
             ds.classes[c]: accuracy(lt[yt == c], yt[yt == c]) for c in range(len(ds.classes))
         },
@@ -45,6 +63,17 @@ def evaluate_model(
         "test_confidence_mean": float(lt.softmax(1)[torch.arange(len(yt)), yt].mean()),
         "counts": {"retain": len(yr), "forget": len(yf), "test": len(yt)},
     }
+    x_forget = ds.x[ds.indices(split.forget)]
+    out |= evidence_metrics(
+        model,
+        (x_forget, lf, yf),
+        seen_never["holdout"],
+        seen_never["test"],
+        forgotten,
+        reference_model,
+        seed,
+        relearn,
+    )
     for kind in FEATURES:
         clf = fit_attack(lr, yr, lt, yt, kind, seed)
         out[f"mia_{kind}"] = nonmember_share(clf, lf, yf, kind) if len(yf) else float("nan")
@@ -63,4 +92,12 @@ def avg_gap(metrics: dict, reference: dict, keys: tuple[str, ...] = GAP_METRICS)
     return sum(abs(metrics[k] - reference[k]) for k in keys) / len(keys)
 
 
-__all__ = ["GAP_METRICS", "accuracy", "avg_gap", "evaluate_model", "mia_efficacy"]
+__all__ = [
+    "EVIDENCE_KEYS",
+    "GAP_METRICS",
+    "RelearnConfig",
+    "accuracy",
+    "avg_gap",
+    "evaluate_model",
+    "mia_efficacy",
+]
