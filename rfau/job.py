@@ -22,8 +22,6 @@ from rfau.metrics.plots import confidence_histogram
 from rfau.stages import evaluate_stage, split_stage, train_stage, unlearn_stage
 from rfau.tracking.settings import TrackingSettings
 
-SUMMARY_KEYS = ("ua", "ra", "ta", "ta_kept_classes", "mia_confidence", "mia_entropy")
-
 
 def demo_request(
     ds: ImageDataset,
