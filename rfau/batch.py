@@ -32,9 +32,9 @@ from rfau.data.request_store import RequestState, RequestStore
 from rfau.data.requests import resolve_forget_set
 from rfau.data.split import HOLDOUT_FRACTION, make_split, read_split, write_split
 from rfau.errors import RfauError
+from rfau.gates import Gates, check_gates
 from rfau.io import atomic_dir, md5_file, read_json, write_json
 from rfau.models.checkpoint import read_card
-from rfau.tracking.gates import Gates, check_gates
 from rfau.tracking.settings import TrackingSettings
 
 BATCH = "batch.json"

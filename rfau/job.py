@@ -13,12 +13,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import rfau
+from rfau.batch import requested_samples
 from rfau.config import TrainConfig
 from rfau.data.datasets import ImageDataset, load_dataset
+from rfau.data.request_store import RequestState, RequestStore
 from rfau.data.split import HOLDOUT_FRACTION, in_holdout
 from rfau.io import read_json, write_json
 from rfau.metrics import GAP_METRICS, avg_gap
 from rfau.metrics.plots import confidence_histogram
+from rfau.params import BatchParams
 from rfau.stages import evaluate_stage, split_stage, train_stage, unlearn_stage
 from rfau.tracking.settings import TrackingSettings
 
@@ -177,3 +180,24 @@ def track_and_register(
             baseline_metrics_path=wd / "metrics" / "original.json",
         )
     return {"original_version": boot["version"], **reg}
+
+
+def queue_demo_request(p: BatchParams, store: str) -> str:
+    """Queue a demo request: 5% of the training samples not forgotten yet, drawn at random."""
+    ds = load_dataset(p.dataset)
+    reqs = RequestStore.from_uri(store)
+    gone = set(requested_samples(reqs, ds, set(RequestState) - {RequestState.REJECTED})[0])
+    rid = f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    path = demo_request(
+        ds,
+        "random",
+        Path("runs") / "requests",
+        seed=rid,
+        fraction=0.05,
+        exclude=gone,
+        request_id=rid,
+        subject=f"user-{rid}",
+        holdout_fraction=p.holdout_fraction,
+    )
+    reqs.add([path], ds)
+    return rid

@@ -17,8 +17,8 @@ from rfau.batch import data_split, run_batch
 from rfau.data.datasets import load_dataset
 from rfau.data.request_store import RequestState, RequestStore
 from rfau.data.split import in_holdout, read_split
+from rfau.gates import Gates
 from rfau.tracking import registry
-from rfau.tracking.gates import Gates
 from rfau.tracking.settings import TrackingSettings
 
 DS = load_dataset("digits")

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rfau.errors import RfauError
+from rfau.gates import Gates, check_gates
 from rfau.io import read_json
 from rfau.models.checkpoint import CARD, WEIGHTS, read_card
-from rfau.tracking.gates import Gates, check_gates
 from rfau.tracking.settings import TrackingSettings
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
