@@ -414,7 +414,7 @@ def _append_record(
             "code_version": meta["code_version"],
             "started_at": meta["started_at"],
             "finished_at": _now(),
-            "mlflow_run_id": registry._mlflow().active_run().info.run_id,
+            "mlflow_run_id": registry.Registry.active_run_id(),
         }
     )
     registry.set_version_tags(
