@@ -342,31 +342,21 @@ def report(meta: dict, before: dict, after: dict, results) -> str:
 # --- register -----------------------------------------------------------------------------------
 
 
-def _log_stages(batch_dir: Path, model_dir: Path, eval_dir: Path, meta: dict) -> None:
+def _log_stages(reg, batch_dir: Path, model_dir: Path, eval_dir: Path, meta: dict) -> None:
     """The batch's stages as nested MLflow runs under the batch's parent run."""
-    from rfau.tracking import registry
+    from rfau.tracking.stage_runs import log_data_split, log_evaluate, log_unlearn
 
-    split = read_json(batch_dir / "split" / "split.json")
-    registry.log_stage(
-        "data-split",
-        params={
-            **split["counts"],
-            "requests": meta["request_ids"],
-            "rejected": [r["request_id"] for r in meta["rejected"]],
-        },
-        artifacts=[batch_dir / "split" / "split.json", batch_dir / BATCH],
+    rejected = [r["request_id"] for r in meta["rejected"]]
+    log_data_split(
+        reg,
+        batch_dir / "split",
+        {"requests": meta["request_ids"], "rejected": rejected},
+        artifacts=[batch_dir / BATCH],
     )
-    unl = read_json(model_dir / "unlearn.json")
-    registry.log_stage(
-        "unlearn",
-        params={"method": unl["method"], **unl["config"]},
-        metrics={k: unl[k] for k in ("seconds", "trainable_params", "trainable_share")},
-        history=unl.get("history"),
-        artifacts=[model_dir / "unlearn.json"],
-    )
-    registry.log_stage(
-        "evaluate",
-        metrics={k: v for k, v in read_json(eval_dir / "metrics.json").items() if not isinstance(v, bool)},
+    log_unlearn(reg, model_dir)
+    log_evaluate(
+        reg,
+        read_json(eval_dir / "metrics.json"),
         artifacts=[eval_dir / f for f in (*EVIDENCE, "before.json", "after.json")],
     )
 
@@ -459,8 +449,8 @@ def register(
                 "base_model_version": meta["base"]["version"],
                 "code_version": meta["code_version"],
             },
-        ):
-            _log_stages(Path(batch_dir), model_dir, eval_dir, meta)
+        ) as run_registry:
+            _log_stages(run_registry, Path(batch_dir), model_dir, eval_dir, meta)
             reg = registry.register(
                 model_dir,
                 eval_dir / "after.json",
