@@ -106,7 +106,8 @@ def ensure_base(
     from rfau.stages import evaluate_stage, train_stage
     from rfau.tracking import registry
 
-    champ = registry.champion(settings)
+    reg = registry.Registry(settings)
+    champ = reg.champion()
     if champ is None:
         boot = out_dir.with_name(out_dir.name + ".bootstrap")
         cfg = TrainConfig.preset(ds.kind, **(train or {}))
@@ -115,8 +116,8 @@ def ensure_base(
         evaluate_stage(boot / "model", ds, boot / "split", boot / "metrics.json")
         registry.register(boot / "model", boot / "metrics.json", settings, bootstrap=True)
         shutil.rmtree(boot)
-        champ = registry.champion(settings)
-    registry.fetch_version(settings, champ["version"], out_dir)
+        champ = reg.champion()
+    reg.fetch_version(champ["version"], out_dir)
     return {
         "model": settings.model_name,
         "version": champ["version"],
