@@ -5,21 +5,21 @@ from __future__ import annotations
 from rich.table import Table
 
 from rfau.cli.common import err, out
+from rfau.records import BatchMeta
 
 
-def print_split(meta: dict) -> None:
-    for r in meta["rejected"]:
-        err.print(f"[yellow]rejected {r['request_id']}:[/] {r['reason']}")
-    if meta["empty"]:
+def print_split(meta: BatchMeta) -> None:
+    for r in meta.rejected:
+        err.print(f"[yellow]rejected {r.request_id}:[/] {r.reason}")
+    if meta.empty:
         out.print(
-            f"batch {meta['batch_id']}: nothing to forget "
-            f"({'no pending requests' if not meta['request_ids'] else 'already forgotten'})"
+            f"batch {meta.batch_id}: nothing to forget "
+            f"({'no pending requests' if not meta.request_ids else 'already forgotten'})"
         )
     else:
         out.print(
-            f"batch {meta['batch_id']}: requests {', '.join(meta['request_ids'])}; forget set "
-            f"{meta['forget_count']} samples (md5 {meta['forget_md5']}); "
-            f"base version {meta['base']['version']}"
+            f"batch {meta.batch_id}: requests {', '.join(meta.request_ids)}; forget set "
+            f"{meta.forget_count} samples (md5 {meta.forget_md5}); base version {meta.base.version}"
         )
 
 
