@@ -36,19 +36,10 @@ from rfau.gates import Gates, check_gates
 from rfau.io import atomic_dir, md5_file, read_json, write_json
 from rfau.models.checkpoint import read_card
 from rfau.records import BaseVersion, BatchMeta, Rejection
+from rfau.report import SUMMARY_KEYS, batch_report, confusion
 from rfau.tracking.settings import TrackingSettings
 
 BATCH = "batch.json"
-SUMMARY_KEYS = (
-    "ua",
-    "ra",
-    "ta",
-    "ta_kept_classes",
-    "mia_confidence",
-    "mia_confidence_test",
-    "ua_excluded",
-    "mia_confidence_excluded",
-)
 EVIDENCE = ("metrics.json", "gates.json", "report.md", "confidence_hist.png")
 
 
@@ -273,59 +264,8 @@ def evaluate(
         confidence_histogram(
             ds, split, {"before (champion)": b / "base", "after": model_dir}, tmp / "confidence_hist.png"
         )
-        (tmp / "report.md").write_text(report(meta, before, after, results))
+        (tmp / "report.md").write_text(batch_report(meta, before, after, results))
     return flat
-
-
-def confusion(model_dir: Path, ds: ImageDataset, split) -> tuple[dict, list[dict]]:
-    """Test-set confusion matrix (rows: true class) for KFP's ClassificationMetrics, and the
-    per-sample (actual, predicted) rows DVC's confusion plot reads."""
-    import torch
-
-    from rfau.models.checkpoint import load_checkpoint
-    from rfau.train import predict_logits
-
-    model, _ = load_checkpoint(model_dir)
-    idx = ds.indices(split.test)
-    pred = predict_logits(model, ds.x[idx]).argmax(1)
-    n = len(ds.classes)
-    m = torch.zeros(n, n, dtype=torch.long)
-    rows = []
-    for t, p in zip(ds.y[idx].tolist(), pred.tolist()):
-        m[t, p] += 1
-        rows.append({"actual": ds.classes[t], "predicted": ds.classes[p]})
-    return {"classes": list(ds.classes), "matrix": m.tolist()}, rows
-
-
-def report(meta: BatchMeta, before: dict, after: dict, results) -> str:
-    rows = [
-        ("UA: error on the forget set", "ua"),
-        ("RA: accuracy on retained data", "ra"),
-        ("TA: test accuracy", "ta"),
-        ("TA on kept classes", "ta_kept_classes"),
-        ("MIA-efficacy on the forget set", "mia_confidence"),
-        ("MIA-efficacy on the test set", "mia_confidence_test"),
-        ("UA on samples forgotten earlier", "ua_excluded"),
-    ]
-    lines = [
-        f"# Deletion batch {meta.batch_id}",
-        "",
-        f"Requests: {', '.join(meta.request_ids)}; forget set: {meta.forget_count} samples"
-        f"{' (classes ' + ', '.join(meta.forget_classes) + ')' if meta.forget_classes else ''}; "
-        f"md5 {meta.forget_md5}.",
-        f"Base: {meta.base.model} version {meta.base.version}.",
-        "",
-        "| metric (%) | before (champion) | after |",
-        "|---|---:|---:|",
-    ]
-    for label, k in rows:
-        if after.get(k) is not None:
-            lines.append(f"| {label} | {before.get(k, float('nan')):.2f} | {after[k]:.2f} |")
-    lines += ["", "| gate | value | bound | verdict |", "|---|---:|---:|---|"]
-    lines += [f"| {r.name} | {r.value:.2f} | {r.bound} | {'pass' if r.passed else 'FAIL'} |" for r in results]
-    if meta.rejected:
-        lines += ["", "Rejected requests:"] + [f"- {r.request_id}: {r.reason}" for r in meta.rejected]
-    return "\n".join(lines) + "\n"
 
 
 # --- register -----------------------------------------------------------------------------------
