@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from rfau.cli.common import (
+    EXIT_AUDIT_PROBLEMS,
     StoreOpt,
     err,
     out,
@@ -40,7 +41,7 @@ def audit_verify(
     if problems:
         for p in problems:
             err.print(f"[bold red]FAIL[/] {p}")
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_AUDIT_PROBLEMS)
     out.print(
         f"[green]ledger intact[/]: {n} record(s); chain, copies, registry anchors"
         f"{' and weights' if weights else ''} verified"

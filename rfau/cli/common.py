@@ -16,6 +16,7 @@ from rfau.params import parse_overrides
 
 # Exit codes, in one place: 2 for any RfauError (bad input, a failed stage, an unreachable service).
 EXIT_ERROR = 2
+EXIT_AUDIT_PROBLEMS = 1  # `rfau audit verify` found problems (listed on stdout)
 
 out = Console(width=None if sys.stdout.isatty() else 130)  # wide tables in logs too
 err = Console(stderr=True)

@@ -171,7 +171,7 @@ def run(
     from rfau.job import run_job
 
     if scenario not in ("random", "class"):
-        raise RfauError(f"--scenario must be 'random' or 'class', got {scenario!r}") from None
+        raise RfauError(f"--scenario must be 'random' or 'class', got {scenario!r}")
     summary = run_job(
         dataset,
         workdir,
@@ -221,7 +221,7 @@ def bench(
     from rfau.bench import CONFIGS, aggregate, markdown_table, run_bench
 
     if config not in CONFIGS:
-        raise RfauError(f"unknown bench config {config!r}; known: {', '.join(CONFIGS)}") from None
+        raise RfauError(f"unknown bench config {config!r}; known: {', '.join(CONFIGS)}")
     cfg = CONFIGS[config]
     upd: dict = {}
     if seeds:
@@ -229,7 +229,7 @@ def bench(
     if scenarios:
         upd["scenarios"] = tuple(s.strip() for s in scenarios.split(","))
         if not set(upd["scenarios"]) <= {"class", "random"}:
-            raise RfauError(f"--scenarios must name class and/or random, got {scenarios!r}") from None
+            raise RfauError(f"--scenarios must name class and/or random, got {scenarios!r}")
     if max_train_per_class:
         upd["train_per_class"] = max_train_per_class
     if max_test_per_class:

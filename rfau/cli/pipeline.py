@@ -45,9 +45,9 @@ def pipeline_compile(
 
     key, sep, value = node_selector.partition("=")
     if not sep or not key:
-        raise RfauError(f"--node-selector expects KEY=VALUE, got {node_selector!r}") from None
+        raise RfauError(f"--node-selector expects KEY=VALUE, got {node_selector!r}")
     if gpus < 1:
-        raise RfauError(f"--gpus must be at least 1, got {gpus}") from None
+        raise RfauError(f"--gpus must be at least 1, got {gpus}")
     gpu = GpuSpec(
         accelerator=accelerator,
         count=gpus,
@@ -83,7 +83,7 @@ def pipeline_run(
     if not local:
         raise RfauError(
             "only --local runs here; on a cluster use `rfau pipeline submit` or `rfau pipeline schedule`"
-        ) from None
+        )
     p = load_params(params, set_)
     if demo is None:  # a fresh checkout: show the whole flow on the embedded data
         demo = p.dataset == "digits" and not RequestStore.from_uri(store_uri(p.store)).list()
