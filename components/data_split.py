@@ -24,17 +24,17 @@ def data_split(
     meta = stage(
         batch.path, dataset_uri, requests_uri or None, settings, holdout_fraction, train_config or None
     )
-    batch.metadata.update({k: meta.get(k) for k in ("batch_id", "empty", "forget_count", "forget_md5")})
+    batch.metadata.update(meta.model_dump(include={"batch_id", "empty", "forget_count", "forget_md5"}))
     lines = [
-        f"# Batch {meta['batch_id']}",
+        f"# Batch {meta.batch_id}",
         "",
-        f"Requests: {', '.join(meta['request_ids']) or 'none pending'}",
+        f"Requests: {', '.join(meta.request_ids) or 'none pending'}",
     ]
-    lines += [f"- rejected {r['request_id']}: {r['reason']}" for r in meta["rejected"]]
-    if not meta["empty"]:
+    lines += [f"- rejected {r.request_id}: {r.reason}" for r in meta.rejected]
+    if not meta.empty:
         lines.append(
-            f"Forget set: {meta['forget_count']} samples, md5 {meta['forget_md5']}; "
-            f"base: version {meta['base']['version']}"
+            f"Forget set: {meta.forget_count} samples, md5 {meta.forget_md5}; "
+            f"base: version {meta.base.version}"
         )
     with open(summary.path, "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -22,7 +22,7 @@ def evaluate(
     from pathlib import Path
 
     from rfau.batch import evaluate as stage
-    from rfau.tracking.gates import Gates
+    from rfau.gates import Gates
 
     flat = stage(batch.path, model.path, evaluation.path, Gates(**(gates or {})))
     out = Path(evaluation.path)

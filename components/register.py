@@ -23,7 +23,7 @@ def register(
     from pathlib import Path
 
     from rfau.batch import register as stage
-    from rfau.tracking.gates import Gates
+    from rfau.gates import Gates
     from rfau.tracking.settings import TrackingSettings
 
     settings = TrackingSettings.from_env(model_name=model_name or None, tracking_uri=tracking_uri or None)

@@ -11,7 +11,38 @@ from pathlib import Path
 
 from rfau.errors import RfauError
 from rfau.io import read_json
+from rfau.params import BatchParams
 from rfau.pipelines.deletion_batch import PIPELINE_NAME, GpuSpec, build_pipeline
+
+
+def pipeline_arguments(p: BatchParams, local: bool) -> dict:
+    """The pipeline's parameters. A local run gets this machine's store and tracking URI, made
+    absolute (the tasks run as subprocesses in other folders)."""
+    from rfau.batch import default_store
+    from rfau.tracking.settings import TrackingSettings
+
+    settings = TrackingSettings.from_env()
+    # on a cluster, empty URIs mean the pods' own rfau-config (this machine's may be a port-forward)
+    store, tracking = p.store or "", ""
+    if local:
+        store = p.store or default_store()
+        if "://" not in store:
+            store = str(Path(store).resolve())
+        tracking = settings.uri()
+    dataset = p.dataset
+    if local and dataset != "digits" and "://" not in dataset:
+        dataset = str(Path(dataset).resolve())
+    return {
+        "dataset_uri": dataset,
+        "requests_uri": store,
+        "method": p.method,
+        "method_config": p.method_config,
+        "model_name": settings.model_name,
+        "tracking_uri": tracking,
+        "gates": p.gates.model_dump(),
+        "train_config": p.train,
+        "holdout_fraction": p.holdout_fraction,
+    }
 
 
 def compile_pipeline(out: str | Path, gpu: GpuSpec | None = None) -> Path:

@@ -32,22 +32,14 @@ from rfau.data.request_store import RequestState, RequestStore
 from rfau.data.requests import resolve_forget_set
 from rfau.data.split import HOLDOUT_FRACTION, make_split, read_split, write_split
 from rfau.errors import RfauError
+from rfau.gates import Gates, check_gates
 from rfau.io import atomic_dir, md5_file, read_json, write_json
 from rfau.models.checkpoint import read_card
-from rfau.tracking.gates import Gates, check_gates
+from rfau.records import BaseVersion, BatchMeta, Rejection
+from rfau.report import SUMMARY_KEYS, batch_report, confusion
 from rfau.tracking.settings import TrackingSettings
 
 BATCH = "batch.json"
-SUMMARY_KEYS = (
-    "ua",
-    "ra",
-    "ta",
-    "ta_kept_classes",
-    "mia_confidence",
-    "mia_confidence_test",
-    "ua_excluded",
-    "mia_confidence_excluded",
-)
 EVIDENCE = ("metrics.json", "gates.json", "report.md", "confidence_hist.png")
 
 
@@ -99,14 +91,15 @@ def ensure_base(
     settings: TrackingSettings,
     train: dict | None = None,
     holdout_fraction: float = HOLDOUT_FRACTION,
-) -> dict:
+) -> BaseVersion:
     """The model this batch starts from: the registry's champion, downloaded into ``out_dir``.
     Where the registry has none (the first batch), the original model is trained here and
     registered as the bootstrap champion."""
     from rfau.stages import evaluate_stage, train_stage
     from rfau.tracking import registry
 
-    champ = registry.champion(settings)
+    reg = registry.Registry(settings)
+    champ = reg.champion()
     if champ is None:
         boot = out_dir.with_name(out_dir.name + ".bootstrap")
         cfg = TrainConfig.preset(ds.kind, **(train or {}))
@@ -115,13 +108,11 @@ def ensure_base(
         evaluate_stage(boot / "model", ds, boot / "split", boot / "metrics.json")
         registry.register(boot / "model", boot / "metrics.json", settings, bootstrap=True)
         shutil.rmtree(boot)
-        champ = registry.champion(settings)
-    registry.fetch_version(settings, champ["version"], out_dir)
-    return {
-        "model": settings.model_name,
-        "version": champ["version"],
-        "weights_sha256": read_card(out_dir).weights_sha256,
-    }
+        champ = reg.champion()
+    reg.fetch_version(champ["version"], out_dir)
+    return BaseVersion(
+        model=settings.model_name, version=champ["version"], weights_sha256=read_card(out_dir).weights_sha256
+    )
 
 
 def data_split(
@@ -133,7 +124,7 @@ def data_split(
     train: dict | None = None,
     batch_id: str | None = None,
     stale_after_hours: float = 6.0,
-) -> dict:
+) -> BatchMeta:
     """Claim the pending requests -> ``out_dir`` with batch.json, requests/, split/ and base/."""
     settings = settings or TrackingSettings.from_env()
     ds = load_dataset(dataset)
@@ -150,45 +141,40 @@ def data_split(
                 valid.append(st)
             except RfauError as e:
                 rejected.append((st, str(e)))
-        meta = {
-            "batch_id": batch_id,
-            "dataset": ds.name,
-            "dataset_uri": dataset,
-            "store": reqs.store.uri,
-            "model": settings.model_name,
-            "started_at": started,
-            "code_version": rfau.__version__,
-            "request_ids": [st.request_id for st in valid],
-            "rejected": [{"request_id": st.request_id, "reason": why} for st, why in rejected],
-            "empty": True,
-        }
+        meta = BatchMeta(
+            batch_id=batch_id,
+            dataset=ds.name,
+            dataset_uri=dataset,
+            store=reqs.store.uri,
+            model=settings.model_name,
+            started_at=started,
+            code_version=rfau.__version__,
+            request_ids=[st.request_id for st in valid],
+            rejected=[Rejection(request_id=st.request_id, reason=why) for st, why in rejected],
+        )
         with atomic_dir(out_dir) as tmp:
             if valid:
                 excluded, prior = requested_samples(reqs, ds, {RequestState.FULFILLED})
                 split = make_split(
                     ds, [(f"request {st.request_id}", st.request) for st in valid], holdout_fraction, excluded
                 )
-                meta.update(
-                    prior_request_ids=prior,
-                    forget_count=len(split.forget),
-                    forget_classes=split.forget_classes,
-                    excluded_count=len(split.excluded),
-                )
+                meta.prior_request_ids = prior
+                meta.forget_count = len(split.forget)
+                meta.forget_classes = split.forget_classes
+                meta.excluded_count = len(split.excluded)
                 if split.forget:
                     write_split(split, tmp / "split")
                     for st in valid:
                         write_json(
                             tmp / "requests" / f"{st.request_id}.json", st.request.model_dump(mode="json")
                         )
-                    meta.update(
-                        empty=False,
-                        forget_md5=md5_file(tmp / "split" / "forget.txt"),
-                        base=ensure_base(ds, dataset, tmp / "base", settings, train, holdout_fraction),
-                    )
+                    meta.empty = False
+                    meta.forget_md5 = md5_file(tmp / "split" / "forget.txt")
+                    meta.base = ensure_base(ds, dataset, tmp / "base", settings, train, holdout_fraction)
                 else:  # every named sample was forgotten by an earlier batch
                     done = valid
-                    meta["already_forgotten"] = True
-            write_json(tmp / BATCH, meta)
+                    meta.already_forgotten = True
+            meta.write(tmp / BATCH)
     except BaseException as e:
         for st in claimed:  # nothing was decided: the requests wait for the next batch
             reqs.release(st.request_id, batch_id, f"batch {batch_id} failed in data-split: {e}"[:500])
@@ -200,21 +186,17 @@ def data_split(
     return meta
 
 
-def read_batch(batch_dir: str | Path) -> dict:
+def read_batch(batch_dir: str | Path) -> BatchMeta:
     path = Path(batch_dir) / BATCH
     if not path.is_file():
         raise RfauError(
             f"{batch_dir} is not a batch folder ({BATCH} is missing); run the data-split stage first"
         )
-    return read_json(path)
+    return BatchMeta.read(path)
 
 
-def _skip(out_dir: Path, meta: dict, name: str) -> dict:
-    info = {
-        "skipped": True,
-        "batch_id": meta["batch_id"],
-        "reason": "no pending requests" if not meta["request_ids"] else "nothing left to forget",
-    }
+def _skip(out_dir: Path, meta: BatchMeta, name: str) -> dict:
+    info = {"skipped": True, "batch_id": meta.batch_id, "reason": meta.skip_reason()}
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / name, info)
     return info
@@ -230,10 +212,10 @@ def unlearn(
     from rfau.stages import unlearn_stage
 
     meta = read_batch(batch_dir)
-    if meta["empty"]:
+    if meta.empty:
         return _skip(Path(out_dir), meta, "unlearn.json")
     b = Path(batch_dir)
-    return unlearn_stage(b / "base", meta["dataset_uri"], b / "split", out_dir, method, config)
+    return unlearn_stage(b / "base", meta.dataset_uri, b / "split", out_dir, method, config)
 
 
 # --- evaluate -----------------------------------------------------------------------------------
@@ -257,10 +239,10 @@ def evaluate(
     from rfau.stages import evaluate_stage
 
     meta = read_batch(batch_dir)
-    if meta["empty"]:
+    if meta.empty:
         return _skip(Path(out_dir), meta, "metrics.json")
     b, model_dir, gates = Path(batch_dir), Path(model_dir), gates or Gates()
-    ds = load_dataset(meta["dataset_uri"])
+    ds = load_dataset(meta.dataset_uri)
     split = read_split(b / "split")
     unl = read_json(model_dir / "unlearn.json")
     with atomic_dir(out_dir) as tmp:
@@ -282,91 +264,27 @@ def evaluate(
         confidence_histogram(
             ds, split, {"before (champion)": b / "base", "after": model_dir}, tmp / "confidence_hist.png"
         )
-        (tmp / "report.md").write_text(report(meta, before, after, results))
+        (tmp / "report.md").write_text(batch_report(meta, before, after, results))
     return flat
-
-
-def confusion(model_dir: Path, ds: ImageDataset, split) -> tuple[dict, list[dict]]:
-    """Test-set confusion matrix (rows: true class) for KFP's ClassificationMetrics, and the
-    per-sample (actual, predicted) rows DVC's confusion plot reads."""
-    import torch
-
-    from rfau.models.checkpoint import load_checkpoint
-    from rfau.train import predict_logits
-
-    model, _ = load_checkpoint(model_dir)
-    idx = ds.indices(split.test)
-    pred = predict_logits(model, ds.x[idx]).argmax(1)
-    n = len(ds.classes)
-    m = torch.zeros(n, n, dtype=torch.long)
-    rows = []
-    for t, p in zip(ds.y[idx].tolist(), pred.tolist()):
-        m[t, p] += 1
-        rows.append({"actual": ds.classes[t], "predicted": ds.classes[p]})
-    return {"classes": list(ds.classes), "matrix": m.tolist()}, rows
-
-
-def report(meta: dict, before: dict, after: dict, results) -> str:
-    rows = [
-        ("UA: error on the forget set", "ua"),
-        ("RA: accuracy on retained data", "ra"),
-        ("TA: test accuracy", "ta"),
-        ("TA on kept classes", "ta_kept_classes"),
-        ("MIA-efficacy on the forget set", "mia_confidence"),
-        ("MIA-efficacy on the test set", "mia_confidence_test"),
-        ("UA on samples forgotten earlier", "ua_excluded"),
-    ]
-    lines = [
-        f"# Deletion batch {meta['batch_id']}",
-        "",
-        f"Requests: {', '.join(meta['request_ids'])}; forget set: {meta.get('forget_count')} samples"
-        f"{' (classes ' + ', '.join(meta['forget_classes']) + ')' if meta.get('forget_classes') else ''}; "
-        f"md5 {meta.get('forget_md5')}.",
-        f"Base: {meta['base']['model']} version {meta['base']['version']}.",
-        "",
-        "| metric (%) | before (champion) | after |",
-        "|---|---:|---:|",
-    ]
-    for label, k in rows:
-        if after.get(k) is not None:
-            lines.append(f"| {label} | {before.get(k, float('nan')):.2f} | {after[k]:.2f} |")
-    lines += ["", "| gate | value | bound | verdict |", "|---|---:|---:|---|"]
-    lines += [f"| {r.name} | {r.value:.2f} | {r.bound} | {'pass' if r.passed else 'FAIL'} |" for r in results]
-    if meta["rejected"]:
-        lines += ["", "Rejected requests:"] + [
-            f"- {r['request_id']}: {r['reason']}" for r in meta["rejected"]
-        ]
-    return "\n".join(lines) + "\n"
 
 
 # --- register -----------------------------------------------------------------------------------
 
 
-def _log_stages(batch_dir: Path, model_dir: Path, eval_dir: Path, meta: dict) -> None:
+def _log_stages(reg, batch_dir: Path, model_dir: Path, eval_dir: Path, meta: BatchMeta) -> None:
     """The batch's stages as nested MLflow runs under the batch's parent run."""
-    from rfau.tracking import registry
+    from rfau.tracking.stage_runs import log_data_split, log_evaluate, log_unlearn
 
-    split = read_json(batch_dir / "split" / "split.json")
-    registry.log_stage(
-        "data-split",
-        params={
-            **split["counts"],
-            "requests": meta["request_ids"],
-            "rejected": [r["request_id"] for r in meta["rejected"]],
-        },
-        artifacts=[batch_dir / "split" / "split.json", batch_dir / BATCH],
+    log_data_split(
+        reg,
+        batch_dir / "split",
+        {"requests": meta.request_ids, "rejected": meta.rejected_ids},
+        artifacts=[batch_dir / BATCH],
     )
-    unl = read_json(model_dir / "unlearn.json")
-    registry.log_stage(
-        "unlearn",
-        params={"method": unl["method"], **unl["config"]},
-        metrics={k: unl[k] for k in ("seconds", "trainable_params", "trainable_share")},
-        history=unl.get("history"),
-        artifacts=[model_dir / "unlearn.json"],
-    )
-    registry.log_stage(
-        "evaluate",
-        metrics={k: v for k, v in read_json(eval_dir / "metrics.json").items() if not isinstance(v, bool)},
+    log_unlearn(reg, model_dir)
+    log_evaluate(
+        reg,
+        read_json(eval_dir / "metrics.json"),
         artifacts=[eval_dir / f for f in (*EVIDENCE, "before.json", "after.json")],
     )
 
@@ -385,21 +303,21 @@ def _append_record(
 
     unl = read_json(model_dir / "unlearn.json")
     after, before = read_json(eval_dir / "after.json"), read_json(eval_dir / "before.json")
-    evidence = trail.keep_evidence(meta["batch_id"], [eval_dir / f for f in EVIDENCE])
+    evidence = trail.keep_evidence(meta.batch_id, [eval_dir / f for f in EVIDENCE])
     record = trail.append(
         {
-            "batch_id": meta["batch_id"],
-            "request_ids": meta["request_ids"],
-            "subject_hashes": trail.subject_hashes([reqs.get(r).request for r in meta["request_ids"]]),
-            "rejected": [r["request_id"] for r in meta["rejected"]],
-            "forget_md5": meta["forget_md5"],
-            "forget_count": meta["forget_count"],
-            "forget_classes": meta["forget_classes"],
-            "excluded_count": meta["excluded_count"],
-            "dataset": meta["dataset"],
+            "batch_id": meta.batch_id,
+            "request_ids": meta.request_ids,
+            "subject_hashes": trail.subject_hashes([reqs.get(r).request for r in meta.request_ids]),
+            "rejected": meta.rejected_ids,
+            "forget_md5": meta.forget_md5,
+            "forget_count": meta.forget_count,
+            "forget_classes": meta.forget_classes,
+            "excluded_count": meta.excluded_count,
+            "dataset": meta.dataset,
             "model": {
                 "name": settings.model_name,
-                "before": {k: meta["base"][k] for k in ("version", "weights_sha256")},
+                "before": meta.base.model_dump(include={"version", "weights_sha256"}),
                 "after": {"version": reg["version"], "weights_sha256": read_card(model_dir).weights_sha256},
             },
             "promoted": reg["gates_passed"],
@@ -411,16 +329,16 @@ def _append_record(
             "gates": read_json(eval_dir / "gates.json")["gates"],
             "gates_passed": reg["gates_passed"],
             "evidence": evidence,
-            "code_version": meta["code_version"],
-            "started_at": meta["started_at"],
+            "code_version": meta.code_version,
+            "started_at": meta.started_at,
             "finished_at": _now(),
-            "mlflow_run_id": registry._mlflow().active_run().info.run_id,
+            "mlflow_run_id": registry.Registry.active_run_id(),
         }
     )
     registry.set_version_tags(
         settings,
         reg["version"],
-        {"ledger_seq": record["seq"], "ledger_hash": record["hash"], "batch_id": meta["batch_id"]},
+        {"ledger_seq": record["seq"], "ledger_hash": record["hash"], "batch_id": meta.batch_id},
     )
     trail.log_to_mlflow(record)
     return record
@@ -442,25 +360,25 @@ def register(
 
     meta = read_batch(batch_dir)
     settings = settings or TrackingSettings.from_env()
-    if meta["empty"]:
+    if meta.empty:
         return _skip(Path(out_dir), meta, "registered.json")
     model_dir, eval_dir, gates = Path(model_dir), Path(eval_dir), gates or Gates()
-    reqs = RequestStore.from_uri(store or meta["store"])
-    trail = AuditTrail.open(store or meta["store"], settings)
-    record = trail.find_batch(meta["batch_id"])
+    reqs = RequestStore.from_uri(store or meta.store)
+    trail = AuditTrail.open(store or meta.store, settings)
+    record = trail.find_batch(meta.batch_id)
     if record is None:
         with registry.pipeline_run(
             settings,
-            f"rfau-batch {meta['batch_id']}",
+            f"rfau-batch {meta.batch_id}",
             tags={
-                "batch_id": meta["batch_id"],
-                "request_ids": ",".join(meta["request_ids"]),
-                "forget_md5": meta["forget_md5"],
-                "base_model_version": meta["base"]["version"],
-                "code_version": meta["code_version"],
+                "batch_id": meta.batch_id,
+                "request_ids": ",".join(meta.request_ids),
+                "forget_md5": meta.forget_md5,
+                "base_model_version": meta.base.version,
+                "code_version": meta.code_version,
             },
-        ):
-            _log_stages(Path(batch_dir), model_dir, eval_dir, meta)
+        ) as run_registry:
+            _log_stages(run_registry, Path(batch_dir), model_dir, eval_dir, meta)
             reg = registry.register(
                 model_dir,
                 eval_dir / "after.json",
@@ -477,33 +395,33 @@ def register(
             gates,
             baseline_metrics_path=eval_dir / "before.json",
         )
-    for rid in meta["request_ids"]:
+    for rid in meta.request_ids:
         st = reqs.get(rid)
-        if st.state is not RequestState.IN_PROGRESS or st.batch_id != meta["batch_id"]:
+        if st.state is not RequestState.IN_PROGRESS or st.batch_id != meta.batch_id:
             continue  # already settled by an earlier run of this stage
         if reg["gates_passed"]:
             reqs.fulfil(
                 rid,
-                meta["batch_id"],
+                meta.batch_id,
                 f"{settings.model_name} version {reg['version']} (ledger record {record['seq']})",
             )
         else:
             failed = [g["name"] for g in record["gates"] if not g["passed"]]
             reqs.release(
                 rid,
-                meta["batch_id"],
+                meta.batch_id,
                 f"version {reg['version']} failed gates {failed}; "
                 "the champion is unchanged and the request waits for the next batch",
             )
     out = {
-        "batch_id": meta["batch_id"],
+        "batch_id": meta.batch_id,
         "model": settings.model_name,
         "version": reg["version"],
         "gates_passed": reg["gates_passed"],
         "champion": reg["champion"],
         "ledger_seq": record["seq"],
         "ledger_hash": record["hash"],
-        "request_ids": meta["request_ids"],
+        "request_ids": meta.request_ids,
     }
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / "registered.json", out)
@@ -516,13 +434,13 @@ def abort(batch_dir: str | Path, reason: str) -> list[str]:
     path = Path(batch_dir) / BATCH
     if not path.is_file():
         return []
-    meta = read_json(path)
-    reqs = RequestStore.from_uri(meta["store"])
+    meta = BatchMeta.read(path)
+    reqs = RequestStore.from_uri(meta.store)
     released = []
-    for rid in meta["request_ids"]:
+    for rid in meta.request_ids:
         st = reqs.get(rid)
-        if st.state is RequestState.IN_PROGRESS and st.batch_id == meta["batch_id"]:
-            reqs.release(rid, meta["batch_id"], f"batch {meta['batch_id']} failed: {reason}"[:500])
+        if st.state is RequestState.IN_PROGRESS and st.batch_id == meta.batch_id:
+            reqs.release(rid, meta.batch_id, f"batch {meta.batch_id} failed: {reason}"[:500])
             released.append(rid)
     return released
 
@@ -545,12 +463,12 @@ def run_batch(
     wd = Path(workdir)
     settings = settings or TrackingSettings.from_env()
     meta = data_split(wd / "batch", dataset, store, settings, holdout_fraction, train)
-    if meta["empty"]:
+    if meta.empty:
         return {
-            "batch_id": meta["batch_id"],
+            "batch_id": meta.batch_id,
             "skipped": True,
-            "rejected": meta["rejected"],
-            "request_ids": meta["request_ids"],
+            "rejected": [r.model_dump() for r in meta.rejected],
+            "request_ids": meta.request_ids,
         }
     try:
         unlearn(wd / "batch", wd / "model", method, config)
@@ -561,7 +479,7 @@ def run_batch(
     except BaseException as e:
         abort(wd / "batch", str(e) or type(e).__name__)
         raise
-    return {**reg, "rejected": meta["rejected"], "metrics": metrics, "skipped": False}
+    return {**reg, "rejected": [r.model_dump() for r in meta.rejected], "metrics": metrics, "skipped": False}
 
 
 __all__ = [

@@ -120,6 +120,16 @@ def write_json(path: str | Path, obj) -> None:
     tmp.replace(path)
 
 
+def canonical_json(obj, *, ascii_only: bool = False) -> bytes:
+    """The one byte form of a JSON value: sorted keys, no whitespace, UTF-8.
+
+    ``ascii_only=True`` escapes non-ASCII characters (``\\u00e9``). The audit ledger uses it because
+    the hashes of records already written were computed over that form; stores of new data use
+    plain UTF-8. Both forms are unique per value, so either can be re-checked byte for byte.
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=ascii_only).encode("utf-8")
+
+
 def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
 

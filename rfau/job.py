@@ -13,16 +13,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import rfau
+from rfau.batch import requested_samples
 from rfau.config import TrainConfig
 from rfau.data.datasets import ImageDataset, load_dataset
+from rfau.data.request_store import RequestState, RequestStore
 from rfau.data.split import HOLDOUT_FRACTION, in_holdout
 from rfau.io import read_json, write_json
 from rfau.metrics import GAP_METRICS, avg_gap
 from rfau.metrics.plots import confidence_histogram
+from rfau.params import BatchParams
 from rfau.stages import evaluate_stage, split_stage, train_stage, unlearn_stage
 from rfau.tracking.settings import TrackingSettings
-
-SUMMARY_KEYS = ("ua", "ra", "ta", "ta_kept_classes", "mia_confidence", "mia_entropy")
 
 
 def demo_request(
@@ -118,20 +119,20 @@ def run_job(
     }
     confidence_histogram(ds, split, models, wd / "metrics" / "confidence_hist.png")
     if track:
-        summary["registry"] = track_and_register(wd, split, info, rows, Path(model_dir), settings)
+        summary["registry"] = track_and_register(wd, split, rows, Path(model_dir), settings)
     write_json(wd / "summary.json", summary)
     return summary
 
 
 def track_and_register(
-    wd: Path, split, info: dict, rows: dict, model_dir: Path, settings: TrackingSettings | None
+    wd: Path, split, rows: dict, model_dir: Path, settings: TrackingSettings | None
 ) -> dict:
     """Log the run to MLflow (a parent run, a nested run per stage) and register: the original
     as the bootstrap champion where the registry has none, then the RFAU model behind the gates."""
     from rfau.tracking import registry
+    from rfau.tracking.stage_runs import log_data_split, log_evaluate, log_unlearn
 
     settings = settings or TrackingSettings.from_env()
-    cfg = info["config"]
     with registry.pipeline_run(
         settings,
         "rfau-run",
@@ -142,33 +143,11 @@ def track_and_register(
             "code_version": rfau.__version__,
             "base_weights_sha256": read_json(model_dir / "model.json")["weights_sha256"],
         },
-    ):
-        registry.log_stage("split", params=split.summary()["counts"], artifacts=[wd / "split" / "split.json"])
-        registry.log_stage(
-            "unlearn",
-            params={
-                "method": info["method"],
-                "rank": cfg.get("rank"),
-                "target_modules": info.get("target_modules"),
-                "taps": info.get("taps"),
-                "retain_budget": info.get("retain_budget"),
-                "epochs": cfg.get("epochs"),
-                "lr": cfg.get("lr"),
-                "seed": cfg.get("seed"),
-                "regime": cfg.get("regime"),
-            },
-            metrics={
-                "seconds": info["seconds"],
-                "trainable_params": info["trainable_params"],
-                "trainable_share": info["trainable_share"],
-            },
-            history=info.get("history"),
-            artifacts=[wd / "rfau" / "adapter", wd / "rfau" / "model.json", wd / "rfau" / "unlearn.json"],
-        )
-        registry.log_stage(
-            "evaluate",
-            metrics={f"{m}.{k}": v for m, r in rows.items() for k, v in r.items()},
-            artifacts=[wd / "metrics"],
+    ) as run_reg:
+        log_data_split(run_reg, wd / "split")
+        log_unlearn(run_reg, wd / "rfau", artifacts=[wd / "rfau" / "adapter", wd / "rfau" / "model.json"])
+        log_evaluate(
+            run_reg, {f"{m}.{k}": v for m, r in rows.items() for k, v in r.items()}, [wd / "metrics"]
         )
         boot = registry.register(model_dir, wd / "metrics" / "original.json", settings, bootstrap=True)
         registry.set_run_tags({"base_model_version": boot["version"]})
@@ -179,3 +158,24 @@ def track_and_register(
             baseline_metrics_path=wd / "metrics" / "original.json",
         )
     return {"original_version": boot["version"], **reg}
+
+
+def queue_demo_request(p: BatchParams, store: str) -> str:
+    """Queue a demo request: 5% of the training samples not forgotten yet, drawn at random."""
+    ds = load_dataset(p.dataset)
+    reqs = RequestStore.from_uri(store)
+    gone = set(requested_samples(reqs, ds, set(RequestState) - {RequestState.REJECTED})[0])
+    rid = f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    path = demo_request(
+        ds,
+        "random",
+        Path("runs") / "requests",
+        seed=rid,
+        fraction=0.05,
+        exclude=gone,
+        request_id=rid,
+        subject=f"user-{rid}",
+        holdout_fraction=p.holdout_fraction,
+    )
+    reqs.add([path], ds)
+    return rid

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 
 from rfau.config import TrainConfig
 from rfau.data.datasets import ImageDataset, load_dataset
@@ -22,7 +23,7 @@ from rfau.data.split import (
     read_split,
     write_split,
 )
-from rfau.errors import ModelError, RfauError
+from rfau.errors import ModelError, RfauError, validation_problems
 from rfau.io import atomic_dir, write_json
 from rfau.methods import UnlearnData, get_method
 from rfau.metrics import evaluate_model
@@ -107,19 +108,25 @@ def unlearn_data(ds: ImageDataset, split: Split) -> UnlearnData:
     )
 
 
-def method_config(method: str, config: dict | None, ds: ImageDataset, card: ModelCard):
-    """Validate a method's settings (pydantic) -> its config object; retrain uses the card's recipe."""
+def method_config(
+    method: str, config: dict | None, ds: ImageDataset | None = None, card: ModelCard | None = None
+):
+    """Validate a method's settings (pydantic) -> its config object.
+
+    Retrain starts from the card's recipe (or the dataset's preset); without a card only the given
+    settings are checked, which is how a batch's parameters are checked before anything is claimed.
+    """
     cls = get_method(method).config
     if cls is None:
         return None
     base = {}
-    if cls is TrainConfig:
+    if cls is TrainConfig and card is not None and ds is not None:
         base = dict(card.lineage.get("train_config") or TrainConfig.preset(ds.kind).model_dump())
     base.update(config or {})
     try:
         return cls(**base)
-    except Exception as e:  # pydantic.ValidationError: name the bad setting
-        raise RfauError(f"invalid settings for method {method!r}: {e}") from None
+    except ValidationError as e:
+        raise RfauError(f"invalid settings for method {method!r}: {validation_problems(e)}") from None
 
 
 def check_compatible(card: ModelCard, ds: ImageDataset, split: Split) -> None:

@@ -17,8 +17,8 @@ from rfau.batch import data_split, run_batch
 from rfau.data.datasets import load_dataset
 from rfau.data.request_store import RequestState, RequestStore
 from rfau.data.split import in_holdout, read_split
+from rfau.gates import Gates
 from rfau.tracking import registry
-from rfau.tracking.gates import Gates
 from rfau.tracking.settings import TrackingSettings
 
 DS = load_dataset("digits")
@@ -300,7 +300,7 @@ def test_requests_left_in_progress_by_a_dead_batch_are_taken_up_again(tmp_path):
     reqs.add([_request(tmp_path / "r.json", "r8", POOL[:6], "frank")], DS)
     assert [s.request_id for s in reqs.claim_pending("batch-that-died")] == ["r8"]
     meta = data_split(tmp_path / "batch", "digits", store, settings, stale_after_hours=0.0)
-    assert meta["request_ids"] == ["r8"]
+    assert meta.request_ids == ["r8"]
     history = reqs.get("r8").history
     assert [e["state"] for e in history] == ["pending", "in-progress", "pending", "in-progress"]
     assert "batch-that-died did not finish" in history[2]["detail"]

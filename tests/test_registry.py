@@ -10,10 +10,10 @@ import torch
 
 from rfau.data import load_dataset
 from rfau.errors import RfauError
+from rfau.gates import Gates, check_gates
 from rfau.job import demo_request
 from rfau.models import load_checkpoint
 from rfau.stages import evaluate_stage, split_stage, train_stage, unlearn_stage
-from rfau.tracking.gates import Gates, check_gates
 from rfau.tracking.registry import list_versions, register, rollback
 from rfau.tracking.settings import TrackingSettings
 

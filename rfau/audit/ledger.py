@@ -54,6 +54,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rfau.errors import RfauError
+from rfau.io import canonical_json
 
 GENESIS = "0" * 64
 RESERVED = ("seq", "prev_hash", "recorded_at", "hash")
@@ -64,7 +65,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 def canonical(record: dict) -> bytes:
     """The one byte form of a record: sorted keys, no whitespace, ASCII only."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return canonical_json(record, ascii_only=True)  # ASCII: the hashes of existing ledgers depend on it
 
 
 def record_hash(record: dict) -> str:

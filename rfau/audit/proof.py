@@ -8,13 +8,13 @@ PNG evidence embedded as base64, every value escaped, no external resources).
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import json
 from pathlib import Path
 
 from rfau.audit.ledger import record_hash
 from rfau.errors import RfauError
+from rfau.io import sha256_file
 
 # (metric key, label, what it measures); percent
 METRICS = [
@@ -58,14 +58,6 @@ def _text(v) -> str:
     return str(v)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _evidence(record: dict, evidence_dir: Path | None) -> list[dict]:
     """One row per evidence file: name, recorded sha256, status text, ok (True/False/None), path
     if it matches."""
@@ -81,7 +73,7 @@ def _evidence(record: dict, evidence_dir: Path | None) -> list[dict]:
                 row.update(ok=False, status=f"{BAD} not a plain file name: not read")
             elif not p.is_file():
                 row.update(ok=False, status=f"{BAD} missing from the evidence folder")
-            elif _sha256(p) != want:
+            elif sha256_file(p) != want:
                 row.update(ok=False, status=f"{BAD} does not match: the file was changed")
             else:
                 row.update(ok=True, status=f"{OK} matches", path=p)

@@ -140,21 +140,14 @@ class AuditTrail:
 
     def log_to_mlflow(self, record: dict) -> None:
         """The record and the whole ledger as artifacts of an ``audit`` run."""
-        from rfau.tracking import registry
+        from rfau.tracking.registry import Registry
 
-        mlflow = registry._mlflow()
-        registry.connect(self.settings)
-        with mlflow.start_run(
-            run_name="audit",
-            nested=mlflow.active_run() is not None,
-            tags={
-                "rfau.batch_id": record["batch_id"],
-                "rfau.ledger_seq": str(record["seq"]),
-                "rfau.ledger_hash": record["hash"],
-            },
-        ):
-            mlflow.log_dict(record, f"ledger/record-{record['seq']:06d}.json")
-            mlflow.log_artifact(str(self.mirror), artifact_path="ledger")
+        Registry(self.settings).log_files(
+            "audit",
+            tags={"batch_id": record["batch_id"], "ledger_seq": record["seq"], "ledger_hash": record["hash"]},
+            dicts={f"ledger/record-{record['seq']:06d}.json": record},
+            files={"ledger": self.mirror},
+        )
 
     # --- verifying -------------------------------------------------------------------------------
     def verify(self, check_weights: bool = True) -> list[str]:

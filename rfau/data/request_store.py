@@ -41,6 +41,7 @@ from pathlib import Path
 from rfau.data.datasets import ImageDataset
 from rfau.data.requests import DeletionRequest, load_requests, resolve_forget_set
 from rfau.errors import RequestError, RfauError
+from rfau.io import canonical_json
 from rfau.storage import AlreadyExists, NotFound, Store, open_store
 
 ROOT = "requests/"
@@ -84,10 +85,6 @@ class RequestStatus:
     detail: str
     request: DeletionRequest
     history: list[dict] = field(default_factory=list)  # every event, oldest first, with its "seq"
-
-
-def canonical_json(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _now() -> str:

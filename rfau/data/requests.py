@@ -7,7 +7,6 @@ in name order. Every problem is reported with the file and the request id it con
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -15,9 +14,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rfau.data.datasets import ImageDataset
-from rfau.errors import RequestError, validation_problems
-
-_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
+from rfau.errors import RequestError, RfauError, validation_problems
+from rfau.storage import check_key
 
 
 class DeletionRequest(BaseModel):
@@ -92,18 +90,16 @@ def _parse_file(f: Path) -> list[tuple[str, DeletionRequest]]:
 
 
 def unsafe_id_reason(sample_id: str) -> str | None:
-    """Why an id looks like a path trick (absolute, ``..``, backslashes...), or None if clean."""
+    """Why an id looks like a path trick (absolute, ``..``, backslashes...), or None if clean.
+
+    Sample ids become store keys and file paths, so the rules are the store's (``check_key``).
+    """
     if not sample_id:
         return "empty sample id"
-    if sample_id.startswith("/") or _WINDOWS_DRIVE.match(sample_id):
-        return "absolute path"
-    if "\\" in sample_id or "\x00" in sample_id:
-        return "backslash or NUL character"
-    parts = sample_id.split("/")
-    if any(p in ("..", ".") for p in parts):
-        return "'.' or '..' path segment"
-    if any(p == "" for p in parts):
-        return "empty path segment"
+    try:
+        check_key(sample_id)
+    except RfauError as e:
+        return str(e).rsplit(": ", 1)[-1]  # check_key says "invalid store key '<key>': <problem>"
     return None
 
 

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rfau.errors import RfauError
+from rfau.gates import Gates, check_gates
 from rfau.io import read_json
 from rfau.models.checkpoint import CARD, WEIGHTS, read_card
-from rfau.tracking.gates import Gates, check_gates
 from rfau.tracking.settings import TrackingSettings
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -32,8 +32,196 @@ def _mlflow():
     return mlflow
 
 
-def connect(settings: TrackingSettings):
-    """Point MLflow at the configured store and check that it answers; returns a client."""
+def _service_errors() -> tuple[type[BaseException], ...]:
+    """What a failing tracking store raises: MLflow's own errors and the HTTP client's."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, requests.RequestException)
+
+
+def _is_missing(e: BaseException) -> bool:
+    """An MLflow answer that means "no such model / version / alias" (not a broken store)."""
+    from mlflow.exceptions import MlflowException
+
+    codes = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # a missing alias is the latter
+    return isinstance(e, MlflowException) and e.error_code in codes
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+
+
+class Registry:
+    """One MLflow client for one tracking store, model name and experiment.
+
+    Creating it connects once (health check, experiment lookup); a caller keeps it for all its
+    registry work (a batch, an audit) instead of reconnecting per call.
+    """
+
+    def __init__(self, settings: TrackingSettings):
+        self.settings = settings
+        self.name = settings.model_name
+        self.client, self.experiment_id = _connect(settings)
+
+    def _fail(self, what: str, e: BaseException) -> RfauError:
+        return RfauError(f"{what} at {self.settings.redacted_uri()}: {_first_line(e)}")
+
+    # --- runs ------------------------------------------------------------------------------------
+    @contextmanager
+    def run(self, name: str, tags: dict | None = None, nested: bool | None = None):
+        """A run in this store's experiment; nested under the active run when there is one."""
+        mlflow = _mlflow()
+        if nested is None:
+            nested = mlflow.active_run() is not None
+        tags = {f"rfau.{k}": str(v) for k, v in (tags or {}).items()}
+        with mlflow.start_run(run_name=name, nested=nested, experiment_id=self.experiment_id, tags=tags) as r:
+            yield r
+
+    def log_stage(
+        self,
+        name: str,
+        params: dict | None = None,
+        metrics: dict | None = None,
+        artifacts: list[Path] | None = None,
+        tags: dict | None = None,
+        history: list[dict] | None = None,
+    ) -> str:
+        """A nested run for one finished stage (inside ``run``); ``history`` rows (with an ``epoch``
+        key) become per-epoch metric steps. The one place stage runs are written."""
+        mlflow = _mlflow()
+        with self.run(name, nested=True) as run:
+            for row in history or []:
+                mlflow.log_metrics(
+                    {f"rfau.{k}": float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])
+                )
+            if params:
+                mlflow.log_params({f"rfau.{k}": _short(v) for k, v in params.items()})
+            if metrics:
+                mlflow.log_metrics(_numbers(metrics))
+            if tags:
+                mlflow.set_tags({f"rfau.{k}": _short(v) for k, v in tags.items()})
+            for a in artifacts or []:
+                if a.is_dir():
+                    mlflow.log_artifacts(str(a), artifact_path=a.name)
+                elif a.exists():
+                    mlflow.log_artifact(str(a))
+            return run.info.run_id
+
+    @staticmethod
+    def active_run_id() -> str | None:
+        run = _mlflow().active_run()
+        return run.info.run_id if run else None
+
+    def log_files(self, run_name: str, tags: dict, dicts: dict[str, object], files: dict[str, Path]) -> None:
+        """A run holding JSON documents (``artifact path -> value``) and files (``folder -> file``)."""
+        mlflow = _mlflow()
+        with self.run(run_name, tags=tags):
+            for where, value in dicts.items():
+                mlflow.log_dict(value, where)
+            for folder, f in files.items():
+                mlflow.log_artifact(str(f), artifact_path=folder)
+
+    # --- versions and aliases --------------------------------------------------------------------
+    def find_version(self, key: str):
+        """The version registered for a batch key, or None."""
+        try:
+            found = self.client.search_model_versions(f"name='{self.name}' and tags.`rfau.batch_key`='{key}'")
+        except _service_errors() as e:
+            if _is_missing(e):
+                return None  # no such registered model yet
+            raise self._fail("cannot search model versions", e) from None
+        return found[0] if found else None
+
+    def alias_version(self, alias: str):
+        """The version an alias points at, or None when the alias (or the model) does not exist."""
+        try:
+            return self.client.get_model_version_by_alias(self.name, alias)
+        except _service_errors() as e:
+            if _is_missing(e):
+                return None
+            raise self._fail(f"cannot read alias {alias!r}", e) from None
+
+    def version(self, version: int | str):
+        try:
+            return self.client.get_model_version(self.name, str(version))
+        except _service_errors() as e:
+            if _is_missing(e):
+                raise RfauError(f"model {self.name!r} has no version {version}") from None
+            raise self._fail(f"cannot read version {version}", e) from None
+
+    def versions(self) -> list:
+        """Every version of the model ([] when it is not registered yet)."""
+        try:
+            return list(self.client.search_model_versions(f"name='{self.name}'"))
+        except _service_errors() as e:
+            if _is_missing(e):
+                return []
+            raise self._fail("cannot list model versions", e) from None
+
+    def aliases(self) -> dict[str, str]:
+        try:
+            return dict(self.client.get_registered_model(self.name).aliases)
+        except _service_errors() as e:
+            if _is_missing(e):
+                return {}
+            raise self._fail("cannot read the model's aliases", e) from None
+
+    def move_champion(self, version) -> None:
+        current = self.alias_version(CHAMPION)
+        if current is not None and str(current.version) != str(version):
+            self.client.set_registered_model_alias(self.name, PREVIOUS, current.version)
+        self.client.set_registered_model_alias(self.name, CHAMPION, version)
+
+    def champion(self) -> dict | None:
+        """The served version: {"version", "weights_sha256"}, or None when there is none."""
+        mv = self.alias_version(CHAMPION)
+        if mv is None:
+            return None
+        return {"version": int(mv.version), "weights_sha256": mv.tags.get("rfau.weights_sha256", "")}
+
+    def fetch_version(self, version: int, out_dir: str | Path) -> Path:
+        """Download a version's weights and card into ``out_dir`` (atomically); check their hash."""
+        from rfau.io import atomic_dir
+        from rfau.models.checkpoint import verify_weights
+
+        name = self.name
+        mv = self.version(version)
+        with tempfile.TemporaryDirectory() as dl, atomic_dir(out_dir) as tmp:
+            try:
+                local = _mlflow().artifacts.download_artifacts(
+                    artifact_uri=f"models:/{name}/{version}",
+                    dst_path=dl,
+                    tracking_uri=self.settings.uri(),
+                    registry_uri=self.settings.uri(),
+                )
+            except (*_service_errors(), OSError) as e:
+                raise RfauError(f"cannot download {name} version {version}: {_first_line(e)}") from None
+            found = sorted(Path(local).rglob(WEIGHTS))
+            if not found:
+                raise RfauError(f"{name} version {version} has no {WEIGHTS} artifact")
+            for f in (WEIGHTS, CARD):
+                (tmp / f).write_bytes((found[0].parent / f).read_bytes())
+            digest = verify_weights(tmp)
+            tagged = mv.tags.get("rfau.weights_sha256")
+            if tagged and tagged != digest:
+                raise RfauError(
+                    f"{name} version {version}: weights hash {digest[:12]} differs from its tag {tagged[:12]}"
+                )
+        return Path(out_dir)
+
+    def set_version_tags(self, version: int, tags: dict) -> None:
+        for k, v in tags.items():
+            self.client.set_model_version_tag(self.name, str(version), f"rfau.{k}", _short(v))
+
+
+def _numbers(metrics: dict) -> dict[str, float]:
+    """The finite-or-not numeric entries (NaN left out), with the ``rfau.`` prefix."""
+    return {f"rfau.{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float) and v == v}
+
+
+def _connect(settings: TrackingSettings):
+    """Check that the store answers and has the experiment -> (client, experiment id)."""
     # MLflow's client retries a failing request for minutes by default; a deletion run should
     # fail in seconds with the reason (a user's own setting wins)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -51,14 +239,21 @@ def connect(settings: TrackingSettings):
     try:
         exp = client.get_experiment_by_name(settings.experiment)
         if exp is None:
-            client.create_experiment(settings.experiment, artifact_location=settings.artifact_location())
-    except Exception as e:  # MlflowException, requests errors: all mean "not usable"
+            exp_id = client.create_experiment(
+                settings.experiment, artifact_location=settings.artifact_location()
+            )
+        else:
+            exp_id = exp.experiment_id
+    except _service_errors() as e:
         raise RfauError(
-            f"cannot use the MLflow tracking store at {settings.redacted_uri()}: "
-            f"{str(e).splitlines()[0][:300]}"
+            f"cannot use the MLflow tracking store at {settings.redacted_uri()}: {_first_line(e)}"
         ) from None
-    mlflow.set_experiment(settings.experiment)
-    return client
+    return client, exp_id
+
+
+def connect(settings: TrackingSettings):
+    """Connect and check the store -> its MLflow client (prefer holding a ``Registry``)."""
+    return Registry(settings).client
 
 
 def _check_server(uri: str, shown: str) -> None:
@@ -79,60 +274,12 @@ def batch_key(model_dir: Path) -> str:
     return hashlib.sha256(f"{card.weights_sha256}:{forget}".encode()).hexdigest()[:32]
 
 
-def _find_version(client, name: str, key: str):
-    try:
-        found = client.search_model_versions(f"name='{name}' and tags.`rfau.batch_key`='{key}'")
-    except Exception:
-        return None  # no such registered model yet
-    return found[0] if found else None
-
-
-def _alias_version(client, name: str, alias: str):
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except Exception:
-        return None
-
-
 @contextmanager
 def pipeline_run(settings: TrackingSettings, name: str, tags: dict | None = None):
-    """The parent run of one pipeline run; stages log into nested runs under it."""
-    mlflow = _mlflow()
-    connect(settings)
-    with mlflow.start_run(run_name=name, tags={f"rfau.{k}": str(v) for k, v in (tags or {}).items()}) as run:
-        yield run
-
-
-def log_stage(
-    name: str,
-    params: dict | None = None,
-    metrics: dict | None = None,
-    artifacts: list[Path] | None = None,
-    tags: dict | None = None,
-    history: list[dict] | None = None,
-) -> str:
-    """A nested run for one finished stage (call inside ``pipeline_run``); ``history`` rows
-    (with an ``epoch`` key) become per-epoch metric steps."""
-    mlflow = _mlflow()
-    with mlflow.start_run(run_name=name, nested=True) as run:
-        for row in history or []:
-            mlflow.log_metrics(
-                {f"rfau.{k}": float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])
-            )
-        if params:
-            mlflow.log_params({f"rfau.{k}": _short(v) for k, v in params.items()})
-        if metrics:
-            mlflow.log_metrics(
-                {f"rfau.{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float) and v == v}
-            )
-        if tags:
-            mlflow.set_tags({f"rfau.{k}": _short(v) for k, v in tags.items()})
-        for a in artifacts or []:
-            if a.is_dir():
-                mlflow.log_artifacts(str(a), artifact_path=a.name)
-            elif a.exists():
-                mlflow.log_artifact(str(a))
-        return run.info.run_id
+    """The parent run of one pipeline run -> its Registry; stages log into nested runs under it."""
+    reg = Registry(settings)
+    with reg.run(name, tags=tags, nested=False):
+        yield reg
 
 
 def set_run_tags(tags: dict) -> None:
@@ -176,12 +323,12 @@ def register(
     if bootstrap:
         regime = "none"
 
-    client = connect(settings)
-    name = settings.model_name
+    reg = Registry(settings)
+    client, name = reg.client, reg.name
     key = batch_key(model_dir)
-    existing = _find_version(client, name, key)
+    existing = reg.find_version(key)
     if existing is not None:
-        champ = _alias_version(client, name, CHAMPION)
+        champ = reg.alias_version(CHAMPION)
         return {
             "model": name,
             "version": int(existing.version),
@@ -192,9 +339,8 @@ def register(
 
     mlflow = _mlflow()
     version = None
-    nested = mlflow.active_run() is not None
     try:
-        with mlflow.start_run(run_name="register", nested=nested) as run:
+        with reg.run("register") as run:
             mlflow.log_params(
                 {
                     "rfau.method": info.get("method", card.lineage.get("kind", "")),
@@ -202,9 +348,7 @@ def register(
                     **{f"rfau.gate.{k}": v for k, v in gates.model_dump().items()},
                 }
             )
-            mlflow.log_metrics(
-                {f"rfau.{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float) and v == v}
-            )
+            mlflow.log_metrics(_numbers(metrics))
             mlflow.log_dict(metrics, "evaluation.json")
             mlflow.log_dict([r.model_dump() for r in results], "gates.json")
             if (model_dir / "adapter").is_dir():
@@ -250,24 +394,22 @@ def register(
             for k, v in tags.items():
                 client.set_model_version_tag(name, version, k, _short(v))
         if bootstrap:
-            if _alias_version(client, name, CHAMPION) is None:
+            if reg.alias_version(CHAMPION) is None:
                 client.set_registered_model_alias(name, CHAMPION, version)
         elif passed:
-            _move_champion(client, name, version)
+            reg.move_champion(version)
         else:
             client.set_registered_model_alias(name, CANDIDATE, version)
-    except Exception as e:
-        if version is not None:  # no half-registered version
+    except BaseException as e:
+        if version is not None:  # no half-registered version, whatever stopped us
             try:
                 client.delete_model_version(name, version)
-            except Exception:
-                pass
-        if isinstance(e, RfauError):
-            raise
-        raise RfauError(
-            f"registration failed at {settings.redacted_uri()}: {str(e).splitlines()[0][:300]}"
-        ) from None
-    champ = _alias_version(client, name, CHAMPION)
+            except _service_errors():
+                pass  # the store is what failed; the version's tags say it never passed
+        if isinstance(e, (*_service_errors(), OSError)):
+            raise reg._fail("registration failed", e) from None
+        raise
+    champ = reg.alias_version(CHAMPION)
     return {
         "model": name,
         "version": int(version),
@@ -278,49 +420,34 @@ def register(
     }
 
 
-def _move_champion(client, name: str, version) -> None:
-    current = _alias_version(client, name, CHAMPION)
-    if current is not None and str(current.version) != str(version):
-        client.set_registered_model_alias(name, PREVIOUS, current.version)
-    client.set_registered_model_alias(name, CHAMPION, version)
-
-
 def promote(settings: TrackingSettings, version: int) -> dict:
     """Make a version champion by hand (the old champion becomes ``previous``)."""
-    client = connect(settings)
-    try:
-        client.get_model_version(settings.model_name, str(version))
-    except Exception:
-        raise RfauError(f"model {settings.model_name!r} has no version {version}") from None
-    _move_champion(client, settings.model_name, str(version))
-    return {"model": settings.model_name, "champion": int(version)}
+    reg = Registry(settings)
+    reg.version(version)  # exists?
+    reg.move_champion(str(version))
+    return {"model": reg.name, "champion": int(version)}
 
 
 def rollback(settings: TrackingSettings) -> dict:
     """Give ``champion`` back to the ``previous`` version."""
-    client = connect(settings)
-    name = settings.model_name
-    prev = _alias_version(client, name, PREVIOUS)
+    reg = Registry(settings)
+    name = reg.name
+    prev = reg.alias_version(PREVIOUS)
     if prev is None:
         raise RfauError(f"model {name!r} has no 'previous' version to roll back to")
-    cur = _alias_version(client, name, CHAMPION)
-    client.set_registered_model_alias(name, CHAMPION, prev.version)
-    client.delete_registered_model_alias(name, PREVIOUS)
+    cur = reg.alias_version(CHAMPION)
+    reg.client.set_registered_model_alias(name, CHAMPION, prev.version)
+    reg.client.delete_registered_model_alias(name, PREVIOUS)
     if cur is not None:
-        client.set_model_version_tag(name, cur.version, "rfau.rolled_back", "true")
+        reg.client.set_model_version_tag(name, cur.version, "rfau.rolled_back", "true")
     return {"model": name, "champion": int(prev.version), "rolled_back": int(cur.version) if cur else None}
 
 
 def list_versions(settings: TrackingSettings) -> list[dict]:
-    client = connect(settings)
-    name = settings.model_name
-    try:
-        versions = client.search_model_versions(f"name='{name}'")
-        aliases = client.get_registered_model(name).aliases
-    except Exception:
-        return []
+    reg = Registry(settings)
+    versions = reg.versions()
     by_version: dict[str, list[str]] = {}
-    for alias, v in aliases.items():
+    for alias, v in (reg.aliases() if versions else {}).items():
         by_version.setdefault(str(v), []).append(alias)
     return sorted(
         (
@@ -341,59 +468,19 @@ def list_versions(settings: TrackingSettings) -> list[dict]:
 
 def champion(settings: TrackingSettings) -> dict | None:
     """The served version: {"version", "weights_sha256"}, or None when the registry has none."""
-    client = connect(settings)
-    mv = _alias_version(client, settings.model_name, CHAMPION)
-    if mv is None:
-        return None
-    return {"version": int(mv.version), "weights_sha256": mv.tags.get("rfau.weights_sha256", "")}
+    return Registry(settings).champion()
 
 
 def fetch_version(settings: TrackingSettings, version: int, out_dir: str | Path) -> Path:
     """Download a version's weights and model card into ``out_dir`` (atomically) and check that
     the weights hash to what the card (and the version's tag) says."""
-    from rfau.io import atomic_dir
-    from rfau.models.checkpoint import verify_weights
-
-    client = connect(settings)
-    name = settings.model_name
-    try:
-        mv = client.get_model_version(name, str(version))
-    except Exception:
-        raise RfauError(f"model {name!r} has no version {version}") from None
-    with tempfile.TemporaryDirectory() as dl, atomic_dir(out_dir) as tmp:
-        try:
-            local = _mlflow().artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}", dst_path=dl
-            )
-        except Exception as e:
-            raise RfauError(
-                f"cannot download {name} version {version}: {str(e).splitlines()[0][:300]}"
-            ) from None
-        found = sorted(Path(local).rglob(WEIGHTS))
-        if not found:
-            raise RfauError(f"{name} version {version} has no {WEIGHTS} artifact")
-        for f in (WEIGHTS, CARD):
-            (tmp / f).write_bytes((found[0].parent / f).read_bytes())
-        digest = verify_weights(tmp)
-        tagged = mv.tags.get("rfau.weights_sha256")
-        if tagged and tagged != digest:
-            raise RfauError(
-                f"{name} version {version}: weights hash {digest[:12]} differs from its tag {tagged[:12]}"
-            )
-    return Path(out_dir)
+    return Registry(settings).fetch_version(version, out_dir)
 
 
 def version_tags(settings: TrackingSettings) -> dict[int, dict]:
     """Every version's ``rfau.*`` tags, by version number."""
-    client = connect(settings)
-    try:
-        versions = client.search_model_versions(f"name='{settings.model_name}'")
-    except Exception:
-        return {}
-    return {int(v.version): dict(v.tags) for v in versions}
+    return {int(v.version): dict(v.tags) for v in Registry(settings).versions()}
 
 
 def set_version_tags(settings: TrackingSettings, version: int, tags: dict) -> None:
-    client = connect(settings)
-    for k, v in tags.items():
-        client.set_model_version_tag(settings.model_name, str(version), f"rfau.{k}", _short(v))
+    Registry(settings).set_version_tags(version, tags)

@@ -1,0 +1,18 @@
+"""The `rfau` command line: thin drivers over the library (typer + rich).
+
+One module per command group; every command registers on ``app`` (rfau.cli.common), whose one error
+handler turns an RfauError into a one-line message and exit code 2.
+"""
+
+from rfau.cli import audit, batch, experiment, pipeline, registry, request
+from rfau.cli.common import app
+
+app.add_typer(request.request_app, name="request")
+app.add_typer(batch.batch_app, name="batch")
+app.add_typer(pipeline.pipeline_app, name="pipeline")
+app.add_typer(audit.audit_app, name="audit")
+
+__all__ = ["app", "experiment", "registry"]
+
+if __name__ == "__main__":
+    app()

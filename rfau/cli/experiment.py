@@ -1,0 +1,245 @@
+"""Experiment commands: split, train, unlearn, evaluate, methods, run, bench."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from rfau.cli.common import (
+    DatasetOpt,
+    DeviceOpt,
+    SeedOpt,
+    SplitOpt,
+    app,
+    out,
+    parse_overrides,
+)
+from rfau.cli.render import print_summary
+from rfau.config import TrainConfig
+from rfau.errors import RfauError
+
+
+@app.command()
+def split(
+    requests: Annotated[list[Path], typer.Argument(help="Deletion request JSON files or folders of them.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for retain/forget/holdout/test manifests.")
+    ],
+    dataset: DatasetOpt = "digits",
+    holdout_fraction: Annotated[
+        float,
+        typer.Option(help="Share of the training split held out for calibration; must match the model's."),
+    ] = 0.1,
+) -> None:
+    """Validate deletion requests and write the retain/forget/holdout/test manifests."""
+    from rfau.stages import split_stage
+
+    s = split_stage(dataset, list(requests), out_dir, holdout_fraction)
+    out.print_json(data=s.summary())
+
+
+@app.command()
+def train(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for model.safetensors + model.json.")],
+    dataset: DatasetOpt = "digits",
+    split_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--split",
+            help="Train on this split's retain set (retrain); default: the original model on all "
+            "training data minus the holdout.",
+        ),
+    ] = None,
+    architecture: Annotated[
+        str | None, typer.Option(help="small_cnn or resnet18 (default by dataset).")
+    ] = None,
+    width: Annotated[int | None, typer.Option(help="Base channel width (default by architecture).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default by dataset).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default by dataset).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate of the one-cycle schedule.")] = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Train a model: the original (bootstrap) or, with --split, a retrained reference."""
+    from rfau.data import load_dataset
+    from rfau.stages import train_stage
+
+    ds = load_dataset(dataset)
+    cfg = TrainConfig.preset(
+        ds.kind,
+        architecture=architecture,
+        width=width,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
+    )
+    card = train_stage(ds, out_dir, cfg, split_dir)
+    out.print(
+        f"trained {card.architecture} on {card.train_samples} samples: "
+        f"RA {card.metrics['ra']:.2f}%  TA {card.metrics['ta']:.2f}%  -> {out_dir}"
+    )
+
+
+@app.command()
+def unlearn(
+    model_dir: Annotated[Path, typer.Option("--model", "-m", help="Folder of the model to unlearn from.")],
+    split_dir: SplitOpt,
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Folder for the merged weights, model card, adapter/ and unlearn.json."
+        ),
+    ],
+    dataset: DatasetOpt = "digits",
+    method: Annotated[str, typer.Option(help="Unlearning method (see `rfau methods`).")] = "rfau",
+    config: Annotated[Path | None, typer.Option(help="JSON file with method settings.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Method setting KEY=VALUE, e.g. --set rank=8 --set regime=sample."),
+    ] = None,
+) -> None:
+    """Remove the split's forget set from a model (RFAU by default)."""
+    from rfau.stages import unlearn_stage
+
+    info = unlearn_stage(model_dir, dataset, split_dir, out_dir, method, parse_overrides(config, set_))
+    out.print(
+        f"{method}: {info['seconds']:.1f} s, trainable parameters {info['trainable_params']:,} of "
+        f"{info['total_params']:,} ({100 * info['trainable_share']:.2f}%) -> {out_dir}"
+    )
+
+
+@app.command()
+def evaluate(
+    model_dir: Annotated[Path, typer.Option("--model", "-m", help="Model folder to evaluate.")],
+    split_dir: SplitOpt,
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Metrics JSON file to write.")],
+    dataset: DatasetOpt = "digits",
+    seed: SeedOpt = 0,
+) -> None:
+    """UA, RA, TA, per-class accuracy and MIA-efficacy of a model on a split."""
+    from rfau.stages import evaluate_stage
+
+    m = evaluate_stage(model_dir, dataset, split_dir, out_path, seed)
+    out.print({k: round(m[k], 2) for k in ("ua", "ra", "ta", "mia_confidence", "mia_entropy")})
+
+
+@app.command()
+def methods() -> None:
+    """List the unlearning methods."""
+    from rfau.methods import METHODS
+
+    t = Table("method", "what it does")
+    for name, m in METHODS.items():
+        t.add_row(name, m.summary)
+    out.print(t)
+
+
+@app.command()
+def run(
+    dataset: DatasetOpt = "digits",
+    requests: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--requests", "-r", help="Deletion request files/folders; default: a demo request for --scenario."
+        ),
+    ] = None,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="Demo request when none is given: 'random' (10% of training samples) or 'class' (one class)."
+        ),
+    ] = "random",
+    model_dir: Annotated[
+        Path | None, typer.Option("--model", "-m", help="Original model folder; default: train one.")
+    ] = None,
+    workdir: Annotated[
+        Path, typer.Option("--workdir", "-w", help="Where every stage writes its outputs.")
+    ] = Path("runs/latest"),
+    set_: Annotated[list[str] | None, typer.Option("--set", help="RFAU setting KEY=VALUE.")] = None,
+    retrain: Annotated[bool, typer.Option(help="Also retrain from scratch as the gold standard.")] = True,
+    track: Annotated[
+        bool, typer.Option(help="Log to MLflow and register the result (gated promotion).")
+    ] = True,
+    seed: SeedOpt = 0,
+) -> None:
+    """The experiment: split -> (train) -> unlearn with RFAU -> retrain -> evaluate, then a table."""
+    from rfau.job import run_job
+
+    if scenario not in ("random", "class"):
+        raise RfauError(f"--scenario must be 'random' or 'class', got {scenario!r}")
+    summary = run_job(
+        dataset,
+        workdir,
+        requests,
+        scenario,
+        model_dir,
+        parse_overrides(None, set_),
+        retrain=retrain,
+        seed=seed,
+        track=track,
+    )
+    print_summary(summary)
+    out.print(f"outputs in {workdir}/ (summary.json, split/, original/, rfau/adapter, metrics/)")
+
+
+@app.command()
+def bench(
+    config: Annotated[
+        str, typer.Argument(help="digits (CPU, seconds), cifar10-small (CPU, ~15 min) or cifar10 (GPU).")
+    ],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Results folder (default: results/<config>).")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="CIFAR-10 ImageFolder dir or archive (else RFAU_CIFAR10 or ../shared).")
+    ] = None,
+    methods: Annotated[
+        str | None, typer.Option(help="Comma-separated subset of methods (retrain is always run).")
+    ] = None,
+    seeds: Annotated[int | None, typer.Option(help="Number of seeds (default by config).")] = None,
+    scenarios: Annotated[str | None, typer.Option(help="Comma-separated: class,random.")] = None,
+    max_train_per_class: Annotated[
+        int | None, typer.Option(help="Size limit: training samples per class.")
+    ] = None,
+    max_test_per_class: Annotated[
+        int | None, typer.Option(help="Size limit: test samples per class.")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Override the original/retrain epochs (size limit).")
+    ] = None,
+    device: DeviceOpt = "auto",
+    reuse: Annotated[
+        bool, typer.Option(help="Reuse the original and retrain models of an earlier run in --out.")
+    ] = False,
+) -> None:
+    """Benchmark every method against retrain and do-nothing; writes CSV, Markdown and plots."""
+    from rfau.bench import CONFIGS, aggregate, markdown_table, run_bench
+
+    if config not in CONFIGS:
+        raise RfauError(f"unknown bench config {config!r}; known: {', '.join(CONFIGS)}")
+    cfg = CONFIGS[config]
+    upd: dict = {}
+    if seeds:
+        upd["seeds"] = tuple(range(seeds))
+    if scenarios:
+        upd["scenarios"] = tuple(s.strip() for s in scenarios.split(","))
+        if not set(upd["scenarios"]) <= {"class", "random"}:
+            raise RfauError(f"--scenarios must name class and/or random, got {scenarios!r}")
+    if max_train_per_class:
+        upd["train_per_class"] = max_train_per_class
+    if max_test_per_class:
+        upd["test_per_class"] = max_test_per_class
+    if epochs:
+        upd["train"] = cfg.train.model_copy(update={"epochs": epochs})
+    cfg = cfg.model_copy(update=upd)
+    out_dir = out_dir or Path("results") / config
+    rows = run_bench(cfg, out_dir, data, methods.split(",") if methods else None, device, reuse)
+    from rich.markdown import Markdown
+
+    out.print(Markdown(markdown_table(cfg, aggregate(rows), rows[0]["config"])))
+    out.print(f"results in {out_dir}/ (rows.csv, table.md, bench.json, gap_vs_time_*.png, mia_hist_*.png)")

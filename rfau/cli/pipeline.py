@@ -1,0 +1,169 @@
+"""`rfau pipeline ...`: The Kubeflow pipeline: compile, run locally, submit, schedule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rfau.cli.common import (
+    ParamsOpt,
+    SetOpt,
+    out,
+    store_uri,
+)
+from rfau.cli.render import print_registered
+from rfau.errors import RfauError
+from rfau.params import load_params
+
+pipeline_app = typer.Typer(
+    help="The Kubeflow pipeline: compile, run locally, submit, schedule.", no_args_is_help=True
+)
+
+
+# --- pipeline ---------------------------------------------------------------------------------------
+
+
+@pipeline_app.command("compile")
+def pipeline_compile(
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Pipeline YAML to write.")] = Path(
+        "pipeline.yaml"
+    ),
+    accelerator: Annotated[str, typer.Option(help="GPU resource of the unlearn task.")] = "nvidia.com/gpu",
+    gpus: Annotated[int, typer.Option(help="GPUs for the unlearn task.")] = 1,
+    node_selector: Annotated[
+        str, typer.Option(help="Node label KEY=VALUE for the unlearn task.")
+    ] = "nvidia.com/gpu.present=true",
+    toleration: Annotated[
+        str, typer.Option(help="Taint key the unlearn task tolerates (NoSchedule).")
+    ] = "nvidia.com/gpu",
+) -> None:
+    """Compile the pipeline to KFP v2 YAML (upload it in the KFP UI or `rfau pipeline submit --package`)."""
+    from rfau.pipelines.deletion_batch import GpuSpec
+    from rfau.pipelines.run import compile_pipeline
+
+    key, sep, value = node_selector.partition("=")
+    if not sep or not key:
+        raise RfauError(f"--node-selector expects KEY=VALUE, got {node_selector!r}")
+    if gpus < 1:
+        raise RfauError(f"--gpus must be at least 1, got {gpus}")
+    gpu = GpuSpec(
+        accelerator=accelerator,
+        count=gpus,
+        node_selector_key=key,
+        node_selector_value=value,
+        toleration_key=toleration,
+    )
+    out.print(f"pipeline written to {compile_pipeline(out_path, gpu)}")
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    local: Annotated[
+        bool, typer.Option("--local", help="Run with kfp.local's subprocess runner in this environment.")
+    ] = False,
+    root: Annotated[Path, typer.Option(help="Pipeline root: every task's outputs.")] = Path("runs/pipeline"),
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+    demo: Annotated[
+        bool | None,
+        typer.Option(
+            "--demo/--no-demo",
+            help="First queue a demo request (5% of the remaining training samples). Default: only "
+            "on the embedded digits when the store has never seen a request.",
+        ),
+    ] = None,
+) -> None:
+    """Run the deletion-batch pipeline; on a cluster use `submit` or `schedule`."""
+    from rfau.data.request_store import RequestStore
+    from rfau.job import queue_demo_request
+    from rfau.pipelines.run import pipeline_arguments, run_local
+
+    if not local:
+        raise RfauError(
+            "only --local runs here; on a cluster use `rfau pipeline submit` or `rfau pipeline schedule`"
+        )
+    p = load_params(params, set_)
+    if demo is None:  # a fresh checkout: show the whole flow on the embedded data
+        demo = p.dataset == "digits" and not RequestStore.from_uri(store_uri(p.store)).list()
+    if demo:
+        out.print(f"queued demo request {queue_demo_request(p, store_uri(p.store))}")
+    res = run_local(pipeline_arguments(p, local=True), root)
+    report = Path(res["run_dir"]) / "evaluate" / "report"
+    if not res.get("skipped") and report.is_file():
+        from rich.markdown import Markdown
+
+        out.print(Markdown(report.read_text()))
+    print_registered(res)
+    out.print(f"task outputs in {res['run_dir']}")
+
+
+EndpointOpt = Annotated[
+    str,
+    typer.Option(
+        "--endpoint",
+        envvar="KFP_ENDPOINT",
+        help="KFP API endpoint, e.g. http://localhost:8080 ($KFP_ENDPOINT).",
+    ),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", envvar="KFP_TOKEN", help="Bearer token for the endpoint ($KFP_TOKEN)."),
+]
+PackageOpt = Annotated[
+    Path | None, typer.Option("--package", help="A compiled pipeline YAML (default: compile now).")
+]
+SaOpt = Annotated[
+    str | None, typer.Option("--service-account", help="Kubernetes service account of the run's pods.")
+]
+
+
+@pipeline_app.command("submit")
+def pipeline_submit(
+    endpoint: EndpointOpt,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+    token: TokenOpt = None,
+    package: PackageOpt = None,
+    service_account: SaOpt = "rfau-pipeline",
+    experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "rfau",
+) -> None:
+    """Start one pipeline run on a KFP endpoint."""
+    from rfau.pipelines.run import pipeline_arguments, submit
+
+    res = submit(
+        endpoint,
+        pipeline_arguments(load_params(params, set_), local=False),
+        experiment,
+        token,
+        package,
+        service_account,
+    )
+    out.print_json(data=res)
+
+
+@pipeline_app.command("schedule")
+def pipeline_schedule(
+    endpoint: EndpointOpt,
+    cron: Annotated[str, typer.Option(help="When to run, cron syntax, e.g. '0 2 * * *' (02:00 daily).")],
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+    token: TokenOpt = None,
+    package: PackageOpt = None,
+    service_account: SaOpt = "rfau-pipeline",
+    experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "rfau",
+) -> None:
+    """Create a recurring run: one deletion batch per schedule tick, never two at once."""
+    from rfau.pipelines.run import pipeline_arguments, schedule
+
+    res = schedule(
+        endpoint,
+        cron,
+        pipeline_arguments(load_params(params, set_), local=False),
+        experiment,
+        token,
+        package,
+        service_account,
+    )
+    out.print_json(data=res)

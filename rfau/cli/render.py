@@ -1,0 +1,77 @@
+"""Printing a stage's or a batch's result for people (rich): the CLI's and the pipeline's outputs."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from rfau.cli.common import err, out
+from rfau.records import BatchMeta
+
+
+def print_split(meta: BatchMeta) -> None:
+    for r in meta.rejected:
+        err.print(f"[yellow]rejected {r.request_id}:[/] {r.reason}")
+    if meta.empty:
+        out.print(
+            f"batch {meta.batch_id}: nothing to forget "
+            f"({'no pending requests' if not meta.request_ids else 'already forgotten'})"
+        )
+    else:
+        out.print(
+            f"batch {meta.batch_id}: requests {', '.join(meta.request_ids)}; forget set "
+            f"{meta.forget_count} samples (md5 {meta.forget_md5}); base version {meta.base.version}"
+        )
+
+
+def print_registered(res: dict) -> None:
+    if res.get("skipped"):
+        out.print(f"nothing registered: {res['reason']}")
+        return
+    verdict = (
+        "gates passed: promoted to champion; requests fulfilled"
+        if res["gates_passed"]
+        else "a gate failed: champion unchanged; requests back to pending"
+    )
+    out.print(
+        f"{res['model']} version {res['version']} ({verdict}); champion is version {res['champion']}; "
+        f"ledger record {res['ledger_seq']}"
+    )
+
+
+def print_summary(summary: dict) -> None:
+    rows = summary["methods"]
+    kind = f"classes {summary['forget_classes']}" if summary["forget_classes"] else "samples"
+    t = Table(title=f"{summary['dataset']}: forgetting {summary['forget']} {kind} (percent)")
+    cols = ["UA", "RA", "TA", "TA kept cl.", "MIA conf.", "MIA entr.", "avg gap", "seconds", "trainable"]
+    t.add_column("method")
+    for c in cols:
+        t.add_column(c, justify="right")
+    for name, r in rows.items():
+        t.add_row(
+            name,
+            *(f"{r[k]:.2f}" for k in ("ua", "ra", "ta", "ta_kept_classes", "mia_confidence", "mia_entropy")),
+            f"{r['avg_gap']:.2f}" if "avg_gap" in r else "-",
+            f"{r.get('seconds', 0):.1f}",
+            f"{r.get('trainable_params', 0):,}",
+        )
+    out.print(t)
+    out.print(
+        f"RFAU trains {summary['rfau_trainable_params']:,} of {summary['total_params']:,} parameters "
+        f"({100 * summary['rfau_trainable_share']:.2f}%)"
+    )
+    reg = summary.get("registry")
+    if reg:
+        verdict = (
+            "gates passed: promoted to champion"
+            if reg["gates_passed"]
+            else "a gate failed: champion unchanged"
+        )
+        out.print(
+            f"registry: {reg['model']} version {reg['version']} "
+            f"({'new' if reg['new'] else 'already registered'}; "
+            f"{verdict}); champion is version {reg['champion']}"
+        )
+        for g in reg.get("gates", []):
+            out.print(
+                f"  gate {g['name']}: {g['value']:.2f} <= {g['bound']} {'ok' if g['passed'] else 'FAILED'}"
+            )

@@ -1,0 +1,71 @@
+"""What people and dashboards read about a batch: the summary metrics, the test-set confusion
+matrix (KFP ClassificationMetrics, DVC's confusion plot) and the Markdown report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sklearn.metrics import confusion_matrix
+
+from rfau.data.datasets import ImageDataset
+from rfau.data.split import Split
+from rfau.records import BatchMeta
+
+# the metrics of a model a batch reports, logs and writes into its ledger record (percent)
+SUMMARY_KEYS = (
+    "ua",
+    "ra",
+    "ta",
+    "ta_kept_classes",
+    "mia_confidence",
+    "mia_confidence_test",
+    "ua_excluded",
+    "mia_confidence_excluded",
+)
+
+
+def confusion(model_dir: Path, ds: ImageDataset, split: Split) -> tuple[dict, list[dict]]:
+    """Test-set confusion matrix (rows: true class) for KFP's ClassificationMetrics, and the
+    per-sample (actual, predicted) rows DVC's confusion plot reads."""
+    from rfau.models.checkpoint import load_checkpoint
+    from rfau.train import predict_logits
+
+    model, _ = load_checkpoint(model_dir)
+    idx = ds.indices(split.test)
+    actual = ds.y[idx].tolist()
+    predicted = predict_logits(model, ds.x[idx]).argmax(1).tolist()
+    matrix = confusion_matrix(actual, predicted, labels=list(range(len(ds.classes))))
+    rows = [{"actual": ds.classes[t], "predicted": ds.classes[p]} for t, p in zip(actual, predicted)]
+    return {"classes": list(ds.classes), "matrix": matrix.tolist()}, rows
+
+
+def batch_report(meta: BatchMeta, before: dict, after: dict, results) -> str:
+    """The Markdown report: requests, forget set, base, metrics before and after, gate verdicts."""
+    rows = [
+        ("UA: error on the forget set", "ua"),
+        ("RA: accuracy on retained data", "ra"),
+        ("TA: test accuracy", "ta"),
+        ("TA on kept classes", "ta_kept_classes"),
+        ("MIA-efficacy on the forget set", "mia_confidence"),
+        ("MIA-efficacy on the test set", "mia_confidence_test"),
+        ("UA on samples forgotten earlier", "ua_excluded"),
+    ]
+    lines = [
+        f"# Deletion batch {meta.batch_id}",
+        "",
+        f"Requests: {', '.join(meta.request_ids)}; forget set: {meta.forget_count} samples"
+        f"{' (classes ' + ', '.join(meta.forget_classes) + ')' if meta.forget_classes else ''}; "
+        f"md5 {meta.forget_md5}.",
+        f"Base: {meta.base.model} version {meta.base.version}.",
+        "",
+        "| metric (%) | before (champion) | after |",
+        "|---|---:|---:|",
+    ]
+    for label, k in rows:
+        if after.get(k) is not None:
+            lines.append(f"| {label} | {before.get(k, float('nan')):.2f} | {after[k]:.2f} |")
+    lines += ["", "| gate | value | bound | verdict |", "|---|---:|---:|---|"]
+    lines += [f"| {r.name} | {r.value:.2f} | {r.bound} | {'pass' if r.passed else 'FAIL'} |" for r in results]
+    if meta.rejected:
+        lines += ["", "Rejected requests:"] + [f"- {r.request_id}: {r.reason}" for r in meta.rejected]
+    return "\n".join(lines) + "\n"
