@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+from rfau.errors import ModelError
 
 
 class _Config(BaseModel):
@@ -15,23 +17,25 @@ class _Config(BaseModel):
 class TrainConfig(_Config):
     """Recipe of the original model; retrain and the baselines reuse it."""
 
-    architecture: str | None = None  # None: small_cnn for digits, resnet18 otherwise
-    width: int | None = None  # None: the architecture's default width
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(128, ge=1)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.1, gt=0)  # peak learning rate of the one-cycle schedule
-    weight_decay: float = Field(5e-4, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    augment_pad: int = Field(4, ge=0)  # random-crop padding in pixels
-    augment_flip: bool = True
-    seed: int = 0
-    device: str = "auto"
+    architecture: str | None = Field(
+        None, description="model architecture; None: small_cnn for digits, resnet18 otherwise"
+    )
+    width: int | None = Field(None, description="base channel width; None: the architecture's default")
+    epochs: int = Field(30, ge=1, description="passes over the training data")
+    batch_size: int = Field(128, ge=1, description="images per step")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="SGD with Nesterov momentum, or AdamW")
+    lr: float = Field(0.1, gt=0, description="peak learning rate of the one-cycle schedule")
+    weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
+    augment_pad: int = Field(4, ge=0, description="random-crop padding in pixels (0: no crop)")
+    augment_flip: bool = Field(True, description="random horizontal flips")
+    seed: int = Field(0, description="seed of the initialisation, batch order and augmentation")
+    device: str = Field("auto", description="auto (CUDA where available), cpu, cuda or cuda:N")
 
     @classmethod
-    def preset(cls, dataset_kind: str, **overrides) -> TrainConfig:
-        base: dict = {}
+    def preset(cls, dataset_kind: str, **overrides: Any) -> TrainConfig:
+        base: dict[str, Any] = {}
         if dataset_kind == "digits":
             base = dict(
                 epochs=40,
@@ -46,28 +50,14 @@ class TrainConfig(_Config):
         return cls(**base)
 
 
-class RFAUConfig(_Config):
-    """Residual Feature Alignment Unlearning: LoRA on a frozen model, zero/shifted residuals."""
-
-    rank: int = Field(4, ge=1)
-    alpha: float = Field(8.0, gt=0)
-    target_modules: list[str] | None = None  # None: the architecture's defaults
-    taps: list[str] | None = None  # None: the architecture's defaults
-    regime: Literal["auto", "class", "sample"] = "auto"
-    # class-wise shift: the original's output with the forgotten classes removed (default), or
-    # the tapped features of random retain samples of other classes
-    classwise_target: Literal["masked_output", "other_class_features"] = "masked_output"
-    epochs: int = Field(30, ge=1)
-    retain_budget: int = Field(5000, ge=1)  # retain samples cached and visited per epoch
-    batch_size: int = Field(128, ge=1)
-    forget_batch_size: int = Field(64, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    forget_weight: float = Field(1.0, ge=0)
-    seed: int = 0
-    device: str = "auto"
-
-
 def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA where available, else CPU; a named device must exist here."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ModelError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} asked for, but CUDA is not available on this machine")
+    return resolved

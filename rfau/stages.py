@@ -25,7 +25,7 @@ from rfau.data.split import (
 )
 from rfau.errors import ModelError, RfauError, validation_problems
 from rfau.io import atomic_dir, write_json
-from rfau.methods import UnlearnData, get_method
+from rfau.methods import UnlearnData, get_method, run_method
 from rfau.metrics import evaluate_model
 from rfau.models.arch import build_model, default_architecture
 from rfau.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
@@ -158,7 +158,7 @@ def unlearn_stage(
     if not split.forget:
         raise RfauError(f"{split_dir}: the forget set is empty; nothing to unlearn")
     cfg = method_config(method, config, ds, card)
-    result = get_method(method).fn(model, unlearn_data(ds, split), cfg)
+    result = run_method(method, model, unlearn_data(ds, split), cfg)
     info = {
         "method": method,
         "config": cfg.model_dump() if cfg else {},

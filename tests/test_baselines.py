@@ -10,8 +10,8 @@ import torch
 
 from rfau.config import TrainConfig
 from rfau.errors import RfauError
-from rfau.methods import METHODS, UnlearnData, get_method
-from rfau.methods._loops import other_labels
+from rfau.methods import METHODS, RunOptions, UnlearnData, get_method, run_method
+from rfau.methods.sgd import other_labels
 from rfau.models.arch import SmallCNN
 from rfau.stages import method_config
 from rfau.train import predict_logits, train_model
@@ -27,6 +27,8 @@ FAST = {
     "scrub": {"epochs": 2, "msteps": 1, "batch_size": 32, "forget_batch_size": 16, "lr": 0.01},
     "salun": {"epochs": 1, "batch_size": 32, "mask_batch_size": 32},
     "ssd": {"batch_size": 32},
+    "rfau": {"epochs": 2, "retain_budget": 100, "batch_size": 32, "forget_batch_size": 16},
+    "retrain": {"epochs": 1, "batch_size": 32, "augment_pad": 1, "augment_flip": False},
 }
 CLASSES = 4
 
@@ -73,7 +75,7 @@ def setup():
 
 def _run(name: str, model, data, seed: int = 0):
     cfg = get_method(name).config(**FAST[name], seed=seed, device="cpu")
-    return get_method(name).fn(model, data, cfg)
+    return run_method(name, model, data, cfg)
 
 
 def test_all_baselines_are_registered_with_configs():
@@ -117,7 +119,7 @@ def test_config_rejects_unknown_and_invalid_settings(name):
 
 def test_original_is_returned_unchanged(setup):
     model, data = setup
-    res = get_method("original").fn(model, data, None)
+    res = run_method("original", model, data)
     assert res.model is model and res.trainable_params == 0
 
 
@@ -154,6 +156,74 @@ def test_neggrad_ascent_is_bounded(setup):
     cfg = get_method("neggrad_plus").config(
         **{**FAST["neggrad_plus"], "alpha": 0.5, "lr": 0.05, "epochs": 3}, device="cpu"
     )
-    res = get_method("neggrad_plus").fn(model, data, cfg)
+    res = run_method("neggrad_plus", model, data, cfg)
     assert torch.isfinite(predict_logits(res.model, data.x_retain)).all()
     assert all(h["forget_loss"] < 50 for h in res.info["history"])  # no runaway forget CE
+
+
+@pytest.mark.parametrize("name", [*BASELINES, "rfau", "retrain", "original"])
+def test_the_callers_model_is_never_changed(name, setup):
+    """Weights, module structure (no adapters injected), device, mode and trainable flags."""
+    model, data = setup
+    model.eval()
+    before = copy.deepcopy(model.state_dict())
+    modules = [(n, type(m)) for n, m in model.named_modules()]
+    grads = [p.requires_grad for p in model.parameters()]
+    cfg = get_method(name).config(**FAST[name], device="cpu") if name != "original" else None
+    run_method(name, model, data, cfg)
+    assert [(n, type(m)) for n, m in model.named_modules()] == modules
+    assert model.state_dict().keys() == before.keys()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{name} modified the input model ({k})"
+    assert not model.training and [p.requires_grad for p in model.parameters()] == grads
+
+
+def test_runner_reports_each_epoch_and_validates_settings_given_as_a_dict(setup):
+    model, data = setup
+    rows = []
+    res = run_method(
+        "finetune",
+        model,
+        data,
+        {**FAST["finetune"], "epochs": 2, "device": "cpu"},
+        RunOptions(on_epoch=rows.append),
+    )
+    assert rows == res.info["history"] and [r["epoch"] for r in rows] == [0, 1]
+    with pytest.raises(RfauError, match="invalid settings for method 'finetune': epochs"):
+        run_method("finetune", model, data, {"epochs": 0})
+
+
+def test_a_diverging_run_stops_with_a_clear_error(setup):
+    model, data = setup
+    for name, settings in (("rfau", {"lr": 1e30}), ("finetune", {"lr": 1e30})):
+        with pytest.raises(RfauError, match=f"{name} (diverged|produced inf/NaN)"):
+            run_method(name, model, data, {**FAST[name], **settings, "device": "cpu"})
+
+
+def test_an_empty_forget_set_and_a_bad_device_are_refused(setup):
+    model, data = setup
+    empty = UnlearnData(
+        data.x_retain,
+        data.y_retain,
+        data.x_forget[:0],
+        data.y_forget[:0],
+        data.forget_classwise[:0],
+        data.x_holdout,
+        data.y_holdout,
+        data.num_classes,
+    )
+    with pytest.raises(RfauError, match="nothing to forget"):
+        run_method("finetune", model, empty, FAST["finetune"])
+    with pytest.raises(RfauError, match="unknown device 'gpu0'"):
+        run_method("finetune", model, data, {**FAST["finetune"], "device": "gpu0"})
+    with pytest.raises(RfauError, match="forget has 3 entries but 2 labels"):
+        UnlearnData(
+            data.x_retain,
+            data.y_retain,
+            data.x_forget[:3],
+            data.y_forget[:2],
+            data.forget_classwise[:2],
+            data.x_holdout,
+            data.y_holdout,
+            data.num_classes,
+        )

@@ -1,48 +1,30 @@
-"""One registry of unlearning methods: name -> (callable(model, data, cfg), config class)."""
+"""One registry of unlearning methods and one way to run them: ``run_method(name, model, data,
+cfg)``. Each method is a class in its own file (its config with described settings, its
+defaults, its loss); the runner (``rfau.methods.runner``) owns what they share."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
+from torch import nn
 
-from rfau.config import RFAUConfig, TrainConfig
 from rfau.errors import RfauError
-from rfau.methods.base import UnlearnData, UnlearnResult
-from rfau.methods.baselines import unlearn_original, unlearn_retrain
-from rfau.methods.finetune import FinetuneConfig, unlearn_finetune
-from rfau.methods.neggrad import NegGradPlusConfig, unlearn_neggrad_plus
-from rfau.methods.random_label import RandomLabelConfig, unlearn_random_label
-from rfau.methods.rfau import unlearn_rfau
-from rfau.methods.salun import SalUnConfig, unlearn_salun
-from rfau.methods.scrub import ScrubConfig, unlearn_scrub
-from rfau.methods.ssd import SSDConfig, unlearn_ssd
+from rfau.methods.base import Setting, UnlearnData, UnlearnResult, describe_settings
+from rfau.methods.baselines import Original, Retrain
+from rfau.methods.finetune import Finetune
+from rfau.methods.neggrad import NegGradPlus
+from rfau.methods.random_label import RandomLabel
+from rfau.methods.rfau import RFAU
+from rfau.methods.runner import RunOptions, UnlearnMethod, run
+from rfau.methods.salun import SalUn
+from rfau.methods.scrub import Scrub
+from rfau.methods.ssd import SSD
 
-
-@dataclass(frozen=True)
-class Method:
-    fn: Callable[..., UnlearnResult]
-    config: type[BaseModel] | None
-    summary: str
-
+Method = type[UnlearnMethod]  # a method class: .name, .summary, .config (its settings class or None)
 
 METHODS: dict[str, Method] = {
-    "rfau": Method(unlearn_rfau, RFAUConfig, "LoRA residual feature alignment (this project)"),
-    "original": Method(unlearn_original, None, "do nothing: the original model"),
-    "retrain": Method(unlearn_retrain, TrainConfig, "retrain from scratch on the retain set"),
-    "finetune": Method(unlearn_finetune, FinetuneConfig, "fine-tune all weights on the retain set (FT)"),
-    "neggrad_plus": Method(
-        unlearn_neggrad_plus, NegGradPlusConfig, "descend on retain, bounded ascent on forget (NegGrad+)"
-    ),
-    "random_label": Method(
-        unlearn_random_label, RandomLabelConfig, "train on retain + forget with random other labels (RL)"
-    ),
-    "scrub": Method(unlearn_scrub, ScrubConfig, "teacher-student max/min distillation (SCRUB)"),
-    "salun": Method(unlearn_salun, SalUnConfig, "random labels on gradient-salient weights only (SalUn)"),
-    "ssd": Method(
-        unlearn_ssd, SSDConfig, "dampen forget-specific weights by Fisher ratio, no training (SSD)"
-    ),
+    m.name: m for m in (RFAU, Original, Retrain, Finetune, NegGradPlus, RandomLabel, Scrub, SalUn, SSD)
 }
 
 
@@ -52,4 +34,31 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "Method", "UnlearnData", "UnlearnResult", "get_method"]
+def run_method(
+    name: str,
+    model: nn.Module,
+    data: UnlearnData,
+    cfg: BaseModel | dict[str, Any] | None = None,
+    options: RunOptions | None = None,
+) -> UnlearnResult:
+    """Unlearn ``data``'s forget set from a copy of ``model`` with method ``name``; ``cfg``: the
+    method's config object, a dict of settings (validated), or None for its defaults."""
+    return run(get_method(name), model, data, cfg, options)
+
+
+def settings_help(name: str) -> list[Setting]:
+    """Every setting of a method: name, type, default, description and bounds."""
+    return describe_settings(get_method(name).config)
+
+
+__all__ = [
+    "METHODS",
+    "Method",
+    "RunOptions",
+    "Setting",
+    "UnlearnData",
+    "UnlearnResult",
+    "get_method",
+    "run_method",
+    "settings_help",
+]

@@ -1,11 +1,18 @@
-"""The one interface every unlearning method implements: ``method(model, data, cfg) -> result``."""
+"""What every unlearning method shares: its input (``UnlearnData``), its output
+(``UnlearnResult``), the settings every method has (``MethodConfig``) and their help."""
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass, field
+from typing import Any, Literal, Union, get_args, get_origin
 
 import torch
+from pydantic import BaseModel, Field
 from torch import nn
+
+from rfau.config import _Config
+from rfau.errors import ModelError
 
 
 @dataclass
@@ -26,6 +33,17 @@ class UnlearnData:
     y_holdout: torch.Tensor
     num_classes: int
 
+    def __post_init__(self) -> None:
+        pairs = {
+            "retain": (self.x_retain, self.y_retain),
+            "forget": (self.x_forget, self.y_forget),
+            "holdout": (self.x_holdout, self.y_holdout),
+            "forget_classwise": (self.forget_classwise, self.y_forget),
+        }
+        for name, (a, b) in pairs.items():
+            if len(a) != len(b):
+                raise ModelError(f"unlearn data: {name} has {len(a)} entries but {len(b)} labels")
+
 
 @dataclass
 class UnlearnResult:
@@ -34,4 +52,53 @@ class UnlearnResult:
     total_params: int
     seconds: float
     adapter: nn.Module | None = None  # peft model (unmerged) whose adapter is the deletion delta
-    info: dict = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class MethodConfig(_Config):
+    """Settings every method has; each method's config adds its own, each with a description."""
+
+    seed: int = Field(0, description="seed of every random draw (batch order, augmentation, labels)")
+    device: str = Field("auto", description="auto (CUDA where available), cpu, cuda or cuda:N")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a method, for ``rfau methods NAME``."""
+
+    name: str
+    type: str
+    default: Any
+    description: str
+    constraints: str  # e.g. ">= 1"; empty when any value of the type is accepted
+
+
+_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+
+
+def describe_settings(config: type[BaseModel] | None) -> list[Setting]:
+    """Name, type, default, description and bounds of every setting of a config class."""
+    if config is None:
+        return []
+    out = []
+    for name, f in config.model_fields.items():
+        bounds = [
+            f"{sym} {getattr(m, attr)}" for m in f.metadata for attr, sym in _BOUNDS if hasattr(m, attr)
+        ]
+        default = f.get_default(call_default_factory=True)
+        out.append(Setting(name, type_name(f.annotation), default, f.description or "", ", ".join(bounds)))
+    return out
+
+
+def type_name(t: Any) -> str:
+    """A readable name of a type annotation: ``int``, ``list[str] | None``, ``'auto' | 'class'``."""
+    origin = get_origin(t)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(t))
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_name(a) for a in get_args(t))
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(type_name(a) for a in get_args(t))}]"
+    if t is type(None):
+        return "None"
+    return str(getattr(t, "__name__", t))

@@ -7,28 +7,25 @@ Defaults follow SalUn's classification code (OPTML-Group/Unlearn-Saliency, CIFAR
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 
+import torch
 from pydantic import Field
-from torch import nn
 
-from rfau.config import resolve_device
-from rfau.methods._loops import SGDConfig, ce_epochs, finish, working_copy
-from rfau.methods.base import UnlearnData, UnlearnResult
-from rfau.train import set_seed
+from rfau.methods.sgd import CrossEntropyMethod, SGDConfig
 
 
 class FinetuneConfig(SGDConfig):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(256, ge=1)
-    lr: float = Field(0.01, gt=0)
+    epochs: int = Field(10, ge=1, description="passes over the retain set")
+    batch_size: int = Field(256, ge=1, description="retain images per step")
+    lr: float = Field(0.01, gt=0, description="SGD learning rate (constant)")
 
 
-def unlearn_finetune(model: nn.Module, data: UnlearnData, cfg: FinetuneConfig) -> UnlearnResult:
-    start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    gen = set_seed(cfg.seed)
-    work = working_copy(model, device)
-    x, y = data.x_retain.to(device), data.y_retain.to(device)
-    history = ce_epochs(work, x, y, cfg, gen, "finetune")
-    return finish(work, start, info={"history": history})
+class Finetune(CrossEntropyMethod):
+    name = "finetune"
+    summary = "fine-tune all weights on the retain set (FT)"
+    config = FinetuneConfig
+
+    def examples(self) -> tuple[torch.Tensor, Callable[[int], torch.Tensor]]:
+        y = self.data.y_retain.to(self.device)
+        return self.data.x_retain.to(self.device), lambda _epoch: y

@@ -16,69 +16,60 @@ Defaults: 5 epochs, SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch size 128
 from __future__ import annotations
 
 import math
-import time
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from rfau.config import resolve_device
-from rfau.methods._loops import (
-    Cycler,
-    SGDConfig,
-    check_finite,
-    finish,
-    index_batches,
-    inputs,
-    sgd,
-    working_copy,
-)
-from rfau.methods.base import UnlearnData, UnlearnResult
-from rfau.progress import progress_bar
-from rfau.train import autocast, set_seed
+from rfau.methods.runner import EpochMethod, Step
+from rfau.methods.sgd import Cycler, SGDConfig, index_batches, inputs, sgd
+from rfau.train import autocast
 
 
 class NegGradPlusConfig(SGDConfig):
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(128, ge=1)  # retain batch
-    forget_batch_size: int = Field(128, ge=1)
-    lr: float = Field(0.01, gt=0)
-    alpha: float = Field(0.99, gt=0, lt=1)  # weight of the retain loss; 1 - alpha on the forget loss
-    forget_loss_cap: float | None = Field(None, gt=0)  # per-sample CE cap; None: 2 * ln(num_classes)
+    epochs: int = Field(5, ge=1, description="passes over the retain set")
+    batch_size: int = Field(128, ge=1, description="retain images per step")
+    forget_batch_size: int = Field(128, ge=1, description="forget images per step (the forget set is cycled)")
+    lr: float = Field(0.01, gt=0, description="SGD learning rate (constant)")
+    alpha: float = Field(
+        0.99, gt=0, lt=1, description="weight of the retain loss; 1 - alpha on the forget loss"
+    )
+    forget_loss_cap: float | None = Field(
+        None, gt=0, description="per-sample forget CE cap (no gradient beyond it); None: 2 ln(num_classes)"
+    )
 
 
-def unlearn_neggrad_plus(model: nn.Module, data: UnlearnData, cfg: NegGradPlusConfig) -> UnlearnResult:
-    start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    gen = set_seed(cfg.seed)
-    work = working_copy(model, device)
-    x_r, y_r = data.x_retain.to(device), data.y_retain.to(device)
-    x_f, y_f = data.x_forget.to(device), data.y_forget.to(device)
-    forget = Cycler(len(y_f), cfg.forget_batch_size, gen, device)
-    cap = cfg.forget_loss_cap or 2.0 * math.log(data.num_classes)
-    opt = sgd(work.parameters(), cfg)
-    history = []
-    work.train()
-    with progress_bar(cfg.epochs, "neggrad_plus") as advance:
-        for epoch in range(cfg.epochs):
-            batches = index_batches(len(y_r), cfg.batch_size, gen, device)
-            sums = torch.zeros(2, device=device)
-            for ri in batches:
-                fi = forget.next()
-                with autocast(device):  # separate passes: BatchNorm sees each set on its own
-                    out_r = work(inputs(x_r, ri, cfg, gen)).float()
-                    out_f = work(inputs(x_f, fi, cfg, gen)).float()
-                loss_r = F.cross_entropy(out_r, y_r[ri])
-                ce_f = F.cross_entropy(out_f, y_f[fi], reduction="none")
-                loss_f = ce_f.clamp(max=cap).mean()  # bounded ascent: no gradient past the cap
-                loss = cfg.alpha * loss_r - (1.0 - cfg.alpha) * loss_f
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sums += torch.stack([loss_r.detach(), ce_f.detach().mean()])
-            lr_, lf_ = (sums / max(len(batches), 1)).tolist()
-            check_finite("neggrad_plus", epoch, retain_loss=lr_, forget_loss=lf_)
-            history.append({"epoch": epoch, "retain_loss": lr_, "forget_loss": lf_})
-            advance(retain=lr_, forget=lf_)
-    return finish(work, start, info={"history": history, "forget_loss_cap": cap})
+class NegGradPlus(EpochMethod):
+    name = "neggrad_plus"
+    summary = "descend on retain, bounded ascent on forget (NegGrad+)"
+    config = NegGradPlusConfig
+    cfg: NegGradPlusConfig
+    logged = ("retain_loss", "forget_loss")
+
+    def setup(self, work: nn.Module) -> torch.optim.Optimizer:
+        data, device = self.data, self.device
+        self.work = work
+        self.x_r, self.y_r = data.x_retain.to(device), data.y_retain.to(device)
+        self.x_f, self.y_f = data.x_forget.to(device), data.y_forget.to(device)
+        self.forget = Cycler(len(self.y_f), self.cfg.forget_batch_size, self.gen, device)
+        self.cap = self.cfg.forget_loss_cap or 2.0 * math.log(data.num_classes)
+        self.info["forget_loss_cap"] = self.cap
+        return sgd(work.parameters(), self.cfg)
+
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every retain batch with the next batch of the cycled forget set."""
+        for ri in index_batches(len(self.y_r), self.cfg.batch_size, self.gen, self.device):
+            yield ri, self.forget.next()
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Step:
+        ri, fi = batch
+        with autocast(self.device):  # separate passes: BatchNorm sees each set on its own
+            out_r = self.work(inputs(self.x_r, ri, self.cfg, self.gen)).float()
+            out_f = self.work(inputs(self.x_f, fi, self.cfg, self.gen)).float()
+        loss_r = F.cross_entropy(out_r, self.y_r[ri])
+        ce_f = F.cross_entropy(out_f, self.y_f[fi], reduction="none")
+        loss_f = ce_f.clamp(max=self.cap).mean()  # bounded ascent: no gradient past the cap
+        objective = self.cfg.alpha * loss_r - (1.0 - self.cfg.alpha) * loss_f
+        return Step(objective, {"retain_loss": loss_r, "forget_loss": ce_f.mean()})

@@ -13,41 +13,33 @@ Defaults follow SalUn's code for CIFAR-10 ResNet-18: 10 epochs, SGD lr 0.01 (sea
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 
 import torch
 from pydantic import Field
-from torch import nn
 
-from rfau.config import resolve_device
-from rfau.methods._loops import SGDConfig, ce_epochs, finish, other_labels, working_copy
-from rfau.methods.base import UnlearnData, UnlearnResult
-from rfau.train import set_seed
+from rfau.methods.sgd import CrossEntropyMethod, SGDConfig, other_labels
 
 
 class RandomLabelConfig(SGDConfig):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(256, ge=1)
-    lr: float = Field(0.01, gt=0)
+    epochs: int = Field(10, ge=1, description="passes over retain + forget")
+    batch_size: int = Field(256, ge=1, description="images per step")
+    lr: float = Field(0.01, gt=0, description="SGD learning rate (constant)")
 
 
-def relabelled_union(data: UnlearnData, gen: torch.Generator, device: torch.device):
-    """Images of retain + forget on the device, and ``labels(epoch)`` that gives the retain labels
-    followed by fresh random other labels for the forget samples."""
-    x = torch.cat([data.x_retain, data.x_forget]).to(device)
-    y_r = data.y_retain.to(device)
+class RandomLabel(CrossEntropyMethod):
+    name = "random_label"
+    summary = "train on retain + forget with random other labels (RL)"
+    config = RandomLabelConfig
 
-    def labels(_epoch: int) -> torch.Tensor:
-        return torch.cat([y_r, other_labels(data.y_forget, data.num_classes, gen).to(device)])
+    def examples(self) -> tuple[torch.Tensor, Callable[[int], torch.Tensor]]:
+        """Retain + forget images; labels: the retain labels followed by fresh random other
+        labels for the forget samples, redrawn every epoch."""
+        data, device = self.data, self.device
+        x = torch.cat([data.x_retain, data.x_forget]).to(device)
+        y_r = data.y_retain.to(device)
 
-    return x, labels
+        def labels(_epoch: int) -> torch.Tensor:
+            return torch.cat([y_r, other_labels(data.y_forget, data.num_classes, self.gen).to(device)])
 
-
-def unlearn_random_label(model: nn.Module, data: UnlearnData, cfg: RandomLabelConfig) -> UnlearnResult:
-    start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    gen = set_seed(cfg.seed)
-    work = working_copy(model, device)
-    x, labels = relabelled_union(data, gen, device)
-    history = ce_epochs(work, x, labels, cfg, gen, "random_label")
-    return finish(work, start, info={"history": history})
+        return x, labels

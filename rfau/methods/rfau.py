@@ -20,85 +20,212 @@ from __future__ import annotations
 
 import copy
 import re
-import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
+from pydantic import Field, model_validator
 from torch import nn
 
-from rfau.config import RFAUConfig, resolve_device
 from rfau.errors import ModelError
-from rfau.methods.base import UnlearnData, UnlearnResult
-from rfau.models.arch import ARCHITECTURES, Staged
-from rfau.models.checkpoint import count_parameters
-from rfau.progress import progress_bar
-from rfau.train import autocast, predict_logits, set_seed, to_float
+from rfau.methods.base import MethodConfig, UnlearnData
+from rfau.methods.runner import EpochMethod, Step, frozen_copy
+from rfau.models.arch import Staged, architecture_name
+from rfau.train import autocast, predict_logits, to_float
 
 LORA_TYPES = (nn.Linear, nn.Conv2d)
 MIN_HOLDOUT_PER_CLASS = 20  # below this a class's holdout is too thin; use the pooled holdout
 
 
-def arch_name(model: nn.Module) -> str:
-    for name, spec in ARCHITECTURES.items():
-        if type(model) is spec.cls:
-            return name
-    return type(model).__name__
+@dataclass(frozen=True)
+class RFAUModules:
+    targets: tuple[str, ...]  # LoRA target modules
+    taps: tuple[str, ...]  # tapped layers whose outputs are aligned (the output layer always is)
 
 
-def resolve_modules(model: nn.Module, cfg: RFAUConfig) -> tuple[list[str], list[str]]:
-    """Named LoRA targets and taps (defaults from the architecture), checked against the model."""
-    spec = ARCHITECTURES.get(arch_name(model))
-    targets = list(cfg.target_modules or (spec.lora_targets if spec else []))
-    taps = list(cfg.taps or (spec.taps if spec else []))
-    modules = dict(model.named_modules())
-    if not targets or not taps:
-        raise ModelError("RFAU needs target_modules and taps for this architecture")
-    for name in targets:
-        if name not in modules:
-            raise ModelError(f"unknown LoRA target module {name!r}; e.g. {_examples(model)}")
-        if not isinstance(modules[name], LORA_TYPES):
-            raise ModelError(
-                f"LoRA target {name!r} is a {type(modules[name]).__name__}; only Linear and Conv2d"
+# Default modules per architecture (as peft's target_module_mapping): adapters on the last block
+# and the head, taps at the last block's output, the pooled features and the logits.
+RFAU_DEFAULTS: dict[str, RFAUModules] = {
+    "small_cnn": RFAUModules(targets=("conv3", "fc1", "fc"), taps=("flatten", "fc")),
+    "resnet18": RFAUModules(
+        targets=("layer4.0.conv1", "layer4.0.conv2", "layer4.1.conv1", "layer4.1.conv2", "fc"),
+        taps=("layer4", "flatten", "fc"),
+    ),
+}
+_DEFAULTS_HELP = "; ".join(
+    f"{arch}: targets {', '.join(m.targets)}, taps {', '.join(m.taps)}" for arch, m in RFAU_DEFAULTS.items()
+)
+
+
+class RFAUConfig(MethodConfig):
+    """Residual Feature Alignment Unlearning: LoRA on a frozen model, zero/shifted residuals."""
+
+    rank: int = Field(4, ge=1, description="LoRA rank r")
+    alpha: float = Field(8.0, gt=0, description="LoRA alpha (the residual is scaled by alpha / rank)")
+    target_modules: list[str] | None = Field(
+        None, description=f"modules that get LoRA adapters; None: the architecture's ({_DEFAULTS_HELP})"
+    )
+    taps: list[str] | None = Field(
+        None,
+        description="layers whose outputs are aligned (the output layer is always added); None: as above",
+    )
+    regime: Literal["auto", "class", "sample"] = Field(
+        "auto", description="auto: class-wise for samples whose whole class is forgotten, else sample-wise"
+    )
+    classwise_target: Literal["masked_output", "other_class_features"] = Field(
+        "masked_output",
+        description="class-wise shift: the original's output with the forgotten classes removed, or "
+        "the tapped features of random retain samples of other classes",
+    )
+    epochs: int = Field(30, ge=1, description="passes over the retain budget")
+    retain_budget: int = Field(5000, ge=1, description="retain samples cached and visited per epoch")
+    batch_size: int = Field(128, ge=1, description="retain samples per step")
+    forget_batch_size: int = Field(64, ge=1, description="forget samples per step (the forget set is cycled)")
+    lr: float = Field(3e-3, gt=0, description="AdamW learning rate of the adapters")
+    forget_weight: float = Field(1.0, ge=0, description="weight of the forget loss against the retain loss")
+
+    @model_validator(mode="after")
+    def _check(self) -> RFAUConfig:
+        for field in ("target_modules", "taps"):
+            names = getattr(self, field)
+            if names is not None and not names:
+                raise ValueError(f"{field} is empty; leave it unset for the architecture's defaults")
+            if names is not None and len(set(names)) < len(names):
+                raise ValueError(f"{field} names a module twice: {names}")
+        if self.forget_weight == 0:
+            warnings.warn(
+                "rfau: forget_weight=0 trains a zero residual only; nothing is forgotten", stacklevel=2
             )
-    for name in taps:
-        if name not in modules or name == "":
-            raise ModelError(f"unknown tapped layer {name!r}; e.g. {_examples(model)}")
-    if taps[-1] != _last_layer(model):
-        taps.append(_last_layer(model))  # the output layer is always tapped (sample-wise target)
-    return targets, taps
+        if self.regime == "sample" and self.classwise_target != "masked_output":
+            warnings.warn("rfau: classwise_target has no effect with regime='sample'", stacklevel=2)
+        return self
 
 
-def _examples(model: nn.Module) -> str:
-    names = [n for n, m in model.named_modules() if isinstance(m, LORA_TYPES)]
-    return ", ".join(names[-6:])
+class RFAU(EpochMethod):
+    name = "rfau"
+    summary = "LoRA residual feature alignment (this project)"
+    config = RFAUConfig
+    cfg: RFAUConfig
+    logged = ("retain_loss", "forget_loss")
+    train_mode = False  # frozen BatchNorm statistics: the residual comes from the adapters only
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Step:
+        """The RFAU objective for one step: a retain batch and a forget batch go through the
+        adapted model together; the tapped features give
+
+            retain  = zero_residual_loss (adapted features equal the original's on retain data)
+            forget  = feature_shift_loss  on class-wise rows (classwise_target other_class_features)
+                    + output_kl_loss      on the other rows (calibrated or class-masked targets)
+            loss    = retain + forget_weight * forget
+        """
+        ri, fi_cpu = batch
+        o, device = self.orig, self.device
+        shift_rows, kl_rows = self.shift_rows[fi_cpu], self.kl_rows[fi_cpu]  # CPU: no device sync
+        fi = fi_cpu.to(device)
+        with autocast(device):
+            run_from(self.inner, torch.cat([o.h_r[ri], o.h_f[fi]]), o.cut)
+        hs = self.hooks.features()
+        nr = len(ri)
+        retain = zero_residual_loss([h[:nr] for h in hs], [f[ri] for f in o.feats_r], o.scales)
+        forget = torch.zeros((), device=device)
+        if bool(shift_rows.any()):  # features of random retain samples (of other classes)
+            pick = torch.randint(0, len(o.h_r), (len(fi),), generator=self.gen).to(device)
+            shifted = [f[pick] for f in o.feats_r]
+            forget = forget + feature_shift_loss(
+                [h[nr:] for h in hs], shifted, o.scales, shift_rows.to(device)
+            )
+        if bool(kl_rows.any()):
+            forget = forget + output_kl_loss(self.q_out[fi], hs[-1][nr:], kl_rows.to(device))
+        objective = retain + self.cfg.forget_weight * forget
+        return Step(objective, {"retain_loss": retain, "forget_loss": forget})
+
+    def working_copy(self, model: nn.Module) -> nn.Module:
+        """peft LoRA adapters on a copy of the model (the caller's model is left as it is), and a
+        frozen copy that gives the original features."""
+        self.targets, self.taps = resolve_modules(model, self.cfg)
+        self.frozen = frozen_copy(model, self.device)
+        return get_peft_model(copy.deepcopy(model).to(self.device), lora_config(self.cfg, self.targets))
+
+    def setup(self, work: nn.Module) -> torch.optim.Optimizer:
+        cfg, data = self.cfg, self.data
+        assert isinstance(work, PeftModel)
+        self.inner = work.base_model.model
+        classwise = regime_mask(data.forget_classwise, cfg.regime)
+        self.orig = cache_original(self.frozen, data, self.targets + self.taps, self.taps, cfg, self.gen)
+        self.q_out = output_targets(self.frozen, data, self.orig.logits_f, classwise, cfg.classwise_target)
+        features = cfg.classwise_target == "other_class_features"
+        self.kl_rows = ~classwise if features else torch.ones_like(classwise)
+        self.shift_rows = classwise if features else torch.zeros_like(classwise)
+        self.hooks = Taps(self.inner, self.taps)
+        self.info.update(
+            target_modules=self.targets,
+            taps=self.taps,
+            forget_classwise=int(classwise.sum()),
+            forget_samplewise=int((~classwise).sum()),
+            retain_budget=len(self.orig.h_r),
+            cached_prefix_stages=self.orig.cut,
+        )
+        params = [p for p in work.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """A shuffled pass over the retain budget; each retain batch with the next forget batch
+        (the forget set is cycled; its indices stay on the CPU)."""
+        budget, n_f = len(self.orig.h_r), len(self.orig.h_f)
+        bs, fbs = self.cfg.batch_size, self.cfg.forget_batch_size
+        perm = torch.randperm(budget, generator=self.gen).to(self.device)
+        fperm = torch.randperm(n_f, generator=self.gen)
+        for s in range((budget + bs - 1) // bs):
+            yield perm[s * bs : (s + 1) * bs], fperm[(torch.arange(fbs) + s * fbs) % n_f]
+
+    def adapter(self, work: nn.Module) -> nn.Module:
+        return work
+
+    def finish(self, work: nn.Module) -> nn.Module:
+        """The adapters merged into a copy of the weights (no inference overhead)."""
+        self.hooks.remove()
+        merged: nn.Module = copy.deepcopy(work).merge_and_unload()
+        return merged
 
 
-def _last_layer(model: nn.Module) -> str:
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+# --- the loss terms (features: lists over taps of [batch, dim] tensors) ---------------------
 
 
-class Taps:
-    """Forward hooks that record the outputs of named modules during a forward pass."""
+def zero_residual_loss(
+    features: list[torch.Tensor], originals: list[torch.Tensor], scales: list[torch.Tensor]
+) -> torch.Tensor:
+    """Retain: sum over taps of ||h_l - h_l^0||^2 (mean) / E||h_l^0||^2; zero iff no residual."""
+    return _total([F.mse_loss(h, f.float()) / sc for h, f, sc in zip(features, originals, scales)])
 
-    def __init__(self, model: nn.Module, names: list[str]) -> None:
-        self.out: dict[str, torch.Tensor] = {}
-        mods = dict(model.named_modules())
-        self.handles = [mods[n].register_forward_hook(self._hook(n)) for n in names]
-        self.names = names
 
-    def _hook(self, name: str):
-        def fn(_m, _inp, output):
-            self.out[name] = output
+def feature_shift_loss(
+    features: list[torch.Tensor], targets: list[torch.Tensor], scales: list[torch.Tensor], rows: torch.Tensor
+) -> torch.Tensor:
+    """Class-wise forget (feature variant): each row's scaled squared distance to its target
+    features, summed over taps, over the masked ``rows``, divided by the batch size."""
+    per = [(h - t.float()).pow(2).mean(1) / sc for h, t, sc in zip(features, targets, scales)]
+    return (_total(per) * rows).sum() / len(rows)
 
-        return fn
 
-    def features(self) -> list[torch.Tensor]:
-        return [self.out[n].float().flatten(1) for n in self.names]
+def output_kl_loss(q: torch.Tensor, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Forget (output level): KL(q || softmax(logits)) over the masked ``rows``, divided by the
+    batch size."""
+    kl = (q * (q.clamp_min(1e-12).log() - logits.log_softmax(1))).sum(1)
+    return (kl * rows).sum() / len(q)
 
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
+
+def _total(terms: list[torch.Tensor]) -> torch.Tensor:
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    return out
+
+
+# --- the forget targets ---------------------------------------------------------------------
 
 
 def calibrated_targets(
@@ -156,7 +283,6 @@ def output_targets(
     logits_f: torch.Tensor,
     classwise: torch.Tensor,
     classwise_target: str,
-    device,
 ) -> torch.Tensor:
     """Target output distribution of the forget samples (``logits_f``: the original's outputs);
     rows of samples that get no output-level shift stay zero and are masked out of the loss."""
@@ -165,121 +291,131 @@ def output_targets(
     sw = (~classwise).nonzero().squeeze(1)
     cw = classwise.nonzero().squeeze(1)
     if len(sw):
-        logits_h = predict_logits(frozen, data.x_holdout, device=device)
+        logits_h = predict_logits(frozen, data.x_holdout)
         q[sw] = calibrated_targets(logits_f[sw], data.y_forget[sw], logits_h, data.y_holdout)
     if len(cw) and classwise_target == "masked_output":
         forgotten = data.y_forget[data.forget_classwise].unique()  # whole classes the request names
         if len(forgotten) >= c:
             raise ModelError("class-wise forgetting of every class leaves nothing to predict")
         q[cw] = masked_targets(logits_f[cw], data.y_forget[cw], forgotten)
-    return q.to(device)
+    return q.to(next(frozen.parameters()).device)
 
 
-def unlearn_rfau(model: nn.Module, data: UnlearnData, cfg: RFAUConfig) -> UnlearnResult:
-    start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    gen = set_seed(cfg.seed)
-    targets, taps = resolve_modules(model, cfg)
-    frozen = copy.deepcopy(model).to(device).eval()
-    for p in frozen.parameters():
-        p.requires_grad_(False)
+def regime_mask(forget_classwise: torch.Tensor, regime: str) -> torch.Tensor:
+    """Which forget samples are forgotten class-wise: as the request says (auto), or all/none."""
+    if regime == "class":
+        return torch.ones_like(forget_classwise)
+    if regime == "sample":
+        return torch.zeros_like(forget_classwise)
+    return forget_classwise.clone()
 
-    classwise = data.forget_classwise.clone()
-    if cfg.regime == "class":
-        classwise[:] = True
-    elif cfg.regime == "sample":
-        classwise[:] = False
 
-    # original features of a fixed retain budget, computed once
-    budget = min(cfg.retain_budget, len(data.y_retain))
-    r_idx = torch.randperm(len(data.y_retain), generator=gen)[:budget]
-    # the stages before the first adapter or tap are frozen: run them once, train on the rest
-    cut = frozen.first_stage(targets + taps) if isinstance(frozen, Staged) else 0
-    h_r = _prefix(frozen, data.x_retain[r_idx].to(device), cut, device)
-    h_f = _prefix(frozen, data.x_forget.to(device), cut, device)
-    n_f = len(h_f)
-    if n_f == 0:
-        raise ModelError("nothing to forget: the forget set is empty")
-    feats_r = _features(frozen, taps, h_r, cut, device)  # original tapped features, cached once
-    logits_f = _features(frozen, taps[-1:], h_f, cut, device)[0].float().cpu()  # the output layer
-    q_out = output_targets(frozen, data, logits_f, classwise, cfg.classwise_target, device)
-    kl_mask = ~classwise if cfg.classwise_target == "other_class_features" else torch.ones_like(classwise)
-    feat_cw = classwise if cfg.classwise_target == "other_class_features" else torch.zeros_like(classwise)
+# --- modules, taps and the cached original features ------------------------------------------
 
-    lora = LoraConfig(
+
+def lora_config(cfg: RFAUConfig, targets: list[str]) -> LoraConfig:
+    return LoraConfig(
         r=cfg.rank,
-        lora_alpha=cfg.alpha,
+        lora_alpha=cfg.alpha,  # type: ignore[arg-type]  # peft computes alpha / r in float
         lora_dropout=0.0,
         bias="none",
         target_modules="^(" + "|".join(re.escape(t) for t in targets) + ")$",
     )
-    peft_model = get_peft_model(model.to(device), lora)
-    peft_model.eval()  # frozen BatchNorm statistics: the residual comes from the adapters only
-    inner = peft_model.base_model.model
-    hooks = Taps(inner, taps)
-    trainable = count_parameters(peft_model, trainable_only=True)
-    total = count_parameters(frozen)
-    opt = torch.optim.AdamW(
-        [p for p in peft_model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0
-    )
-    steps = (budget + cfg.batch_size - 1) // cfg.batch_size
+
+
+def resolve_modules(model: nn.Module, cfg: RFAUConfig) -> tuple[list[str], list[str]]:
+    """Named LoRA targets and taps (defaults from the architecture), checked against the model."""
+    defaults = RFAU_DEFAULTS.get(architecture_name(model) or "")
+    targets = list(cfg.target_modules or (defaults.targets if defaults else []))
+    taps = list(cfg.taps or (defaults.taps if defaults else []))
+    modules = dict(model.named_modules())
+    if not targets or not taps:
+        raise ModelError("RFAU needs target_modules and taps for this architecture")
+    for name in targets:
+        if name not in modules:
+            raise ModelError(f"unknown LoRA target module {name!r}; e.g. {_examples(model)}")
+        if not isinstance(modules[name], LORA_TYPES):
+            raise ModelError(
+                f"LoRA target {name!r} is a {type(modules[name]).__name__}; only Linear and Conv2d"
+            )
+    for name in taps:
+        if name not in modules or name == "":
+            raise ModelError(f"unknown tapped layer {name!r}; e.g. {_examples(model)}")
+    if taps[-1] != _last_layer(model):
+        taps.append(_last_layer(model))  # the output layer is always tapped (sample-wise target)
+    return targets, taps
+
+
+def _examples(model: nn.Module) -> str:
+    names = [n for n, m in model.named_modules() if isinstance(m, LORA_TYPES)]
+    return ", ".join(names[-6:])
+
+
+def _last_layer(model: nn.Module) -> str:
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+
+
+class Taps:
+    """Forward hooks that record the outputs of named modules during a forward pass."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        self.out: dict[str, torch.Tensor] = {}
+        mods = dict(model.named_modules())
+        self.handles = [mods[n].register_forward_hook(self._hook(n)) for n in names]
+        self.names = names
+
+    def _hook(self, name: str):
+        def fn(_m, _inp, output):
+            self.out[name] = output
+
+        return fn
+
+    def features(self) -> list[torch.Tensor]:
+        return [self.out[n].float().flatten(1) for n in self.names]
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+@dataclass
+class OriginalFeatures:
+    """What the frozen original gives once, before training."""
+
+    cut: int  # stages before it hold no adapter or tap: their outputs are cached
+    h_r: torch.Tensor  # stage-``cut`` inputs of the retain budget
+    h_f: torch.Tensor  # ... and of the forget set
+    feats_r: list[torch.Tensor]  # tapped features of the retain budget
+    scales: list[torch.Tensor]  # E||h_l^0||^2 per tap
+    logits_f: torch.Tensor  # outputs on the forget set (float32, CPU)
+
+
+def cache_original(
+    frozen: nn.Module,
+    data: UnlearnData,
+    modules: list[str],
+    taps: list[str],
+    cfg: RFAUConfig,
+    gen: torch.Generator,
+) -> OriginalFeatures:
+    """Run the frozen stages once: a seeded retain budget and the forget set."""
+    device = next(frozen.parameters()).device
+    budget = min(cfg.retain_budget, len(data.y_retain))
+    r_idx = torch.randperm(len(data.y_retain), generator=gen)[:budget]
+    cut = frozen.first_stage(modules) if isinstance(frozen, Staged) else 0
+    h_r = _prefix(frozen, data.x_retain[r_idx].to(device), cut, device)
+    h_f = _prefix(frozen, data.x_forget.to(device), cut, device)
+    feats_r = _features(frozen, taps, h_r, cut, device)
+    logits_f = _features(frozen, taps[-1:], h_f, cut, device)[0].float().cpu()
     scales = [f.pow(2).mean().clamp_min(1e-8) for f in feats_r]
-    history = []
-    with progress_bar(cfg.epochs, "rfau unlearn") as advance:
-        for epoch in range(cfg.epochs):
-            perm = torch.randperm(budget, generator=gen).to(device)
-            fperm = torch.randperm(n_f, generator=gen)  # CPU: regime masks need no device sync
-            sums = torch.zeros(2, device=device)
-            for s in range(steps):
-                ri = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
-                fi_cpu = fperm[(torch.arange(cfg.forget_batch_size) + s * cfg.forget_batch_size) % n_f]
-                cw_cpu, kl_cpu = feat_cw[fi_cpu], kl_mask[fi_cpu]
-                any_cw, any_kl = bool(cw_cpu.any()), bool(kl_cpu.any())
-                fi, cw, klm = fi_cpu.to(device), cw_cpu.to(device), kl_cpu.to(device)
-                hb = torch.cat([h_r[ri], h_f[fi]])
-                with autocast(device):
-                    inner.run(hb, cut) if cut else peft_model(hb)
-                hs = hooks.features()
-                nr = len(ri)
-                loss_r = sum(F.mse_loss(h[:nr], f[ri].float()) / sc for h, f, sc in zip(hs, feats_r, scales))
-                loss_f = torch.zeros((), device=device)
-                if any_cw:  # class-wise, feature variant: features of random retain samples
-                    pick = torch.randint(0, budget, (len(fi),), generator=gen).to(device)
-                    per = [
-                        ((h[nr:] - f[pick].float()).pow(2).mean(1) / sc)
-                        for h, f, sc in zip(hs, feats_r, scales)
-                    ]
-                    loss_f = loss_f + (sum(per) * cw).sum() / len(fi)
-                if any_kl:  # output targets: calibrated (sample-wise) or class-masked (class-wise)
-                    q = q_out[fi]
-                    kl = (q * (q.clamp_min(1e-12).log() - hs[-1][nr:].log_softmax(1))).sum(1)
-                    loss_f = loss_f + (kl * klm).sum() / len(fi)
-                loss = loss_r + cfg.forget_weight * loss_f
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sums += torch.stack([loss_r.detach(), loss_f.detach()])
-            lr_, lf_ = (sums / steps).tolist()
-            history.append({"epoch": epoch, "retain_loss": lr_, "forget_loss": lf_})
-            advance(retain=lr_, forget=lf_)
-    hooks.remove()
-    merged = copy.deepcopy(peft_model).merge_and_unload().eval()
-    return UnlearnResult(
-        model=merged,
-        adapter=peft_model,
-        trainable_params=trainable,
-        total_params=total,
-        seconds=time.perf_counter() - start,
-        info={
-            "target_modules": targets,
-            "taps": taps,
-            "forget_classwise": int(classwise.sum()),
-            "forget_samplewise": int((~classwise).sum()),
-            "retain_budget": budget,
-            "cached_prefix_stages": cut,
-            "history": history,
-        },
-    )
+    return OriginalFeatures(cut, h_r, h_f, feats_r, scales, logits_f)
+
+
+def run_from(model: nn.Module, h: torch.Tensor, cut: int) -> torch.Tensor:
+    """The model's output for stage-``cut`` inputs ``h`` (images when cut is 0)."""
+    if cut and isinstance(model, Staged):
+        return model.run(h, cut)
+    return model(h)
 
 
 @torch.no_grad()
@@ -290,7 +426,7 @@ def _prefix(model: nn.Module, x: torch.Tensor, cut: int, device, bs: int = 512) 
     for i in range(0, len(x), bs):
         with autocast(device):
             h = to_float(x[i : i + bs])
-            out.append((model.run(h, 0, cut) if cut else h).to(dtype))
+            out.append((run_to(model, h, cut)).to(dtype))
     return torch.cat(out)
 
 
@@ -303,8 +439,13 @@ def _features(
     chunks: list[list[torch.Tensor]] = [[] for _ in taps]
     for i in range(0, len(h), bs):
         with autocast(device):
-            model.run(h[i : i + bs], cut) if cut else model(h[i : i + bs])
+            run_from(model, h[i : i + bs], cut)
         for c, f in zip(chunks, hooks.features()):
             c.append(f.to(torch.bfloat16 if device.type == "cuda" else torch.float32))
     hooks.remove()
     return [torch.cat(c) for c in chunks]
+
+
+def run_to(model: nn.Module, x: torch.Tensor, cut: int) -> torch.Tensor:
+    """The inputs of stage ``cut`` for float images ``x``."""
+    return model.run(x, 0, cut) if cut and isinstance(model, Staged) else x

@@ -16,27 +16,25 @@ momentum 0.9, weight decay 5e-4, batch size 256.
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from rfau.config import resolve_device
 from rfau.errors import ModelError
-from rfau.methods._loops import SGDConfig, ce_epochs, finish, working_copy
-from rfau.methods.base import UnlearnData, UnlearnResult
-from rfau.methods.random_label import relabelled_union
-from rfau.train import set_seed, to_float
+from rfau.methods.random_label import RandomLabel
+from rfau.methods.sgd import SGDConfig
+from rfau.train import to_float
 
 
 class SalUnConfig(SGDConfig):
-    mask_ratio: float = Field(0.5, gt=0, le=1)  # share of weights (top |grad|) that may change
-    mask_batch_size: int = Field(256, ge=1)  # batch of the saliency pass over the forget set
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(256, ge=1)
-    lr: float = Field(0.013, gt=0)
+    mask_ratio: float = Field(
+        0.5, gt=0, le=1, description="share of weights (top |gradient|) that may change"
+    )
+    mask_batch_size: int = Field(256, ge=1, description="batch of the saliency pass over the forget set")
+    epochs: int = Field(10, ge=1, description="passes over retain + forget")
+    batch_size: int = Field(256, ge=1, description="images per step")
+    lr: float = Field(0.013, gt=0, description="SGD learning rate (constant)")
 
 
 def saliency_mask(
@@ -65,33 +63,39 @@ def saliency_mask(
     return masks
 
 
-def unlearn_salun(model: nn.Module, data: UnlearnData, cfg: SalUnConfig) -> UnlearnResult:
-    start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    gen = set_seed(cfg.seed)
-    work = working_copy(model, device)
-    masks = saliency_mask(
-        work, data.x_forget.to(device), data.y_forget.to(device), cfg.mask_ratio, cfg.mask_batch_size
-    )
-    params = dict(work.named_parameters())
-    theta0 = {n: params[n].detach().clone() for n in masks}
+class SalUn(RandomLabel):
+    """Random labels (``RandomLabel``'s examples and loss) on the salient weights only."""
+
+    name = "salun"
+    summary = "random labels on gradient-salient weights only (SalUn)"
+    config = SalUnConfig
+    cfg: SalUnConfig
+
+    def setup(self, work: nn.Module) -> torch.optim.Optimizer:
+        x_f, y_f = self.data.x_forget.to(self.device), self.data.y_forget.to(self.device)
+        self.masks = saliency_mask(work, x_f, y_f, self.cfg.mask_ratio, self.cfg.mask_batch_size)
+        self.params = dict(work.named_parameters())
+        self.theta0 = {n: self.params[n].detach().clone() for n in self.masks}
+        self.info["salient_params"] = int(sum(int(m.sum()) for m in self.masks.values()))
+        return super().setup(work)
 
     @torch.no_grad()
-    def mask_grads() -> None:
-        for n, m in masks.items():
-            if params[n].grad is not None:
-                params[n].grad.mul_(m)
+    def before_step(self) -> None:
+        for n, m in self.masks.items():
+            grad = self.params[n].grad
+            if grad is not None:
+                grad.mul_(m)
 
     @torch.no_grad()
-    def restore_frozen(opt: torch.optim.Optimizer) -> None:
-        for n, m in masks.items():
-            p = params[n]
-            p.copy_(torch.where(m, p, theta0[n]))
+    def after_step(self, opt: torch.optim.Optimizer) -> None:
+        """Put the other weights back (weight decay and momentum would move them) and clear
+        their momentum."""
+        for n, m in self.masks.items():
+            p = self.params[n]
+            p.copy_(torch.where(m, p, self.theta0[n]))
             buf = opt.state.get(p, {}).get("momentum_buffer")
             if buf is not None:
                 buf.mul_(m)
 
-    x, labels = relabelled_union(data, gen, device)
-    history = ce_epochs(work, x, labels, cfg, gen, "salun", before_step=mask_grads, after_step=restore_frozen)
-    salient = int(sum(int(m.sum()) for m in masks.values()))
-    return finish(work, start, trainable=salient, info={"history": history, "salient_params": salient})
+    def trainable_params(self, work: nn.Module) -> int:
+        return int(self.info["salient_params"])

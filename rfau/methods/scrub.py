@@ -18,33 +18,42 @@ momentum 0.9, weight decay 5e-4, gamma 0.99, alpha 0.001, T 4, retain batch 128,
 
 from __future__ import annotations
 
-import copy
-import time
+import warnings
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
-from rfau.config import resolve_device
-from rfau.errors import ModelError
-from rfau.methods._loops import SGDConfig, check_finite, finish, index_batches, inputs, sgd, working_copy
-from rfau.methods.base import UnlearnData, UnlearnResult
-from rfau.progress import progress_bar
-from rfau.train import autocast, set_seed
+from rfau.methods.runner import EpochMethod, Step, frozen_copy
+from rfau.methods.sgd import SGDConfig, index_batches, inputs, sgd
+from rfau.train import autocast
 
 
 class ScrubConfig(SGDConfig):
-    epochs: int = Field(3, ge=1)  # sgda_epochs
-    msteps: int = Field(2, ge=0)  # epochs that start with a max-step on the forget set
-    batch_size: int = Field(128, ge=1)  # retain (min-step) batch
-    forget_batch_size: int = Field(512, ge=1)  # forget (max-step) batch
-    lr: float = Field(5e-4, gt=0)
-    gamma: float = Field(0.99, ge=0)  # weight of the retain cross-entropy
-    alpha: float = Field(0.001, ge=0)  # weight of the retain KL to the teacher
-    kd_temperature: float = Field(4.0, gt=0)
-    lr_decay_epochs: list[int] = Field(default_factory=lambda: [3, 5, 9])
-    lr_decay_rate: float = Field(0.1, gt=0, le=1)
+    epochs: int = Field(3, ge=1, description="epochs (sgda_epochs): each has a min-step over the retain set")
+    msteps: int = Field(2, ge=0, description="the first epochs that start with a max-step on the forget set")
+    batch_size: int = Field(128, ge=1, description="retain (min-step) batch")
+    forget_batch_size: int = Field(512, ge=1, description="forget (max-step) batch")
+    lr: float = Field(5e-4, gt=0, description="SGD learning rate before decay")
+    gamma: float = Field(0.99, ge=0, description="weight of the retain cross-entropy")
+    alpha: float = Field(0.001, ge=0, description="weight of the retain KL to the teacher")
+    kd_temperature: float = Field(4.0, gt=0, description="distillation temperature T")
+    lr_decay_epochs: list[int] = Field(
+        default_factory=lambda: [3, 5, 9], description="1-based epochs after which the lr decays"
+    )
+    lr_decay_rate: float = Field(0.1, gt=0, le=1, description="lr factor at each decay epoch")
+
+    @model_validator(mode="after")
+    def _warn_unused_max_steps(self) -> ScrubConfig:
+        if self.msteps > self.epochs:
+            warnings.warn(
+                f"scrub: msteps={self.msteps} > epochs={self.epochs}; only {self.epochs} max-steps run",
+                UserWarning,
+                stacklevel=2,
+            )
+        return self
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
@@ -54,53 +63,46 @@ def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: fl
     return F.kl_div(log_s, p_t, reduction="batchmean") * t * t
 
 
-def unlearn_scrub(model: nn.Module, data: UnlearnData, cfg: ScrubConfig) -> UnlearnResult:
-    start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    gen = set_seed(cfg.seed)
-    if len(data.y_forget) == 0:
-        raise ModelError("nothing to forget: the forget set is empty")
-    teacher = copy.deepcopy(model).to(device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    student = working_copy(model, device)
-    x_r, y_r = data.x_retain.to(device), data.y_retain.to(device)
-    x_f = data.x_forget.to(device)
-    opt = sgd(student.parameters(), cfg)
-    t = cfg.kd_temperature
+class Scrub(EpochMethod):
+    name = "scrub"
+    summary = "teacher-student max/min distillation (SCRUB)"
+    config = ScrubConfig
+    cfg: ScrubConfig
+    logged = ("forget_kl", "retain_kl")
 
-    def step(xb: torch.Tensor, yb: torch.Tensor | None) -> torch.Tensor:
-        with autocast(device):
-            logit_s = student(xb).float()
+    def working_copy(self, model: nn.Module) -> nn.Module:
+        self.teacher = frozen_copy(model, self.device)  # the original; the student is the copy
+        return super().working_copy(model)
+
+    def setup(self, work: nn.Module) -> torch.optim.Optimizer:
+        self.student = work
+        self.x_r, self.y_r = self.data.x_retain.to(self.device), self.data.y_retain.to(self.device)
+        self.x_f = self.data.x_forget.to(self.device)
+        self.opt = sgd(work.parameters(), self.cfg)
+        return self.opt
+
+    def start_epoch(self, epoch: int) -> None:
+        decays = sum(epoch + 1 > e for e in self.cfg.lr_decay_epochs)  # 1-based epochs, as upstream
+        for group in self.opt.param_groups:
+            group["lr"] = self.cfg.lr * self.cfg.lr_decay_rate**decays
+
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Max-step batches of the forget set (label None) in the first ``msteps`` epochs, then
+        min-step batches of the retain set."""
+        cfg, gen, device = self.cfg, self.gen, self.device
+        if epoch < cfg.msteps:
+            for fi in index_batches(len(self.x_f), cfg.forget_batch_size, gen, device):
+                yield inputs(self.x_f, fi, cfg, gen), None
+        for ri in index_batches(len(self.y_r), cfg.batch_size, gen, device):
+            yield inputs(self.x_r, ri, cfg, gen), self.y_r[ri]
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor | None]) -> Step:
+        xb, yb = batch
+        with autocast(self.device):
+            logit_s = self.student(xb).float()
             with torch.no_grad():
-                logit_t = teacher(xb).float()
-        kl = distill_kl(logit_s, logit_t, t)
-        loss = -kl if yb is None else cfg.gamma * F.cross_entropy(logit_s, yb) + cfg.alpha * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return kl.detach()
-
-    history = []
-    with progress_bar(cfg.epochs, "scrub") as advance:
-        for epoch in range(cfg.epochs):
-            decays = sum(epoch + 1 > e for e in cfg.lr_decay_epochs)  # 1-based epochs, as upstream
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * cfg.lr_decay_rate**decays
-            student.train()
-            kl_f = torch.zeros((), device=device)
-            if epoch < cfg.msteps:
-                f_batches = index_batches(len(x_f), cfg.forget_batch_size, gen, device)
-                for fi in f_batches:
-                    kl_f += step(inputs(x_f, fi, cfg, gen), None)
-                kl_f /= len(f_batches)
-            r_batches = index_batches(len(y_r), cfg.batch_size, gen, device)
-            kl_r = torch.zeros((), device=device)
-            for ri in r_batches:
-                kl_r += step(inputs(x_r, ri, cfg, gen), y_r[ri])
-            kl_r /= max(len(r_batches), 1)
-            row = {"epoch": epoch, "forget_kl": float(kl_f), "retain_kl": float(kl_r)}
-            check_finite("scrub", epoch, forget_kl=row["forget_kl"], retain_kl=row["retain_kl"])
-            history.append(row)
-            advance(forget_kl=row["forget_kl"], retain_kl=row["retain_kl"])
-    return finish(student, start, info={"history": history})
+                logit_t = self.teacher(xb).float()
+        kl = distill_kl(logit_s, logit_t, self.cfg.kd_temperature)
+        if yb is None:  # max-step: away from the teacher on the forget set
+            return Step(-kl, {"forget_kl": kl})
+        return Step(self.cfg.gamma * F.cross_entropy(logit_s, yb) + self.cfg.alpha * kl, {"retain_kl": kl})

@@ -15,7 +15,6 @@ method changes); ``info`` also has the dampened share per parameter tensor.
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import torch
@@ -23,22 +22,22 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from rfau.config import _Config, resolve_device
-from rfau.errors import ModelError
-from rfau.methods._loops import finish, working_copy
-from rfau.methods.base import UnlearnData, UnlearnResult
+from rfau.methods.base import MethodConfig
+from rfau.methods.runner import UnlearnMethod
 from rfau.progress import progress_bar
-from rfau.train import set_seed, to_float
+from rfau.train import to_float
 
 
-class SSDConfig(_Config):
-    alpha: float = Field(10.0, gt=0)  # selection weighting: forget importance > alpha * reference
-    dampening_lambda: float = Field(1.0, gt=0)  # dampening constant lambda
-    reference: Literal["full", "retain"] = "full"  # data of the reference importance
-    max_reference_samples: int | None = Field(None, ge=1)  # seeded subsample of the reference set
-    batch_size: int = Field(128, ge=1)
-    seed: int = 0
-    device: str = "auto"
+class SSDConfig(MethodConfig):
+    alpha: float = Field(10.0, gt=0, description="selection weighting: forget importance > alpha x reference")
+    dampening_lambda: float = Field(1.0, gt=0, description="dampening constant lambda")
+    reference: Literal["full", "retain"] = Field(
+        "full", description="data of the reference importance: retain + forget (the paper), or retain"
+    )
+    max_reference_samples: int | None = Field(
+        None, ge=1, description="seeded random subsample of the reference set; None: all of it"
+    )
+    batch_size: int = Field(128, ge=1, description="images per importance batch")
 
 
 def importances(
@@ -58,40 +57,54 @@ def importances(
     return [imp / max(len(starts), 1) for imp in imps]
 
 
-def unlearn_ssd(model: nn.Module, data: UnlearnData, cfg: SSDConfig) -> UnlearnResult:
-    start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    gen = set_seed(cfg.seed)
-    if len(data.y_forget) == 0:
-        raise ModelError("nothing to forget: the forget set is empty")
-    work = working_copy(model, device).eval()
-    if cfg.reference == "full":
-        x_ref, y_ref = torch.cat([data.x_retain, data.x_forget]), torch.cat([data.y_retain, data.y_forget])
-    else:
-        x_ref, y_ref = data.x_retain, data.y_retain
-    # a seeded shuffle: batches mix classes (and a subsample, if asked, is a random one)
-    order = torch.randperm(len(y_ref), generator=gen)[: cfg.max_reference_samples]
-    x_ref, y_ref = x_ref[order].to(device), y_ref[order].to(device)
-    imp_f = importances(
-        work, data.x_forget.to(device), data.y_forget.to(device), cfg.batch_size, "ssd forget importance"
-    )
-    imp_d = importances(work, x_ref, y_ref, cfg.batch_size, "ssd reference importance")
-    dampened, per_tensor = 0, {}
-    with torch.no_grad():
-        for (name, p), fi, di in zip(work.named_parameters(), imp_f, imp_d):
-            selected = fi > cfg.alpha * di
-            beta = (cfg.dampening_lambda * di / fi.clamp_min(torch.finfo(fi.dtype).tiny)).clamp(max=1.0)
-            p.copy_(torch.where(selected, p * beta, p))
-            n = int(selected.sum())
-            dampened += n
-            per_tensor[name] = n / p.numel()
-    return finish(
-        work,
-        start,
-        trainable=dampened,
-        info={
-            "dampened_params": dampened,
-            "reference_samples": len(y_ref),
-            "dampened_share_per_tensor": per_tensor,
-        },
-    )
+@torch.no_grad()
+def dampen(
+    model: nn.Module, imp_f: list[torch.Tensor], imp_d: list[torch.Tensor], alpha: float, lam: float
+) -> dict[str, int]:
+    """Multiply each selected weight by beta = min(lambda * []_D / []_D_f, 1); returns the number
+    of dampened weights per parameter tensor."""
+    dampened = {}
+    for (name, p), fi, di in zip(model.named_parameters(), imp_f, imp_d):
+        selected = fi > alpha * di
+        beta = (lam * di / fi.clamp_min(torch.finfo(fi.dtype).tiny)).clamp(max=1.0)
+        p.copy_(torch.where(selected, p * beta, p))
+        dampened[name] = int(selected.sum())
+    return dampened
+
+
+class SSD(UnlearnMethod):
+    name = "ssd"
+    summary = "dampen forget-specific weights by Fisher ratio, no training (SSD)"
+    config = SSDConfig
+    cfg: SSDConfig
+
+    def working_copy(self, model: nn.Module) -> nn.Module:
+        return super().working_copy(model).eval()
+
+    def reference_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference data on the device, in a seeded random order (batches mix classes, and a
+        subsample, if asked for, is a random one)."""
+        data = self.data
+        if self.cfg.reference == "full":
+            x, y = torch.cat([data.x_retain, data.x_forget]), torch.cat([data.y_retain, data.y_forget])
+        else:
+            x, y = data.x_retain, data.y_retain
+        order = torch.randperm(len(y), generator=self.gen)[: self.cfg.max_reference_samples]
+        return x[order].to(self.device), y[order].to(self.device)
+
+    def unlearn(self, work: nn.Module) -> None:
+        cfg, device = self.cfg, self.device
+        x_ref, y_ref = self.reference_set()
+        x_f, y_f = self.data.x_forget.to(device), self.data.y_forget.to(device)
+        imp_f = importances(work, x_f, y_f, cfg.batch_size, "ssd forget importance")
+        imp_d = importances(work, x_ref, y_ref, cfg.batch_size, "ssd reference importance")
+        per_tensor = dampen(work, imp_f, imp_d, cfg.alpha, cfg.dampening_lambda)
+        sizes = dict((n, p.numel()) for n, p in work.named_parameters())
+        self.info.update(
+            dampened_params=sum(per_tensor.values()),
+            reference_samples=len(y_ref),
+            dampened_share_per_tensor={n: k / sizes[n] for n, k in per_tensor.items()},
+        )
+
+    def trainable_params(self, work: nn.Module) -> int:
+        return int(self.info["dampened_params"])

@@ -3,7 +3,8 @@ so a checkpoint carries its own preprocessing (mean/std are buffers in the state
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,7 +30,7 @@ class Staged(nn.Module):
 
     STAGES: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
-    def stage_fns(self) -> list:
+    def stage_fns(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +71,7 @@ class SmallCNN(Staged):
         self.fc1 = nn.Linear(4 * w, 4 * w)
         self.fc = nn.Linear(4 * w, num_classes)
 
-    def stage_fns(self) -> list:
+    def stage_fns(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
         return [
             lambda x: torch.max_pool2d(torch.relu(self.conv2(torch.relu(self.conv1(self.norm(x))))), 2),
             lambda x: self.flatten(self.pool(torch.relu(self.conv3(x)))),
@@ -123,7 +124,7 @@ class ResNet18(Staged):
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(8 * w, num_classes)
 
-    def stage_fns(self) -> list:
+    def stage_fns(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
         return [
             lambda x: torch.relu(self.bn1(self.conv1(self.norm(x)))),
             self.layer1,
@@ -134,29 +135,20 @@ class ResNet18(Staged):
         ]
 
 
-@dataclass(frozen=True)
-class ArchSpec:
-    cls: type[nn.Module]
-    lora_targets: tuple[str, ...]  # default LoRA target modules
-    taps: tuple[str, ...]  # default tapped layers (outputs aligned by RFAU)
+ARCHITECTURES: dict[str, type[Staged]] = {"small_cnn": SmallCNN, "resnet18": ResNet18}
 
 
-ARCHITECTURES: dict[str, ArchSpec] = {
-    "small_cnn": ArchSpec(SmallCNN, ("conv3", "fc1", "fc"), ("flatten", "fc")),
-    "resnet18": ArchSpec(
-        ResNet18,
-        ("layer4.0.conv1", "layer4.0.conv2", "layer4.1.conv1", "layer4.1.conv2", "fc"),
-        ("layer4", "flatten", "fc"),
-    ),
-}
+def architecture_name(model: nn.Module) -> str | None:
+    """The registered name of a model's architecture (None for a model built elsewhere)."""
+    return next((name for name, cls in ARCHITECTURES.items() if type(model) is cls), None)
 
 
-def build_model(architecture: str, in_channels: int, num_classes: int, **kwargs) -> nn.Module:
-    spec = ARCHITECTURES.get(architecture)
-    if spec is None:
+def build_model(architecture: str, in_channels: int, num_classes: int, **kwargs: Any) -> nn.Module:
+    cls = ARCHITECTURES.get(architecture)
+    if cls is None:
         raise ModelError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
     try:
-        return spec.cls(in_channels=in_channels, num_classes=num_classes, **kwargs)
+        return cls(in_channels=in_channels, num_classes=num_classes, **kwargs)
     except TypeError as e:
         raise ModelError(f"bad arguments for architecture {architecture!r}: {e}") from None
 

@@ -1,0 +1,198 @@
+"""Each term of the RFAU objective on hand-made tensors (issue 11): the retain, feature-shift and
+output losses, and the class-wise and sample-wise forget targets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rfau.methods.base import UnlearnData
+from rfau.methods.rfau import (
+    MIN_HOLDOUT_PER_CLASS,
+    calibrated_targets,
+    feature_shift_loss,
+    masked_targets,
+    output_kl_loss,
+    output_targets,
+    regime_mask,
+    zero_residual_loss,
+)
+
+
+def _feats(*shapes: tuple[int, int], seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(*s, generator=g) for s in shapes]
+
+
+def _scales(feats: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [f.pow(2).mean() for f in feats]
+
+
+# --- retain: zero residual ---------------------------------------------------------------------
+
+
+def test_zero_residual_gives_zero_retain_loss():
+    orig = _feats((8, 16), (8, 4))
+    assert float(zero_residual_loss([f.clone() for f in orig], orig, _scales(orig))) == 0.0
+
+
+def test_retain_loss_is_the_scaled_squared_residual_summed_over_taps():
+    orig = _feats((8, 16), (8, 4))
+    residual = _feats((8, 16), (8, 4), seed=1)
+    moved = [f + r for f, r in zip(orig, residual)]
+    sc = _scales(orig)
+    expected = sum(float(r.pow(2).mean() / s) for r, s in zip(residual, sc))
+    assert float(zero_residual_loss(moved, orig, sc)) == pytest.approx(expected, rel=1e-5)
+    # the scale makes the loss independent of a layer's magnitude
+    big = [f * 10 for f in orig]
+    scaled = float(zero_residual_loss([f * 10 for f in moved], big, _scales(big)))
+    assert scaled == pytest.approx(expected, rel=1e-4)
+
+
+# --- class-wise forget, feature variant ---------------------------------------------------------
+
+
+def test_feature_shift_loss_is_zero_at_the_target_and_counts_only_masked_rows():
+    target = _feats((6, 5), (6, 3))
+    sc = _scales(target)
+    rows = torch.tensor([True, True, False, False, True, False])
+    assert float(feature_shift_loss([t.clone() for t in target], target, sc, rows)) == 0.0
+    away = [t + 1.0 for t in target]  # every feature one unit off
+    expected = rows.sum() * sum(1.0 / float(s) for s in sc) / len(rows)
+    assert float(feature_shift_loss(away, target, sc, rows)) == pytest.approx(float(expected), rel=1e-5)
+    # unmasked rows do not matter, whatever their features
+    away[0][~rows] += 100.0
+    assert float(feature_shift_loss(away, target, sc, rows)) == pytest.approx(float(expected), rel=1e-5)
+
+
+# --- output-level forget: KL to the target -----------------------------------------------------
+
+
+def test_output_kl_is_zero_when_the_output_is_the_target_and_ignores_unmasked_rows():
+    z = torch.randn(5, 4)
+    q = z.softmax(1)
+    rows = torch.tensor([True, True, True, False, False])
+    assert float(output_kl_loss(q, z + 3.0, rows)) == pytest.approx(0.0, abs=1e-6)  # softmax is shift-free
+    other = torch.randn(5, 4)
+    expected = F.kl_div(other.log_softmax(1)[rows], q[rows], reduction="sum") / len(q)
+    assert float(output_kl_loss(q, other, rows)) == pytest.approx(float(expected), rel=1e-5)
+    other[~rows] = 50.0 * torch.randn(2, 4)
+    assert float(output_kl_loss(q, other, rows)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(output_kl_loss(q, other, rows)) > 0
+
+
+# --- class-wise shift target (masked_output) ---------------------------------------------------
+
+
+def test_masked_target_puts_no_mass_on_forgotten_classes_and_renormalises_the_rest():
+    logits = torch.randn(50, 6)
+    y = torch.randint(0, 6, (50,))
+    forgotten = torch.tensor([2, 4])
+    q = masked_targets(logits, y, forgotten)
+    torch.testing.assert_close(q.sum(1), torch.ones(50))
+    assert float(q[:, forgotten].abs().max()) == 0.0
+    assert float(q[torch.arange(50), y].abs().max()) == 0.0  # nor on the sample's own class
+    for i in range(50):  # the remaining classes keep the original's relative preferences
+        rest = [k for k in range(6) if k not in (2, 4, int(y[i]))]
+        torch.testing.assert_close(q[i, rest], logits[i, rest].softmax(0))
+
+
+# --- sample-wise calibrated target -------------------------------------------------------------
+
+
+def _memorised_and_holdout(n_per_class: int, c: int, seed: int = 0):
+    """Forget logits of a model that memorised them (very confident) and holdout logits with
+    errors, with ``n_per_class`` of each in every class."""
+    g = torch.Generator().manual_seed(seed)
+    y_f = torch.arange(c).repeat_interleave(n_per_class)
+    logits_f = 0.1 * torch.randn(len(y_f), c, generator=g)
+    logits_f[torch.arange(len(y_f)), y_f] += 8.0
+    y_h = torch.arange(c).repeat_interleave(n_per_class)
+    logits_h = torch.randn(len(y_h), c, generator=g)
+    logits_h[torch.arange(len(y_h)), y_h] += 0.8 + 0.3 * y_h  # class k is easier as k grows
+    return logits_f, y_f, logits_h, y_h
+
+
+def test_calibrated_target_error_rate_per_class_equals_the_holdouts():
+    c, n = 4, MIN_HOLDOUT_PER_CLASS + 10
+    logits_f, y_f, logits_h, y_h = _memorised_and_holdout(n, c)
+    q = calibrated_targets(logits_f, y_f, logits_h, y_h)
+    torch.testing.assert_close(q.sum(1), torch.ones(len(y_f)))
+    wrong_q = q.argmax(1) != y_f
+    wrong_h = logits_h.argmax(1) != y_h
+    rates = [
+        (float(wrong_q[y_f == k].float().mean()), float(wrong_h[y_h == k].float().mean())) for k in range(c)
+    ]
+    for target_rate, holdout_rate in rates:  # equal counts: each holdout sample is matched once
+        assert target_rate == holdout_rate
+    assert len({h for _, h in rates}) > 1  # the classes differ, so this is per class, not pooled
+
+
+def test_calibrated_target_confidences_follow_the_holdout_quantiles_per_class_and_keep_the_rank():
+    c, n = 3, MIN_HOLDOUT_PER_CLASS + 5
+    logits_f, y_f, logits_h, y_h = _memorised_and_holdout(n, c, seed=1)
+    q = calibrated_targets(logits_f, y_f, logits_h, y_h)
+    conf_t = q[torch.arange(len(y_f)), y_f]
+    p_h = logits_h.softmax(1)
+    conf_h = p_h[torch.arange(len(y_h)), y_h]
+    ent = lambda p: -(p * p.clamp_min(1e-12).log()).sum(1)  # noqa: E731
+    off = logits_f.clone()
+    off[torch.arange(len(y_f)), y_f] = float("-inf")
+    margin = logits_f[torch.arange(len(y_f)), y_f] - off.logsumexp(1)
+    for k in range(c):
+        f, h = y_f == k, y_h == k
+        torch.testing.assert_close(conf_t[f].sort().values, conf_h[h].sort().values)
+        torch.testing.assert_close(ent(q[f]).sort().values, ent(p_h[h]).sort().values)
+        # a less confident original sample never gets a higher target confidence
+        assert torch.all(conf_t[f][margin[f].argsort()].diff() >= 0)
+
+
+def test_calibrated_target_places_off_class_mass_in_the_originals_order():
+    logits_f, y_f, logits_h, y_h = _memorised_and_holdout(MIN_HOLDOUT_PER_CLASS, 5, seed=2)
+    q = calibrated_targets(logits_f, y_f, logits_h, y_h)
+    for i in range(len(y_f)):
+        others = [k for k in range(5) if k != int(y_f[i])]
+        by_original = sorted(others, key=lambda k: -float(logits_f[i, k]))
+        assert torch.all(q[i, by_original].diff() <= 0)
+
+
+def test_a_thin_class_holdout_falls_back_to_the_pooled_holdout():
+    logits_f, y_f, logits_h, y_h = _memorised_and_holdout(MIN_HOLDOUT_PER_CLASS, 2, seed=3)
+    thin = torch.cat([(y_h == 0).nonzero().squeeze(1), (y_h == 1).nonzero().squeeze(1)[:3]])
+    q = calibrated_targets(logits_f, y_f, logits_h[thin], y_h[thin])
+    p_h = logits_h[thin].softmax(1)
+    pooled_conf = p_h[torch.arange(len(thin)), y_h[thin]]
+    conf_1 = q[y_f == 1, 1]
+    assert float(conf_1.min()) >= float(pooled_conf.min()) - 1e-6  # drawn from the pooled holdout
+    assert len(set(conf_1.tolist()) - set(p_h[y_h[thin] == 1, 1].tolist())) > 0
+
+
+# --- which rows get which target ---------------------------------------------------------------
+
+
+def test_regime_mask():
+    cw = torch.tensor([True, False, True])
+    assert regime_mask(cw, "auto").tolist() == [True, False, True]
+    assert regime_mask(cw, "class").tolist() == [True, True, True]
+    assert regime_mask(cw, "sample").tolist() == [False, False, False]
+
+
+@pytest.mark.parametrize("classwise_target", ["masked_output", "other_class_features"])
+def test_output_targets_calibrate_samplewise_rows_and_mask_classwise_rows(classwise_target):
+    torch.manual_seed(0)
+    c = 4
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, c)).eval()
+    img = lambda n: torch.randint(0, 256, (n, 1, 2, 2), dtype=torch.uint8)  # noqa: E731
+    y_f = torch.tensor([0, 0, 1, 2])
+    cw = torch.tensor([True, True, False, False])  # class 0 goes whole; 1 and 2 sample-wise
+    data = UnlearnData(img(40), torch.randint(1, c, (40,)), img(4), y_f, cw, img(80), torch.arange(80) % c, c)
+    with torch.no_grad():
+        logits_f = model(data.x_forget.float() / 255)
+    q = output_targets(model, data, logits_f, cw, classwise_target)
+    if classwise_target == "masked_output":
+        torch.testing.assert_close(q[cw], masked_targets(logits_f[cw], y_f[cw], torch.tensor([0])))
+    else:
+        assert float(q[cw].abs().max()) == 0.0  # their shift is at the features, not the output
+    torch.testing.assert_close(q[~cw].sum(1), torch.ones(2))
