@@ -66,6 +66,12 @@ def test_batch_commands_name_the_bad_input(run, tmp_path):
 
 
 def test_a_batch_with_nothing_pending_exits_cleanly(run, tmp_path):
+    from rfau.data.request_store import RequestStore
+
+    # a store nobody ever initialised is a misconfiguration (a mistyped path), not "nothing to do"
+    r = run("batch", "run", "--workdir", "w")
+    assert r.returncode == 2 and "never been initialised" in r.stderr
+    RequestStore.open(tmp_path / ".rfau" / "store", create=True)
     r = run("batch", "run", "--workdir", "w")
     assert r.returncode == 0 and "nothing to do" in r.stdout
     r = run("audit", "verify", "--no-weights")
