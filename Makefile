@@ -34,6 +34,7 @@ test: setup browser lint
 lint: setup
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf runs .pytest_cache

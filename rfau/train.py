@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rfau.config import TrainConfig, resolve_device
+from rfau.models.arch import Normalize
 from rfau.progress import progress_bar
 
 
@@ -49,11 +50,13 @@ def augment(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -> torc
 
 def fit_normalization(model: nn.Module, x_uint8: torch.Tensor) -> None:
     """Set the model's input normalisation from the training images (per channel)."""
+    norm = model.get_submodule("norm")
+    assert isinstance(norm, Normalize), "the model has no input normalisation"
     xf = to_float(x_uint8)
     mean = xf.mean(dim=(0, 2, 3))
     std = xf.std(dim=(0, 2, 3)).clamp_min(1e-3)
-    model.norm.mean.copy_(mean.view(-1, 1, 1))
-    model.norm.std.copy_(std.view(-1, 1, 1))
+    norm.mean.copy_(mean.view(-1, 1, 1))
+    norm.std.copy_(std.view(-1, 1, 1))
 
 
 def train_model(
@@ -65,11 +68,12 @@ def train_model(
     fit_normalization(model, x)
     model.to(device)
     if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     x, y = x.to(device), y.to(device)
     n = len(y)
     steps = (n + cfg.batch_size - 1) // cfg.batch_size
     params = [p for p in model.parameters() if p.requires_grad]
+    opt: torch.optim.Optimizer
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay

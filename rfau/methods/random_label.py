@@ -14,9 +14,10 @@ Defaults follow SalUn's code for CIFAR-10 ResNet-18: 10 epochs, SGD lr 0.01 (sea
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from rfau.methods.sgd import CrossEntropyMethod, SGDConfig, other_labels
 
@@ -30,7 +31,7 @@ class RandomLabelConfig(SGDConfig):
 class RandomLabel(CrossEntropyMethod):
     name = "random_label"
     summary = "train on retain + forget with random other labels (RL)"
-    config = RandomLabelConfig
+    config: ClassVar[type[BaseModel] | None] = RandomLabelConfig
 
     def examples(self) -> tuple[torch.Tensor, Callable[[int], torch.Tensor]]:
         """Retain + forget images; labels: the retain labels followed by fresh random other

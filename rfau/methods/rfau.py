@@ -153,7 +153,9 @@ class RFAU(EpochMethod):
     def setup(self, work: nn.Module) -> torch.optim.Optimizer:
         cfg, data = self.cfg, self.data
         assert isinstance(work, PeftModel)
-        self.inner = work.base_model.model
+        inner = work.base_model.model
+        assert isinstance(inner, nn.Module)
+        self.inner = inner
         classwise = regime_mask(data.forget_classwise, cfg.regime)
         self.orig = cache_original(self.frozen, data, self.targets + self.taps, self.taps, cfg, self.gen)
         self.q_out = output_targets(self.frozen, data, self.orig.logits_f, classwise, cfg.classwise_target)
@@ -188,7 +190,9 @@ class RFAU(EpochMethod):
     def finish(self, work: nn.Module) -> nn.Module:
         """The adapters merged into a copy of the weights (no inference overhead)."""
         self.hooks.remove()
-        merged: nn.Module = copy.deepcopy(work).merge_and_unload()
+        peft_model = copy.deepcopy(work)
+        assert isinstance(peft_model, PeftModel)
+        merged: nn.Module = peft_model.merge_and_unload()
         return merged
 
 

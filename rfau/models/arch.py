@@ -13,6 +13,9 @@ from rfau.errors import ModelError
 
 
 class Normalize(nn.Module):
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(channels, 1, 1))
@@ -107,6 +110,10 @@ class ResNet18(Staged):
         ("layer4", ("layer4",)),
         ("head", ("pool", "flatten", "fc")),
     )
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 64) -> None:
         super().__init__()
