@@ -521,12 +521,17 @@ def register(
 def _recorded(meta: BatchMeta) -> bool:
     """Whether the ledger already has this batch's record (best effort: an unreadable store
     counts as no, and the requests are released as before)."""
-    from rfau.audit.trail import AuditTrail
+    from rfau.audit.ledger import parse_records
+    from rfau.audit.trail import LEDGER_KEY
+    from rfau.storage import NotFound, open_store
 
     try:
-        return AuditTrail.open(meta.store).find_batch(meta.batch_id) is not None
+        data = open_store(meta.store).get_bytes(LEDGER_KEY)
+    except NotFound:
+        return False
     except RfauError:
         return False
+    return any(r.get("batch_id") == meta.batch_id for r in parse_records(data))
 
 
 def _mark_abandoned(meta: BatchMeta, reason: str) -> None:
@@ -534,8 +539,12 @@ def _mark_abandoned(meta: BatchMeta, reason: str) -> None:
     tell it from an orphan (best effort: the registry may be what failed)."""
     from rfau.tracking.registry import Registry
 
+    settings = TrackingSettings.from_env()
+    uri = settings.uri()
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+        return  # no registry here at all: nothing can have been registered
     try:
-        reg = Registry(TrackingSettings.from_env())
+        reg = Registry(settings)
         for v in reg.versions():
             if v.tags.get("rfau.request_ids") == ",".join(meta.request_ids) and not v.tags.get(
                 "rfau.ledger_seq"

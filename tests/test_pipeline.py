@@ -19,6 +19,7 @@ from rfau.data.request_store import RequestState, RequestStore
 from rfau.errors import RfauError
 from rfau.pipelines.deletion_batch import GpuSpec
 from rfau.pipelines.run import compile_pipeline, schedule, submit
+from rfau.records import BatchMeta
 from tests.conftest import subprocess_env
 
 BIN = Path(sys.executable).parent
@@ -328,10 +329,19 @@ def _claimed_batch(tmp_path, ids=("req-a", "req-b"), batch_id="batch-1"):
     assert [st.request_id for st in reqs.claim_pending(batch_id)] == list(ids)
     batch = tmp_path / "batch"
     batch.mkdir()
-    # the fields of rfau.batch's batch.json that abort() reads
-    (batch / "batch.json").write_text(
-        json.dumps({"batch_id": batch_id, "store": str(store), "request_ids": list(ids), "empty": False})
-    )
+    # a batch.json as data-split writes it
+    BatchMeta(
+        batch_id=batch_id,
+        dataset="digits",
+        dataset_uri="digits",
+        store=str(store),
+        model="rfau-model",
+        started_at="2026-11-27T09:00:00Z",
+        code_version="test",
+        request_ids=list(ids),
+        rejected=[],
+        empty=False,
+    ).write(batch / "batch.json")
     return batch, reqs
 
 

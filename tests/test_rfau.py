@@ -192,6 +192,7 @@ def test_tampered_weights_are_refused(work, tmp_path):
 
 
 def test_a_pickle_posing_as_weights_is_never_unpickled(work, tmp_path):
+    import hashlib
     import pickle
     import shutil
 
@@ -199,7 +200,8 @@ def test_a_pickle_posing_as_weights_is_never_unpickled(work, tmp_path):
     shutil.copytree(work["root"] / "original", d)
     (d / "model.safetensors").write_bytes(pickle.dumps({"x": 1}))
     card = read_json(d / "model.json")
-    card["weights_sha256"] = ""  # skip the hash check: the loader itself must refuse
+    # the card names the pickle's own hash, so the hash check passes: the loader itself must refuse
+    card["weights_sha256"] = hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest()
     write_json(d / "model.json", card)
     with pytest.raises(ModelError, match="cannot load"):
         load_checkpoint(d)
