@@ -12,8 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 os.environ.setdefault("RFAU_QUIET", "1")
+# one torch thread per process: two xdist workers (plus the CLI processes they start) share two
+# cores, and torch's default of one thread per core makes them wait on each other
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 BIN = Path(sys.executable).parent
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -134,3 +138,46 @@ def subprocess_env(**extra) -> dict:
         if not k.startswith(("RFAU_", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"))
     }
     return {**env, "RFAU_QUIET": "1", **extra}
+
+
+def _shared_dir(tmp_path_factory) -> Path:
+    """A folder shared by the xdist workers of this test session (their base temps' parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def digits_original(tmp_path_factory) -> Path:
+    """The digits original exactly as a first batch bootstraps it (the default recipe, seed 0),
+    with its evaluation on the empty split: trained once per test session, shared by the workers.
+    Copy ``model/`` before changing anything in it."""
+    path = _shared_dir(tmp_path_factory) / "digits-original"
+    with FileLock(str(path) + ".lock"):
+        if not (path / "metrics.json").is_file():
+            from rfau.data import load_dataset
+            from rfau.data.split import make_split, write_split
+            from rfau.stages import evaluate_stage, train_stage
+
+            ds = load_dataset("digits")
+            tmp = path.with_name(path.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            train_stage(ds, tmp / "model")
+            write_split(make_split(ds, []), tmp / "split")
+            evaluate_stage(tmp / "model", ds, tmp / "split", tmp / "metrics.json")
+            tmp.rename(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def seed_state(digits_original):
+    """``seed_state(state_dir)``: a local registry whose champion is the digits original, as if
+    a first batch had bootstrapped it (a batch then starts from it instead of training one)."""
+    from rfau.tracking import registry
+    from rfau.tracking.settings import TrackingSettings
+
+    def _seed(state_dir: Path, **settings) -> TrackingSettings:
+        s = TrackingSettings(state_dir=Path(state_dir), **settings)
+        registry.register(digits_original / "model", digits_original / "metrics.json", s, bootstrap=True)
+        return s
+
+    return _seed

@@ -293,8 +293,8 @@ def test_audit_cli_verifies_shows_and_fails_on_tampering(scenario, tmp_path):
     assert run("audit", "verify", "--no-weights").returncode == 0
 
 
-def test_requests_left_in_progress_by_a_dead_batch_are_taken_up_again(tmp_path):
-    settings = TrackingSettings(state_dir=tmp_path / ".rfau")
+def test_requests_left_in_progress_by_a_dead_batch_are_taken_up_again(tmp_path, seed_state):
+    settings = seed_state(tmp_path / ".rfau")
     store = str(tmp_path / "store")
     reqs = RequestStore.from_uri(store)
     reqs.add([_request(tmp_path / "r.json", "r8", POOL[:6], "frank")], DS)
@@ -353,10 +353,10 @@ def test_an_append_interrupted_after_taking_its_slot_is_completed_by_the_next(tm
         trail.append({"batch_id": "b5", "request_ids": ["r5"]})
 
 
-def test_a_batch_that_fails_after_the_split_puts_its_requests_back_at_once(tmp_path):
+def test_a_batch_that_fails_after_the_split_puts_its_requests_back_at_once(tmp_path, seed_state):
     from rfau.errors import RfauError
 
-    settings = TrackingSettings(state_dir=tmp_path / ".rfau")
+    settings = seed_state(tmp_path / ".rfau")
     store = str(tmp_path / "store")
     reqs = RequestStore.from_uri(store)
     reqs.add([_request(tmp_path / "r.json", "r7", POOL[:6], "gina")], DS)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,26 +12,40 @@ import pytest
 from tests.conftest import subprocess_env
 
 RFAU = [str(Path(sys.executable).with_name("rfau"))]
-# the registry the main job writes to goes to a scratch folder, not the checkout's .rfau/
-ENV = subprocess_env(RFAU_STATE_DIR=tempfile.mkdtemp(prefix="rfau-state-"))
+STATE: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _scratch_state(tmp_path_factory):
+    """The registry the commands write to: a scratch folder, never the checkout's .rfau/."""
+    STATE["RFAU_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
 
 
 def rfau(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*RFAU, *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=600)
+    env = subprocess_env(**STATE)
+    return subprocess.run([*RFAU, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
 @pytest.mark.parametrize("command", ["split", "train", "unlearn", "evaluate", "run", "methods"])
 def test_every_option_is_explained(command):
-    res = rfau(command, "--help")
-    assert res.returncode == 0, res.stderr
-    for line in res.stdout.splitlines():
-        if line.strip().startswith("│ --") and "--help" not in line:
-            # an option line must carry text after the option name and type
-            assert len(line.split()) > 3, f"option without help: {line}"
+    from typer.main import get_command
+    from typer.testing import CliRunner
+
+    from rfau.cli import app
+
+    cmd = get_command(app).commands[command]  # type: ignore[attr-defined]
+    options = [p for p in cmd.params if p.name != "help"]
+    res = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert options, f"{command} has no options to explain"
+    for p in options:
+        assert (p.help or "").strip(), f"rfau {command} {p.opts[0]} has no help text"
+        assert p.opts[0] in res.output, f"rfau {command} --help does not show {p.opts[0]}"
 
 
-def test_main_job_end_to_end(tmp_path):
-    res = rfau("run", "--workdir", str(tmp_path / "w"))
+def test_main_job_end_to_end(tmp_path, digits_original):
+    # the original is given (training one is covered by the stage-by-stage test and the batches)
+    res = rfau("run", "--workdir", str(tmp_path / "w"), "--model", str(digits_original / "model"))
     assert res.returncode == 0, res.stderr
     for method in ("original", "rfau", "retrain"):
         assert method in res.stdout

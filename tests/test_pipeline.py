@@ -285,7 +285,8 @@ def test_bad_method_settings_stop_before_anything_is_queued(tmp_path):
     assert not (tmp_path / "runs" / "pipeline").exists()
 
 
-def test_a_failing_local_run_says_so_and_releases_its_requests(tmp_path):
+def test_a_failing_local_run_says_so_and_releases_its_requests(tmp_path, seed_state):
+    seed_state(tmp_path / ".rfau")  # a registry with a champion: the run fails in unlearn, not before
     # valid settings that fail inside the unlearn task: a layer the model does not have
     r = _rfau(
         "pipeline",

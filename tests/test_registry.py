@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 import numpy as np
@@ -13,17 +14,17 @@ from rfau.errors import RfauError
 from rfau.gates import Gates, check_gates
 from rfau.job import demo_request
 from rfau.models import load_checkpoint
-from rfau.stages import evaluate_stage, split_stage, train_stage, unlearn_stage
+from rfau.stages import evaluate_stage, split_stage, unlearn_stage
 from rfau.tracking.registry import list_versions, register, rollback
 from rfau.tracking.settings import TrackingSettings
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(tmp_path_factory, digits_original):
     """A quick original, a class-wise RFAU model and their evaluations on digits."""
     root = tmp_path_factory.mktemp("reg")
     ds = load_dataset("digits")
-    train_stage(ds, root / "original")
+    shutil.copytree(digits_original / "model", root / "original")
     split_stage(ds, [demo_request(ds, "class", root / "req")], root / "split")
     unlearn_stage(root / "original", ds, root / "split", root / "rfau", config={"epochs": 15})
     # a deletion that did not happen: no forget loss, so the class is still recognised

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from rfau.job import demo_request
 from rfau.methods import run_method
 from rfau.methods.rfau import RFAUConfig
 from rfau.models import load_checkpoint
-from rfau.stages import evaluate_stage, split_stage, train_stage, unlearn_data, unlearn_stage
+from rfau.stages import evaluate_stage, split_stage, unlearn_data, unlearn_stage
 from rfau.train import predict_logits
 
 os.environ.setdefault("RFAU_QUIET", "1")
@@ -28,10 +29,10 @@ def ds():
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory, ds):
+def work(tmp_path_factory, ds, digits_original):
     """Original model + one split per regime + retrain + RFAU for each: trained once per module."""
     root = tmp_path_factory.mktemp("rfau")
-    train_stage(ds, root / "original")
+    shutil.copytree(digits_original / "model", root / "original")
     out = {"root": root}
     for scenario in ("random", "class"):
         req = demo_request(ds, scenario, root / f"req-{scenario}")
