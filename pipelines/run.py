@@ -188,6 +188,9 @@ def schedule(
     check_namespace(namespace)
     if len(fields) == 5:  # standard cron -> KFP's, with seconds first
         cron = "0 " + cron
+    from rfau.devices import check_cron
+
+    check_cron(cron)  # every field in range, before any connection
     client = _client(endpoint, token, namespace)
     exp = client.create_experiment(experiment, namespace=namespace)  # its runs run in that namespace
     with tempfile.TemporaryDirectory() as d:

@@ -29,11 +29,13 @@ import rfau
 from rfau.config import TrainConfig
 from rfau.data.datasets import ImageDataset, load_dataset
 from rfau.data.request_store import RequestState, RequestStore
+from rfau.data.request_store import stale_after_hours as stale_window
 from rfau.data.requests import resolve_forget_set
-from rfau.data.split import HOLDOUT_FRACTION, make_split, read_split, write_split
+from rfau.data.split import HOLDOUT_FRACTION, admit_requests, make_split, read_split, write_split
 from rfau.errors import RfauError
+from rfau.faults import fault_point
 from rfau.gates import Gates, check_gates
-from rfau.io import atomic_dir, md5_file, read_json, write_json
+from rfau.io import atomic_dir, md5_file, read_json, work_lock, write_json
 from rfau.models.checkpoint import read_card
 from rfau.records import BaseVersion, BatchMeta, Rejection
 from rfau.report import SUMMARY_KEYS, batch_report, confusion
@@ -123,24 +125,28 @@ def data_split(
     holdout_fraction: float = HOLDOUT_FRACTION,
     train: dict | None = None,
     batch_id: str | None = None,
-    stale_after_hours: float = 6.0,
+    stale_after_hours: float | None = None,
 ) -> BatchMeta:
     """Claim the pending requests -> ``out_dir`` with batch.json, requests/, split/ and base/."""
     settings = settings or TrackingSettings.from_env()
     ds = load_dataset(dataset)
-    reqs = RequestStore.from_uri(store or default_store(settings))
+    uri = store or default_store(settings)
+    reqs = RequestStore.open(uri)  # a store never initialised is a misconfiguration, not "nothing to do"
+    recover(uri, settings)  # finish what a crashed register left half done before claiming more
     batch_id = batch_id or new_batch_id()
     started = _now()
-    _release_stale(reqs, stale_after_hours)
+    _release_stale(reqs, stale_after_hours if stale_after_hours is not None else stale_window())
     claimed = reqs.claim_pending(batch_id)
-    valid, rejected, done = [], [], []
+    done: list = []
     try:
-        for st in claimed:
-            try:
-                resolve_forget_set([(f"request {st.request_id}", st.request)], ds)
-                valid.append(st)
-            except RfauError as e:
-                rejected.append((st, str(e)))
+        excluded, prior = requested_samples(reqs, ds, {RequestState.FULFILLED})
+        by_src = {f"request {st.request_id}": st for st in claimed}
+        adm = admit_requests(
+            ds, [(src, st.request) for src, st in by_src.items()], holdout_fraction, excluded
+        )
+        valid = [by_src[src] for src, _ in adm.admitted]
+        rejected = [(by_src[src], why) for src, _, why in adm.rejected]
+        deferred = [(by_src[src], why) for src, _, why in adm.deferred]
         meta = BatchMeta(
             batch_id=batch_id,
             dataset=ds.name,
@@ -151,10 +157,10 @@ def data_split(
             code_version=rfau.__version__,
             request_ids=[st.request_id for st in valid],
             rejected=[Rejection(request_id=st.request_id, reason=why) for st, why in rejected],
+            deferred=[Rejection(request_id=st.request_id, reason=why) for st, why in deferred],
         )
         with atomic_dir(out_dir) as tmp:
             if valid:
-                excluded, prior = requested_samples(reqs, ds, {RequestState.FULFILLED})
                 split = make_split(
                     ds, [(f"request {st.request_id}", st.request) for st in valid], holdout_fraction, excluded
                 )
@@ -181,6 +187,8 @@ def data_split(
         raise
     for st, why in rejected:
         reqs.reject(st.request_id, batch_id, why)
+    for st, why in deferred:  # admissible later, once other requests have been forgotten
+        reqs.release(st.request_id, batch_id, why[:500])
     for st in done:
         reqs.fulfil(st.request_id, batch_id, "already forgotten by an earlier batch")
     return meta
@@ -321,7 +329,7 @@ def _append_record(
                 "after": {"version": reg["version"], "weights_sha256": read_card(model_dir).weights_sha256},
             },
             "promoted": reg["gates_passed"],
-            "champion_after": reg["champion"],
+            "champion_after": reg["version"] if reg["gates_passed"] else reg["champion"],
             "method": unl["method"],
             "config": unl["config"],
             "metrics": {k: after[k] for k in SUMMARY_KEYS if after.get(k) is not None},
@@ -342,6 +350,89 @@ def _append_record(
     )
     trail.log_to_mlflow(record)
     return record
+
+
+def _check_claims(reqs: RequestStore, meta) -> None:
+    """A batch registers only while it still holds every request it claimed: a batch whose
+    requests were released (by an operator, a failure or the stale window) must not write a
+    version or a ledger record for them."""
+    lost = []
+    for rid in meta.request_ids:
+        st = reqs.get(rid)
+        if st.batch_id != meta.batch_id or st.state not in (RequestState.IN_PROGRESS, RequestState.FULFILLED):
+            lost.append(f"{rid} ({st.state.value}, batch {st.batch_id or '-'})")
+    if lost:
+        raise RfauError(
+            f"batch {meta.batch_id} no longer holds its requests: {', '.join(lost)}; nothing was "
+            "registered (run a new batch to forget them)"
+        )
+
+
+def _complete_promotion(settings: TrackingSettings, trail, record: dict) -> None:
+    """Make the registry show what a ledger record claims: a promoted record that is the
+    ledger's latest promotion owns the champion alias, unless the version was rolled back."""
+    from rfau.tracking.registry import Registry
+
+    if not record.get("promoted"):
+        return
+    latest = [r for r in trail.records() if r.get("promoted")][-1]
+    if latest["seq"] != record["seq"]:
+        return  # a later batch promoted its own version since
+    version = int(record["model"]["after"]["version"])
+    reg = Registry(settings)
+    if reg.version(version).tags.get("rfau.rolled_back") == "true":
+        return
+    champ = reg.alias_version("champion")
+    if champ is None or int(champ.version) != version:
+        reg.move_champion(str(version))
+
+
+def recover(store: str | None = None, settings: TrackingSettings | None = None) -> list[str]:
+    """Finish what a crashed register left half done: the latest promoted ledger record gets
+    its champion alias, and requests still in progress for a batch the ledger already records
+    are settled as that record says. Returns what was done (run before every batch)."""
+    from rfau.audit.trail import AuditTrail
+
+    settings = settings or TrackingSettings.from_env()
+    uri = store or default_store(settings)
+    trail = AuditTrail.open(uri, settings)
+    records = trail.records()
+    done = []
+    promoted = [r for r in records if r.get("promoted")]
+    if promoted:
+        from rfau.tracking.registry import Registry
+
+        before = Registry(settings).alias_version("champion")
+        _complete_promotion(settings, trail, promoted[-1])
+        after = Registry(settings).alias_version("champion")
+        if (before and before.version) != (after and after.version):
+            done.append(
+                f"champion moved to version {after.version} as ledger record {promoted[-1]['seq']} says"
+            )
+    by_batch = {r["batch_id"]: r for r in records}
+    reqs = RequestStore.from_uri(uri)
+    for st in reqs.list(RequestState.IN_PROGRESS):
+        r = by_batch.get(st.batch_id or "")
+        if r is None:
+            continue
+        version = r["model"]["after"]["version"]
+        if r.get("promoted"):
+            reqs.fulfil(
+                st.request_id,
+                r["batch_id"],
+                f"{settings.model_name} version {version} "
+                f"(ledger record {r['seq']}, completed after an interrupted register)",
+            )
+            done.append(f"request {st.request_id} fulfilled (ledger record {r['seq']})")
+        else:
+            reqs.release(
+                st.request_id,
+                r["batch_id"],
+                f"version {version} failed its gates (ledger record "
+                f"{r['seq']}); the request waits for the next batch",
+            )
+            done.append(f"request {st.request_id} back to pending (ledger record {r['seq']})")
+    return done
 
 
 def register(
@@ -367,6 +458,10 @@ def register(
     trail = AuditTrail.open(store or meta.store, settings)
     record = trail.find_batch(meta.batch_id)
     if record is None:
+        _check_claims(reqs, meta)
+    reg_args = (model_dir, eval_dir / "after.json", settings, gates)
+    reg_kwargs = {"baseline_metrics_path": eval_dir / "before.json", "promote": False}
+    if record is None:
         with registry.pipeline_run(
             settings,
             f"rfau-batch {meta.batch_id}",
@@ -379,27 +474,22 @@ def register(
             },
         ) as run_registry:
             _log_stages(run_registry, Path(batch_dir), model_dir, eval_dir, meta)
-            reg = registry.register(
-                model_dir,
-                eval_dir / "after.json",
-                settings,
-                gates,
-                baseline_metrics_path=eval_dir / "before.json",
-            )
+            reg = registry.register(*reg_args, **reg_kwargs)
+            fault_point("register:version-created")
             record = _append_record(trail, reqs, meta, reg, model_dir, eval_dir, settings)
     else:  # this stage ran before (a retry): the version and the record exist
-        reg = registry.register(
-            model_dir,
-            eval_dir / "after.json",
-            settings,
-            gates,
-            baseline_metrics_path=eval_dir / "before.json",
-        )
+        reg = registry.register(*reg_args, **reg_kwargs)
+    fault_point("register:record-appended")
+    # the record is written before the alias moves, so the ledger never names a champion the
+    # registry could not get to; a retry (or the next batch, see `recover`) completes the move
+    _complete_promotion(settings, trail, record)
+    reg["champion"] = registry.champion(settings)["version"]
+    fault_point("register:promoted")
     for rid in meta.request_ids:
         st = reqs.get(rid)
         if st.state is not RequestState.IN_PROGRESS or st.batch_id != meta.batch_id:
             continue  # already settled by an earlier run of this stage
-        if reg["gates_passed"]:
+        if record["promoted"]:  # what the ledger says, never a tag read back
             reqs.fulfil(
                 rid,
                 meta.batch_id,
@@ -428,6 +518,33 @@ def register(
     return out
 
 
+def _recorded(meta: BatchMeta) -> bool:
+    """Whether the ledger already has this batch's record (best effort: an unreadable store
+    counts as no, and the requests are released as before)."""
+    from rfau.audit.trail import AuditTrail
+
+    try:
+        return AuditTrail.open(meta.store).find_batch(meta.batch_id) is not None
+    except RfauError:
+        return False
+
+
+def _mark_abandoned(meta: BatchMeta, reason: str) -> None:
+    """A version this batch registered before it failed is tagged abandoned, so the audit can
+    tell it from an orphan (best effort: the registry may be what failed)."""
+    from rfau.tracking.registry import Registry
+
+    try:
+        reg = Registry(TrackingSettings.from_env())
+        for v in reg.versions():
+            if v.tags.get("rfau.request_ids") == ",".join(meta.request_ids) and not v.tags.get(
+                "rfau.ledger_seq"
+            ):
+                reg.set_version_tags(int(v.version), {"abandoned": f"batch {meta.batch_id} failed: {reason}"})
+    except RfauError:
+        pass
+
+
 def abort(batch_dir: str | Path, reason: str) -> list[str]:
     """A batch that failed after data-split: its requests go back to pending at once (instead of
     waiting for the stale timeout) -> the ids released."""
@@ -436,6 +553,9 @@ def abort(batch_dir: str | Path, reason: str) -> list[str]:
         return []
     meta = BatchMeta.read(path)
     reqs = RequestStore.from_uri(meta.store)
+    if _recorded(meta):
+        return []  # the ledger holds this batch: the next batch's `recover` settles its requests
+    _mark_abandoned(meta, reason)
     released = []
     for rid in meta.request_ids:
         st = reqs.get(rid)
@@ -462,23 +582,27 @@ def run_batch(
     """The four stages in order in this process (what the KFP pipeline runs as four tasks)."""
     wd = Path(workdir)
     settings = settings or TrackingSettings.from_env()
-    meta = data_split(wd / "batch", dataset, store, settings, holdout_fraction, train)
-    if meta.empty:
-        return {
-            "batch_id": meta.batch_id,
-            "skipped": True,
-            "rejected": [r.model_dump() for r in meta.rejected],
-            "request_ids": meta.request_ids,
-        }
-    try:
-        unlearn(wd / "batch", wd / "model", method, config)
-        metrics = evaluate(wd / "batch", wd / "model", wd / "evaluation", gates)
-        reg = register(
-            wd / "batch", wd / "model", wd / "evaluation", wd / "registered", settings, gates, store
-        )
-    except BaseException as e:
-        abort(wd / "batch", str(e) or type(e).__name__)
-        raise
+    wd.mkdir(parents=True, exist_ok=True)
+    with work_lock(wd, holder="rfau batch run"):  # a second batch in this folder stops here, clearly
+        meta = data_split(wd / "batch", dataset, store, settings, holdout_fraction, train)
+        if meta.empty:
+            return {
+                "batch_id": meta.batch_id,
+                "skipped": True,
+                "rejected": [r.model_dump() for r in meta.rejected],
+                "deferred": [r.model_dump() for r in meta.deferred],
+                "request_ids": meta.request_ids,
+            }
+        try:
+            unlearn(wd / "batch", wd / "model", method, config)
+            fault_point("unlearned")
+            metrics = evaluate(wd / "batch", wd / "model", wd / "evaluation", gates)
+            reg = register(
+                wd / "batch", wd / "model", wd / "evaluation", wd / "registered", settings, gates, store
+            )
+        except BaseException as e:
+            abort(wd / "batch", str(e) or type(e).__name__)
+            raise
     return {**reg, "rejected": [r.model_dump() for r in meta.rejected], "metrics": metrics, "skipped": False}
 
 

@@ -58,6 +58,7 @@ class BatchMeta(Record):
     code_version: str
     request_ids: list[str]
     rejected: list[Rejection]
+    deferred: list[Rejection] = []  # valid, but not admissible together with earlier ones: still pending
     empty: bool = True
     prior_request_ids: list[str] | None = None
     forget_count: int | None = None

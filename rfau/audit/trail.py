@@ -168,6 +168,7 @@ class AuditTrail:
         if problems:
             return problems
         records = parse_records(data)
+        problems += registry_problems(records, tags, registry.champion(self.settings))
         slots = self.store.list("audit/records/")
         if len(slots) != len(records):
             problems.append(
@@ -205,3 +206,29 @@ class AuditTrail:
                         f"is not the ledger's {after['weights_sha256'][:12]}"
                     )
         return problems
+
+
+def registry_problems(records: list[dict], tags: dict[int, dict], champion: dict | None) -> list[str]:
+    """The registry side of the audit: every version is the bootstrap original, a version a
+    ledger record names, a failed candidate with its reason, or one marked abandoned (a batch that
+    failed after registering); no version claims passed gates without a record; the champion is
+    the original or a version a record says was promoted."""
+    named = {int(r["model"]["after"]["version"]) for r in records if r.get("model", {}).get("after")}
+    promoted = {int(r["model"]["after"]["version"]) for r in records if r.get("promoted")}
+    problems = []
+    for v, t in sorted(tags.items()):
+        if v in named or t.get("rfau.regime") == "none" or t.get("rfau.abandoned"):
+            continue
+        if t.get("rfau.gates_passed") == "false" and t.get("rfau.gate_failures", "none") != "none":
+            continue
+        if t.get("rfau.gates_passed") == "true":
+            problems.append(f"registry version {v} claims it passed its gates but no ledger record names it")
+        else:
+            problems.append(
+                f"registry version {v} is in no ledger record and is no failed candidate (orphan)"
+            )
+    if champion is not None:
+        v = int(champion["version"])
+        if v not in promoted and tags.get(v, {}).get("rfau.regime") != "none":
+            problems.append(f"champion version {v} is neither the original nor a version the ledger promoted")
+    return problems

@@ -12,9 +12,11 @@ from rfau.cli.common import (
     SetOpt,
     err,
     out,
+    store_uri,
     tracking_settings,
 )
 from rfau.cli.render import print_registered, print_split
+from rfau.errors import RfauError
 from rfau.params import load_params
 
 batch_app = typer.Typer(
@@ -103,6 +105,7 @@ def batch_run(
     from rfau.batch import run_batch
 
     p = load_params(params, set_)
+    _warn_stuck(p.store)
     res = run_batch(
         workdir,
         p.dataset,
@@ -116,7 +119,19 @@ def batch_run(
     )
     for r in res["rejected"]:
         err.print(f"[yellow]rejected {r['request_id']}:[/] {r['reason']}")
+    for r in res.get("deferred", []):
+        err.print(f"[yellow]deferred {r['request_id']}:[/] {r['reason']}")
     if res["skipped"]:
         out.print(f"batch {res['batch_id']}: nothing to do")
     else:
         print_registered(res)
+
+
+def _warn_stuck(store: str | None) -> None:
+    from rfau.cli.request import warn_stuck
+    from rfau.data.request_store import RequestStore
+
+    try:
+        warn_stuck(RequestStore.open(store_uri(store)))
+    except RfauError:
+        pass  # the batch itself reports a store that cannot be opened

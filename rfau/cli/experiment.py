@@ -129,14 +129,24 @@ def evaluate(
 
 
 @app.command()
-def methods() -> None:
-    """List the unlearning methods."""
-    from rfau.methods import METHODS
+def methods(
+    name: Annotated[str | None, typer.Argument(help="A method: print its settings with their help.")] = None,
+) -> None:
+    """List the unlearning methods, or one method's settings (`rfau methods rfau`)."""
+    from rfau.methods import METHODS, get_method, settings_help
 
-    t = Table("method", "what it does")
-    for name, m in METHODS.items():
-        t.add_row(name, m.summary)
+    if name is None:
+        t = Table("method", "what it does")
+        for key, m in METHODS.items():
+            t.add_row(key, m.summary)
+        out.print(t)
+        return
+    method = get_method(name)
+    t = Table("setting", "type", "default", "allowed", "what it does", title=f"{name}: {method.summary}")
+    for st in settings_help(name):
+        t.add_row(st.name, st.type, repr(st.default), st.constraints, st.description)
     out.print(t)
+    out.print(f"set with --set KEY=VALUE (e.g. `rfau unlearn ... --method {name} --set seed=1`)")
 
 
 @app.command()
@@ -202,7 +212,7 @@ def bench(
         str | None, typer.Option(help="Comma-separated subset of methods (retrain is always run).")
     ] = None,
     seeds: Annotated[int | None, typer.Option(help="Number of seeds (default by config).")] = None,
-    scenarios: Annotated[str | None, typer.Option(help="Comma-separated: class,random.")] = None,
+    scenarios: Annotated[str | None, typer.Option(help="Comma-separated: class, random, structured.")] = None,
     max_train_per_class: Annotated[
         int | None, typer.Option(help="Size limit: training samples per class.")
     ] = None,
@@ -228,8 +238,10 @@ def bench(
         upd["seeds"] = tuple(range(seeds))
     if scenarios:
         upd["scenarios"] = tuple(s.strip() for s in scenarios.split(","))
-        if not set(upd["scenarios"]) <= {"class", "random"}:
-            raise RfauError(f"--scenarios must name class and/or random, got {scenarios!r}")
+        from rfau.bench import SCENARIOS
+
+        if not set(upd["scenarios"]) <= set(SCENARIOS):
+            raise RfauError(f"--scenarios must name some of {', '.join(SCENARIOS)}, got {scenarios!r}")
     if max_train_per_class:
         upd["train_per_class"] = max_train_per_class
     if max_test_per_class:

@@ -114,6 +114,10 @@ TokenOpt = Annotated[
 PackageOpt = Annotated[
     Path | None, typer.Option("--package", help="A compiled pipeline YAML (default: compile now).")
 ]
+NamespaceOpt = Annotated[
+    str | None,
+    typer.Option(help="Kubernetes namespace of the run (multi-user KFP: your Profile namespace)."),
+]
 SaOpt = Annotated[
     str | None, typer.Option("--service-account", help="Kubernetes service account of the run's pods.")
 ]
@@ -128,6 +132,7 @@ def pipeline_submit(
     package: PackageOpt = None,
     service_account: SaOpt = "rfau-pipeline",
     experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "rfau",
+    namespace: NamespaceOpt = None,
 ) -> None:
     """Start one pipeline run on a KFP endpoint."""
     from rfau.pipelines.run import pipeline_arguments, submit
@@ -139,6 +144,7 @@ def pipeline_submit(
         token,
         package,
         service_account,
+        namespace=namespace,
     )
     out.print_json(data=res)
 
@@ -153,6 +159,7 @@ def pipeline_schedule(
     package: PackageOpt = None,
     service_account: SaOpt = "rfau-pipeline",
     experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "rfau",
+    namespace: NamespaceOpt = None,
 ) -> None:
     """Create a recurring run: one deletion batch per schedule tick, never two at once."""
     from rfau.pipelines.run import pipeline_arguments, schedule
@@ -165,5 +172,6 @@ def pipeline_schedule(
         token,
         package,
         service_account,
+        namespace=namespace,
     )
     out.print_json(data=res)

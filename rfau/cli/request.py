@@ -10,6 +10,7 @@ from rich.table import Table
 
 from rfau.cli.common import (
     StoreOpt,
+    err,
     out,
     store_uri,
 )
@@ -61,7 +62,9 @@ def request_list(
         raise RfauError(
             f"--state must be one of {', '.join(s.value for s in RequestState)}, got {state!r}"
         ) from None
-    rows = RequestStore.from_uri(store_uri(store)).list(want)
+    reqs = RequestStore.from_uri(store_uri(store))
+    rows = reqs.list(want)
+    warn_stuck(reqs)
     if as_json:
         out.print_json(
             data=[
@@ -80,3 +83,66 @@ def request_list(
     for r in rows:
         t.add_row(r.request_id, r.state.value, r.updated_at[:19], r.batch_id or "-", r.detail)
     out.print(t)
+
+
+def warn_stuck(reqs) -> None:
+    """Say so when requests have been in progress for longer than the batch timeout."""
+    from rfau.data.request_store import stale_after_hours
+
+    stuck = reqs.stale_in_progress()
+    if stuck:
+        err.print(
+            f"[yellow]warning:[/] {len(stuck)} request(s) in progress for more than "
+            f"{stale_after_hours():g} h "
+            f"({', '.join(s.request_id for s in stuck)}): their batch probably died; the next batch takes "
+            "them up, or `rfau request release --stale` puts them back now"
+        )
+
+
+@request_app.command("release")
+def request_release(
+    request_id: Annotated[str | None, typer.Argument(help="The in-progress request to put back.")] = None,
+    stale: Annotated[
+        bool, typer.Option("--stale", help="Release every request stuck longer than the batch timeout.")
+    ] = False,
+    reason: Annotated[
+        str, typer.Option(help="Why (kept in the request's history).")
+    ] = "released by operator",
+    store: StoreOpt = None,
+) -> None:
+    """Put in-progress requests back to pending (after a crash, an outage or a full disk)."""
+    from rfau.data.request_store import RequestStore
+
+    if (request_id is None) == (not stale):
+        raise typer.BadParameter("give a request id or --stale (not both)")
+    reqs = RequestStore.open(store_uri(store))
+    done = reqs.release_stale() if stale else [reqs.operator_release(request_id or "", reason)]
+    out.print(f"released: {', '.join(s.request_id for s in done) or 'none'}")
+
+
+@request_app.command("reject")
+def request_reject(
+    request_id: Annotated[str, typer.Argument(help="A pending or in-progress request.")],
+    reason: Annotated[str, typer.Option(help="Why it is refused (required; kept in its history).")],
+    store: StoreOpt = None,
+) -> None:
+    """Refuse a request for good, with a reason."""
+    from rfau.data.request_store import RequestStore
+
+    st = RequestStore.open(store_uri(store)).operator_reject(request_id, reason)
+    out.print(f"{st.request_id}: {st.state.value}")
+
+
+@request_app.command("cancel")
+def request_cancel(
+    request_id: Annotated[str, typer.Argument(help="A pending request the requester withdrew.")],
+    reason: Annotated[
+        str, typer.Option(help="Kept in the request's history.")
+    ] = "withdrawn by the requester",
+    store: StoreOpt = None,
+) -> None:
+    """Withdraw a pending request (final state: cancelled)."""
+    from rfau.data.request_store import RequestStore
+
+    st = RequestStore.open(store_uri(store)).cancel(request_id, reason)
+    out.print(f"{st.request_id}: {st.state.value}")

@@ -299,10 +299,16 @@ def register(
     gates: Gates | None = None,
     baseline_metrics_path: str | Path | None = None,
     bootstrap: bool = False,
+    promote: bool = True,
 ) -> dict:
     """Register an unlearned model as a new version; promote it to champion when the gates pass.
     ``bootstrap``: the original model (nothing forgotten, no gates); it becomes champion only
-    where the registry has none.
+    where the registry has none. ``promote=False``: leave the champion alias alone (a deletion
+    batch moves it only after its ledger record exists, see ``rfau.batch.register``).
+
+    The verdict is always computed from the metrics, never read back from a tag, and the
+    version is created with its tags in one call; registering the same model again completes
+    the tags of a version whose tagging was interrupted and returns it.
 
     Everything is validated before the registry changes; a failure after the version is created
     deletes it again, so no half-registered version remains."""
@@ -326,15 +332,33 @@ def register(
     reg = Registry(settings)
     client, name = reg.client, reg.name
     key = batch_key(model_dir)
+    tags = {
+        "rfau.batch_key": key,
+        "rfau.weights_sha256": card.weights_sha256,
+        "rfau.forget_sha256": card.lineage.get("forget_sha256", ""),
+        "rfau.parent_weights_sha256": card.lineage.get("parent_weights_sha256", ""),
+        "rfau.request_ids": ",".join(card.lineage.get("request_ids", [])),
+        "rfau.method": card.lineage.get("method", card.lineage.get("kind", "")),
+        "rfau.regime": regime,
+        "rfau.gates_passed": str(passed).lower(),
+        "rfau.gate_failures": "; ".join(
+            f"{r.name}={r.value} > {r.bound} ({r.detail})" for r in results if not r.passed
+        )
+        or "none",
+    }
     existing = reg.find_version(key)
     if existing is not None:
+        for k, v in tags.items():  # a registration interrupted while tagging is completed here
+            if existing.tags.get(k) != _short(v):
+                client.set_model_version_tag(name, existing.version, k, _short(v))
         champ = reg.alias_version(CHAMPION)
         return {
             "model": name,
             "version": int(existing.version),
             "new": False,
             "champion": int(champ.version) if champ else None,
-            "gates_passed": existing.tags.get("rfau.gates_passed") == "true",
+            "gates_passed": passed,
+            "gates": [r.model_dump() for r in results],
         }
 
     mlflow = _mlflow()
@@ -374,32 +398,22 @@ def register(
                         signature=sig,
                         pip_requirements=["rfau", "torch", "safetensors"],
                     )
-            mv = mlflow.register_model(logged.model_uri, name, await_registration_for=60)
+            tags["rfau.run_id"] = run.info.run_id
+            # created with its tags in one call: a server that dies here leaves no untagged version
+            mv = mlflow.register_model(
+                logged.model_uri,
+                name,
+                await_registration_for=60,
+                tags={k: _short(v) for k, v in tags.items()},
+            )
             version = mv.version
-            tags = {
-                "rfau.batch_key": key,
-                "rfau.weights_sha256": card.weights_sha256,
-                "rfau.forget_sha256": card.lineage.get("forget_sha256", ""),
-                "rfau.parent_weights_sha256": card.lineage.get("parent_weights_sha256", ""),
-                "rfau.request_ids": ",".join(card.lineage.get("request_ids", [])),
-                "rfau.method": card.lineage.get("method", card.lineage.get("kind", "")),
-                "rfau.regime": regime,
-                "rfau.run_id": run.info.run_id,
-                "rfau.gates_passed": str(passed).lower(),
-                "rfau.gate_failures": "; ".join(
-                    f"{r.name}={r.value} > {r.bound} ({r.detail})" for r in results if not r.passed
-                )
-                or "none",
-            }
-            for k, v in tags.items():
-                client.set_model_version_tag(name, version, k, _short(v))
         if bootstrap:
             if reg.alias_version(CHAMPION) is None:
                 client.set_registered_model_alias(name, CHAMPION, version)
-        elif passed:
-            reg.move_champion(version)
-        else:
+        elif not passed:
             client.set_registered_model_alias(name, CANDIDATE, version)
+        elif promote:
+            reg.move_champion(version)
     except BaseException as e:
         if version is not None:  # no half-registered version, whatever stopped us
             try:

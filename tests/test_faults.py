@@ -1,0 +1,136 @@
+"""Crashes at chosen moments of a real `rfau batch run` (SIGKILL through RFAU_FAULT_AT), then the
+recovery path: afterwards the ledger, the champion alias and the request states agree, and
+`rfau audit verify` passes. Also the registry side of the audit and claims checked at register."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import subprocess_env
+
+from rfau.audit.trail import AuditTrail, registry_problems
+from rfau.data.request_store import RequestState, RequestStore
+from rfau.tracking import registry
+from rfau.tracking.settings import TrackingSettings
+
+RFAU = str(Path(sys.executable).parent / "rfau")
+FAST = ["--set", 'method_config={"epochs": 5, "retain_budget": 500}', "--set", 'train={"epochs": 15}']
+IDS = [f"digits/{i}" for i in range(1, 200) if i % 5][:40]  # training samples (every 5th is test)
+
+pytestmark = pytest.mark.e2e
+
+
+def _env(root: Path, **extra) -> dict:
+    return subprocess_env(RFAU_STATE_DIR=str(root / ".rfau"), **extra)
+
+
+def _rfau(root: Path, *args, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [RFAU, *args], cwd=root, env=_env(root, **env), capture_output=True, text=True, timeout=600
+    )
+
+
+def _queue(root: Path, rid: str = "req-1") -> None:
+    req = root / f"{rid}.json"
+    req.write_text(
+        json.dumps(
+            {
+                "request_id": rid,
+                "sample_ids": IDS,
+                "reason": "test",
+                "subject": "ann",
+                "received_at": "2026-11-28T00:00:00Z",
+            }
+        )
+    )
+    done = _rfau(root, "request", "add", str(req))
+    assert done.returncode == 0, done.stderr
+
+
+def _state(root: Path):
+    settings = TrackingSettings(state_dir=root / ".rfau")
+    store = str(root / ".rfau" / "store")
+    records = AuditTrail.open(store, settings).records()
+    return settings, records, RequestStore.from_uri(store), registry.champion(settings)
+
+
+@pytest.mark.parametrize("point", ["register:version-created", "register:record-appended"])
+def test_a_batch_killed_during_register_is_completed_and_never_lies(tmp_path, point):
+    _queue(tmp_path)
+    killed = _rfau(tmp_path, "batch", "run", *FAST, RFAU_FAULT_AT=point)
+    assert killed.returncode == -signal.SIGKILL
+    settings, records, reqs, champ = _state(tmp_path)
+    if point == "register:record-appended":
+        # the crash window: the record promises the new version, the alias has not moved yet
+        assert len(records) == 1 and records[0]["promoted"]
+        assert champ["version"] != records[0]["model"]["after"]["version"]
+    # the next scheduled batch (its requests taken up after the stale window) completes it
+    again = _rfau(tmp_path, "batch", "run", *FAST, RFAU_STALE_AFTER_HOURS="0.0001")
+    assert again.returncode == 0, again.stderr
+    settings, records, reqs, champ = _state(tmp_path)
+    assert [r["request_ids"] for r in records] == [["req-1"]]  # forgotten once, recorded once
+    assert records[0]["promoted"] and champ["version"] == records[0]["model"]["after"]["version"]
+    assert reqs.get("req-1").state is RequestState.FULFILLED
+    verify = _rfau(tmp_path, "audit", "verify", "--no-weights")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_register_refuses_a_batch_that_lost_its_claims(tmp_path):
+    _queue(tmp_path)
+    wd = tmp_path / "w"
+    for stage, args in (
+        ("split", ["--out", str(wd / "batch")]),
+        ("unlearn", ["--batch", str(wd / "batch"), "--out", str(wd / "model")]),
+    ):
+        done = _rfau(tmp_path, "batch", stage, *args, *FAST)
+        assert done.returncode == 0, done.stderr
+    reqs = RequestStore.from_uri(str(tmp_path / ".rfau" / "store"))
+    reqs.operator_release("req-1", reason="operator released it")
+    done = _rfau(
+        tmp_path,
+        "batch",
+        "evaluate",
+        "--batch",
+        str(wd / "batch"),
+        "--model",
+        str(wd / "model"),
+        "--out",
+        str(wd / "evaluation"),
+    )
+    assert done.returncode == 0, done.stderr
+    reg = _rfau(
+        tmp_path,
+        "batch",
+        "register",
+        "--batch",
+        str(wd / "batch"),
+        "--model",
+        str(wd / "model"),
+        "--evaluation",
+        str(wd / "evaluation"),
+        "--out",
+        str(wd / "registered"),
+    )
+    assert reg.returncode != 0 and "no longer holds its requests" in reg.stderr
+    settings, records, reqs, _ = _state(tmp_path)
+    assert records == [] and reqs.get("req-1").state is RequestState.PENDING
+    assert sorted(registry.version_tags(settings)) == [1]  # the bootstrap original only
+
+
+def test_the_audit_sees_orphans_unrecorded_passes_and_a_foreign_champion():
+    boot = {"rfau.regime": "none"}
+    ok = {"rfau.gates_passed": "true"}
+    failed = {"rfau.gates_passed": "false", "rfau.gate_failures": "ua=1 > 0"}
+    records = [{"model": {"after": {"version": 2}}, "promoted": True}]
+    assert registry_problems(records, {1: boot, 2: ok, 3: failed}, {"version": 2}) == []
+    assert registry_problems(records, {1: boot, 2: ok}, {"version": 1}) == []  # rolled back
+    problems = registry_problems(records, {1: boot, 2: ok, 4: ok, 5: {}}, {"version": 4})
+    assert any("version 4 claims it passed" in p for p in problems)
+    assert any("version 5 is in no ledger record" in p for p in problems)
+    assert any("champion version 4" in p for p in problems)
+    assert registry_problems(records, {1: boot, 2: ok, 6: {"rfau.abandoned": "x"}}, None) == []
