@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup run test lint clean browser
+.PHONY: setup run test lint clean browser fashion-mnist
 setup: $(VENV)/.installed
 
 # torch is installed first and pinned (2.13.0, CPU build): an open range would pull a multi-GB CUDA build.
@@ -25,9 +25,18 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium not installed: the browser test will be skipped"; }
 
+# Debian's Fashion-MNIST idx files (about 30 MB) for `rfau bench fashion-mnist` and its tests; where
+# they cannot be installed (not root, no apt) the tests that need them skip and set-up goes on.
+FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
+fashion-mnist:
+	@[ -n "$$RFAU_FASHION_MNIST" ] || [ -e $(FASHION_MNIST_DIR)/t10k-labels-idx1-ubyte.gz ] || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist \
+	   >/dev/null) || echo "dataset-fashion-mnist not installed: the Fashion-MNIST tests will be skipped"; }
+
 LINT_PATHS := rfau components pipelines tests
 
-test: setup browser lint
+test: setup browser fashion-mnist lint
 	$(PY) -m pytest -q
 
 # formatting and lint are part of `make test`, so CI checks them

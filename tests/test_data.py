@@ -5,16 +5,28 @@ load_dataset, load_requests, resolve_forget_set, make_split, write_split, read_s
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from rfau.data.datasets import load_dataset
+from rfau.data.datasets import (
+    FASHION_MNIST,
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_ENV,
+    ImageDataset,
+    find_fashion_mnist,
+    load_dataset,
+    load_fashion_mnist,
+    read_idx,
+)
 from rfau.data.requests import DeletionRequest, load_requests, resolve_forget_set
 from rfau.data.split import MANIFESTS, admit_requests, make_split, read_split, write_split
 from rfau.errors import DatasetError, RequestError, RfauError
@@ -142,6 +154,117 @@ def test_imagefolder_archive_in_s3_loads_like_the_local_one(imagefolder, tmp_pat
     assert ds.ids == load_dataset(str(imagefolder)).ids
     with pytest.raises(DatasetError, match="archive"):
         load_dataset(f"s3://{s3_server['bucket']}/datasets/imgs.zip")
+
+
+# --- Fashion-MNIST (idx files) ----------------------------------------------------------------
+
+
+def idx_bytes(data: np.ndarray) -> bytes:
+    """LeCun's idx format for unsigned bytes: 0, 0, type 0x08, rank, big-endian dims, data."""
+    header = bytes([0, 0, 0x08, data.ndim]) + np.asarray(data.shape, ">u4").tobytes()
+    return header + data.astype(np.uint8).tobytes()
+
+
+def write_fashion_folder(folder: Path, n_train: int = 20, n_test: int = 10, gz: bool = True) -> Path:
+    """A miniature Fashion-MNIST folder: the four idx files, 28x28 images, labels cycling 0..9."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        parts = {
+            "images-idx3-ubyte": rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+            "labels-idx1-ubyte": np.arange(n, dtype=np.uint8) % 10,
+        }
+        for part, data in parts.items():
+            raw = idx_bytes(data)
+            path = folder / f"{prefix}-{part}{'.gz' if gz else ''}"
+            path.write_bytes(gzip.compress(raw) if gz else raw)
+    return folder
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_a_generated_idx_folder_loads_by_its_path(tmp_path, gz):
+    folder = write_fashion_folder(tmp_path / "fm", gz=gz)
+    ds = load_dataset(str(folder))
+    assert ds.name == FASHION_MNIST and ds.kind == "idx" and ds.classes == FASHION_MNIST_CLASSES
+    assert ds.ids == tuple([f"train/{i}" for i in range(20)] + [f"test/{i}" for i in range(10)])
+    assert ds.x.shape == (30, 1, 28, 28) and ds.x.dtype == torch.uint8
+    assert ds.y.tolist() == [i % 10 for i in range(20)] + [i % 10 for i in range(10)]
+    assert ds.is_test.sum() == 10 and not ds.is_test[:20].any()
+    raw = gzip.decompress((folder / "train-images-idx3-ubyte.gz").read_bytes()) if gz else None
+    first = raw[16 : 16 + 784] if raw else (folder / "train-images-idx3-ubyte").read_bytes()[16 : 16 + 784]
+    assert ds.x[0, 0].flatten().tolist() == list(first)  # pixel order as in the file
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x00\x00\x0d\x01\x00\x00\x00\x02ab", "bad magic"),  # type 0x0d: float data
+        (b"\x01\x00\x08\x01\x00\x00\x00\x02ab", "bad magic"),  # first bytes not zero
+        (b"\x00\x00", "bad magic"),  # shorter than the magic number
+        (b"\x00\x00\x08\x03\x00\x00\x00\x02", "truncated"),  # rank 3 with one dimension
+        (b"\x00\x00\x08\x01\x00\x00\x00\x05abc", "3 data bytes where dims"),  # 5 promised, 3 given
+        (b"\x00\x00\x08\x01\x00\x00\x00\x01abc", "3 data bytes where dims"),  # trailing bytes
+    ],
+)
+def test_read_idx_refuses_a_bad_file(tmp_path, content, message):
+    path = tmp_path / "train-labels-idx1-ubyte"
+    path.write_bytes(content)
+    with pytest.raises(DatasetError, match=message):
+        read_idx(path)
+
+
+def test_read_idx_refuses_a_gz_file_that_is_not_gzip(tmp_path):
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(idx_bytes(np.zeros(3, np.uint8)))  # plain idx under a .gz name
+    with pytest.raises(DatasetError, match="cannot read idx file"):
+        read_idx(path)
+
+
+def test_idx_folder_with_mismatched_or_bad_labels_is_refused(tmp_path):
+    folder = write_fashion_folder(tmp_path / "fm", gz=False)
+    labels = folder / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(idx_bytes(np.zeros(9, np.uint8)))  # 10 test images, 9 labels
+    with pytest.raises(DatasetError, match="do not match"):
+        load_dataset(str(folder))
+    labels.write_bytes(idx_bytes(np.full(10, 10, np.uint8)))  # label 10 of 0..9
+    with pytest.raises(DatasetError, match="label 10"):
+        load_dataset(str(folder))
+
+
+def test_fashion_mnist_env_pointing_nowhere_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv(FASHION_MNIST_ENV, str(tmp_path / "nothing-here"))
+    with pytest.raises(DatasetError, match=FASHION_MNIST_ENV):
+        load_dataset(FASHION_MNIST)
+    monkeypatch.setenv(FASHION_MNIST_ENV, str(write_fashion_folder(tmp_path / "fm")))
+    assert len(load_dataset(FASHION_MNIST).ids) == 30
+
+
+@pytest.fixture(scope="module")
+def fashion_mnist() -> ImageDataset:
+    """The real dataset (Debian's dataset-fashion-mnist or $RFAU_FASHION_MNIST); skipped without."""
+    try:
+        return load_fashion_mnist(find_fashion_mnist())
+    except DatasetError as e:
+        pytest.skip(f"Fashion-MNIST is not installed here ({e}); `make fashion-mnist` installs it")
+
+
+def test_fashion_mnist_has_the_published_splits_and_classes(fashion_mnist):
+    ds = fashion_mnist
+    assert ds.ids[:2] == ("train/0", "train/1") and ds.ids[60_000] == "test/0" and ds.ids[-1] == "test/9999"
+    assert len(set(ds.ids)) == len(ds.ids) == 70_000
+    assert ds.x.shape == (70_000, 1, 28, 28) and ds.x.dtype == torch.uint8
+    assert int(ds.is_test.sum()) == 10_000 and not ds.is_test[:60_000].any()
+    assert ds.classes == FASHION_MNIST_CLASSES and len(ds.classes) == 10
+    # balanced: 6,000 training and 1,000 test images per class
+    assert torch.bincount(ds.y[:60_000]).tolist() == [6000] * 10
+    assert torch.bincount(ds.y[60_000:]).tolist() == [1000] * 10
+
+
+def test_fashion_mnist_by_path_is_the_named_dataset(fashion_mnist):
+    by_path = load_dataset(str(find_fashion_mnist()))
+    assert by_path.ids == fashion_mnist.ids and by_path.name == fashion_mnist.name == FASHION_MNIST
+    assert torch.equal(by_path.x, fashion_mnist.x) and torch.equal(by_path.y, fashion_mnist.y)
+    assert by_path.class_of("test/0") == fashion_mnist.classes[int(fashion_mnist.y[60_000])]
 
 
 def test_missing_dataset_path_raises_dataset_error(tmp_path):
