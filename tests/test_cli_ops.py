@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import subprocess_env
-
-RFAU = str(Path(sys.executable).with_name("rfau"))
-
 
 @pytest.fixture
-def run(tmp_path):
-    env = subprocess_env(RFAU_STATE_DIR=str(tmp_path / ".rfau"))
-
-    def _run(*args):
-        return subprocess.run(
-            [RFAU, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
-        )
-
-    return _run
+def run(cli):
+    """`rfau ARGS` in-process on a scratch state folder (see conftest.cli)."""
+    return cli
 
 
 def test_request_add_rejects_bad_requests_and_writes_nothing(run, tmp_path):

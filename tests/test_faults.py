@@ -4,6 +4,7 @@ recovery path: afterwards the ledger, the champion alias and the request states 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import subprocess_env
+from conftest import CliResult, run_cli, subprocess_env
 
 from rfau.audit.trail import AuditTrail, registry_problems
 from rfau.data.request_store import RequestState, RequestStore
@@ -29,10 +30,14 @@ def _env(root: Path, **extra) -> dict:
     return subprocess_env(RFAU_STATE_DIR=str(root / ".rfau"), **extra)
 
 
-def _rfau(root: Path, *args, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [RFAU, *args], cwd=root, env=_env(root, **env), capture_output=True, text=True, timeout=600
-    )
+def _rfau(root: Path, *args, **env) -> subprocess.CompletedProcess | CliResult:
+    """`rfau ARGS` in ``root``: a real process where a fault is to kill it, else in-process."""
+    if "RFAU_FAULT_AT" in env:
+        return subprocess.run(
+            [RFAU, *args], cwd=root, env=_env(root, **env), capture_output=True, text=True, timeout=600
+        )
+    with contextlib.chdir(root):
+        return run_cli(*args, RFAU_STATE_DIR=str(root / ".rfau"), **env)
 
 
 def _queue(root: Path, rid: str = "req-1") -> None:

@@ -23,11 +23,10 @@ import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, PeftModel, get_peft_model
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -36,6 +35,9 @@ from rfau.methods.base import MethodConfig, UnlearnData
 from rfau.methods.runner import EpochMethod, Step, frozen_copy
 from rfau.models.arch import Staged, architecture_name
 from rfau.train import autocast, predict_logits, to_float
+
+if TYPE_CHECKING:  # peft (and the transformers it imports) costs seconds: loaded when RFAU runs
+    from peft import LoraConfig
 
 LORA_TYPES = (nn.Linear, nn.Conv2d)
 MIN_HOLDOUT_PER_CLASS = 20  # below this a class's holdout is too thin; use the pooled holdout
@@ -146,11 +148,15 @@ class RFAU(EpochMethod):
     def working_copy(self, model: nn.Module) -> nn.Module:
         """peft LoRA adapters on a copy of the model (the caller's model is left as it is), and a
         frozen copy that gives the original features."""
+        from peft import get_peft_model
+
         self.targets, self.taps = resolve_modules(model, self.cfg)
         self.frozen = frozen_copy(model, self.device)
         return get_peft_model(copy.deepcopy(model).to(self.device), lora_config(self.cfg, self.targets))
 
     def setup(self, work: nn.Module) -> torch.optim.Optimizer:
+        from peft import PeftModel
+
         cfg, data = self.cfg, self.data
         assert isinstance(work, PeftModel)
         inner = work.base_model.model
@@ -189,6 +195,8 @@ class RFAU(EpochMethod):
 
     def finish(self, work: nn.Module) -> nn.Module:
         """The adapters merged into a copy of the weights (no inference overhead)."""
+        from peft import PeftModel
+
         self.hooks.remove()
         peft_model = copy.deepcopy(work)
         assert isinstance(peft_model, PeftModel)
@@ -318,6 +326,8 @@ def regime_mask(forget_classwise: torch.Tensor, regime: str) -> torch.Tensor:
 
 
 def lora_config(cfg: RFAUConfig, targets: list[str]) -> LoraConfig:
+    from peft import LoraConfig
+
     return LoraConfig(
         r=cfg.rank,
         lora_alpha=cfg.alpha,  # type: ignore[arg-type]  # peft computes alpha / r in float
