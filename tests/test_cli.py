@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import subprocess_env
+from tests.conftest import run_cli, subprocess_env
 
 RFAU = [str(Path(sys.executable).with_name("rfau"))]
 STATE: dict[str, str] = {}
@@ -72,10 +72,11 @@ def test_stage_by_stage_like_dvc_would(tmp_path):
             }
         )
     )
-    assert rfau("split", str(req), "--out", str(tmp_path / "split")).returncode == 0
-    res = rfau("train", "--out", str(tmp_path / "orig"), "--epochs", "5")
+    # in-process: the entry point itself is run by test_main_job_end_to_end and the DVC tests
+    assert run_cli("split", str(req), "--out", str(tmp_path / "split"), **STATE).returncode == 0
+    res = run_cli("train", "--out", str(tmp_path / "orig"), "--epochs", "5", **STATE)
     assert res.returncode == 0, res.stderr
-    res = rfau(
+    res = run_cli(
         "unlearn",
         "--model",
         str(tmp_path / "orig"),
@@ -87,11 +88,12 @@ def test_stage_by_stage_like_dvc_would(tmp_path):
         "epochs=5",
         "--set",
         "rank=2",
+        **STATE,
     )
     assert res.returncode == 0, res.stderr
     assert "trainable parameters" in res.stdout
     assert json.loads((tmp_path / "u" / "unlearn.json").read_text())["config"]["rank"] == 2
-    res = rfau(
+    res = run_cli(
         "evaluate",
         "--model",
         str(tmp_path / "u"),
@@ -99,6 +101,7 @@ def test_stage_by_stage_like_dvc_would(tmp_path):
         str(tmp_path / "split"),
         "--out",
         str(tmp_path / "m.json"),
+        **STATE,
     )
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "m.json").read_text())["ua"] >= 90
@@ -139,7 +142,7 @@ def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, args, needle):
         "out": str(tmp_path / "out"),
         "tmp": str(tmp_path),
     }
-    res = rfau(*(a.format(**subs) for a in args))
+    res = run_cli(*(a.format(**subs) for a in args), **STATE)  # a traceback would fail the test here
     assert res.returncode != 0
     assert needle in res.stderr
     assert "Traceback" not in res.stderr

@@ -3,6 +3,7 @@ with kfp.local as a new user would start it, and the cluster commands' errors.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -20,7 +21,7 @@ from rfau.errors import RfauError
 from rfau.pipelines.deletion_batch import GpuSpec
 from rfau.pipelines.run import compile_pipeline, schedule, submit
 from rfau.records import BatchMeta
-from tests.conftest import subprocess_env
+from tests.conftest import run_cli, subprocess_env
 
 BIN = Path(sys.executable).parent
 STAGES = ["data-split", "unlearn", "evaluate", "register"]
@@ -229,11 +230,17 @@ def _rfau(*args, cwd, env=None, timeout=600):
     )
 
 
+def _cli(*args, cwd):
+    """`rfau ARGS` in-process in ``cwd`` (error paths: no process start needed)."""
+    with contextlib.chdir(cwd):
+        return run_cli(*args)
+
+
 def test_cli_compile_writes_the_pipeline_and_rejects_bad_options(tmp_path):
-    r = _rfau("pipeline", "compile", "--out", "p.yaml", cwd=tmp_path)
+    r = _cli("pipeline", "compile", "--out", "p.yaml", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load_all((tmp_path / "p.yaml").read_text())
-    r = _rfau("pipeline", "compile", "--out", "q.yaml", "--node-selector", "novalue", cwd=tmp_path)
+    r = _cli("pipeline", "compile", "--out", "q.yaml", "--node-selector", "novalue", cwd=tmp_path)
     assert r.returncode == 2 and "KEY=VALUE" in r.stderr and not (tmp_path / "q.yaml").exists()
 
 
@@ -270,18 +277,18 @@ def test_local_run_as_a_new_user(tmp_path):
 
 
 def test_cluster_commands_fail_clearly_without_an_endpoint(tmp_path):
-    r = _rfau("pipeline", "submit", "--endpoint", "http://127.0.0.1:9", cwd=tmp_path, timeout=120)
+    r = _cli("pipeline", "submit", "--endpoint", "http://127.0.0.1:9", cwd=tmp_path)
     assert r.returncode == 2 and "does not answer" in r.stderr
-    r = _rfau("pipeline", "schedule", "--endpoint", "http://127.0.0.1:9", "--cron", "0 2 * *", cwd=tmp_path)
+    r = _cli("pipeline", "schedule", "--endpoint", "http://127.0.0.1:9", "--cron", "0 2 * *", cwd=tmp_path)
     assert r.returncode == 2 and "5 or 6 fields" in r.stderr
-    r = _rfau("pipeline", "run", cwd=tmp_path)
+    r = _cli("pipeline", "run", cwd=tmp_path)
     assert r.returncode == 2 and "--local" in r.stderr
 
 
 def test_bad_method_settings_stop_before_anything_is_queued(tmp_path):
-    r = _rfau("pipeline", "run", "--local", "--demo", "--set", 'method_config={"rank": 0}', cwd=tmp_path)
+    r = _cli("pipeline", "run", "--local", "--demo", "--set", 'method_config={"rank": 0}', cwd=tmp_path)
     assert r.returncode == 2 and "invalid settings for method 'rfau'" in r.stderr and "rank" in r.stderr
-    assert json.loads(_rfau("request", "list", "--json", cwd=tmp_path).stdout) == []
+    assert json.loads(_cli("request", "list", "--json", cwd=tmp_path).stdout) == []
     assert not (tmp_path / "runs" / "pipeline").exists()
 
 
