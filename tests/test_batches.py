@@ -256,21 +256,15 @@ def test_a_failed_split_puts_the_requests_back(tmp_path):
 
 
 def test_audit_cli_verifies_shows_and_fails_on_tampering(scenario, tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
+    import contextlib
 
-    from tests.conftest import subprocess_env
+    from tests.conftest import run_cli
 
-    env = subprocess_env(
-        RFAU_STATE_DIR=str(scenario["settings"].state_dir), RFAU_REQUEST_STORE=scenario["store"]
-    )
-    rfau = str(Path(sys.executable).parent / "rfau")
+    env = {"RFAU_STATE_DIR": str(scenario["settings"].state_dir), "RFAU_REQUEST_STORE": scenario["store"]}
 
     def run(*args):
-        return subprocess.run(
-            [rfau, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
-        )
+        with contextlib.chdir(tmp_path):
+            return run_cli(*args, **env)
 
     ok = run("audit", "verify", "--no-weights")
     assert ok.returncode == 0 and "ledger intact: 3 record(s)" in ok.stdout, ok.stderr
