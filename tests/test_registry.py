@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from rfau.models import load_checkpoint
 from rfau.stages import evaluate_stage, split_stage, unlearn_stage
 from rfau.tracking.registry import list_versions, register, rollback
 from rfau.tracking.settings import TrackingSettings
+from tests.conftest import S3_ENV, subprocess_env
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,7 @@ def test_gates_pure_logic():
     assert names == {"forget_error_gap", "mia_gap"}
 
 
-def test_gates_fail_then_pass_idempotent_rollback_and_serving(mlflow_server, s3_server, models):
+def test_gates_fail_then_pass_idempotent_rollback_and_serving(mlflow_server, s3_server, models, tmp_path):
     st = settings_for(mlflow_server, "digits-gates")
     boot = register(models / "original", models / "original.json", st, bootstrap=True)
     assert boot["new"] and boot["champion"] == boot["version"] == 1
@@ -79,17 +81,26 @@ def test_gates_fail_then_pass_idempotent_rollback_and_serving(mlflow_server, s3_
     assert again["version"] == passing["version"] and not again["new"]
     assert len(list_versions(st)) == len(rows)
 
-    # serving: models:/NAME@champion predicts what the weights file predicts
-    import mlflow
-
-    mlflow.set_tracking_uri(mlflow_server["url"])
-    served = mlflow.pyfunc.load_model(f"models:/{st.model_name}@champion")
+    # serving: models:/NAME@champion loads in a Python where `import rfau` fails (MLflow's pytorch
+    # flavor, pt2: no pickle, no rfau code) and predicts what the registered weights file predicts
     ds = load_dataset("digits")
     x = (ds.x[:64].float() / 255).numpy().astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    serve = (
+        "import sys; sys.modules['rfau'] = None\n"
+        "import mlflow, numpy as np\n"
+        f"mlflow.set_tracking_uri({mlflow_server['url']!r})\n"
+        f"m = mlflow.pyfunc.load_model('models:/{st.model_name}@champion')\n"
+        f"np.save({str(tmp_path / 'y.npy')!r}, np.asarray(m.predict(np.load({str(tmp_path / 'x.npy')!r}))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", serve], capture_output=True, text=True, env=subprocess_env(**S3_ENV)
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
     model, _ = load_checkpoint(models / "rfau")
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).softmax(1).numpy()
-    np.testing.assert_allclose(np.asarray(served.predict(x)), expected, atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)
 
     back = rollback(st)
     assert back["champion"] == 1 and back["rolled_back"] == passing["version"]

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import tempfile
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,9 +19,9 @@ from rfau.errors import RfauError
 from rfau.gates import Gates, check_gates
 from rfau.io import read_json
 from rfau.models.checkpoint import CARD, WEIGHTS, read_card
+from rfau.tracking.served_model import log_served_model
 from rfau.tracking.settings import TrackingSettings
 
-PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 CHAMPION, PREVIOUS, CANDIDATE = "champion", "previous", "candidate"
 
 
@@ -377,27 +376,7 @@ def register(
             mlflow.log_dict([r.model_dump() for r in results], "gates.json")
             if (model_dir / "adapter").is_dir():
                 mlflow.log_artifacts(str(model_dir / "adapter"), artifact_path="adapter")
-            with tempfile.TemporaryDirectory() as tmp:
-                served = Path(tmp) / "weights"
-                served.mkdir()
-                for f in (WEIGHTS, CARD):
-                    (served / f).write_bytes((model_dir / f).read_bytes())
-                import numpy as np
-                from mlflow.models import infer_signature
-
-                c, h, w = card.input_shape
-                sig = infer_signature(
-                    np.zeros((1, c, h, w), np.float32), np.zeros((1, len(card.classes)), np.float32)
-                )
-                with warnings.catch_warnings():  # MLflow's hints about type hints / input examples
-                    warnings.simplefilter("ignore", UserWarning)
-                    logged = mlflow.pyfunc.log_model(
-                        name="model",
-                        python_model=str(PYFUNC_CODE),
-                        artifacts={"model_dir": str(served)},
-                        signature=sig,
-                        pip_requirements=["rfau", "torch", "safetensors"],
-                    )
+            logged = log_served_model(model_dir)
             tags["rfau.run_id"] = run.info.run_id
             # created with its tags in one call: a server that dies here leaves no untagged version
             mv = mlflow.register_model(
