@@ -50,8 +50,8 @@ def register(
     except ValueError as e:  # pydantic: bad gate settings
         raise RfauError(f"invalid gates in {gates}: {e}") from None
     res = do_register(model_dir, metrics, tracking_settings(name, tracking_uri), g, baseline, bootstrap)
-    out.print_json(data=res)
-    if not bootstrap and not res["gates_passed"]:
+    out.print_json(res.model_dump_json())
+    if not bootstrap and not res.gates_passed:
         err.print("[yellow]a gate failed: the champion is unchanged (see gate_failures on the version)[/]")
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from rfau.errors import RfauError
 from rfau.gates import Gates, check_gates
-from rfau.io import read_json
 from rfau.models.checkpoint import CARD, WEIGHTS, read_card
+from rfau.records import Evaluation, Registration, SummaryMetrics, UnlearnInfo, VersionRef
 from rfau.tracking.settings import TrackingSettings
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -173,12 +173,12 @@ class Registry:
             self.client.set_registered_model_alias(self.name, PREVIOUS, current.version)
         self.client.set_registered_model_alias(self.name, CHAMPION, version)
 
-    def champion(self) -> dict | None:
-        """The served version: {"version", "weights_sha256"}, or None when there is none."""
+    def champion(self) -> VersionRef | None:
+        """The served version, or None when there is none."""
         mv = self.alias_version(CHAMPION)
         if mv is None:
             return None
-        return {"version": int(mv.version), "weights_sha256": mv.tags.get("rfau.weights_sha256", "")}
+        return VersionRef(version=int(mv.version), weights_sha256=mv.tags.get("rfau.weights_sha256", ""))
 
     def fetch_version(self, version: int, out_dir: str | Path) -> Path:
         """Download a version's weights and card into ``out_dir`` (atomically); check their hash."""
@@ -300,7 +300,7 @@ def register(
     baseline_metrics_path: str | Path | None = None,
     bootstrap: bool = False,
     promote: bool = True,
-) -> dict:
+) -> Registration:
     """Register an unlearned model as a new version; promote it to champion when the gates pass.
     ``bootstrap``: the original model (nothing forgotten, no gates); it becomes champion only
     where the registry has none. ``promote=False``: leave the champion alias alone (a deletion
@@ -317,17 +317,16 @@ def register(
     for f in (model_dir / WEIGHTS, Path(metrics_path)):
         if not f.is_file():
             raise RfauError(f"cannot register: {f} is missing")
-    metrics = read_json(metrics_path)
-    if metrics.get("model_weights_sha256") and metrics["model_weights_sha256"] != card.weights_sha256:
+    metrics = Evaluation.read(metrics_path)
+    if metrics.model_weights_sha256 and metrics.model_weights_sha256 != card.weights_sha256:
         raise RfauError(f"{metrics_path} evaluates other weights than {model_dir}")
-    baseline = read_json(baseline_metrics_path) if baseline_metrics_path else None
-    info = read_json(model_dir / "unlearn.json") if (model_dir / "unlearn.json").exists() else {}
-    regime = "class" if info.get("forget_samplewise", 1) == 0 else "sample"
+    baseline = Evaluation.read(baseline_metrics_path) if baseline_metrics_path else None
+    info = UnlearnInfo.read(model_dir / "unlearn.json") if (model_dir / "unlearn.json").exists() else None
+    regime = "none" if bootstrap else info.regime if info else "sample"
     gates = gates or Gates()
-    results = [] if bootstrap else check_gates(metrics, baseline, regime, gates)
+    champ_metrics = SummaryMetrics.of(baseline) if baseline else None
+    results = [] if bootstrap else check_gates(SummaryMetrics.of(metrics), champ_metrics, regime, gates)
     passed = all(r.passed for r in results)
-    if bootstrap:
-        regime = "none"
 
     reg = Registry(settings)
     client, name = reg.client, reg.name
@@ -352,14 +351,14 @@ def register(
             if existing.tags.get(k) != _short(v):
                 client.set_model_version_tag(name, existing.version, k, _short(v))
         champ = reg.alias_version(CHAMPION)
-        return {
-            "model": name,
-            "version": int(existing.version),
-            "new": False,
-            "champion": int(champ.version) if champ else None,
-            "gates_passed": passed,
-            "gates": [r.model_dump() for r in results],
-        }
+        return Registration(
+            model=name,
+            version=int(existing.version),
+            new=False,
+            champion=int(champ.version) if champ else None,
+            gates_passed=passed,
+            gates=results,
+        )
 
     mlflow = _mlflow()
     version = None
@@ -367,13 +366,13 @@ def register(
         with reg.run("register") as run:
             mlflow.log_params(
                 {
-                    "rfau.method": info.get("method", card.lineage.get("kind", "")),
+                    "rfau.method": info.method if info else card.lineage.get("kind", ""),
                     "rfau.regime": regime,
                     **{f"rfau.gate.{k}": v for k, v in gates.model_dump().items()},
                 }
             )
-            mlflow.log_metrics(_numbers(metrics))
-            mlflow.log_dict(metrics, "evaluation.json")
+            mlflow.log_metrics(_numbers(metrics.model_dump()))
+            mlflow.log_dict(metrics.model_dump(), "evaluation.json")
             mlflow.log_dict([r.model_dump() for r in results], "gates.json")
             if (model_dir / "adapter").is_dir():
                 mlflow.log_artifacts(str(model_dir / "adapter"), artifact_path="adapter")
@@ -424,14 +423,14 @@ def register(
             raise reg._fail("registration failed", e) from None
         raise
     champ = reg.alias_version(CHAMPION)
-    return {
-        "model": name,
-        "version": int(version),
-        "new": True,
-        "gates_passed": passed,
-        "gates": [r.model_dump() for r in results],
-        "champion": int(champ.version) if champ else None,
-    }
+    return Registration(
+        model=name,
+        version=int(version),
+        new=True,
+        gates_passed=passed,
+        gates=results,
+        champion=int(champ.version) if champ else None,
+    )
 
 
 def promote(settings: TrackingSettings, version: int) -> dict:
@@ -480,8 +479,8 @@ def list_versions(settings: TrackingSettings) -> list[dict]:
     )
 
 
-def champion(settings: TrackingSettings) -> dict | None:
-    """The served version: {"version", "weights_sha256"}, or None when the registry has none."""
+def champion(settings: TrackingSettings) -> VersionRef | None:
+    """The served version, or None when the registry has none."""
     return Registry(settings).champion()
 
 
