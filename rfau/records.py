@@ -365,6 +365,31 @@ class RecordedBatch(BaseModel):
         return self.model.after.version
 
 
+class ChampionMove(BaseModel):
+    """What ``rfau promote`` / ``rfau rollback`` did to the champion alias."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    champion: int
+    rolled_back: int | None = None  # rollback: the version that lost the alias
+
+
+class VersionRow(BaseModel):
+    """One registered version as ``rfau models`` lists it (its ``rfau.*`` tags, as MLflow keeps
+    them: strings, None where a version lacks the tag)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int
+    aliases: list[str]
+    gates_passed: str | None
+    gate_failures: str | None
+    method: str | None
+    requests: str | None
+    created: int | None  # ms since the epoch
+
+
 class Registered(Record):
     """registered.json: the version a batch registered, its verdict and its ledger record."""
 

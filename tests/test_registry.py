@@ -66,15 +66,15 @@ def test_gates_fail_then_pass_idempotent_rollback_and_serving(mlflow_server, s3_
 
     failing = register(models / "noforget", models / "noforget.json", st, Gates(), models / "original.json")
     assert failing.new and not failing.gates_passed and failing.champion == 1
-    rows = {r["version"]: r for r in list_versions(st)}
-    assert "candidate" in rows[failing.version]["aliases"]
-    assert "champion" not in rows[failing.version]["aliases"]
-    assert "forget_accuracy" in rows[failing.version]["gate_failures"]
+    rows = {r.version: r for r in list_versions(st)}
+    assert "candidate" in rows[failing.version].aliases
+    assert "champion" not in rows[failing.version].aliases
+    assert "forget_accuracy" in rows[failing.version].gate_failures
 
     passing = register(models / "rfau", models / "rfau.json", st, Gates(), models / "original.json")
     assert passing.gates_passed and passing.champion == passing.version
-    rows = {r["version"]: r for r in list_versions(st)}
-    assert "previous" in rows[1]["aliases"] and "champion" in rows[passing.version]["aliases"]
+    rows = {r.version: r for r in list_versions(st)}
+    assert "previous" in rows[1].aliases and "champion" in rows[passing.version].aliases
 
     again = register(models / "rfau", models / "rfau.json", st, Gates(), models / "original.json")
     assert again.version == passing.version and not again.new
@@ -93,7 +93,7 @@ def test_gates_fail_then_pass_idempotent_rollback_and_serving(mlflow_server, s3_
     np.testing.assert_allclose(np.asarray(served.predict(x)), expected, atol=1e-5)
 
     back = rollback(st)
-    assert back["champion"] == 1 and back["rolled_back"] == passing.version
+    assert back.champion == 1 and back.rolled_back == passing.version
 
     # the artifacts went through the server into the S3 bucket
     keys = [

@@ -19,7 +19,15 @@ from pathlib import Path
 from rfau.errors import RfauError
 from rfau.gates import Gates, check_gates
 from rfau.models.checkpoint import CARD, WEIGHTS, read_card
-from rfau.records import Evaluation, Registration, SummaryMetrics, UnlearnInfo, VersionRef
+from rfau.records import (
+    ChampionMove,
+    Evaluation,
+    Registration,
+    SummaryMetrics,
+    UnlearnInfo,
+    VersionRef,
+    VersionRow,
+)
 from rfau.tracking.settings import TrackingSettings
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -433,15 +441,15 @@ def register(
     )
 
 
-def promote(settings: TrackingSettings, version: int) -> dict:
+def promote(settings: TrackingSettings, version: int) -> ChampionMove:
     """Make a version champion by hand (the old champion becomes ``previous``)."""
     reg = Registry(settings)
     reg.version(version)  # exists?
     reg.move_champion(str(version))
-    return {"model": reg.name, "champion": int(version)}
+    return ChampionMove(model=reg.name, champion=int(version))
 
 
-def rollback(settings: TrackingSettings) -> dict:
+def rollback(settings: TrackingSettings) -> ChampionMove:
     """Give ``champion`` back to the ``previous`` version."""
     reg = Registry(settings)
     name = reg.name
@@ -453,10 +461,10 @@ def rollback(settings: TrackingSettings) -> dict:
     reg.client.delete_registered_model_alias(name, PREVIOUS)
     if cur is not None:
         reg.client.set_model_version_tag(name, cur.version, "rfau.rolled_back", "true")
-    return {"model": name, "champion": int(prev.version), "rolled_back": int(cur.version) if cur else None}
+    return ChampionMove(model=name, champion=int(prev.version), rolled_back=int(cur.version) if cur else None)
 
 
-def list_versions(settings: TrackingSettings) -> list[dict]:
+def list_versions(settings: TrackingSettings) -> list[VersionRow]:
     reg = Registry(settings)
     versions = reg.versions()
     by_version: dict[str, list[str]] = {}
@@ -464,18 +472,18 @@ def list_versions(settings: TrackingSettings) -> list[dict]:
         by_version.setdefault(str(v), []).append(alias)
     return sorted(
         (
-            {
-                "version": int(v.version),
-                "aliases": sorted(by_version.get(str(v.version), [])),
-                "gates_passed": v.tags.get("rfau.gates_passed"),
-                "gate_failures": v.tags.get("rfau.gate_failures"),
-                "method": v.tags.get("rfau.method"),
-                "requests": v.tags.get("rfau.request_ids"),
-                "created": v.creation_timestamp,
-            }
+            VersionRow(
+                version=int(v.version),
+                aliases=sorted(by_version.get(str(v.version), [])),
+                gates_passed=v.tags.get("rfau.gates_passed"),
+                gate_failures=v.tags.get("rfau.gate_failures"),
+                method=v.tags.get("rfau.method"),
+                requests=v.tags.get("rfau.request_ids"),
+                created=v.creation_timestamp,
+            )
             for v in versions
         ),
-        key=lambda d: d["version"],
+        key=lambda row: row.version,
     )
 
 
