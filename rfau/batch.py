@@ -473,8 +473,11 @@ def register(
     record = RecordedBatch.model_validate(found) if found is not None else None
     if record is None:
         _check_claims(reqs, meta)
-    reg_args = (model_dir, eval_dir / "after.json", settings, gates)
-    reg_kwargs = {"baseline_metrics_path": eval_dir / "before.json", "promote": False}
+
+    def register_version() -> Registration:  # the alias moves later, once the record exists
+        after, before = eval_dir / "after.json", eval_dir / "before.json"
+        return registry.register(model_dir, after, settings, gates, before, promote=False)
+
     if record is None:
         with registry.pipeline_run(
             settings,
@@ -488,11 +491,11 @@ def register(
             },
         ) as run_registry:
             _log_stages(run_registry, Path(batch_dir), model_dir, eval_dir, meta)
-            reg = registry.register(*reg_args, **reg_kwargs)
+            reg = register_version()
             fault_point("register:version-created")
             record = _append_record(trail, reqs, meta, reg, model_dir, eval_dir, settings)
     else:  # this stage ran before (a retry): the version and the record exist
-        reg = registry.register(*reg_args, **reg_kwargs)
+        reg = register_version()
     fault_point("register:record-appended")
     # the record is written before the alias moves, so the ledger never names a champion the
     # registry could not get to; a retry (or the next batch, see `recover`) completes the move

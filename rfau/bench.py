@@ -198,7 +198,14 @@ def scenario_request(ds: ImageDataset, scenario: str, out_dir: Path, seed: int, 
     return out_dir / f"{req['request_id']}.json"
 
 
-ROW_METRICS = ("ua", "ra", "ta", "ta_kept_classes", "ta_forgotten_classes", "ta_forget_sample_classes")
+ROW_METRICS: tuple[str, ...] = (
+    "ua",
+    "ra",
+    "ta",
+    "ta_kept_classes",
+    "ta_forgotten_classes",
+    "ta_forget_sample_classes",
+)
 ROW_METRICS += ("mia_confidence", "mia_entropy", *EVIDENCE_KEYS)
 
 

@@ -9,6 +9,7 @@ champion only when the gates pass. With no requests given, a demo request is mad
 from __future__ import annotations
 
 import random
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def demo_request(
     seed: int | str = 0,
     fraction: float = 0.1,
     forget_class: str | None = None,
-    exclude: set[str] = frozenset(),
+    exclude: AbstractSet[str] = frozenset(),
     request_id: str | None = None,
     subject: str | None = None,
     holdout_fraction: float = HOLDOUT_FRACTION,

@@ -6,6 +6,7 @@ Every stage validates its inputs before it writes, and writes its output folder 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -41,13 +42,13 @@ def _ds(dataset: Dataset) -> ImageDataset:
 
 def split_stage(
     dataset: Dataset,
-    requests: list[str | Path],
+    requests: Sequence[str | Path],
     out_dir: str | Path,
     holdout_fraction: float = HOLDOUT_FRACTION,
 ) -> Split:
     """Deletion requests -> retain/forget/holdout/test manifests + split.json."""
     ds = _ds(dataset)
-    split = make_split(ds, load_requests(requests), holdout_fraction)
+    split = make_split(ds, load_requests(list(requests)), holdout_fraction)
     write_split(split, out_dir)
     return split
 

@@ -37,5 +37,7 @@ def log_evaluate(reg: Registry, metrics: dict[str, Any], artifacts: Sequence[Pat
     """``evaluate``: every numeric value of ``metrics`` (a metrics record's dump; flags and
     nested values left out)."""
     return reg.log_stage(
-        "evaluate", metrics={k: v for k, v in metrics.items() if not isinstance(v, bool)}, artifacts=artifacts
+        "evaluate",
+        metrics={k: v for k, v in metrics.items() if not isinstance(v, bool)},
+        artifacts=list(artifacts),
     )
