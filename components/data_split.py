@@ -34,7 +34,7 @@ def data_split(
     if not meta.empty:
         lines.append(
             f"Forget set: {meta.forget_count} samples, md5 {meta.forget_md5}; "
-            f"base: version {meta.base.version}"
+            f"base: version {meta.require_base().version}"
         )
     with open(summary.path, "w") as f:
         f.write("\n".join(lines) + "\n")

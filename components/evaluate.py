@@ -18,24 +18,23 @@ def evaluate(
     plots: Output[HTML],
 ):
     import base64
-    import json
     from pathlib import Path
 
     from rfau.batch import evaluate as stage
     from rfau.gates import Gates
+    from rfau.records import Confusion, Skipped
 
     flat = stage(batch.path, model.path, evaluation.path, Gates(**(gates or {})))
     out = Path(evaluation.path)
-    if flat.get("skipped"):
+    if isinstance(flat, Skipped):
         metrics.log_metric("skipped", 1.0)
-        Path(report.path).write_text(f"Nothing to evaluate: {flat['reason']}\n")
+        Path(report.path).write_text(f"Nothing to evaluate: {flat.reason}\n")
         Path(plots.path).write_text("<p>nothing to evaluate</p>")
         return
-    for k, v in flat.items():
-        if isinstance(v, bool | int | float):
-            metrics.log_metric(k, float(v))
-    cm = json.loads((out / "confusion.json").read_text())
-    confusion.log_confusion_matrix(cm["classes"], cm["matrix"])
+    for k, v in flat.numbers().items():
+        metrics.log_metric(k, v)
+    cm = Confusion.read(out / "confusion.json")
+    confusion.log_confusion_matrix(cm.classes, cm.matrix)
     Path(report.path).write_text((out / "report.md").read_text())
     png = base64.b64encode((out / "confidence_hist.png").read_bytes()).decode()
     Path(plots.path).write_text(

@@ -24,6 +24,7 @@ def register(
 
     from rfau.batch import register as stage
     from rfau.gates import Gates
+    from rfau.records import Skipped
     from rfau.tracking.settings import TrackingSettings
 
     settings = TrackingSettings.from_env(model_name=model_name or None, tracking_uri=tracking_uri or None)
@@ -36,20 +37,18 @@ def register(
         Gates(**(gates or {})),
         requests_uri or None,
     )
-    if res.get("skipped"):
-        Path(receipt.path).write_text(f"Nothing registered: {res['reason']}\n")
+    if isinstance(res, Skipped):
+        Path(receipt.path).write_text(f"Nothing registered: {res.reason}\n")
         return
-    registered.metadata.update({k: res[k] for k in ("version", "champion", "gates_passed", "ledger_seq")})
+    registered.metadata.update(res.model_dump(include={"version", "champion", "gates_passed", "ledger_seq"}))
     # the KFP run (dsl.PIPELINE_JOB_ID_PLACEHOLDER) that produced this version
     registered.metadata["kfp_run_id"] = kfp_run_id
     verdict = (
-        "promoted to champion"
-        if res["gates_passed"]
-        else "a gate failed: champion unchanged, requests pending"
+        "promoted to champion" if res.gates_passed else "a gate failed: champion unchanged, requests pending"
     )
     Path(receipt.path).write_text(
-        f"# {res['model']} version {res['version']}\n\n{verdict}; champion is version {res['champion']}.\n\n"
-        f"Ledger record {res['ledger_seq']} ({res['ledger_hash']}); "
-        f"requests {', '.join(res['request_ids'])}.\n"
+        f"# {res.model} version {res.version}\n\n{verdict}; champion is version {res.champion}.\n\n"
+        f"Ledger record {res.ledger_seq} ({res.ledger_hash}); "
+        f"requests {', '.join(res.request_ids)}.\n"
         f"Proof of deletion: `rfau audit show REQUEST_ID`.\n"
     )

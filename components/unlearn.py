@@ -11,11 +11,13 @@ def unlearn(
     batch: Input[Dataset], method: str, method_config: dict, model: Output[Model], metrics: Output[Metrics]
 ):
     from rfau.batch import unlearn as stage
+    from rfau.records import Skipped
 
     info = stage(batch.path, model.path, method, method_config or None)
-    if info.get("skipped"):
+    if isinstance(info, Skipped):
         metrics.log_metric("skipped", 1.0)
         return
     model.metadata.update({"method": method, "framework": "pytorch", "format": "safetensors"})
-    for k in ("seconds", "trainable_params", "total_params", "trainable_share"):
-        metrics.log_metric(k, float(info[k]))
+    cost = info.model_dump(include={"seconds", "trainable_params", "total_params", "trainable_share"})
+    for k, v in cost.items():
+        metrics.log_metric(k, float(v))

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from rfau.errors import RfauError
-from rfau.io import read_json
 from rfau.params import BatchParams
 from rfau.pipelines.deletion_batch import PIPELINE_NAME, GpuSpec, build_pipeline
+from rfau.records import BatchMeta, Registered, Skipped
 
 
 def pipeline_arguments(p: BatchParams, local: bool) -> dict:
@@ -78,14 +78,14 @@ def _pending_again(batch_dir: Path) -> list[str]:
     from rfau.data.request_store import RequestState, RequestStore
 
     abort(batch_dir, "the local pipeline run stopped before register")
-    meta = read_json(batch_dir / BATCH_FILE)
-    reqs = RequestStore.from_uri(meta["store"])
-    return [rid for rid in meta["request_ids"] if reqs.get(rid).state is RequestState.PENDING]
+    meta = BatchMeta.read(batch_dir / BATCH_FILE)
+    reqs = RequestStore.from_uri(meta.store)
+    return [rid for rid in meta.request_ids if reqs.get(rid).state is RequestState.PENDING]
 
 
-def run_local(arguments: dict, pipeline_root: str | Path) -> dict:
+def run_local(arguments: dict, pipeline_root: str | Path) -> tuple[Registered | Skipped, Path]:
     """Run the pipeline with kfp.local (SubprocessRunner, no venv: the installed rfau) ->
-    the register stage's result (or the skip notice), plus where every output went."""
+    the register stage's result (or the skip notice), and the folder every output went to."""
     from kfp import local
 
     root = Path(pipeline_root).resolve()
@@ -109,7 +109,7 @@ def run_local(arguments: dict, pipeline_root: str | Path) -> dict:
             f"the local pipeline run failed before the register stage (task outputs in {run_dir})"
             + (f"; requests {', '.join(released)} are pending again" if released else "")
         )
-    return {**read_json(found[0]), "run_dir": str(run_dir)}
+    return Registered.read_or_skipped(found[0]), run_dir
 
 
 # a Kubernetes namespace name (RFC 1123 label), e.g. a Kubeflow Profile namespace

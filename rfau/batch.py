@@ -35,10 +35,27 @@ from rfau.data.split import HOLDOUT_FRACTION, admit_requests, make_split, read_s
 from rfau.errors import RfauError
 from rfau.faults import fault_point
 from rfau.gates import Gates, check_gates
-from rfau.io import atomic_dir, md5_file, read_json, work_lock, write_json
+from rfau.io import atomic_dir, md5_file, work_lock, write_json
 from rfau.models.checkpoint import read_card
-from rfau.records import BaseVersion, BatchMeta, Rejection
-from rfau.report import SUMMARY_KEYS, batch_report, confusion
+from rfau.records import (
+    BaseVersion,
+    BatchMeta,
+    BatchMetrics,
+    BatchOutcome,
+    BatchRecord,
+    Evaluation,
+    GateReport,
+    LedgerModel,
+    RecordedBatch,
+    Registered,
+    Registration,
+    Rejection,
+    Skipped,
+    SummaryMetrics,
+    UnlearnInfo,
+    VersionRef,
+)
+from rfau.report import batch_report, confusion
 from rfau.tracking.settings import TrackingSettings
 
 BATCH = "batch.json"
@@ -111,9 +128,11 @@ def ensure_base(
         registry.register(boot / "model", boot / "metrics.json", settings, bootstrap=True)
         shutil.rmtree(boot)
         champ = reg.champion()
-    reg.fetch_version(champ["version"], out_dir)
+    if champ is None:
+        raise RfauError(f"the registry at {settings.redacted_uri()} has no champion after the bootstrap")
+    reg.fetch_version(champ.version, out_dir)
     return BaseVersion(
-        model=settings.model_name, version=champ["version"], weights_sha256=read_card(out_dir).weights_sha256
+        model=settings.model_name, version=champ.version, weights_sha256=read_card(out_dir).weights_sha256
     )
 
 
@@ -203,10 +222,10 @@ def read_batch(batch_dir: str | Path) -> BatchMeta:
     return BatchMeta.read(path)
 
 
-def _skip(out_dir: Path, meta: BatchMeta, name: str) -> dict:
-    info = {"skipped": True, "batch_id": meta.batch_id, "reason": meta.skip_reason()}
+def _skip(out_dir: Path, meta: BatchMeta, name: str) -> Skipped:
+    info = Skipped(batch_id=meta.batch_id, reason=meta.skip_reason())
     with atomic_dir(out_dir) as tmp:
-        write_json(tmp / name, info)
+        info.write(tmp / name)
     return info
 
 
@@ -215,7 +234,7 @@ def _skip(out_dir: Path, meta: BatchMeta, name: str) -> dict:
 
 def unlearn(
     batch_dir: str | Path, out_dir: str | Path, method: str = "rfau", config: dict | None = None
-) -> dict:
+) -> UnlearnInfo | Skipped:
     """Forget the batch's forget set from its base model (the champion) -> model folder."""
     from rfau.stages import unlearn_stage
 
@@ -229,17 +248,13 @@ def unlearn(
 # --- evaluate -----------------------------------------------------------------------------------
 
 
-def _regime(unlearn_info: dict) -> str:
-    return "class" if unlearn_info.get("forget_samplewise", 1) == 0 else "sample"
-
-
 def evaluate(
     batch_dir: str | Path,
     model_dir: str | Path,
     out_dir: str | Path,
     gates: Gates | None = None,
     seed: int = 0,
-) -> dict:
+) -> BatchMetrics | Skipped:
     """The new model and the champion it came from, on the batch's split -> before.json,
     after.json, metrics.json (flat, for dvc metrics and KFP), gates.json, confusion.json,
     confidence_hist.png and report.md."""
@@ -252,23 +267,19 @@ def evaluate(
     b, model_dir, gates = Path(batch_dir), Path(model_dir), gates or Gates()
     ds = load_dataset(meta.dataset_uri)
     split = read_split(b / "split")
-    unl = read_json(model_dir / "unlearn.json")
+    unl = UnlearnInfo.read(model_dir / "unlearn.json")
     with atomic_dir(out_dir) as tmp:
         after = evaluate_stage(model_dir, ds, b / "split", tmp / "after.json", seed)
         before = evaluate_stage(b / "base", ds, b / "split", tmp / "before.json", seed)
-        results = check_gates(after, before, _regime(unl), gates)
+        results = check_gates(SummaryMetrics.of(after), SummaryMetrics.of(before), unl.regime, gates)
         passed = all(r.passed for r in results)
-        flat = {k: after[k] for k in SUMMARY_KEYS if after.get(k) is not None}
-        flat |= {f"before_{k}": before[k] for k in SUMMARY_KEYS if before.get(k) is not None}
-        flat |= {"gates_passed": passed, "forget_count": len(split.forget), "unlearn_seconds": unl["seconds"]}
-        write_json(tmp / "metrics.json", flat)
-        write_json(
-            tmp / "gates.json",
-            {"regime": _regime(unl), "passed": passed, "gates": [r.model_dump() for r in results]},
-        )
+        flat = BatchMetrics.build(after, before, passed, len(split.forget), unl.seconds)
+        flat.write(tmp / "metrics.json")
+        GateReport(regime=unl.regime, passed=passed, gates=results).write(tmp / "gates.json")
         cm, rows = confusion(model_dir, ds, split)
-        write_json(tmp / "confusion.json", cm)
-        write_json(tmp / "test_predictions.json", rows)  # for `dvc plots` (confusion template)
+        cm.write(tmp / "confusion.json")
+        # for `dvc plots` (confusion template)
+        write_json(tmp / "test_predictions.json", [r.model_dump() for r in rows])
         confidence_histogram(
             ds, split, {"before (champion)": b / "base", "after": model_dir}, tmp / "confidence_hist.png"
         )
@@ -292,7 +303,7 @@ def _log_stages(reg, batch_dir: Path, model_dir: Path, eval_dir: Path, meta: Bat
     log_unlearn(reg, model_dir)
     log_evaluate(
         reg,
-        read_json(eval_dir / "metrics.json"),
+        BatchMetrics.read(eval_dir / "metrics.json").model_dump(exclude_none=True),
         artifacts=[eval_dir / f for f in (*EVIDENCE, "before.json", "after.json")],
     )
 
@@ -300,59 +311,59 @@ def _log_stages(reg, batch_dir: Path, model_dir: Path, eval_dir: Path, meta: Bat
 def _append_record(
     trail,
     reqs: RequestStore,
-    meta: dict,
-    reg: dict,
+    meta: BatchMeta,
+    reg: Registration,
     model_dir: Path,
     eval_dir: Path,
     settings: TrackingSettings,
-) -> dict:
+) -> RecordedBatch:
     """The batch's ledger record, anchored on the version it produced and logged to MLflow."""
     from rfau.tracking import registry
 
-    unl = read_json(model_dir / "unlearn.json")
-    after, before = read_json(eval_dir / "after.json"), read_json(eval_dir / "before.json")
-    evidence = trail.keep_evidence(meta.batch_id, [eval_dir / f for f in EVIDENCE])
-    record = trail.append(
-        {
-            "batch_id": meta.batch_id,
-            "request_ids": meta.request_ids,
-            "subject_hashes": trail.subject_hashes([reqs.get(r).request for r in meta.request_ids]),
-            "rejected": meta.rejected_ids,
-            "forget_md5": meta.forget_md5,
-            "forget_count": meta.forget_count,
-            "forget_classes": meta.forget_classes,
-            "excluded_count": meta.excluded_count,
-            "dataset": meta.dataset,
-            "model": {
-                "name": settings.model_name,
-                "before": meta.base.model_dump(include={"version", "weights_sha256"}),
-                "after": {"version": reg["version"], "weights_sha256": read_card(model_dir).weights_sha256},
-            },
-            "promoted": reg["gates_passed"],
-            "champion_after": reg["version"] if reg["gates_passed"] else reg["champion"],
-            "method": unl["method"],
-            "config": unl["config"],
-            "metrics": {k: after[k] for k in SUMMARY_KEYS if after.get(k) is not None},
-            "baseline_metrics": {k: before[k] for k in SUMMARY_KEYS if before.get(k) is not None},
-            "gates": read_json(eval_dir / "gates.json")["gates"],
-            "gates_passed": reg["gates_passed"],
-            "evidence": evidence,
-            "code_version": meta.code_version,
-            "started_at": meta.started_at,
-            "finished_at": _now(),
-            "mlflow_run_id": registry.Registry.active_run_id(),
-        }
+    unl = UnlearnInfo.read(model_dir / "unlearn.json")
+    after, before = Evaluation.read(eval_dir / "after.json"), Evaluation.read(eval_dir / "before.json")
+    base = meta.require_base()
+    fields = BatchRecord(
+        batch_id=meta.batch_id,
+        request_ids=meta.request_ids,
+        subject_hashes=trail.subject_hashes([reqs.get(r).request for r in meta.request_ids]),
+        rejected=meta.rejected_ids,
+        forget_md5=meta.forget_md5,
+        forget_count=meta.forget_count,
+        forget_classes=meta.forget_classes,
+        excluded_count=meta.excluded_count,
+        dataset=meta.dataset,
+        model=LedgerModel(
+            name=settings.model_name,
+            before=VersionRef(version=base.version, weights_sha256=base.weights_sha256),
+            after=VersionRef(version=reg.version, weights_sha256=read_card(model_dir).weights_sha256),
+        ),
+        promoted=reg.gates_passed,
+        champion_after=reg.version if reg.gates_passed else reg.champion,
+        method=unl.method,
+        config=unl.config,
+        metrics=SummaryMetrics.of(after).model_dump(exclude_none=True),
+        baseline_metrics=SummaryMetrics.of(before).model_dump(exclude_none=True),
+        gates=GateReport.read(eval_dir / "gates.json").gates,
+        gates_passed=reg.gates_passed,
+        evidence=trail.keep_evidence(meta.batch_id, [eval_dir / f for f in EVIDENCE]),
+        code_version=meta.code_version,
+        started_at=meta.started_at,
+        finished_at=_now(),
+        mlflow_run_id=registry.Registry.active_run_id(),
     )
+    stored = trail.append(fields.model_dump())
+    record = RecordedBatch.model_validate(stored)
     registry.set_version_tags(
         settings,
-        reg["version"],
-        {"ledger_seq": record["seq"], "ledger_hash": record["hash"], "batch_id": meta.batch_id},
+        reg.version,
+        {"ledger_seq": record.seq, "ledger_hash": record.hash, "batch_id": meta.batch_id},
     )
-    trail.log_to_mlflow(record)
+    trail.log_to_mlflow(stored)
     return record
 
 
-def _check_claims(reqs: RequestStore, meta) -> None:
+def _check_claims(reqs: RequestStore, meta: BatchMeta) -> None:
     """A batch registers only while it still holds every request it claimed: a batch whose
     requests were released (by an operator, a failure or the stale window) must not write a
     version or a ledger record for them."""
@@ -368,17 +379,22 @@ def _check_claims(reqs: RequestStore, meta) -> None:
         )
 
 
-def _complete_promotion(settings: TrackingSettings, trail, record: dict) -> None:
+def _batch_records(trail) -> list[RecordedBatch]:
+    """The ledger's batch records, as a batch reads them."""
+    return [RecordedBatch.model_validate(r) for r in trail.records()]
+
+
+def _complete_promotion(settings: TrackingSettings, trail, record: RecordedBatch) -> None:
     """Make the registry show what a ledger record claims: a promoted record that is the
     ledger's latest promotion owns the champion alias, unless the version was rolled back."""
     from rfau.tracking.registry import Registry
 
-    if not record.get("promoted"):
+    if not record.promoted:
         return
-    latest = [r for r in trail.records() if r.get("promoted")][-1]
-    if latest["seq"] != record["seq"]:
+    latest = [r for r in _batch_records(trail) if r.promoted][-1]
+    if latest.seq != record.seq:
         return  # a later batch promoted its own version since
-    version = int(record["model"]["after"]["version"])
+    version = record.version
     reg = Registry(settings)
     if reg.version(version).tags.get("rfau.rolled_back") == "true":
         return
@@ -396,9 +412,9 @@ def recover(store: str | None = None, settings: TrackingSettings | None = None) 
     settings = settings or TrackingSettings.from_env()
     uri = store or default_store(settings)
     trail = AuditTrail.open(uri, settings)
-    records = trail.records()
+    records = _batch_records(trail)
     done = []
-    promoted = [r for r in records if r.get("promoted")]
+    promoted = [r for r in records if r.promoted]
     if promoted:
         from rfau.tracking.registry import Registry
 
@@ -406,32 +422,29 @@ def recover(store: str | None = None, settings: TrackingSettings | None = None) 
         _complete_promotion(settings, trail, promoted[-1])
         after = Registry(settings).alias_version("champion")
         if (before and before.version) != (after and after.version):
-            done.append(
-                f"champion moved to version {after.version} as ledger record {promoted[-1]['seq']} says"
-            )
-    by_batch = {r["batch_id"]: r for r in records}
+            done.append(f"champion moved to version {after.version} as ledger record {promoted[-1].seq} says")
+    by_batch = {r.batch_id: r for r in records}
     reqs = RequestStore.from_uri(uri)
     for st in reqs.list(RequestState.IN_PROGRESS):
         r = by_batch.get(st.batch_id or "")
         if r is None:
             continue
-        version = r["model"]["after"]["version"]
-        if r.get("promoted"):
+        if r.promoted:
             reqs.fulfil(
                 st.request_id,
-                r["batch_id"],
-                f"{settings.model_name} version {version} "
-                f"(ledger record {r['seq']}, completed after an interrupted register)",
+                r.batch_id,
+                f"{settings.model_name} version {r.version} "
+                f"(ledger record {r.seq}, completed after an interrupted register)",
             )
-            done.append(f"request {st.request_id} fulfilled (ledger record {r['seq']})")
+            done.append(f"request {st.request_id} fulfilled (ledger record {r.seq})")
         else:
             reqs.release(
                 st.request_id,
-                r["batch_id"],
-                f"version {version} failed its gates (ledger record "
-                f"{r['seq']}); the request waits for the next batch",
+                r.batch_id,
+                f"version {r.version} failed its gates (ledger record "
+                f"{r.seq}); the request waits for the next batch",
             )
-            done.append(f"request {st.request_id} back to pending (ledger record {r['seq']})")
+            done.append(f"request {st.request_id} back to pending (ledger record {r.seq})")
     return done
 
 
@@ -443,7 +456,7 @@ def register(
     settings: TrackingSettings | None = None,
     gates: Gates | None = None,
     store: str | None = None,
-) -> dict:
+) -> Registered | Skipped:
     """New registry version (champion only when every gate passes) -> ledger record -> request
     states. Idempotent: registering a batch again returns its version and record."""
     from rfau.audit.trail import AuditTrail
@@ -456,11 +469,15 @@ def register(
     model_dir, eval_dir, gates = Path(model_dir), Path(eval_dir), gates or Gates()
     reqs = RequestStore.from_uri(store or meta.store)
     trail = AuditTrail.open(store or meta.store, settings)
-    record = trail.find_batch(meta.batch_id)
+    found = trail.find_batch(meta.batch_id)
+    record = RecordedBatch.model_validate(found) if found is not None else None
     if record is None:
         _check_claims(reqs, meta)
-    reg_args = (model_dir, eval_dir / "after.json", settings, gates)
-    reg_kwargs = {"baseline_metrics_path": eval_dir / "before.json", "promote": False}
+
+    def register_version() -> Registration:  # the alias moves later, once the record exists
+        after, before = eval_dir / "after.json", eval_dir / "before.json"
+        return registry.register(model_dir, after, settings, gates, before, promote=False)
+
     if record is None:
         with registry.pipeline_run(
             settings,
@@ -469,52 +486,56 @@ def register(
                 "batch_id": meta.batch_id,
                 "request_ids": ",".join(meta.request_ids),
                 "forget_md5": meta.forget_md5,
-                "base_model_version": meta.base.version,
+                "base_model_version": meta.require_base().version,
                 "code_version": meta.code_version,
             },
         ) as run_registry:
             _log_stages(run_registry, Path(batch_dir), model_dir, eval_dir, meta)
-            reg = registry.register(*reg_args, **reg_kwargs)
+            reg = register_version()
             fault_point("register:version-created")
             record = _append_record(trail, reqs, meta, reg, model_dir, eval_dir, settings)
     else:  # this stage ran before (a retry): the version and the record exist
-        reg = registry.register(*reg_args, **reg_kwargs)
+        reg = register_version()
     fault_point("register:record-appended")
     # the record is written before the alias moves, so the ledger never names a champion the
     # registry could not get to; a retry (or the next batch, see `recover`) completes the move
     _complete_promotion(settings, trail, record)
-    reg["champion"] = registry.champion(settings)["version"]
+    champ = registry.champion(settings)
+    if champ is None:
+        raise RfauError(
+            f"model {settings.model_name!r} has no champion after registering batch {meta.batch_id}"
+        )
     fault_point("register:promoted")
     for rid in meta.request_ids:
         st = reqs.get(rid)
         if st.state is not RequestState.IN_PROGRESS or st.batch_id != meta.batch_id:
             continue  # already settled by an earlier run of this stage
-        if record["promoted"]:  # what the ledger says, never a tag read back
+        if record.promoted:  # what the ledger says, never a tag read back
             reqs.fulfil(
                 rid,
                 meta.batch_id,
-                f"{settings.model_name} version {reg['version']} (ledger record {record['seq']})",
+                f"{settings.model_name} version {reg.version} (ledger record {record.seq})",
             )
         else:
-            failed = [g["name"] for g in record["gates"] if not g["passed"]]
+            failed = [g.name for g in record.gates if not g.passed]
             reqs.release(
                 rid,
                 meta.batch_id,
-                f"version {reg['version']} failed gates {failed}; "
+                f"version {reg.version} failed gates {failed}; "
                 "the champion is unchanged and the request waits for the next batch",
             )
-    out = {
-        "batch_id": meta.batch_id,
-        "model": settings.model_name,
-        "version": reg["version"],
-        "gates_passed": reg["gates_passed"],
-        "champion": reg["champion"],
-        "ledger_seq": record["seq"],
-        "ledger_hash": record["hash"],
-        "request_ids": meta.request_ids,
-    }
+    out = Registered(
+        batch_id=meta.batch_id,
+        model=settings.model_name,
+        version=reg.version,
+        gates_passed=reg.gates_passed,
+        champion=champ.version,
+        ledger_seq=record.seq,
+        ledger_hash=record.hash,
+        request_ids=meta.request_ids,
+    )
     with atomic_dir(out_dir) as tmp:
-        write_json(tmp / "registered.json", out)
+        out.write(tmp / "registered.json")
     return out
 
 
@@ -587,21 +608,21 @@ def run_batch(
     gates: Gates | None = None,
     train: dict | None = None,
     holdout_fraction: float = HOLDOUT_FRACTION,
-) -> dict:
+) -> BatchOutcome:
     """The four stages in order in this process (what the KFP pipeline runs as four tasks)."""
     wd = Path(workdir)
     settings = settings or TrackingSettings.from_env()
     wd.mkdir(parents=True, exist_ok=True)
     with work_lock(wd, holder="rfau batch run"):  # a second batch in this folder stops here, clearly
         meta = data_split(wd / "batch", dataset, store, settings, holdout_fraction, train)
+        taken = BatchOutcome(
+            batch_id=meta.batch_id,
+            request_ids=meta.request_ids,
+            rejected=meta.rejected,
+            deferred=meta.deferred,
+        )
         if meta.empty:
-            return {
-                "batch_id": meta.batch_id,
-                "skipped": True,
-                "rejected": [r.model_dump() for r in meta.rejected],
-                "deferred": [r.model_dump() for r in meta.deferred],
-                "request_ids": meta.request_ids,
-            }
+            return taken
         try:
             unlearn(wd / "batch", wd / "model", method, config)
             fault_point("unlearned")
@@ -612,7 +633,9 @@ def run_batch(
         except BaseException as e:
             abort(wd / "batch", str(e) or type(e).__name__)
             raise
-    return {**reg, "rejected": [r.model_dump() for r in meta.rejected], "metrics": metrics, "skipped": False}
+    if not isinstance(metrics, BatchMetrics) or not isinstance(reg, Registered):
+        raise RfauError(f"batch {meta.batch_id}: a stage skipped a batch that has something to forget")
+    return taken.model_copy(update={"metrics": metrics, "registered": reg})
 
 
 __all__ = [

@@ -36,15 +36,16 @@ from rfau.data.datasets import (
 from rfau.data.split import read_split
 from rfau.data.subpopulation import subpopulation_forget_set
 from rfau.errors import RfauError
-from rfau.io import read_json, write_json
+from rfau.io import write_json
 from rfau.job import demo_request
 from rfau.metrics import GAP_METRICS, avg_gap, evaluate_model
 from rfau.metrics.distance import activation_distance, js_divergence, loss_threshold_mia
 from rfau.metrics.efficiency import measure
 from rfau.metrics.evidence import EVIDENCE_KEYS
 from rfau.metrics.plots import confidence_histogram
-from rfau.models.checkpoint import load_checkpoint
+from rfau.models.checkpoint import load_checkpoint, read_card
 from rfau.progress import console
+from rfau.records import UnlearnInfo
 from rfau.stages import split_stage, train_stage, unlearn_stage
 
 ALL_METHODS = (
@@ -197,7 +198,14 @@ def scenario_request(ds: ImageDataset, scenario: str, out_dir: Path, seed: int, 
     return out_dir / f"{req['request_id']}.json"
 
 
-ROW_METRICS = ("ua", "ra", "ta", "ta_kept_classes", "ta_forgotten_classes", "ta_forget_sample_classes")
+ROW_METRICS: tuple[str, ...] = (
+    "ua",
+    "ra",
+    "ta",
+    "ta_kept_classes",
+    "ta_forgotten_classes",
+    "ta_forget_sample_classes",
+)
 ROW_METRICS += ("mia_confidence", "mia_entropy", *EVIDENCE_KEYS)
 
 
@@ -256,8 +264,8 @@ def run_bench(
                     settings = {}
                 mdir = sdir / method
                 if reuse and runs_as in ("original", "retrain") and (mdir / "unlearn.json").exists():
-                    info = read_json(mdir / "unlearn.json")  # an earlier run's reference model
-                    cost = {"seconds": info["seconds"], "peak_rss_mb": float("nan"), "peak_cuda_mb": None}
+                    info = UnlearnInfo.read(mdir / "unlearn.json")  # an earlier run's reference model
+                    cost = {"seconds": info.seconds, "peak_rss_mb": float("nan"), "peak_cuda_mb": None}
                 else:
                     with measure() as cost:
                         info = unlearn_stage(orig, ds, sdir / "split", mdir, runs_as, settings)
@@ -278,13 +286,13 @@ def run_bench(
                     "mia_loss_threshold": loss_threshold_mia(
                         lr, ds.y[r_idx], lt, ds.y[t_idx], lf, ds.y[f_idx]
                     ),
-                    "seconds": info["seconds"],
+                    "seconds": info.seconds,
                     "stage_seconds": cost["seconds"],
-                    "trainable_params": info["trainable_params"],
-                    "total_params": info["total_params"],
+                    "trainable_params": info.trainable_params,
+                    "total_params": info.total_params,
                     "peak_rss_mb": cost["peak_rss_mb"],
                     "peak_cuda_mb": cost["peak_cuda_mb"],
-                    "samples_per_s": (len(split.retain) + len(split.forget)) / max(info["seconds"], 1e-9)
+                    "samples_per_s": (len(split.retain) + len(split.forget)) / max(info.seconds, 1e-9)
                     if method != "original"
                     else None,
                     "original_train_seconds": original_seconds,
@@ -305,7 +313,7 @@ def run_bench(
 
 def _card_matches(model_dir: Path, cfg: TrainConfig) -> bool:
     card = model_dir / "model.json"
-    return card.exists() and read_json(card)["lineage"].get("train_config") == cfg.model_dump()
+    return card.exists() and read_card(model_dir).lineage.get("train_config") == cfg.model_dump()
 
 
 def _mia_histogram(ds, split, sdir: Path, path: Path, seed: int) -> None:

@@ -8,7 +8,12 @@ also catches over-forgetting. Both need the model to keep working on what stays.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # rfau.records holds GateResult lists: imported for annotations only
+    from rfau.records import SummaryMetrics
 
 
 class Gates(BaseModel):
@@ -29,7 +34,9 @@ class GateResult(BaseModel):
     detail: str
 
 
-def check_gates(metrics: dict, champion: dict | None, regime: str, gates: Gates) -> list[GateResult]:
+def check_gates(
+    metrics: SummaryMetrics, champion: SummaryMetrics | None, regime: str, gates: Gates
+) -> list[GateResult]:
     """metrics: evaluation of the candidate on its split; champion: the current champion's
     evaluation on the same split (None for the first version: the drop gates are skipped)."""
     results = []
@@ -42,30 +49,29 @@ def check_gates(metrics: dict, champion: dict | None, regime: str, gates: Gates)
     if regime == "class":
         add(
             "forget_accuracy",
-            100.0 - metrics["ua"],
+            100.0 - metrics.ua,
             gates.max_forget_accuracy_classwise,
             "accuracy on the forgotten classes' training samples",
         )
     else:
-        test_err = 100.0 - metrics["ta"]
+        test_err = 100.0 - metrics.ta
         add(
             "forget_error_gap",
-            abs(metrics["ua"] - test_err),
+            abs(metrics.ua - test_err),
             gates.max_forget_error_gap_samplewise,
-            f"|forget error {metrics['ua']:.2f} - test error {test_err:.2f}|",
+            f"|forget error {metrics.ua:.2f} - test error {test_err:.2f}|",
         )
         add(
             "mia_gap",
-            abs(metrics["mia_confidence"] - metrics["mia_confidence_test"]),
+            abs(metrics.mia_confidence - metrics.mia_confidence_test),
             gates.max_mia_gap_samplewise,
-            f"|MIA-efficacy {metrics['mia_confidence']:.2f} - "
-            f"test set's {metrics['mia_confidence_test']:.2f}|",
+            f"|MIA-efficacy {metrics.mia_confidence:.2f} - test set's {metrics.mia_confidence_test:.2f}|",
         )
     if champion is not None:
-        add("retain_drop", champion["ra"] - metrics["ra"], gates.max_retain_drop, "RA drop vs champion")
+        add("retain_drop", champion.ra - metrics.ra, gates.max_retain_drop, "RA drop vs champion")
         add(
             "test_drop",
-            champion["ta_kept_classes"] - metrics["ta_kept_classes"],
+            champion.ta_kept_classes - metrics.ta_kept_classes,
             gates.max_test_drop,
             "TA (kept classes) drop vs champion",
         )

@@ -9,6 +9,7 @@ champion only when the gates pass. With no requests given, a demo request is mad
 from __future__ import annotations
 
 import random
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,11 +18,13 @@ from rfau.batch import requested_samples
 from rfau.config import TrainConfig
 from rfau.data.datasets import ImageDataset, load_dataset
 from rfau.data.request_store import RequestState, RequestStore
-from rfau.data.split import HOLDOUT_FRACTION, in_holdout
-from rfau.io import read_json, write_json
+from rfau.data.split import HOLDOUT_FRACTION, Split, in_holdout
+from rfau.io import write_json
 from rfau.metrics import GAP_METRICS, avg_gap
 from rfau.metrics.plots import confidence_histogram
+from rfau.models.checkpoint import read_card
 from rfau.params import BatchParams
+from rfau.records import MethodRow, RunRegistration, RunSummary, UnlearnInfo
 from rfau.stages import evaluate_stage, split_stage, train_stage, unlearn_stage
 from rfau.tracking.settings import TrackingSettings
 
@@ -33,7 +36,7 @@ def demo_request(
     seed: int | str = 0,
     fraction: float = 0.1,
     forget_class: str | None = None,
-    exclude: set[str] = frozenset(),
+    exclude: AbstractSet[str] = frozenset(),
     request_id: str | None = None,
     subject: str | None = None,
     holdout_fraction: float = HOLDOUT_FRACTION,
@@ -81,7 +84,8 @@ def run_job(
     seed: int = 0,
     track: bool = True,
     settings: TrackingSettings | None = None,
-) -> dict:
+) -> RunSummary:
+    """The experiment: RFAU (and retrain) against the original on one request -> summary.json."""
     wd = Path(workdir)
     ds = load_dataset(dataset)
     if not requests:
@@ -90,7 +94,7 @@ def run_job(
     if model_dir is None:
         model_dir = wd / "original"
         train_stage(ds, model_dir, train_config or TrainConfig.preset(ds.kind, seed=seed))
-    rows: dict[str, dict] = {}
+    rows: dict[str, MethodRow] = {}
     models = {"original": Path(model_dir)}
     info = unlearn_stage(
         model_dir, ds, wd / "split", wd / "rfau", "rfau", {"seed": seed, **(rfau_config or {})}
@@ -100,33 +104,37 @@ def run_job(
         unlearn_stage(model_dir, ds, wd / "split", wd / "retrain", "retrain", {"seed": seed})
         models["retrain"] = wd / "retrain"
     for name, mdir in models.items():
-        rows[name] = evaluate_stage(mdir, ds, wd / "split", wd / "metrics" / f"{name}.json", seed=seed)
-        if name != "original":
-            done = read_json(mdir / "unlearn.json")
-            rows[name].update(seconds=done["seconds"], trainable_params=done["trainable_params"])
+        ev = evaluate_stage(mdir, ds, wd / "split", wd / "metrics" / f"{name}.json", seed=seed)
+        cost = UnlearnInfo.read(mdir / "unlearn.json") if name != "original" else None
+        rows[name] = MethodRow(
+            **ev.model_dump(),
+            seconds=cost.seconds if cost else None,
+            trainable_params=cost.trainable_params if cost else None,
+        )
     if "retrain" in rows:
-        for r in rows.values():
-            r["avg_gap"] = avg_gap(r, rows["retrain"], GAP_METRICS)
-    summary = {
-        "dataset": ds.name,
-        "requests": [str(p) for p in requests],
-        "forget": len(split.forget),
-        "forget_classes": split.forget_classes,
-        "rfau_trainable_params": info["trainable_params"],
-        "total_params": info["total_params"],
-        "rfau_trainable_share": info["trainable_share"],
-        "methods": rows,
-    }
+        ref = rows["retrain"].model_dump()
+        for name, r in rows.items():
+            rows[name] = r.model_copy(update={"avg_gap": avg_gap(r.model_dump(), ref, GAP_METRICS)})
+    summary = RunSummary(
+        dataset=ds.name,
+        requests=[str(p) for p in requests],
+        forget=len(split.forget),
+        forget_classes=split.forget_classes,
+        rfau_trainable_params=info.trainable_params,
+        total_params=info.total_params,
+        rfau_trainable_share=info.trainable_share,
+        methods=rows,
+    )
     confidence_histogram(ds, split, models, wd / "metrics" / "confidence_hist.png")
     if track:
-        summary["registry"] = track_and_register(wd, split, rows, Path(model_dir), settings)
-    write_json(wd / "summary.json", summary)
+        summary.registry = track_and_register(wd, split, rows, Path(model_dir), settings)
+    summary.write(wd / "summary.json")
     return summary
 
 
 def track_and_register(
-    wd: Path, split, rows: dict, model_dir: Path, settings: TrackingSettings | None
-) -> dict:
+    wd: Path, split: Split, rows: dict[str, MethodRow], model_dir: Path, settings: TrackingSettings | None
+) -> RunRegistration:
     """Log the run to MLflow (a parent run, a nested run per stage) and register: the original
     as the bootstrap champion where the registry has none, then the RFAU model behind the gates."""
     from rfau.tracking import registry
@@ -141,23 +149,25 @@ def track_and_register(
             "forget_sha256": split.forget_hash,
             "dataset": split.dataset,
             "code_version": rfau.__version__,
-            "base_weights_sha256": read_json(model_dir / "model.json")["weights_sha256"],
+            "base_weights_sha256": read_card(model_dir).weights_sha256,
         },
     ) as run_reg:
         log_data_split(run_reg, wd / "split")
         log_unlearn(run_reg, wd / "rfau", artifacts=[wd / "rfau" / "adapter", wd / "rfau" / "model.json"])
         log_evaluate(
-            run_reg, {f"{m}.{k}": v for m, r in rows.items() for k, v in r.items()}, [wd / "metrics"]
+            run_reg,
+            {f"{m}.{k}": v for m, r in rows.items() for k, v in r.model_dump().items()},
+            [wd / "metrics"],
         )
         boot = registry.register(model_dir, wd / "metrics" / "original.json", settings, bootstrap=True)
-        registry.set_run_tags({"base_model_version": boot["version"]})
+        registry.set_run_tags({"base_model_version": boot.version})
         reg = registry.register(
             wd / "rfau",
             wd / "metrics" / "rfau.json",
             settings,
             baseline_metrics_path=wd / "metrics" / "original.json",
         )
-    return {"original_version": boot["version"], **reg}
+    return RunRegistration(original_version=boot.version, **reg.model_dump())
 
 
 def queue_demo_request(p: BatchParams, store: str) -> str:

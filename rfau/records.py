@@ -1,45 +1,65 @@
-"""What the batch stages hand each other, typed: written with ``model_dump_json`` and read back with
-``model_validate_json``. File names and keys on disk stay what dvc.yaml, the KFP components and
-the tests read (``batch.json`` ...).
+"""What the stages hand each other, typed: written with ``model_dump_json`` and read back with
+``model_validate_json``. File names and keys on disk stay what dvc.yaml, the KFP components, the
+README and the tests read (``batch.json``, ``unlearn.json``, ``metrics.json``, ``registered.json``,
+``summary.json`` ...).
+
+Every record here is written by rfau itself, so unknown keys are refused (``extra="forbid"``): a
+key a producer adds without modelling it fails loudly where it is written, not silently where it
+is read. The few mappings that stay free-form say why beside them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rfau.errors import RfauError, validation_problems
+from rfau.gates import GateResult
+
+Regime = Literal["class", "sample"]
 
 
 class Record(BaseModel):
-    """A stage record: unknown keys kept (older or newer writers), None fields left off on disk."""
+    """A stage record on disk. NaN (an accuracy on an empty set) is written as ``NaN``, as
+    ``json.dumps`` writes it, so that it reads back as a float."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+    omit_none: ClassVar[bool] = True  # None fields left off on disk (False: written as null)
 
     def write(self, path: str | Path) -> None:
         """Atomically: a reader sees the old file or the whole new one."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.model_dump_json(indent=2, exclude_none=True) + "\n")
+        tmp.write_text(self.model_dump_json(indent=2, exclude_none=self.omit_none) + "\n")
         tmp.replace(path)
 
     @classmethod
-    def read(cls, path: str | Path):
+    def read(cls, path: str | Path) -> Self:
         try:
             return cls.model_validate_json(Path(path).read_bytes())
+        except OSError as e:
+            raise RfauError(f"cannot read {path}: {e.strerror or e}") from None
         except ValidationError as e:
             raise RfauError(f"{path}: not a valid {cls.__name__}: {validation_problems(e)}") from None
 
 
+# --- data-split ---------------------------------------------------------------------------------
+
+
 class Rejection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     request_id: str
     reason: str
 
 
 class BaseVersion(BaseModel):
     """The registered model a batch starts from (the champion when it began)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str
     version: int
@@ -74,3 +94,369 @@ class BatchMeta(Record):
 
     def skip_reason(self) -> str:
         return "no pending requests" if not self.request_ids else "nothing left to forget"
+
+    def require_base(self) -> BaseVersion:
+        """The base model of a batch that has something to forget."""
+        if self.base is None:
+            raise RfauError(f"batch {self.batch_id} has no base model (is it an empty batch?)")
+        return self.base
+
+
+class Skipped(Record):
+    """What each later stage of an empty batch writes instead of its output (unlearn.json,
+    metrics.json, registered.json)."""
+
+    skipped: Literal[True] = True
+    batch_id: str
+    reason: str
+
+
+# --- unlearn ------------------------------------------------------------------------------------
+
+
+class UnlearnInfo(Record):
+    """unlearn.json: how a model was unlearned (method, settings, cost, per-epoch losses) and the
+    facts the method reports about itself (``UnlearnMethod.info``)."""
+
+    method: str
+    # the method's own settings, as its config class (rfau.methods.*) validated and dumped them:
+    # each method has other settings, so the record keeps them as that class's dump
+    config: dict[str, Any]
+    seconds: float
+    trainable_params: int
+    total_params: int
+    trainable_share: float
+    forget_sha256: str
+    request_ids: list[str]
+    # one row per epoch: "epoch" and the method's logged loss terms (names differ per method)
+    history: list[dict[str, float]] | None = None
+    # rfau: where the adapters sit and how the forget set was split between the two regimes
+    target_modules: list[str] | None = None
+    taps: list[str] | None = None
+    forget_classwise: int | None = None
+    forget_samplewise: int | None = None
+    retain_budget: int | None = None
+    cached_prefix_stages: int | None = None
+    forget_loss_cap: float | None = None  # neggrad
+    salient_params: int | None = None  # salun
+    dampened_params: int | None = None  # ssd
+    reference_samples: int | None = None  # ssd
+    dampened_share_per_tensor: dict[str, float] | None = None  # ssd, by parameter name
+
+    @property
+    def regime(self) -> Regime:
+        """How forgetting is judged: class-wise only when no forget sample was sample-wise."""
+        return "class" if self.forget_samplewise == 0 else "sample"
+
+
+# --- evaluate -----------------------------------------------------------------------------------
+
+
+class Counts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    retain: int
+    forget: int
+    test: int
+
+
+class Evaluation(Record):
+    """One model on one split (``rfau evaluate``, before.json / after.json of a batch): percent,
+    AUCs in [0, 1]; the keys of ``rfau.metrics.evaluate_model`` plus the weights it evaluated.
+    None: not defined for this split (e.g. no forgotten class); written as null."""
+
+    omit_none: ClassVar[bool] = False
+
+    ua: float
+    ra: float
+    ta: float
+    ta_kept_classes: float
+    ta_forgotten_classes: float | None = None
+    ta_forget_sample_classes: float | None = None
+    per_class_test_accuracy: dict[str, float]  # by the dataset's class names
+    forget_confidence_mean: float | None = None
+    test_confidence_mean: float
+    counts: Counts
+    # the evidence (rfau.metrics.evidence.EVIDENCE_KEYS)
+    forget_vs_unseen_auc: float | None = None
+    forget_vs_unseen_auc_cv_std: float | None = None
+    forget_vs_unseen_n: int | None = None
+    forget_vs_test_auc: float | None = None
+    forget_vs_test_auc_cv_std: float | None = None
+    forget_vs_test_n: int | None = None
+    forget_member_rate_at_10fpr: float | None = None
+    forget_member_rate_at_10fpr_test: float | None = None
+    relearn_steps: int | None = None
+    relearn_target_acc: float | None = None
+    probe_forgotten_class_acc: float | None = None
+    # MIA-efficacy (rfau.metrics.mia.FEATURES): on the forget set, the test set, and the samples
+    # earlier batches forgot (only when there are any)
+    mia_confidence: float
+    mia_confidence_test: float
+    mia_entropy: float
+    mia_entropy_test: float
+    ua_excluded: float | None = None
+    mia_confidence_excluded: float | None = None
+    mia_entropy_excluded: float | None = None
+    model_weights_sha256: str | None = None
+
+
+class SummaryMetrics(BaseModel):
+    """The metrics of a model a batch reports, logs and writes into its ledger record (percent)."""
+
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+
+    ua: float
+    ra: float
+    ta: float
+    ta_kept_classes: float
+    mia_confidence: float
+    mia_confidence_test: float
+    ua_excluded: float | None = None
+    mia_confidence_excluded: float | None = None
+
+    @classmethod
+    def of(cls, ev: Evaluation) -> SummaryMetrics:
+        return cls.model_validate(ev.model_dump(include=set(cls.model_fields)))
+
+
+class BatchMetrics(SummaryMetrics, Record):
+    """A batch's metrics.json: flat, for ``dvc metrics`` and KFP's Metrics; the champion's values
+    (the model the batch started from) under ``before_``."""
+
+    before_ua: float
+    before_ra: float
+    before_ta: float
+    before_ta_kept_classes: float
+    before_mia_confidence: float
+    before_mia_confidence_test: float
+    before_ua_excluded: float | None = None
+    before_mia_confidence_excluded: float | None = None
+    gates_passed: bool
+    forget_count: int
+    unlearn_seconds: float
+
+    @classmethod
+    def build(
+        cls, after: Evaluation, before: Evaluation, gates_passed: bool, forget_count: int, seconds: float
+    ) -> BatchMetrics:
+        now, then = SummaryMetrics.of(after), SummaryMetrics.of(before)
+        return cls(
+            **now.model_dump(),
+            **{f"before_{k}": v for k, v in then.model_dump().items()},
+            gates_passed=gates_passed,
+            forget_count=forget_count,
+            unlearn_seconds=seconds,
+        )
+
+    def numbers(self) -> dict[str, float]:
+        """Every value as a number (flags as 0/1; undefined ones left out), for KFP's Metrics."""
+        return {k: float(v) for k, v in self.model_dump(exclude_none=True).items()}
+
+
+class GateReport(Record):
+    """gates.json: the verdict of every gate on the new model."""
+
+    regime: Regime
+    passed: bool
+    gates: list[GateResult]
+
+
+class Confusion(Record):
+    """confusion.json: the test-set confusion matrix (rows: true class), for KFP's ClassificationMetrics."""
+
+    classes: list[str]
+    matrix: list[list[int]]
+
+
+class Prediction(BaseModel):
+    """One row of test_predictions.json (DVC's confusion plot)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    actual: str
+    predicted: str
+
+
+# --- register -----------------------------------------------------------------------------------
+
+
+class Registration(BaseModel):
+    """What ``rfau.tracking.registry.register`` did: the version and its gates' verdict."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    version: int
+    new: bool  # False: this model was registered before (same weights and forget set)
+    champion: int | None
+    gates_passed: bool
+    gates: list[GateResult]
+
+
+class VersionRef(BaseModel):
+    """A registered version and the sha256 of its weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int
+    weights_sha256: str
+
+
+class LedgerModel(BaseModel):
+    """A ledger record's model: the version before the batch (its base) and the one it made."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    before: VersionRef
+    after: VersionRef
+
+
+class BatchRecord(BaseModel):
+    """The fields of a batch's audit-ledger record (the ledger adds seq, prev_hash, recorded_at
+    and hash)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_id: str
+    request_ids: list[str]
+    subject_hashes: dict[str, str]  # request id -> salted hash of its subject
+    rejected: list[str]
+    forget_md5: str | None
+    forget_count: int | None
+    forget_classes: list[str] | None
+    excluded_count: int | None
+    dataset: str
+    model: LedgerModel
+    promoted: bool
+    champion_after: int | None
+    method: str
+    config: dict[str, Any]  # UnlearnInfo.config: the method's own settings
+    metrics: dict[str, float]  # SummaryMetrics of the new model, undefined ones left out
+    baseline_metrics: dict[str, float]  # the same of the base model
+    gates: list[GateResult]
+    gates_passed: bool
+    evidence: dict[str, str]  # evidence file name -> sha256
+    code_version: str
+    started_at: str
+    finished_at: str
+    mlflow_run_id: str | None
+
+
+class RecordedBatch(BaseModel):
+    """What a batch reads back from a ledger record. The ledger keeps records written by every
+    rfau version for good, so only the keys read here are required; the rest are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    seq: int
+    hash: str
+    batch_id: str
+    promoted: bool = False
+    model: LedgerModel | None = None
+    gates: list[GateResult] = []
+
+    @property
+    def version(self) -> int:
+        """The version the batch registered."""
+        if self.model is None:
+            raise RfauError(f"ledger record {self.seq} names no model version")
+        return self.model.after.version
+
+
+class ChampionMove(BaseModel):
+    """What ``rfau promote`` / ``rfau rollback`` did to the champion alias."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    champion: int
+    rolled_back: int | None = None  # rollback: the version that lost the alias
+
+
+class VersionRow(BaseModel):
+    """One registered version as ``rfau models`` lists it (its ``rfau.*`` tags, as MLflow keeps
+    them: strings, None where a version lacks the tag)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int
+    aliases: list[str]
+    gates_passed: str | None
+    gate_failures: str | None
+    method: str | None
+    requests: str | None
+    created: int | None  # ms since the epoch
+
+
+class Registered(Record):
+    """registered.json: the version a batch registered, its verdict and its ledger record."""
+
+    batch_id: str
+    model: str
+    version: int
+    gates_passed: bool
+    champion: int
+    ledger_seq: int
+    ledger_hash: str
+    request_ids: list[str]
+
+    @classmethod
+    def read_or_skipped(cls, path: str | Path) -> Registered | Skipped:
+        """registered.json, or the marker an empty batch's register stage wrote in its place."""
+        try:
+            return Skipped.model_validate_json(Path(path).read_bytes())
+        except (OSError, ValidationError):
+            return cls.read(path)  # the error, if any, names what a registered.json lacks
+
+
+# --- a whole batch, a whole experiment ------------------------------------------------------------
+
+
+class BatchOutcome(BaseModel):
+    """What ``rfau.batch.run_batch`` returns: the requests it took, and (unless there was nothing
+    to forget) its metrics and the version it registered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_id: str
+    request_ids: list[str]
+    rejected: list[Rejection]
+    deferred: list[Rejection] = []
+    metrics: BatchMetrics | None = None
+    registered: Registered | None = None
+
+    @property
+    def skipped(self) -> bool:
+        return self.registered is None
+
+
+class MethodRow(Evaluation):
+    """One model of the experiment: its evaluation, its cost and its gap to retrain."""
+
+    seconds: float | None = None  # None: the original (nothing was unlearned)
+    trainable_params: int | None = None
+    avg_gap: float | None = None  # None: no retrain column to compare with
+
+
+class RunRegistration(Registration):
+    """The experiment's registry entries: the original (bootstrap) and the RFAU version."""
+
+    original_version: int
+
+
+class RunSummary(Record):
+    """summary.json of ``rfau run``: the forget set and one row per model."""
+
+    omit_none: ClassVar[bool] = False
+
+    dataset: str
+    requests: list[str]
+    forget: int
+    forget_classes: list[str]
+    rfau_trainable_params: int
+    total_params: int
+    rfau_trainable_share: float
+    methods: dict[str, MethodRow]  # by model: original, rfau, retrain
+    registry: RunRegistration | None = None

@@ -1,5 +1,5 @@
-"""What people and dashboards read about a batch: the summary metrics, the test-set confusion
-matrix (KFP ClassificationMetrics, DVC's confusion plot) and the Markdown report."""
+"""What people and dashboards read about a batch: the test-set confusion matrix (KFP
+ClassificationMetrics, DVC's confusion plot) and the Markdown report."""
 
 from __future__ import annotations
 
@@ -9,22 +9,11 @@ from sklearn.metrics import confusion_matrix
 
 from rfau.data.datasets import ImageDataset
 from rfau.data.split import Split
-from rfau.records import BatchMeta
-
-# the metrics of a model a batch reports, logs and writes into its ledger record (percent)
-SUMMARY_KEYS = (
-    "ua",
-    "ra",
-    "ta",
-    "ta_kept_classes",
-    "mia_confidence",
-    "mia_confidence_test",
-    "ua_excluded",
-    "mia_confidence_excluded",
-)
+from rfau.gates import GateResult
+from rfau.records import BatchMeta, Confusion, Evaluation, Prediction
 
 
-def confusion(model_dir: Path, ds: ImageDataset, split: Split) -> tuple[dict, list[dict]]:
+def confusion(model_dir: Path, ds: ImageDataset, split: Split) -> tuple[Confusion, list[Prediction]]:
     """Test-set confusion matrix (rows: true class) for KFP's ClassificationMetrics, and the
     per-sample (actual, predicted) rows DVC's confusion plot reads."""
     from rfau.models.checkpoint import load_checkpoint
@@ -35,11 +24,11 @@ def confusion(model_dir: Path, ds: ImageDataset, split: Split) -> tuple[dict, li
     actual = ds.y[idx].tolist()
     predicted = predict_logits(model, ds.x[idx]).argmax(1).tolist()
     matrix = confusion_matrix(actual, predicted, labels=list(range(len(ds.classes))))
-    rows = [{"actual": ds.classes[t], "predicted": ds.classes[p]} for t, p in zip(actual, predicted)]
-    return {"classes": list(ds.classes), "matrix": matrix.tolist()}, rows
+    rows = [Prediction(actual=ds.classes[t], predicted=ds.classes[p]) for t, p in zip(actual, predicted)]
+    return Confusion(classes=list(ds.classes), matrix=matrix.tolist()), rows
 
 
-def batch_report(meta: BatchMeta, before: dict, after: dict, results) -> str:
+def batch_report(meta: BatchMeta, before: Evaluation, after: Evaluation, results: list[GateResult]) -> str:
     """The Markdown report: requests, forget set, base, metrics before and after, gate verdicts."""
     rows = [
         ("UA: error on the forget set", "ua"),
@@ -56,14 +45,17 @@ def batch_report(meta: BatchMeta, before: dict, after: dict, results) -> str:
         f"Requests: {', '.join(meta.request_ids)}; forget set: {meta.forget_count} samples"
         f"{' (classes ' + ', '.join(meta.forget_classes) + ')' if meta.forget_classes else ''}; "
         f"md5 {meta.forget_md5}.",
-        f"Base: {meta.base.model} version {meta.base.version}.",
+        f"Base: {meta.require_base().model} version {meta.require_base().version}.",
         "",
         "| metric (%) | before (champion) | after |",
         "|---|---:|---:|",
     ]
+    now, then = after.model_dump(), before.model_dump()
     for label, k in rows:
-        if after.get(k) is not None:
-            lines.append(f"| {label} | {before.get(k, float('nan')):.2f} | {after[k]:.2f} |")
+        if now[k] is not None:
+            lines.append(
+                f"| {label} | {then[k] if then[k] is not None else float('nan'):.2f} | {now[k]:.2f} |"
+            )
     lines += ["", "| gate | value | bound | verdict |", "|---|---:|---:|---|"]
     lines += [f"| {r.name} | {r.value:.2f} | {r.bound} | {'pass' if r.passed else 'FAIL'} |" for r in results]
     if meta.rejected:

@@ -6,6 +6,7 @@ Every stage validates its inputs before it writes, and writes its output folder 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -24,11 +25,12 @@ from rfau.data.split import (
     write_split,
 )
 from rfau.errors import ModelError, RfauError, validation_problems
-from rfau.io import atomic_dir, write_json
+from rfau.io import atomic_dir
 from rfau.methods import UnlearnData, get_method, run_method
 from rfau.metrics import evaluate_model
 from rfau.models.arch import build_model, default_architecture
 from rfau.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
+from rfau.records import Evaluation, UnlearnInfo
 from rfau.train import train_model
 
 Dataset = str | ImageDataset
@@ -40,13 +42,13 @@ def _ds(dataset: Dataset) -> ImageDataset:
 
 def split_stage(
     dataset: Dataset,
-    requests: list[str | Path],
+    requests: Sequence[str | Path],
     out_dir: str | Path,
     holdout_fraction: float = HOLDOUT_FRACTION,
 ) -> Split:
     """Deletion requests -> retain/forget/holdout/test manifests + split.json."""
     ds = _ds(dataset)
-    split = make_split(ds, load_requests(requests), holdout_fraction)
+    split = make_split(ds, load_requests(list(requests)), holdout_fraction)
     write_split(split, out_dir)
     return split
 
@@ -149,7 +151,7 @@ def unlearn_stage(
     out_dir: str | Path,
     method: str = "rfau",
     config: dict | None = None,
-) -> dict:
+) -> UnlearnInfo:
     """Forget the split's forget set -> merged weights, model card, adapter (RFAU), unlearn.json."""
     ds = _ds(dataset)
     split = read_split(split_dir)
@@ -159,17 +161,17 @@ def unlearn_stage(
         raise RfauError(f"{split_dir}: the forget set is empty; nothing to unlearn")
     cfg = method_config(method, config, ds, card)
     result = run_method(method, model, unlearn_data(ds, split), cfg)
-    info = {
-        "method": method,
-        "config": cfg.model_dump() if cfg else {},
-        "seconds": result.seconds,
-        "trainable_params": result.trainable_params,
-        "total_params": result.total_params,
-        "trainable_share": result.trainable_params / result.total_params,
-        "forget_sha256": split.forget_hash,
-        "request_ids": split.request_ids,
+    info = UnlearnInfo(
+        method=method,
+        config=cfg.model_dump() if cfg else {},
+        seconds=result.seconds,
+        trainable_params=result.trainable_params,
+        total_params=result.total_params,
+        trainable_share=result.trainable_params / result.total_params,
+        forget_sha256=split.forget_hash,
+        request_ids=split.request_ids,
         **result.info,
-    }
+    )
     new_card = card.model_copy(
         update={
             "train_manifest_sha256": ids_hash(split.retain),
@@ -186,23 +188,33 @@ def unlearn_stage(
     )
     with atomic_dir(out_dir) as tmp:
         if result.adapter is not None:
-            result.adapter.save_pretrained(str(tmp / "adapter"))
+            _save_adapter(result.adapter, tmp / "adapter")
         save_checkpoint(result.model.cpu(), new_card, tmp)
-        write_json(tmp / "unlearn.json", info)
+        info.write(tmp / "unlearn.json")
     return info
+
+
+def _save_adapter(adapter: torch.nn.Module, out_dir: Path) -> None:
+    """The deletion delta in peft's own format (``save_pretrained``), the only one written."""
+    from peft import PeftModel
+
+    if not isinstance(adapter, PeftModel):
+        raise ModelError(f"cannot save a {type(adapter).__name__} adapter: only peft adapters are saved")
+    adapter.save_pretrained(str(out_dir))
 
 
 def evaluate_stage(
     model_dir: str | Path, dataset: Dataset, split_dir: str | Path, out_path: str | Path, seed: int = 0
-) -> dict:
+) -> Evaluation:
     """UA, RA, TA, per-class accuracy and MIA-efficacy of one model on one split -> JSON."""
     ds = _ds(dataset)
     split = read_split(split_dir)
     model, card = load_checkpoint(model_dir)
     check_compatible(card, ds, split)
-    metrics = evaluate_model(model, ds, split, seed=seed)
-    metrics["model_weights_sha256"] = card.weights_sha256
-    write_json(out_path, metrics)
+    metrics = Evaluation.model_validate(
+        {**evaluate_model(model, ds, split, seed=seed), "model_weights_sha256": card.weights_sha256}
+    )
+    metrics.write(out_path)
     return metrics
 
 

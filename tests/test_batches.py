@@ -80,11 +80,12 @@ def scenario(tmp_path_factory):
 
 def test_three_batches_three_versions_champion_moves_only_on_passing_gates(scenario):
     (b1, _), (b2, _), (b3, _) = scenario["runs"]
-    assert (b1["version"], b2["version"], b3["version"]) == (2, 3, 4)  # version 1: the bootstrap original
-    assert b1["gates_passed"] and b1["champion"] == 2
-    assert not b2["gates_passed"] and b2["champion"] == 2  # the champion did not move
-    assert b3["gates_passed"] and b3["champion"] == 4
-    assert b3["request_ids"] == ["r2", "r3"]  # r2 waited for the next batch and went with r3
+    b1, b2, b3 = (b.registered for b in (b1, b2, b3))
+    assert (b1.version, b2.version, b3.version) == (2, 3, 4)  # version 1: the bootstrap original
+    assert b1.gates_passed and b1.champion == 2
+    assert not b2.gates_passed and b2.champion == 2  # the champion did not move
+    assert b3.gates_passed and b3.champion == 4
+    assert b3.request_ids == ["r2", "r3"]  # r2 waited for the next batch and went with r3
     tags = registry.version_tags(scenario["settings"])
     assert sorted(tags) == [1, 2, 3, 4]
     assert tags[3]["rfau.gates_passed"] == "false" and "forget_error_gap" in tags[3]["rfau.gate_failures"]
@@ -96,7 +97,7 @@ def test_three_batches_three_versions_champion_moves_only_on_passing_gates(scena
 def test_request_states_follow_the_batches(scenario):
     reqs = scenario["reqs"]
     assert reqs.get("bad").state is RequestState.REJECTED and "unknown sample ids" in reqs.get("bad").detail
-    assert scenario["runs"][0][0]["rejected"][0]["request_id"] == "bad"
+    assert scenario["runs"][0][0].rejected[0].request_id == "bad"
     for rid, version in (("r1", 2), ("r2", 4), ("r3", 4)):
         st = reqs.get(rid)
         assert st.state is RequestState.FULFILLED and f"version {version}" in st.detail
@@ -236,7 +237,7 @@ def test_verify_catches_a_stale_copy_and_swapped_weights(scenario, tmp_path):
 def test_nothing_pending_exits_at_once(scenario):
     t0 = time.time()
     res = run_batch(scenario["root"] / "b4", "digits", scenario["store"], scenario["settings"])
-    assert res["skipped"] and res["request_ids"] == []
+    assert res.skipped and res.request_ids == []
     assert sorted(registry.version_tags(scenario["settings"])) == [1, 2, 3, 4]
     assert len(AuditTrail.open(scenario["store"], scenario["settings"]).records()) == 3
     print(f"empty batch: {time.time() - t0:.1f} s")

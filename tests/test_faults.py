@@ -74,13 +74,13 @@ def test_a_batch_killed_during_register_is_completed_and_never_lies(tmp_path, po
     if point == "register:record-appended":
         # the crash window: the record promises the new version, the alias has not moved yet
         assert len(records) == 1 and records[0]["promoted"]
-        assert champ["version"] != records[0]["model"]["after"]["version"]
+        assert champ.version != records[0]["model"]["after"]["version"]
     # the next scheduled batch (its requests taken up after the stale window) completes it
     again = _rfau(tmp_path, "batch", "run", *FAST, RFAU_STALE_AFTER_HOURS="0.0001")
     assert again.returncode == 0, again.stderr
     settings, records, reqs, champ = _state(tmp_path)
     assert [r["request_ids"] for r in records] == [["req-1"]]  # forgotten once, recorded once
-    assert records[0]["promoted"] and champ["version"] == records[0]["model"]["after"]["version"]
+    assert records[0]["promoted"] and champ.version == records[0]["model"]["after"]["version"]
     assert reqs.get("req-1").state is RequestState.FULFILLED
     verify = _rfau(tmp_path, "audit", "verify", "--no-weights")
     assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -15,6 +15,7 @@ from rfau.errors import RfauError
 from rfau.gates import Gates, check_gates
 from rfau.job import demo_request
 from rfau.models import load_checkpoint
+from rfau.records import SummaryMetrics
 from rfau.stages import evaluate_stage, split_stage, unlearn_stage
 from rfau.tracking.registry import list_versions, register, rollback
 from rfau.tracking.settings import TrackingSettings
@@ -43,19 +44,19 @@ def settings_for(server, name: str) -> TrackingSettings:
 
 
 def test_gates_pure_logic():
-    m = {
-        "ua": 100.0,
-        "ra": 99.0,
-        "ta": 90.0,
-        "ta_kept_classes": 98.0,
-        "mia_confidence": 100,
-        "mia_confidence_test": 5,
-    }
-    champ = {"ra": 99.5, "ta_kept_classes": 98.5}
+    m = SummaryMetrics(
+        ua=100.0, ra=99.0, ta=90.0, ta_kept_classes=98.0, mia_confidence=100, mia_confidence_test=5
+    )
+    champ = m.model_copy(update={"ra": 99.5, "ta_kept_classes": 98.5})
     assert all(r.passed for r in check_gates(m, champ, "class", Gates()))
-    failed = [r.name for r in check_gates({**m, "ra": 90.0}, champ, "class", Gates()) if not r.passed]
+    failed = [
+        r.name
+        for r in check_gates(m.model_copy(update={"ra": 90.0}), champ, "class", Gates())
+        if not r.passed
+    ]
     assert failed == ["retain_drop"]
-    sample = {**m, "ua": 30.0, "ta": 97.0, "mia_confidence": 50.0}  # over-forgetting: error 30 vs test's 3
+    # over-forgetting: error 30 vs test's 3
+    sample = m.model_copy(update={"ua": 30.0, "ta": 97.0, "mia_confidence": 50.0})
     names = {r.name for r in check_gates(sample, None, "sample", Gates()) if not r.passed}
     assert names == {"forget_error_gap", "mia_gap"}
 
@@ -63,22 +64,22 @@ def test_gates_pure_logic():
 def test_gates_fail_then_pass_idempotent_rollback_and_serving(mlflow_server, s3_server, models, tmp_path):
     st = settings_for(mlflow_server, "digits-gates")
     boot = register(models / "original", models / "original.json", st, bootstrap=True)
-    assert boot["new"] and boot["champion"] == boot["version"] == 1
+    assert boot.new and boot.champion == boot.version == 1
 
     failing = register(models / "noforget", models / "noforget.json", st, Gates(), models / "original.json")
-    assert failing["new"] and not failing["gates_passed"] and failing["champion"] == 1
-    rows = {r["version"]: r for r in list_versions(st)}
-    assert "candidate" in rows[failing["version"]]["aliases"]
-    assert "champion" not in rows[failing["version"]]["aliases"]
-    assert "forget_accuracy" in rows[failing["version"]]["gate_failures"]
+    assert failing.new and not failing.gates_passed and failing.champion == 1
+    rows = {r.version: r for r in list_versions(st)}
+    assert "candidate" in rows[failing.version].aliases
+    assert "champion" not in rows[failing.version].aliases
+    assert "forget_accuracy" in rows[failing.version].gate_failures
 
     passing = register(models / "rfau", models / "rfau.json", st, Gates(), models / "original.json")
-    assert passing["gates_passed"] and passing["champion"] == passing["version"]
-    rows = {r["version"]: r for r in list_versions(st)}
-    assert "previous" in rows[1]["aliases"] and "champion" in rows[passing["version"]]["aliases"]
+    assert passing.gates_passed and passing.champion == passing.version
+    rows = {r.version: r for r in list_versions(st)}
+    assert "previous" in rows[1].aliases and "champion" in rows[passing.version].aliases
 
     again = register(models / "rfau", models / "rfau.json", st, Gates(), models / "original.json")
-    assert again["version"] == passing["version"] and not again["new"]
+    assert again.version == passing.version and not again.new
     assert len(list_versions(st)) == len(rows)
 
     # serving: models:/NAME@champion loads in a Python where `import rfau` fails (MLflow's pytorch
@@ -103,7 +104,7 @@ def test_gates_fail_then_pass_idempotent_rollback_and_serving(mlflow_server, s3_
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)
 
     back = rollback(st)
-    assert back["champion"] == 1 and back["rolled_back"] == passing["version"]
+    assert back.champion == 1 and back.rolled_back == passing.version
 
     # the artifacts went through the server into the S3 bucket
     pages = (
@@ -220,7 +221,7 @@ def test_local_store_is_the_default_and_credentials_stay_out(tmp_path, models, m
     st = TrackingSettings.from_env(state_dir=str(tmp_path / "state"), model_name="local")
     assert st.uri().startswith("sqlite:///")
     res = register(models / "original", models / "original.json", st, bootstrap=True)
-    assert res["champion"] == 1 and (tmp_path / "state" / "mlflow.db").exists()
+    assert res.champion == 1 and (tmp_path / "state" / "mlflow.db").exists()
     # credentials never stay inside the URI: it is cleaned, whatever is shown
     shown = TrackingSettings(tracking_uri="http://user:secret@host:5000").redacted_uri()
     assert "secret" not in shown and shown.endswith("host:5000")

@@ -168,7 +168,8 @@ class AuditTrail:
         if problems:
             return problems
         records = parse_records(data)
-        problems += registry_problems(records, tags, registry.champion(self.settings))
+        champ = registry.champion(self.settings)
+        problems += registry_problems(records, tags, champ.model_dump() if champ else None)
         slots = self.store.list("audit/records/")
         if len(slots) != len(records):
             problems.append(

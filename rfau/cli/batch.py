@@ -50,13 +50,14 @@ def batch_unlearn(
 ) -> None:
     """unlearn: forget the batch's forget set from its base (the champion)."""
     from rfau.batch import unlearn
+    from rfau.records import Skipped
 
     p = load_params(params, set_)
     info = unlearn(batch, out_dir, p.method, p.method_config)
     out.print(
-        f"skipped: {info['reason']}"
-        if info.get("skipped")
-        else f"{info['method']}: {info['seconds']:.1f} s, {info['trainable_params']:,} trainable parameters"
+        f"skipped: {info.reason}"
+        if isinstance(info, Skipped)
+        else f"{info.method}: {info.seconds:.1f} s, {info.trainable_params:,} trainable parameters"
     )
 
 
@@ -73,7 +74,7 @@ def batch_evaluate(
 
     p = load_params(params, set_)
     flat = evaluate(batch, model, out_dir, p.gates)
-    out.print(flat)
+    out.print(flat.model_dump(exclude_none=True))
 
 
 @batch_app.command("register")
@@ -117,14 +118,14 @@ def batch_run(
         p.train,
         p.holdout_fraction,
     )
-    for r in res["rejected"]:
-        err.print(f"[yellow]rejected {r['request_id']}:[/] {r['reason']}")
-    for r in res.get("deferred", []):
-        err.print(f"[yellow]deferred {r['request_id']}:[/] {r['reason']}")
-    if res["skipped"]:
-        out.print(f"batch {res['batch_id']}: nothing to do")
+    for r in res.rejected:
+        err.print(f"[yellow]rejected {r.request_id}:[/] {r.reason}")
+    for r in res.deferred:
+        err.print(f"[yellow]deferred {r.request_id}:[/] {r.reason}")
+    if res.registered is None:
+        out.print(f"batch {res.batch_id}: nothing to do")
     else:
-        print_registered(res)
+        print_registered(res.registered)
 
 
 def _warn_stuck(store: str | None) -> None:

@@ -108,8 +108,8 @@ def unlearn(
 
     info = unlearn_stage(model_dir, dataset, split_dir, out_dir, method, parse_overrides(config, set_))
     out.print(
-        f"{method}: {info['seconds']:.1f} s, trainable parameters {info['trainable_params']:,} of "
-        f"{info['total_params']:,} ({100 * info['trainable_share']:.2f}%) -> {out_dir}"
+        f"{method}: {info.seconds:.1f} s, trainable parameters {info.trainable_params:,} of "
+        f"{info.total_params:,} ({100 * info.trainable_share:.2f}%) -> {out_dir}"
     )
 
 
@@ -125,7 +125,8 @@ def evaluate(
     from rfau.stages import evaluate_stage
 
     m = evaluate_stage(model_dir, dataset, split_dir, out_path, seed)
-    out.print({k: round(m[k], 2) for k in ("ua", "ra", "ta", "mia_confidence", "mia_entropy")})
+    shown = m.model_dump(include={"ua", "ra", "ta", "mia_confidence", "mia_entropy"})
+    out.print({k: round(v, 2) for k, v in shown.items()})
 
 
 @app.command()

@@ -16,6 +16,7 @@ from rfau.cli.common import (
 from rfau.cli.render import print_registered
 from rfau.errors import RfauError
 from rfau.params import load_params
+from rfau.records import Registered
 
 pipeline_app = typer.Typer(
     help="The Kubeflow pipeline: compile, run locally, submit, schedule.", no_args_is_help=True
@@ -89,14 +90,14 @@ def pipeline_run(
         demo = p.dataset == "digits" and not RequestStore.from_uri(store_uri(p.store)).list()
     if demo:
         out.print(f"queued demo request {queue_demo_request(p, store_uri(p.store))}")
-    res = run_local(pipeline_arguments(p, local=True), root)
-    report = Path(res["run_dir"]) / "evaluate" / "report"
-    if not res.get("skipped") and report.is_file():
+    res, run_dir = run_local(pipeline_arguments(p, local=True), root)
+    report = run_dir / "evaluate" / "report"
+    if isinstance(res, Registered) and report.is_file():
         from rich.markdown import Markdown
 
         out.print(Markdown(report.read_text()))
     print_registered(res)
-    out.print(f"task outputs in {res['run_dir']}")
+    out.print(f"task outputs in {run_dir}")
 
 
 EndpointOpt = Annotated[

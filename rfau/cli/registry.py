@@ -50,8 +50,8 @@ def register(
     except ValueError as e:  # pydantic: bad gate settings
         raise RfauError(f"invalid gates in {gates}: {e}") from None
     res = do_register(model_dir, metrics, tracking_settings(name, tracking_uri), g, baseline, bootstrap)
-    out.print_json(data=res)
-    if not bootstrap and not res["gates_passed"]:
+    out.print_json(res.model_dump_json())
+    if not bootstrap and not res.gates_passed:
         err.print("[yellow]a gate failed: the champion is unchanged (see gate_failures on the version)[/]")
 
 
@@ -64,7 +64,9 @@ def promote(
     """Make a version champion by hand; the old champion becomes 'previous'."""
     from rfau.tracking.registry import promote as do_promote
 
-    out.print_json(data=do_promote(tracking_settings(name, tracking_uri), version))
+    out.print_json(
+        do_promote(tracking_settings(name, tracking_uri), version).model_dump_json(exclude_none=True)
+    )
 
 
 @app.command()
@@ -72,7 +74,7 @@ def rollback(name: ModelNameOpt = None, tracking_uri: TrackingOpt = None) -> Non
     """Give the champion alias back to the 'previous' version."""
     from rfau.tracking.registry import rollback as do_rollback
 
-    out.print_json(data=do_rollback(tracking_settings(name, tracking_uri)))
+    out.print_json(do_rollback(tracking_settings(name, tracking_uri)).model_dump_json())
 
 
 @app.command()
@@ -84,11 +86,11 @@ def models(name: ModelNameOpt = None, tracking_uri: TrackingOpt = None) -> None:
     t = Table("version", "aliases", "gates", "method", "requests", "gate failures")
     for r in rows:
         t.add_row(
-            str(r["version"]),
-            ", ".join(r["aliases"]),
-            str(r["gates_passed"]),
-            str(r["method"]),
-            str(r["requests"]),
-            str(r["gate_failures"]),
+            str(r.version),
+            ", ".join(r.aliases),
+            str(r.gates_passed),
+            str(r.method),
+            str(r.requests),
+            str(r.gate_failures),
         )
     out.print(t)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from rfau.cli.common import err, out
-from rfau.records import BatchMeta
+from rfau.records import BatchMeta, Registered, RunSummary, Skipped
 
 
 def print_split(meta: BatchMeta) -> None:
@@ -19,29 +19,29 @@ def print_split(meta: BatchMeta) -> None:
     else:
         out.print(
             f"batch {meta.batch_id}: requests {', '.join(meta.request_ids)}; forget set "
-            f"{meta.forget_count} samples (md5 {meta.forget_md5}); base version {meta.base.version}"
+            f"{meta.forget_count} samples (md5 {meta.forget_md5}); base version {meta.require_base().version}"
         )
 
 
-def print_registered(res: dict) -> None:
-    if res.get("skipped"):
-        out.print(f"nothing registered: {res['reason']}")
+def print_registered(res: Registered | Skipped) -> None:
+    if isinstance(res, Skipped):
+        out.print(f"nothing registered: {res.reason}")
         return
     verdict = (
         "gates passed: promoted to champion; requests fulfilled"
-        if res["gates_passed"]
+        if res.gates_passed
         else "a gate failed: champion unchanged; requests back to pending"
     )
     out.print(
-        f"{res['model']} version {res['version']} ({verdict}); champion is version {res['champion']}; "
-        f"ledger record {res['ledger_seq']}"
+        f"{res.model} version {res.version} ({verdict}); champion is version {res.champion}; "
+        f"ledger record {res.ledger_seq}"
     )
 
 
-def print_summary(summary: dict) -> None:
-    rows = summary["methods"]
-    kind = f"classes {summary['forget_classes']}" if summary["forget_classes"] else "samples"
-    t = Table(title=f"{summary['dataset']}: forgetting {summary['forget']} {kind} (percent)")
+def print_summary(summary: RunSummary) -> None:
+    rows = summary.methods
+    kind = f"classes {summary.forget_classes}" if summary.forget_classes else "samples"
+    t = Table(title=f"{summary.dataset}: forgetting {summary.forget} {kind} (percent)")
     cols = ["UA", "RA", "TA", "TA kept cl.", "MIA conf.", "MIA entr.", "avg gap", "seconds", "trainable"]
     t.add_column("method")
     for c in cols:
@@ -49,29 +49,25 @@ def print_summary(summary: dict) -> None:
     for name, r in rows.items():
         t.add_row(
             name,
-            *(f"{r[k]:.2f}" for k in ("ua", "ra", "ta", "ta_kept_classes", "mia_confidence", "mia_entropy")),
-            f"{r['avg_gap']:.2f}" if "avg_gap" in r else "-",
-            f"{r.get('seconds', 0):.1f}",
-            f"{r.get('trainable_params', 0):,}",
+            *(f"{v:.2f}" for v in (r.ua, r.ra, r.ta, r.ta_kept_classes, r.mia_confidence, r.mia_entropy)),
+            f"{r.avg_gap:.2f}" if r.avg_gap is not None else "-",
+            f"{r.seconds or 0:.1f}",
+            f"{r.trainable_params or 0:,}",
         )
     out.print(t)
     out.print(
-        f"RFAU trains {summary['rfau_trainable_params']:,} of {summary['total_params']:,} parameters "
-        f"({100 * summary['rfau_trainable_share']:.2f}%)"
+        f"RFAU trains {summary.rfau_trainable_params:,} of {summary.total_params:,} parameters "
+        f"({100 * summary.rfau_trainable_share:.2f}%)"
     )
-    reg = summary.get("registry")
+    reg = summary.registry
     if reg:
         verdict = (
-            "gates passed: promoted to champion"
-            if reg["gates_passed"]
-            else "a gate failed: champion unchanged"
+            "gates passed: promoted to champion" if reg.gates_passed else "a gate failed: champion unchanged"
         )
         out.print(
-            f"registry: {reg['model']} version {reg['version']} "
-            f"({'new' if reg['new'] else 'already registered'}; "
-            f"{verdict}); champion is version {reg['champion']}"
+            f"registry: {reg.model} version {reg.version} "
+            f"({'new' if reg.new else 'already registered'}; "
+            f"{verdict}); champion is version {reg.champion}"
         )
-        for g in reg.get("gates", []):
-            out.print(
-                f"  gate {g['name']}: {g['value']:.2f} <= {g['bound']} {'ok' if g['passed'] else 'FAILED'}"
-            )
+        for g in reg.gates:
+            out.print(f"  gate {g.name}: {g.value:.2f} <= {g.bound} {'ok' if g.passed else 'FAILED'}")

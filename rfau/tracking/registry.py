@@ -17,8 +17,16 @@ from pathlib import Path
 
 from rfau.errors import RfauError
 from rfau.gates import Gates, check_gates
-from rfau.io import read_json
 from rfau.models.checkpoint import CARD, WEIGHTS, read_card
+from rfau.records import (
+    ChampionMove,
+    Evaluation,
+    Registration,
+    SummaryMetrics,
+    UnlearnInfo,
+    VersionRef,
+    VersionRow,
+)
 from rfau.tracking.served_model import log_served_model
 from rfau.tracking.settings import TrackingSettings
 
@@ -172,12 +180,12 @@ class Registry:
             self.client.set_registered_model_alias(self.name, PREVIOUS, current.version)
         self.client.set_registered_model_alias(self.name, CHAMPION, version)
 
-    def champion(self) -> dict | None:
-        """The served version: {"version", "weights_sha256"}, or None when there is none."""
+    def champion(self) -> VersionRef | None:
+        """The served version, or None when there is none."""
         mv = self.alias_version(CHAMPION)
         if mv is None:
             return None
-        return {"version": int(mv.version), "weights_sha256": mv.tags.get("rfau.weights_sha256", "")}
+        return VersionRef(version=int(mv.version), weights_sha256=mv.tags.get("rfau.weights_sha256", ""))
 
     def fetch_version(self, version: int, out_dir: str | Path) -> Path:
         """Download a version's weights and card into ``out_dir`` (atomically); check their hash."""
@@ -299,7 +307,7 @@ def register(
     baseline_metrics_path: str | Path | None = None,
     bootstrap: bool = False,
     promote: bool = True,
-) -> dict:
+) -> Registration:
     """Register an unlearned model as a new version; promote it to champion when the gates pass.
     ``bootstrap``: the original model (nothing forgotten, no gates); it becomes champion only
     where the registry has none. ``promote=False``: leave the champion alias alone (a deletion
@@ -316,17 +324,16 @@ def register(
     for f in (model_dir / WEIGHTS, Path(metrics_path)):
         if not f.is_file():
             raise RfauError(f"cannot register: {f} is missing")
-    metrics = read_json(metrics_path)
-    if metrics.get("model_weights_sha256") and metrics["model_weights_sha256"] != card.weights_sha256:
+    metrics = Evaluation.read(metrics_path)
+    if metrics.model_weights_sha256 and metrics.model_weights_sha256 != card.weights_sha256:
         raise RfauError(f"{metrics_path} evaluates other weights than {model_dir}")
-    baseline = read_json(baseline_metrics_path) if baseline_metrics_path else None
-    info = read_json(model_dir / "unlearn.json") if (model_dir / "unlearn.json").exists() else {}
-    regime = "class" if info.get("forget_samplewise", 1) == 0 else "sample"
+    baseline = Evaluation.read(baseline_metrics_path) if baseline_metrics_path else None
+    info = UnlearnInfo.read(model_dir / "unlearn.json") if (model_dir / "unlearn.json").exists() else None
+    regime = "none" if bootstrap else info.regime if info else "sample"
     gates = gates or Gates()
-    results = [] if bootstrap else check_gates(metrics, baseline, regime, gates)
+    champ_metrics = SummaryMetrics.of(baseline) if baseline else None
+    results = [] if bootstrap else check_gates(SummaryMetrics.of(metrics), champ_metrics, regime, gates)
     passed = all(r.passed for r in results)
-    if bootstrap:
-        regime = "none"
 
     reg = Registry(settings)
     client, name = reg.client, reg.name
@@ -351,14 +358,14 @@ def register(
             if existing.tags.get(k) != _short(v):
                 client.set_model_version_tag(name, existing.version, k, _short(v))
         champ = reg.alias_version(CHAMPION)
-        return {
-            "model": name,
-            "version": int(existing.version),
-            "new": False,
-            "champion": int(champ.version) if champ else None,
-            "gates_passed": passed,
-            "gates": [r.model_dump() for r in results],
-        }
+        return Registration(
+            model=name,
+            version=int(existing.version),
+            new=False,
+            champion=int(champ.version) if champ else None,
+            gates_passed=passed,
+            gates=results,
+        )
 
     mlflow = _mlflow()
     version = None
@@ -366,13 +373,13 @@ def register(
         with reg.run("register") as run:
             mlflow.log_params(
                 {
-                    "rfau.method": info.get("method", card.lineage.get("kind", "")),
+                    "rfau.method": info.method if info else card.lineage.get("kind", ""),
                     "rfau.regime": regime,
                     **{f"rfau.gate.{k}": v for k, v in gates.model_dump().items()},
                 }
             )
-            mlflow.log_metrics(_numbers(metrics))
-            mlflow.log_dict(metrics, "evaluation.json")
+            mlflow.log_metrics(_numbers(metrics.model_dump()))
+            mlflow.log_dict(metrics.model_dump(), "evaluation.json")
             mlflow.log_dict([r.model_dump() for r in results], "gates.json")
             if (model_dir / "adapter").is_dir():
                 mlflow.log_artifacts(str(model_dir / "adapter"), artifact_path="adapter")
@@ -403,25 +410,25 @@ def register(
             raise reg._fail("registration failed", e) from None
         raise
     champ = reg.alias_version(CHAMPION)
-    return {
-        "model": name,
-        "version": int(version),
-        "new": True,
-        "gates_passed": passed,
-        "gates": [r.model_dump() for r in results],
-        "champion": int(champ.version) if champ else None,
-    }
+    return Registration(
+        model=name,
+        version=int(version),
+        new=True,
+        gates_passed=passed,
+        gates=results,
+        champion=int(champ.version) if champ else None,
+    )
 
 
-def promote(settings: TrackingSettings, version: int) -> dict:
+def promote(settings: TrackingSettings, version: int) -> ChampionMove:
     """Make a version champion by hand (the old champion becomes ``previous``)."""
     reg = Registry(settings)
     reg.version(version)  # exists?
     reg.move_champion(str(version))
-    return {"model": reg.name, "champion": int(version)}
+    return ChampionMove(model=reg.name, champion=int(version))
 
 
-def rollback(settings: TrackingSettings) -> dict:
+def rollback(settings: TrackingSettings) -> ChampionMove:
     """Give ``champion`` back to the ``previous`` version."""
     reg = Registry(settings)
     name = reg.name
@@ -433,10 +440,10 @@ def rollback(settings: TrackingSettings) -> dict:
     reg.client.delete_registered_model_alias(name, PREVIOUS)
     if cur is not None:
         reg.client.set_model_version_tag(name, cur.version, "rfau.rolled_back", "true")
-    return {"model": name, "champion": int(prev.version), "rolled_back": int(cur.version) if cur else None}
+    return ChampionMove(model=name, champion=int(prev.version), rolled_back=int(cur.version) if cur else None)
 
 
-def list_versions(settings: TrackingSettings) -> list[dict]:
+def list_versions(settings: TrackingSettings) -> list[VersionRow]:
     reg = Registry(settings)
     versions = reg.versions()
     by_version: dict[str, list[str]] = {}
@@ -444,23 +451,23 @@ def list_versions(settings: TrackingSettings) -> list[dict]:
         by_version.setdefault(str(v), []).append(alias)
     return sorted(
         (
-            {
-                "version": int(v.version),
-                "aliases": sorted(by_version.get(str(v.version), [])),
-                "gates_passed": v.tags.get("rfau.gates_passed"),
-                "gate_failures": v.tags.get("rfau.gate_failures"),
-                "method": v.tags.get("rfau.method"),
-                "requests": v.tags.get("rfau.request_ids"),
-                "created": v.creation_timestamp,
-            }
+            VersionRow(
+                version=int(v.version),
+                aliases=sorted(by_version.get(str(v.version), [])),
+                gates_passed=v.tags.get("rfau.gates_passed"),
+                gate_failures=v.tags.get("rfau.gate_failures"),
+                method=v.tags.get("rfau.method"),
+                requests=v.tags.get("rfau.request_ids"),
+                created=v.creation_timestamp,
+            )
             for v in versions
         ),
-        key=lambda d: d["version"],
+        key=lambda row: row.version,
     )
 
 
-def champion(settings: TrackingSettings) -> dict | None:
-    """The served version: {"version", "weights_sha256"}, or None when the registry has none."""
+def champion(settings: TrackingSettings) -> VersionRef | None:
+    """The served version, or None when the registry has none."""
     return Registry(settings).champion()
 
 

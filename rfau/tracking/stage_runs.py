@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rfau.io import read_json
+from rfau.records import UnlearnInfo
 from rfau.tracking.registry import Registry
-
-UNLEARN_METRICS = ("seconds", "trainable_params", "trainable_share")
 
 
 def log_data_split(
-    reg: Registry, split_dir: Path, extra: dict | None = None, artifacts: list[Path] = ()
+    reg: Registry, split_dir: Path, extra: dict[str, Any] | None = None, artifacts: Sequence[Path] = ()
 ) -> str:
     """``data-split``: the manifest counts (plus ``extra``, e.g. the requests taken and rejected)."""
     summary = split_dir / "split.json"
@@ -20,20 +21,23 @@ def log_data_split(
     return reg.log_stage("data-split", params=params, artifacts=[summary, *artifacts])
 
 
-def log_unlearn(reg: Registry, model_dir: Path, artifacts: list[Path] = ()) -> str:
+def log_unlearn(reg: Registry, model_dir: Path, artifacts: Sequence[Path] = ()) -> str:
     """``unlearn``: the method and its settings, its cost, its per-epoch history."""
-    unl = read_json(model_dir / "unlearn.json")
+    unl = UnlearnInfo.read(model_dir / "unlearn.json")
     return reg.log_stage(
         "unlearn",
-        params={"method": unl["method"], **unl["config"]},
-        metrics={k: unl[k] for k in UNLEARN_METRICS},
-        history=unl.get("history"),
+        params={"method": unl.method, **unl.config},
+        metrics=unl.model_dump(include={"seconds", "trainable_params", "trainable_share"}),
+        history=unl.history,
         artifacts=[model_dir / "unlearn.json", *artifacts],
     )
 
 
-def log_evaluate(reg: Registry, metrics: dict, artifacts: list[Path]) -> str:
-    """``evaluate``: every numeric metric (flags left out)."""
+def log_evaluate(reg: Registry, metrics: dict[str, Any], artifacts: Sequence[Path]) -> str:
+    """``evaluate``: every numeric value of ``metrics`` (a metrics record's dump; flags and
+    nested values left out)."""
     return reg.log_stage(
-        "evaluate", metrics={k: v for k, v in metrics.items() if not isinstance(v, bool)}, artifacts=artifacts
+        "evaluate",
+        metrics={k: v for k, v in metrics.items() if not isinstance(v, bool)},
+        artifacts=list(artifacts),
     )
