@@ -34,7 +34,7 @@ from rfau.data.requests import resolve_forget_set
 from rfau.data.split import HOLDOUT_FRACTION, admit_requests, make_split, read_split, write_split
 from rfau.errors import RfauError
 from rfau.faults import fault_point
-from rfau.gates import Gates, check_gates
+from rfau.gates import Gates, check_gates, regime_of
 from rfau.io import atomic_dir, md5_file, read_json, work_lock, write_json
 from rfau.models.checkpoint import read_card
 from rfau.records import BaseVersion, BatchMeta, Rejection
@@ -229,10 +229,6 @@ def unlearn(
 # --- evaluate -----------------------------------------------------------------------------------
 
 
-def _regime(unlearn_info: dict) -> str:
-    return "class" if unlearn_info.get("forget_samplewise", 1) == 0 else "sample"
-
-
 def evaluate(
     batch_dir: str | Path,
     model_dir: str | Path,
@@ -256,7 +252,8 @@ def evaluate(
     with atomic_dir(out_dir) as tmp:
         after = evaluate_stage(model_dir, ds, b / "split", tmp / "after.json", seed)
         before = evaluate_stage(b / "base", ds, b / "split", tmp / "before.json", seed)
-        results = check_gates(after, before, _regime(unl), gates)
+        regime = regime_of(after)  # from the split (rfau.data.split.forget_regime), for every method
+        results = check_gates(after, before, regime, gates)
         passed = all(r.passed for r in results)
         flat = {k: after[k] for k in SUMMARY_KEYS if after.get(k) is not None}
         flat |= {f"before_{k}": before[k] for k in SUMMARY_KEYS if before.get(k) is not None}
@@ -264,7 +261,7 @@ def evaluate(
         write_json(tmp / "metrics.json", flat)
         write_json(
             tmp / "gates.json",
-            {"regime": _regime(unl), "passed": passed, "gates": [r.model_dump() for r in results]},
+            {"regime": regime, "passed": passed, "gates": [r.model_dump() for r in results]},
         )
         cm, rows = confusion(model_dir, ds, split)
         write_json(tmp / "confusion.json", cm)

@@ -21,6 +21,12 @@ SUMMARY_KEYS = (
     "mia_confidence_test",
     "ua_excluded",
     "mia_confidence_excluded",
+    # the per-sample evidence the gates read (rfau.metrics.evidence)
+    "ta_forgotten_classes",
+    "forget_vs_unseen_auc",
+    "forget_vs_test_auc",
+    "forget_member_rate_at_10fpr",
+    "probe_forgotten_class_acc",
 )
 
 

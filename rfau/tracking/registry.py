@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rfau.errors import RfauError
-from rfau.gates import Gates, check_gates
+from rfau.gates import Gates, check_gates, regime_of
 from rfau.io import read_json
 from rfau.models.checkpoint import CARD, WEIGHTS, read_card
 from rfau.tracking.settings import TrackingSettings
@@ -322,12 +322,10 @@ def register(
         raise RfauError(f"{metrics_path} evaluates other weights than {model_dir}")
     baseline = read_json(baseline_metrics_path) if baseline_metrics_path else None
     info = read_json(model_dir / "unlearn.json") if (model_dir / "unlearn.json").exists() else {}
-    regime = "class" if info.get("forget_samplewise", 1) == 0 else "sample"
+    regime = "none" if bootstrap else regime_of(metrics)  # from the split, for every method
     gates = gates or Gates()
     results = [] if bootstrap else check_gates(metrics, baseline, regime, gates)
     passed = all(r.passed for r in results)
-    if bootstrap:
-        regime = "none"
 
     reg = Registry(settings)
     client, name = reg.client, reg.name
