@@ -34,7 +34,7 @@ from rfau.data.requests import resolve_forget_set
 from rfau.data.split import HOLDOUT_FRACTION, admit_requests, make_split, read_split, write_split
 from rfau.errors import RfauError
 from rfau.faults import fault_point
-from rfau.gates import Gates, check_gates
+from rfau.gates import Gates, check_gates, regime_of
 from rfau.io import atomic_dir, md5_file, work_lock, write_json
 from rfau.models.checkpoint import read_card
 from rfau.records import (
@@ -271,11 +271,12 @@ def evaluate(
     with atomic_dir(out_dir) as tmp:
         after = evaluate_stage(model_dir, ds, b / "split", tmp / "after.json", seed)
         before = evaluate_stage(b / "base", ds, b / "split", tmp / "before.json", seed)
-        results = check_gates(SummaryMetrics.of(after), SummaryMetrics.of(before), unl.regime, gates)
+        regime = regime_of(after.model_dump())  # from the split (forget_regime), for every method
+        results = check_gates(after.model_dump(), before.model_dump(), regime, gates)
         passed = all(r.passed for r in results)
         flat = BatchMetrics.build(after, before, passed, len(split.forget), unl.seconds)
         flat.write(tmp / "metrics.json")
-        GateReport(regime=unl.regime, passed=passed, gates=results).write(tmp / "gates.json")
+        GateReport(regime=regime, passed=passed, gates=results).write(tmp / "gates.json")
         cm, rows = confusion(model_dir, ds, split)
         cm.write(tmp / "confusion.json")
         # for `dvc plots` (confusion template)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from rfau.errors import RfauError, validation_problems
 from rfau.gates import GateResult
 
-Regime = Literal["class", "sample"]
+Regime = Literal["class", "sample", "mixed", "none"]  # rfau.data.split.REGIMES
 
 
 class Record(BaseModel):
@@ -143,10 +143,7 @@ class UnlearnInfo(Record):
     reference_samples: int | None = None  # ssd
     dampened_share_per_tensor: dict[str, float] | None = None  # ssd, by parameter name
 
-    @property
-    def regime(self) -> Regime:
-        """How forgetting is judged: class-wise only when no forget sample was sample-wise."""
-        return "class" if self.forget_samplewise == 0 else "sample"
+    regime: Regime | None = None  # what the split asks for (rfau.data.split.forget_regime)
 
 
 # --- evaluate -----------------------------------------------------------------------------------
@@ -167,7 +164,9 @@ class Evaluation(Record):
 
     omit_none: ClassVar[bool] = False
 
+    regime: Regime  # from the split (rfau.data.split.forget_regime): which gates apply
     ua: float
+    forget_accuracy_forgotten_classes: float | None = None  # the class-wise gate's own
     ra: float
     ta: float
     ta_kept_classes: float
@@ -186,6 +185,8 @@ class Evaluation(Record):
     forget_vs_test_n: int | None = None
     forget_member_rate_at_10fpr: float | None = None
     forget_member_rate_at_10fpr_test: float | None = None
+    forget_member_rate_at_10fpr_std: float | None = None
+    forget_member_rate_at_10fpr_test_std: float | None = None
     relearn_steps: int | None = None
     relearn_target_acc: float | None = None
     probe_forgotten_class_acc: float | None = None
@@ -199,6 +200,9 @@ class Evaluation(Record):
     mia_confidence_excluded: float | None = None
     mia_entropy_excluded: float | None = None
     model_weights_sha256: str | None = None
+    # a mixed split: the sample-wise evidence of its scattered samples alone (the same keys as
+    # rfau.metrics.evidence plus ua and the MIA), gated like a sample-wise request
+    sample_part: dict[str, Any] | None = None
 
 
 class SummaryMetrics(BaseModel):
@@ -214,6 +218,12 @@ class SummaryMetrics(BaseModel):
     mia_confidence_test: float
     ua_excluded: float | None = None
     mia_confidence_excluded: float | None = None
+    # the per-sample evidence the gates read (rfau.metrics.evidence)
+    ta_forgotten_classes: float | None = None
+    forget_vs_unseen_auc: float | None = None
+    forget_vs_test_auc: float | None = None
+    forget_member_rate_at_10fpr: float | None = None
+    probe_forgotten_class_acc: float | None = None
 
     @classmethod
     def of(cls, ev: Evaluation) -> SummaryMetrics:
@@ -232,6 +242,11 @@ class BatchMetrics(SummaryMetrics, Record):
     before_mia_confidence_test: float
     before_ua_excluded: float | None = None
     before_mia_confidence_excluded: float | None = None
+    before_ta_forgotten_classes: float | None = None
+    before_forget_vs_unseen_auc: float | None = None
+    before_forget_vs_test_auc: float | None = None
+    before_forget_member_rate_at_10fpr: float | None = None
+    before_probe_forgotten_class_acc: float | None = None
     gates_passed: bool
     forget_count: int
     unlearn_seconds: float

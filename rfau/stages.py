@@ -19,6 +19,7 @@ from rfau.data.split import (
     HOLDOUT_FRACTION,
     HOLDOUT_SALT,
     Split,
+    forget_regime,
     ids_hash,
     make_split,
     read_split,
@@ -171,6 +172,7 @@ def unlearn_stage(
         forget_sha256=split.forget_hash,
         request_ids=split.request_ids,
         **result.info,
+        regime=forget_regime(split, ds),  # what the split asks for, whatever the method
     )
     new_card = card.model_copy(
         update={

@@ -14,12 +14,14 @@ from threadpoolctl import threadpool_limits
 
 from rfau.config import TrainConfig
 from rfau.data.datasets import load_dataset
+from rfau.gates import Gates, check_gates
 from rfau.metrics.evidence import (
     RelearnConfig,
     evidence_metrics,
     forget_vs_unseen_auc,
     logits_and_features,
     member_rate_at_fpr,
+    member_rate_spread,
     probe_accuracy,
     relearn_steps,
     uint8_accuracy,
@@ -183,3 +185,38 @@ def test_evidence_metrics_of_a_class_request_on_the_original(digits):
     sample_wise = evidence_metrics(digits.model, (x, logits, y), holdout, test, [])
     assert sample_wise["probe_forgotten_class_acc"] is None
     assert sample_wise["forget_vs_unseen_auc"] is not None
+
+
+def test_member_rate_spread_is_the_binomial_std_of_both_sides():
+    assert member_rate_spread(90, 90) == pytest.approx(100 * (0.1 * 0.9 * 2 / 90) ** 0.5)  # 4.47
+    assert member_rate_spread(30, 10**9) == pytest.approx(100 * (0.09 / 30) ** 0.5, rel=1e-6)  # 5.48
+    assert member_rate_spread(0, 90) is None and member_rate_spread(90, 0) is None
+
+
+def _evidence_gates(digits: Digits, forget: str) -> dict[str, bool]:
+    """The sample-wise evidence gates (default bounds) for one part taken as the forget set,
+    the model's unseen samples as the reference: name -> passed."""
+    x, y = digits.x[digits.idx[forget]], digits.y[forget]
+    unseen = (*digits.out["unseen"], digits.y["unseen"])
+    ev = evidence_metrics(digits.model, (x, digits.logits(forget), y), unseen, unseen, [])
+    neutral = {"regime": "sample", "ua": 0.0, "ra": 100.0, "ta_kept_classes": 100.0}
+    neutral |= {"mia_confidence": 0.0, "mia_confidence_test": 0.0}
+    results = check_gates({**ev, **neutral}, None, "sample", Gates())
+    return {r.name: r.passed for r in results if r.name.startswith(("forget_vs", "forget_member"))}
+
+
+def test_the_evidence_gates_fail_memorised_samples_and_pass_unseen_ones(digits):
+    assert _evidence_gates(digits, "member") == dict.fromkeys(
+        (
+            "forget_vs_unseen_auc",
+            "forget_vs_test_auc",
+            "forget_member_rate_at_10fpr",
+            "forget_member_rate_at_10fpr_test",
+        ),
+        False,
+    )
+    unseen = _evidence_gates(digits, "test")
+    assert unseen["forget_vs_unseen_auc"] and unseen["forget_vs_test_auc"]
+    # the member-rate gates on unseen samples: measured 15.6-17.5% against a bound of 18.6% on this
+    # tiny model (the 10% FPR threshold is calibrated on another unseen part), so they are not
+    # asserted to pass here: that margin is thin, and the closing note of issue 10 says so

@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from rfau.data.datasets import ImageDataset
 from rfau.data.requests import DeletionRequest, resolve_forget_set
@@ -132,7 +133,35 @@ def read_split(split_dir: str | Path) -> Split:
     return split
 
 
-__all__ = ["Split", "make_split", "write_split", "read_split", "in_holdout", "ids_hash"]
+Regime = Literal["none", "class", "sample", "mixed"]
+REGIMES: tuple[Regime, ...] = ("none", "class", "sample", "mixed")
+
+
+def forget_regime(split: Split, dataset: ImageDataset) -> Regime:
+    """What the split asks to forget, whatever method unlearns it: ``class`` when every forget
+    sample belongs to a class forgotten whole, ``sample`` when none does, ``mixed`` for both in
+    one batch, ``none`` for an empty forget set. The one place the regime is decided; the
+    evaluation records it and the gates read it from there (a method setting never decides it)."""
+    if not split.forget:
+        return "none"
+    gone = set(split.forget_classes)
+    whole = sum(dataset.class_of(sid) in gone for sid in split.forget)
+    if whole == 0:
+        return "sample"
+    return "class" if whole == len(split.forget) else "mixed"
+
+
+__all__ = [
+    "REGIMES",
+    "Regime",
+    "Split",
+    "forget_regime",
+    "make_split",
+    "write_split",
+    "read_split",
+    "in_holdout",
+    "ids_hash",
+]
 
 
 @dataclass

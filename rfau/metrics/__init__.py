@@ -1,6 +1,12 @@
 """Unlearning metrics in percent: UA, RA, TA, per-class accuracy, MIA-efficacy, avg gap, and the
 per-sample evidence of ``rfau.metrics.evidence`` (forget vs unseen AUC, member rate, relearn steps,
-linear probe)."""
+linear probe).
+
+Every evaluation records the split's ``regime`` (``rfau.data.split.forget_regime``: class, sample,
+mixed or none), which the promotion gates read. A mixed split (whole classes and scattered
+samples in one batch) also gets ``sample_part``: UA, MIA-efficacy and the sample-wise evidence
+of its scattered samples alone, so the sample-wise gates judge them without the forgotten
+classes' samples swamping them."""
 
 from __future__ import annotations
 
@@ -8,12 +14,14 @@ import torch
 from torch import nn
 
 from rfau.data.datasets import ImageDataset
-from rfau.data.split import Split
+from rfau.data.split import Split, forget_regime
 from rfau.metrics.evidence import EVIDENCE_KEYS, RelearnConfig, evidence_metrics, logits_and_features
 from rfau.metrics.mia import FEATURES, fit_attack, mia_efficacy, nonmember_share
 from rfau.train import predict_logits
 
 GAP_METRICS = ("ua", "ra", "ta", "mia_confidence")
+# evidence keys a mixed split's sample part leaves out (it has no forgotten class and no relearn)
+CLASSWISE_OR_RELEARN = ("relearn_steps", "relearn_target_acc", "probe_forgotten_class_acc")
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -48,8 +56,12 @@ def evaluate_model(
     forgotten = [ds.classes.index(c) for c in split.forget_classes]
     kept = torch.tensor([int(c) not in forgotten for c in yt])
     of_forget = torch.isin(yt, yf.unique())
+    whole = torch.isin(yf, torch.tensor(forgotten, dtype=torch.long))  # forget samples of forgotten classes
     out = {
+        "regime": forget_regime(split, ds),
         "ua": 100.0 - accuracy(lf, yf) if len(yf) else float("nan"),
+        # the class-wise gate's own: accuracy on the forget samples whose whole class goes
+        "forget_accuracy_forgotten_classes": accuracy(lf[whole], yf[whole]) if bool(whole.any()) else None,
         "ra": accuracy(lr, yr),
         "ta": accuracy(lt, yt),
         "ta_kept_classes": accuracy(lt[kept], yt[kept]),
@@ -74,8 +86,9 @@ def evaluate_model(
         seed,
         relearn,
     )
+    attacks = {}
     for kind in FEATURES:
-        clf = fit_attack(lr, yr, lt, yt, kind, seed)
+        clf = attacks[kind] = fit_attack(lr, yr, lt, yt, kind, seed)
         out[f"mia_{kind}"] = nonmember_share(clf, lf, yf, kind) if len(yf) else float("nan")
         # the same attack on the test set itself: what "looks unseen" scores (a gate reference)
         out[f"mia_{kind}_test"] = nonmember_share(clf, lt, yt, kind)
@@ -84,6 +97,26 @@ def evaluate_model(
             le, ye = predict_logits(model, ds.x[idx]), ds.y[idx]
             out["ua_excluded"] = 100.0 - accuracy(le, ye)
             out[f"mia_{kind}_excluded"] = nonmember_share(clf, le, ye, kind)
+    if out["regime"] == "mixed":
+        scattered = ~whole
+        part = evidence_metrics(
+            model,
+            (x_forget[scattered], lf[scattered], yf[scattered]),
+            seen_never["holdout"],
+            seen_never["test"],
+            [],
+            seed=seed,
+        )
+        out["sample_part"] = {
+            "ua": 100.0 - accuracy(lf[scattered], yf[scattered]),
+            "mia_confidence": nonmember_share(
+                attacks["confidence"], lf[scattered], yf[scattered], "confidence"
+            ),
+            # what "looks unseen" scores: the test samples of the kept classes
+            "mia_confidence_test": nonmember_share(attacks["confidence"], lt[kept], yt[kept], "confidence"),
+            "counts": {"forget": int(scattered.sum())},
+            **{k: v for k, v in part.items() if k not in CLASSWISE_OR_RELEARN},
+        }
     return out
 
 

@@ -16,7 +16,10 @@ holdout holds none of a forgotten class). All are computed by ``rfau.metrics.eva
 ``forget_member_rate_at_10fpr`` (percent; 10 = looks unseen)
     A per-class loss-threshold attack calibrated on the unseen reference: the threshold calls 10%
     of the reference's samples of that class members (loss below it); the share of forget
-    samples it calls members. Above 10: remembered; far below: over-forgotten.
+    samples it calls members. Above 10: remembered; far below: over-forgotten. Its spread
+    (``*_std``, percent points) is what data that looks unseen would show by chance: binomial,
+    sqrt(0.1 * 0.9 * (1/n_forget + 1/n_reference)), the reference's term for the threshold's own
+    sampling error (the pooled reference size stands in where classes fall back to it).
 
 ``relearn_steps`` (see ``RelearnConfig``)
     Ordinary fine-tuning of a copy on the forget set alone (train mode, BatchNorm batch
@@ -36,6 +39,7 @@ holdout holds none of a forgotten class). All are computed by ``rfau.metrics.eva
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import numpy as np
@@ -201,6 +205,14 @@ def member_rate_at_fpr(
     return float(100.0 * member.float().mean())
 
 
+def member_rate_spread(n_forget: int, n_reference: int, fpr: float = MEMBER_FPR) -> float | None:
+    """Standard deviation (percent points) of the member rate of forget samples that look unseen:
+    the forget side's binomial error plus the threshold's, estimated from ``n_reference``."""
+    if n_forget < 1 or n_reference < 1:
+        return None
+    return 100.0 * math.sqrt(fpr * (1 - fpr) * (1 / n_forget + 1 / n_reference))
+
+
 # --- relearning -----------------------------------------------------------------------------------------
 
 
@@ -338,9 +350,11 @@ def evidence_metrics(
         auc, spread, n = forget_vs_unseen_auc(l_f, y_f, l_t[same_classes], y_t[same_classes], seed)
         out |= {"forget_vs_test_auc": auc, "forget_vs_test_auc_cv_std": spread, "forget_vs_test_n": n}
         out["forget_member_rate_at_10fpr"] = member_rate_at_fpr(l_f, y_f, l_u, y_u)
+        out["forget_member_rate_at_10fpr_std"] = member_rate_spread(len(y_f), len(y_u))
         out["forget_member_rate_at_10fpr_test"] = member_rate_at_fpr(
             l_f, y_f, l_t[same_classes], y_t[same_classes]
         )
+        out["forget_member_rate_at_10fpr_test_std"] = member_rate_spread(len(y_f), int(same_classes.sum()))
         if reference_model is not None:
             cfg = relearn or RelearnConfig(seed=seed)
             pick = relearn_subset(len(y_f), cfg)
@@ -360,7 +374,9 @@ EVIDENCE_KEYS = (
     "forget_vs_test_auc_cv_std",
     "forget_vs_test_n",
     "forget_member_rate_at_10fpr",
+    "forget_member_rate_at_10fpr_std",
     "forget_member_rate_at_10fpr_test",
+    "forget_member_rate_at_10fpr_test_std",
     "relearn_steps",
     "relearn_target_acc",
     "probe_forgotten_class_acc",
@@ -373,6 +389,7 @@ __all__ = [
     "forget_vs_unseen_auc",
     "logits_and_features",
     "member_rate_at_fpr",
+    "member_rate_spread",
     "penultimate",
     "probe_accuracy",
     "relearn_steps",

@@ -16,13 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rfau.errors import RfauError
-from rfau.gates import Gates, check_gates
+from rfau.gates import Gates, check_gates, regime_of
 from rfau.models.checkpoint import CARD, WEIGHTS, read_card
 from rfau.records import (
     ChampionMove,
     Evaluation,
     Registration,
-    SummaryMetrics,
     UnlearnInfo,
     VersionRef,
     VersionRow,
@@ -329,10 +328,10 @@ def register(
         raise RfauError(f"{metrics_path} evaluates other weights than {model_dir}")
     baseline = Evaluation.read(baseline_metrics_path) if baseline_metrics_path else None
     info = UnlearnInfo.read(model_dir / "unlearn.json") if (model_dir / "unlearn.json").exists() else None
-    regime = "none" if bootstrap else info.regime if info else "sample"
+    regime = "none" if bootstrap else regime_of(metrics.model_dump())  # from the split, every method
     gates = gates or Gates()
-    champ_metrics = SummaryMetrics.of(baseline) if baseline else None
-    results = [] if bootstrap else check_gates(SummaryMetrics.of(metrics), champ_metrics, regime, gates)
+    champ_metrics = baseline.model_dump() if baseline else None
+    results = [] if bootstrap else check_gates(metrics.model_dump(), champ_metrics, regime, gates)
     passed = all(r.passed for r in results)
 
     reg = Registry(settings)

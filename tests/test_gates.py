@@ -1,0 +1,249 @@
+"""Promotion gates: the policy on hand-made evaluations (every gate passing and failing, with a
+reason naming the metric, its value and its bound), the regime decided from the split for every
+method, and a whole-class request unlearned with SalUn through a real batch, gated class-wise."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rfau.batch import run_batch
+from rfau.data.datasets import load_dataset
+from rfau.data.request_store import RequestState, RequestStore
+from rfau.data.requests import DeletionRequest
+from rfau.data.split import forget_regime, in_holdout, make_split
+from rfau.errors import RfauError
+from rfau.gates import Gates, check_gates, regime_of
+from rfau.tracking import registry
+
+DS = load_dataset("digits")
+
+CHAMPION = {"ra": 99.5, "ta_kept_classes": 98.5}
+CLASS_OK = {
+    "regime": "class",
+    "ua": 100.0,
+    "ra": 99.0,
+    "ta": 88.0,
+    "ta_kept_classes": 98.0,
+    "forget_accuracy_forgotten_classes": 0.0,
+    "ta_forgotten_classes": 0.0,
+    "probe_forgotten_class_acc": 91.7,
+}
+SAMPLE_OK = {
+    "regime": "sample",
+    "ua": 3.0,
+    "ra": 99.0,
+    "ta": 97.5,
+    "ta_kept_classes": 97.5,
+    "mia_confidence": 4.0,
+    "mia_confidence_test": 4.5,
+    "forget_vs_unseen_auc": 0.56,
+    "forget_vs_unseen_auc_cv_std": 0.05,
+    "forget_vs_test_auc": 0.52,
+    "forget_vs_test_auc_cv_std": 0.04,
+    "forget_member_rate_at_10fpr": 12.0,
+    "forget_member_rate_at_10fpr_std": 3.5,
+    "forget_member_rate_at_10fpr_test": 9.0,
+    "forget_member_rate_at_10fpr_test_std": 3.0,
+}
+
+
+def failed(metrics: dict, champion: dict | None = CHAMPION, gates: Gates | None = None) -> dict:
+    """name -> reason of every failed gate."""
+    results = check_gates(metrics, champion, regime_of(metrics), gates or Gates())
+    return {r.name: r.reason for r in results if not r.passed}
+
+
+def test_class_wise_gates_pass_and_each_fails_alone_with_a_reason():
+    names = [r.name for r in check_gates(CLASS_OK, CHAMPION, "class", Gates())]
+    assert names == [
+        "forget_accuracy",
+        "forgotten_class_test_accuracy",
+        "probe_forgotten_class",
+        "retain_drop",
+        "test_drop",
+    ]
+    assert failed(CLASS_OK) == {}
+    for key, value, gate in (
+        ("forget_accuracy_forgotten_classes", 12.0, "forget_accuracy"),
+        ("ta_forgotten_classes", 40.0, "forgotten_class_test_accuracy"),
+        ("probe_forgotten_class_acc", 99.0, "probe_forgotten_class"),
+        ("ra", 90.0, "retain_drop"),
+        ("ta_kept_classes", 90.0, "test_drop"),
+    ):
+        reasons = failed({**CLASS_OK, key: value})
+        assert list(reasons) == [gate], (key, reasons)
+    reason = failed({**CLASS_OK, "probe_forgotten_class_acc": 99.0})["probe_forgotten_class"]
+    assert reason.startswith("probe_forgotten_class_acc = 99 > bound 97")
+    assert "features still carry" in reason
+    assert failed({**CLASS_OK, "ra": 90.0})["retain_drop"].startswith("ra drop = 9.5 > bound 2")
+
+
+def test_sample_wise_gates_use_the_evidence_and_allow_for_its_spread():
+    results = check_gates(SAMPLE_OK, CHAMPION, "sample", Gates())
+    assert [r.name for r in results] == [
+        "forget_error_gap",
+        "mia_gap",
+        "forget_vs_unseen_auc",
+        "forget_vs_test_auc",
+        "forget_member_rate_at_10fpr",
+        "forget_member_rate_at_10fpr_test",
+        "retain_drop",
+        "test_drop",
+    ]
+    assert all(r.passed for r in results)
+    auc = {r.name: r for r in results}["forget_vs_unseen_auc"]
+    assert auc.bound == pytest.approx(0.55 + 2 * 0.05)  # 0.5 + tolerance + spread_k x cv std
+    rate = {r.name: r for r in results}["forget_member_rate_at_10fpr"]
+    assert rate.bound == pytest.approx(10 + 5 + 2 * 3.5)
+
+    separable = {**SAMPLE_OK, "forget_vs_unseen_auc": 0.70}
+    reason = failed(separable)["forget_vs_unseen_auc"]
+    assert reason.startswith("forget_vs_unseen_auc = 0.7 > bound 0.65")
+    assert "tells the forget samples from unseen holdout data" in reason
+    # the same AUC on a noisier estimate is no evidence against the model
+    assert failed({**separable, "forget_vs_unseen_auc_cv_std": 0.1}) == {}
+    # a method that calibrates on the holdout is also judged against the test set
+    assert list(failed({**SAMPLE_OK, "forget_vs_test_auc": 0.8})) == ["forget_vs_test_auc"]
+    members = failed({**SAMPLE_OK, "forget_member_rate_at_10fpr": 40.0})
+    assert list(members) == ["forget_member_rate_at_10fpr"]
+    assert members["forget_member_rate_at_10fpr"].startswith("forget_member_rate_at_10fpr = 40 > bound 22")
+    # over-forgetting: error 30% where unseen data has 2.5%, and a MIA score to match
+    over = failed({**SAMPLE_OK, "ua": 30.0, "mia_confidence": 50.0})
+    assert set(over) == {"forget_error_gap", "mia_gap"}
+    assert "|forget error 30.00 - test error (kept classes) 2.50|" in over["forget_error_gap"]
+
+
+def test_tighter_bounds_fail_what_the_defaults_pass():
+    strict = Gates(auc_tolerance=0.0, spread_k=0.0, member_rate_tolerance=0.0)
+    assert set(failed(SAMPLE_OK, gates=strict)) == {
+        "forget_vs_unseen_auc",
+        "forget_vs_test_auc",
+        "forget_member_rate_at_10fpr",
+    }
+
+
+def test_unmeasurable_evidence_skips_its_gate_and_missing_evidence_is_an_error():
+    tiny = {**SAMPLE_OK, "forget_vs_unseen_auc": None, "forget_vs_unseen_auc_cv_std": None}
+    names = {r.name for r in check_gates(tiny, None, "sample", Gates())}
+    assert "forget_vs_unseen_auc" not in names and "forget_vs_test_auc" in names
+    no_probe = {**CLASS_OK, "probe_forgotten_class_acc": None}
+    assert "probe_forgotten_class" not in {r.name for r in check_gates(no_probe, None, "class", Gates())}
+    old = {k: v for k, v in SAMPLE_OK.items() if k != "forget_vs_test_auc"}
+    with pytest.raises(RfauError, match="lacks 'forget_vs_test_auc', needed by the sample-wise gates"):
+        check_gates(old, None, "sample", Gates())
+    with pytest.raises(RfauError, match="records no valid regime"):
+        regime_of({k: v for k, v in SAMPLE_OK.items() if k != "regime"})
+    with pytest.raises(RfauError, match="no gates for regime 'none'"):
+        check_gates(SAMPLE_OK, None, "none", Gates())
+
+
+def test_mixed_batches_gate_the_classes_and_the_scattered_samples_apart():
+    sample_part = {k: v for k, v in SAMPLE_OK.items() if k not in ("regime", "ra", "ta", "ta_kept_classes")}
+    # the whole forget set's UA is dominated by the forgotten class: only the part counts
+    mixed = {**CLASS_OK, "regime": "mixed", "ua": 60.0, "sample_part": sample_part}
+    results = check_gates(mixed, CHAMPION, "mixed", Gates())
+    assert {"forget_accuracy", "probe_forgotten_class", "forget_vs_unseen_auc", "mia_gap"} <= {
+        r.name for r in results
+    }
+    assert all(r.passed for r in results)
+    leaky = {**mixed, "sample_part": {**sample_part, "forget_member_rate_at_10fpr": 60.0}}
+    assert list(failed(leaky)) == ["forget_member_rate_at_10fpr"]
+
+
+def _request(rid: str, sample_ids=(), classes=()) -> tuple[str, DeletionRequest]:
+    req = DeletionRequest(
+        request_id=rid,
+        sample_ids=list(sample_ids),
+        classes=list(classes),
+        reason="test",
+        received_at="2026-11-27T10:00:00Z",
+    )
+    return rid, req
+
+
+def test_the_regime_comes_from_the_split():
+    pool = [s for s in DS.split_ids("train") if not in_holdout(s, 0.1)]
+    three = [s for s in pool if DS.class_of(s) == "3"]
+    not_three = [s for s in pool if DS.class_of(s) != "3"][:20]
+    assert forget_regime(make_split(DS, []), DS) == "none"
+    assert forget_regime(make_split(DS, [_request("a", not_three)]), DS) == "sample"
+    assert forget_regime(make_split(DS, [_request("b", classes=["3"])]), DS) == "class"
+    # a class named sample by sample is still a whole class (the holdout's 3s included)
+    every_three = [s for s in DS.split_ids("train") if DS.class_of(s) == "3"]
+    assert forget_regime(make_split(DS, [_request("c", every_three)]), DS) == "class"
+    assert forget_regime(make_split(DS, [_request("d", three[:5])]), DS) == "sample"
+    both = [_request("e", classes=["3"]), _request("f", not_three)]
+    assert forget_regime(make_split(DS, both), DS) == "mixed"
+
+
+def test_a_mixed_split_is_evaluated_with_its_sample_part(digits_original):
+    """The original with class 3's output masked (bias only): the class is forgotten at the
+    output, the scattered samples are not touched. The whole forget set's UA mixes both; the
+    sample part holds the scattered samples alone."""
+    import torch
+
+    from rfau.metrics import evaluate_model
+    from rfau.models import load_checkpoint
+
+    three = DS.classes.index("3")
+    not_three = [s for s in DS.split_ids("train") if DS.class_of(s) != "3" and not in_holdout(s, 0.1)][:40]
+    split = make_split(DS, [_request("e", classes=["3"]), _request("f", not_three)])
+    model, _ = load_checkpoint(digits_original / "model")
+    with torch.no_grad():
+        model.fc.bias[three] -= 1e4
+    m = evaluate_model(model, DS, split)
+    assert m["regime"] == "mixed"
+    assert m["forget_accuracy_forgotten_classes"] == 0.0 and m["ta_forgotten_classes"] == 0.0
+    part = m["sample_part"]
+    assert part["counts"] == {"forget": 40}
+    assert part["ua"] < 10.0 and m["ua"] > 50.0  # the class dominates the whole set's UA
+    assert part["forget_vs_unseen_n"] <= 40 and part["forget_member_rate_at_10fpr_std"] > 0
+    results = {r.name: r for r in check_gates(m, None, regime_of(m), Gates())}
+    assert results["forget_accuracy"].passed and results["forgotten_class_test_accuracy"].passed
+    assert results["forget_error_gap"].value == pytest.approx(
+        abs(part["ua"] - (100 - m["ta_kept_classes"])), abs=1e-3
+    )
+
+
+SALUN_TINY = {"epochs": 3, "lr": 0.005, "augment_pad": 0, "augment_flip": False}
+
+
+def test_a_class_request_unlearned_with_salun_is_gated_class_wise(tmp_path, seed_state):
+    """The regime follows the request, not a setting only RFAU writes: SalUn forgets class 3,
+    the batch gates it class-wise (it passes) and promotes it."""
+    settings = seed_state(tmp_path / ".rfau")
+    store = str(tmp_path / "store")
+    req = tmp_path / "class3.json"
+    req.write_text(
+        json.dumps(
+            {
+                "request_id": "forget-3",
+                "classes": ["3"],
+                "reason": "consent withdrawn",
+                "received_at": "2026-11-27T10:00:00Z",
+            }
+        )
+    )
+    RequestStore.from_uri(store).add([req], DS)
+    res = run_batch(tmp_path / "work", "digits", store, settings, method="salun", config=SALUN_TINY)
+    unlearned = json.loads((tmp_path / "work" / "model" / "unlearn.json").read_text())
+    assert unlearned["method"] == "salun" and unlearned["regime"] == "class"
+    verdict = json.loads((tmp_path / "work" / "evaluation" / "gates.json").read_text())
+    assert verdict["regime"] == "class"
+    gates = {g["name"]: g for g in verdict["gates"]}
+    assert set(gates) == {
+        "forget_accuracy",
+        "forgotten_class_test_accuracy",
+        "probe_forgotten_class",
+        "retain_drop",
+        "test_drop",
+    }
+    assert verdict["passed"], [g["reason"] for g in verdict["gates"] if not g["passed"]]
+    assert res.registered is not None
+    assert res.registered.gates_passed and res.registered.champion == res.registered.version == 2
+    assert registry.version_tags(settings)[2]["rfau.regime"] == "class"
+    assert RequestStore.from_uri(store).get("forget-3").state is RequestState.FULFILLED
+    flat = json.loads((tmp_path / "work" / "evaluation" / "metrics.json").read_text())
+    assert flat["ta_forgotten_classes"] == 0.0 and "probe_forgotten_class_acc" in flat
