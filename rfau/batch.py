@@ -610,7 +610,13 @@ def run_batch(
                 wd / "batch", wd / "model", wd / "evaluation", wd / "registered", settings, gates, store
             )
         except BaseException as e:
-            abort(wd / "batch", str(e) or type(e).__name__)
+            try:
+                abort(wd / "batch", str(e) or type(e).__name__)
+            except Exception as release_error:  # the user must still learn why the batch failed
+                raise RfauError(
+                    f"{str(e) or type(e).__name__}; releasing its requests failed too "
+                    f"({str(release_error) or type(release_error).__name__}): see `rfau request release`"
+                ) from e
             raise
     return {**reg, "rejected": [r.model_dump() for r in meta.rejected], "metrics": metrics, "skipped": False}
 
