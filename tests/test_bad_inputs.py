@@ -7,6 +7,7 @@ Each case is a function ``case(root) -> (arguments, extra environment)`` that pr
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -303,3 +304,32 @@ def test_cases_cover_the_issue(tmp_path):
     groups = {n.split("-")[0] for n in CASES}
     assert len(CASES) >= 30
     assert {"request", "dataset", "model", "set", "batch", "env", "out", "pipeline"} <= groups
+
+
+def test_a_failed_batch_whose_release_fails_too_names_both(tmp_path, monkeypatch, seed_state):
+    """The batch fails after claiming (the champion's weights were altered in the registry) and the
+    disk is full when its requests are put back: the one error line names the batch's failure
+    first, then the failed release; the request stays in progress for `rfau request release`."""
+    seed_state(tmp_path / ".rfau")
+    for weights in (tmp_path / ".rfau").rglob("model.safetensors"):
+        weights.write_bytes(weights.read_bytes() + b"tampered")
+    monkeypatch.chdir(tmp_path)
+    _queued(tmp_path)
+    fsync = os.fsync
+
+    def disk_full_for_releases(fd: int) -> None:  # where a full disk reports it: at fsync
+        name = Path(os.readlink(f"/proc/self/fd/{fd}")).name  # .000002-pending.json.<uuid>.rfau-tmp
+        if "-pending.json." in name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", disk_full_for_releases)
+    res = _cli(tmp_path, ["batch", "run", "--workdir", "work"])
+    (line,) = [x for x in res.stderr.splitlines() if x.startswith("error:")]
+    assert res.exit_code == EXIT_ERROR and "Traceback" not in res.output, res.output
+    assert line.index("the weights were altered") < line.index("releasing its requests failed too"), line
+    assert "No space left on device" in line
+    monkeypatch.undo()
+    from rfau.data.request_store import RequestState, RequestStore
+
+    assert RequestStore.from_uri(tmp_path / ".rfau" / "store").get("r1").state is RequestState.IN_PROGRESS

@@ -130,3 +130,48 @@ def test_two_batches_in_two_folders_over_one_store_never_claim_twice(tmp_path, s
     # each promotion started from the champion before it: the last champion forgot every request
     for earlier, later in zip(promoted, promoted[1:]):
         assert later["model"]["before"]["version"] == earlier["model"]["after"]["version"], (earlier, later)
+
+
+def _stages(root: Path, name: str, stages: list[str]) -> dict | None:
+    """Run ``stages`` of batch ``name`` (folder root/name) in-process, as DVC or the pipeline does."""
+    from rfau import batch
+    from rfau.tracking.settings import TrackingSettings
+
+    settings, store, wd = (
+        TrackingSettings(state_dir=root / ".rfau"),
+        str(root / ".rfau" / "store"),
+        root / name,
+    )
+    res = None
+    for stage in stages:
+        if stage == "split":
+            assert not batch.data_split(wd / "batch", "digits", store, settings).empty
+        elif stage == "unlearn":
+            batch.unlearn(wd / "batch", wd / "model", "rfau", {"epochs": 3, "retain_budget": 300})
+        elif stage == "evaluate":
+            batch.evaluate(wd / "batch", wd / "model", wd / "evaluation")
+        else:
+            res = batch.register(wd / "batch", wd / "model", wd / "evaluation", wd / "registered", settings)
+    return res
+
+
+def test_a_batch_whose_base_was_replaced_meanwhile_is_not_promoted(tmp_path, seed_state):
+    """Both batches split from version 1; the first promotes version 2. The second's version (1
+    minus req-2) still knows req-1's samples, so it must not become champion: its request waits
+    for the next batch, which starts from version 2 and forgets it there."""
+    seed_state(tmp_path / ".rfau")
+    _add(tmp_path, "req-1", TRAIN_IDS[:30])
+    _stages(tmp_path, "a", ["split"])
+    _add(tmp_path, "req-2", TRAIN_IDS[30:60])
+    _stages(tmp_path, "b", ["split"])
+    first = _stages(tmp_path, "a", ["unlearn", "evaluate", "register"])
+    second = _stages(tmp_path, "b", ["unlearn", "evaluate", "register"])
+    assert first["gates_passed"] and first["champion"] == first["version"]
+    assert second["champion"] == first["version"]  # the champion stays the version that forgot req-1
+    records, reqs, champion = _audit(tmp_path)
+    assert [r["promoted"] for r in records] == [True, False]
+    assert reqs.get("req-2").state is RequestState.PENDING and "champion" in reqs.get("req-2").detail
+    third = _stages(tmp_path, "c", ["split", "unlearn", "evaluate", "register"])
+    records, reqs, champion = _audit(tmp_path)
+    assert champion == third["version"] and records[-1]["model"]["before"]["version"] == first["version"]
+    assert {reqs.get(r).state for r in ("req-1", "req-2")} == {RequestState.FULFILLED}
