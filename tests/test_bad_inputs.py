@@ -333,3 +333,17 @@ def test_a_failed_batch_whose_release_fails_too_names_both(tmp_path, monkeypatch
     from rfau.data.request_store import RequestState, RequestStore
 
     assert RequestStore.from_uri(tmp_path / ".rfau" / "store").get("r1").state is RequestState.IN_PROGRESS
+
+
+def test_target_modules_are_checked_against_the_champion_before_claiming(tmp_path, monkeypatch, seed_state):
+    """With a champion in the registry, its architecture (from its card) is what the settings are
+    checked against; nothing is claimed, registered or recorded."""
+    seed_state(tmp_path / ".rfau")
+    monkeypatch.chdir(tmp_path)
+    _queued(tmp_path)
+    before = _snapshot(tmp_path)
+    res = _cli(tmp_path, ["batch", "run", "-w", "work", "--set", 'method_config={"taps": ["conv1", "nope"]}'])
+    (line,) = [x for x in res.stderr.splitlines() if x.startswith("error:")]
+    assert res.exit_code == EXIT_ERROR and "Traceback" not in res.output, res.output
+    assert "unknown tapped layer 'nope'" in line
+    assert _snapshot(tmp_path) == before
