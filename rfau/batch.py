@@ -201,8 +201,9 @@ def data_split(
                     meta.already_forgotten = True
             meta.write(tmp / BATCH)
     except BaseException as e:
-        for st in claimed:  # nothing was decided: the requests wait for the next batch
-            reqs.release(st.request_id, batch_id, f"batch {batch_id} failed in data-split: {e}"[:500])
+        why = f"batch {batch_id} failed in data-split: {e}"[:500]
+        # nothing was decided: the requests wait for the next batch
+        _release_or_say_so(e, lambda: [reqs.release(st.request_id, batch_id, why) for st in claimed])
         raise
     for st, why in rejected:
         reqs.reject(st.request_id, batch_id, why)
@@ -211,6 +212,18 @@ def data_split(
     for st in done:
         reqs.fulfil(st.request_id, batch_id, "already forgotten by an earlier batch")
     return meta
+
+
+def _release_or_say_so(failure: BaseException, release) -> None:
+    """Call ``release`` (put a failed batch's requests back); when that fails too (a full disk,
+    an unreachable store) raise an RfauError that names the batch's own failure first."""
+    try:
+        release()
+    except Exception as e:
+        raise RfauError(
+            f"{str(failure) or type(failure).__name__}; releasing its requests failed too "
+            f"({str(e) or type(e).__name__}): they stay in progress until `rfau request release`"
+        ) from failure
 
 
 def read_batch(batch_dir: str | Path) -> BatchMeta:
@@ -317,8 +330,10 @@ def _append_record(
     model_dir: Path,
     eval_dir: Path,
     settings: TrackingSettings,
+    held_back: str | None = None,
 ) -> RecordedBatch:
-    """The batch's ledger record, anchored on the version it produced and logged to MLflow."""
+    """The batch's ledger record, anchored on the version it produced and logged to MLflow.
+    ``held_back``: why a version that passed its gates is not promoted (recorded as such)."""
     from rfau.tracking import registry
 
     unl = UnlearnInfo.read(model_dir / "unlearn.json")
@@ -339,8 +354,9 @@ def _append_record(
             before=VersionRef(version=base.version, weights_sha256=base.weights_sha256),
             after=VersionRef(version=reg.version, weights_sha256=read_card(model_dir).weights_sha256),
         ),
-        promoted=reg.gates_passed,
-        champion_after=reg.version if reg.gates_passed else reg.champion,
+        promoted=reg.gates_passed and not held_back,
+        champion_after=reg.version if reg.gates_passed and not held_back else reg.champion,
+        held_back=held_back,
         method=unl.method,
         config=unl.config,
         metrics=SummaryMetrics.of(after).model_dump(exclude_none=True),
@@ -353,7 +369,7 @@ def _append_record(
         finished_at=_now(),
         mlflow_run_id=registry.Registry.active_run_id(),
     )
-    stored = trail.append(fields.model_dump())
+    stored = trail.append(fields.model_dump(exclude={"held_back"} if held_back is None else set()))
     record = RecordedBatch.model_validate(stored)
     registry.set_version_tags(
         settings,
@@ -362,6 +378,21 @@ def _append_record(
     )
     trail.log_to_mlflow(stored)
     return record
+
+
+def _champion_moved(settings: TrackingSettings, meta: BatchMeta) -> str | None:
+    """Why a version that passed its gates may still not become champion: the champion is no
+    longer the version this batch started from (another batch promoted its own meanwhile, or an
+    operator rolled back), so the new version still knows what the other batch forgot."""
+    from rfau.tracking import registry
+
+    champ = registry.champion(settings)
+    if champ is None or meta.base is None or champ.version == meta.base.version:
+        return None
+    return (
+        f"the champion moved from version {meta.base.version} (this batch's base) to "
+        f"{champ.version} while the batch ran"
+    )
 
 
 def _check_claims(reqs: RequestStore, meta: BatchMeta) -> None:
@@ -494,7 +525,8 @@ def register(
             _log_stages(run_registry, Path(batch_dir), model_dir, eval_dir, meta)
             reg = register_version()
             fault_point("register:version-created")
-            record = _append_record(trail, reqs, meta, reg, model_dir, eval_dir, settings)
+            held_back = _champion_moved(settings, meta)
+            record = _append_record(trail, reqs, meta, reg, model_dir, eval_dir, settings, held_back)
     else:  # this stage ran before (a retry): the version and the record exist
         reg = register_version()
     fault_point("register:record-appended")
@@ -519,17 +551,18 @@ def register(
             )
         else:
             failed = [g.name for g in record.gates if not g.passed]
+            why = record.held_back or f"version {reg.version} failed gates {failed}"
             reqs.release(
                 rid,
                 meta.batch_id,
-                f"version {reg.version} failed gates {failed}; "
-                "the champion is unchanged and the request waits for the next batch",
+                f"{why}; the champion is unchanged and the request waits for the next batch",
             )
     out = Registered(
         batch_id=meta.batch_id,
         model=settings.model_name,
         version=reg.version,
         gates_passed=reg.gates_passed,
+        promoted=record.promoted,
         champion=champ.version,
         ledger_seq=record.seq,
         ledger_hash=record.hash,
@@ -632,7 +665,8 @@ def run_batch(
                 wd / "batch", wd / "model", wd / "evaluation", wd / "registered", settings, gates, store
             )
         except BaseException as e:
-            abort(wd / "batch", str(e) or type(e).__name__)
+            reason = str(e) or type(e).__name__
+            _release_or_say_so(e, lambda: abort(wd / "batch", reason))
             raise
     if not isinstance(metrics, BatchMetrics) or not isinstance(reg, Registered):
         raise RfauError(f"batch {meta.batch_id}: a stage skipped a batch that has something to forget")

@@ -346,6 +346,7 @@ class BatchRecord(BaseModel):
     model: LedgerModel
     promoted: bool
     champion_after: int | None
+    held_back: str | None = None  # why a version that passed its gates was not promoted
     method: str
     config: dict[str, Any]  # UnlearnInfo.config: the method's own settings
     metrics: dict[str, float]  # SummaryMetrics of the new model, undefined ones left out
@@ -369,6 +370,7 @@ class RecordedBatch(BaseModel):
     hash: str
     batch_id: str
     promoted: bool = False
+    held_back: str | None = None
     model: LedgerModel | None = None
     gates: list[GateResult] = []
 
@@ -412,6 +414,7 @@ class Registered(Record):
     model: str
     version: int
     gates_passed: bool
+    promoted: bool  # False also when it passed but the champion moved meanwhile (held back)
     champion: int
     ledger_seq: int
     ledger_hash: str

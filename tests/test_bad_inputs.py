@@ -1,84 +1,349 @@
-"""Bad inputs through the real `rfau` CLI: a one-line message, exit code 2, no traceback, no change.
+"""Bad inputs through the `rfau` CLI (in-process, typer's CliRunner): one line naming the problem,
+exit code 2 (rfau.cli.common.EXIT_ERROR), no traceback, and no change: no output folder, no registry
+version, no ledger record, no request event (the whole test folder is compared byte for byte).
 
-Round 1 covers what the library already refuses; cases that need CLI wiring from round 2 are
-marked xfail(strict=True).
+Each case is a function ``case(root) -> (arguments, extra environment)`` that prepares ``root``.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
-import subprocess
-import sys
+import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
+from typer.testing import CliRunner
 
-RFAU = str(Path(sys.executable).with_name("rfau"))
+from rfau.cli import app
+from rfau.cli.common import EXIT_ERROR
+
 GOOD = {"request_id": "r1", "classes": ["3"], "reason": "gdpr", "received_at": "2026-01-01T00:00:00Z"}
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+# the variables a case may set, all restored after each invocation (code run in-process exports
+# MLFLOW_TRACKING_* through mlflow.set_tracking_uri and clean_tracking_uri)
+ISOLATED = (
+    "RFAU_TRACKING_URI",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "RFAU_REQUEST_STORE",
+    "RFAU_STALE_AFTER_HOURS",
+    "KFP_ENDPOINT",
+)
+Case = Callable[[Path], tuple[list[str], dict]]
 
 
-def _write(tmp: Path, name: str, text: str) -> Path:
-    p = tmp / name
-    p.write_text(text)
-    return p
+def _cli(root: Path, args: list[str], **env):
+    full = {k: None for k in ISOLATED} | {"RFAU_STATE_DIR": str(root / ".rfau")} | env
+    return CliRunner().invoke(app, args, env=full)
 
 
-def _setup(tmp: Path, case: str) -> tuple[list[str], Path]:
-    """(CLI arguments, the output folder that must not appear or change) for one case."""
-    good = _write(tmp, "good.json", json.dumps(GOOD))
-    out = tmp / "out"
-    if case == "deep-json":
-        return ["split", str(_write(tmp, "d.json", "[" * 100000 + "]" * 100000)), "--out", str(out)], out
-    if case == "not-json":
-        return ["split", str(_write(tmp, "d.json", "{nope")), "--out", str(out)], out
-    if case == "unknown-class":
-        bad = _write(tmp, "b.json", json.dumps({**GOOD, "classes": ["cat"]}))
-        return ["split", str(bad), "--out", str(out)], out
-    if case == "all-classes":
-        bad = _write(tmp, "b.json", json.dumps({**GOOD, "classes": [str(i) for i in range(10)]}))
-        return ["split", str(bad), "--out", str(out)], out
-    if case == "out-is-file":
-        _write(tmp, "out", "keep")
-        return ["split", str(good), "--out", str(out)], out
-    if case == "out-foreign-folder":
-        out.mkdir()
-        _write(out, "mine.txt", "keep")
-        return ["split", str(good), "--out", str(out)], out
-    if case == "out-dot":
-        return ["split", str(good), "--out", "."], tmp
-    if case == "out-sub-dotdot":
-        (tmp / "sub").mkdir()
-        return ["split", str(good), "--out", "sub/.."], tmp
-    raise AssertionError(case)
+def _write(root: Path, name: str, data: str | bytes | dict) -> str:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, dict):
+        data = json.dumps(data)
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return name
 
 
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def _split_args(root: Path, request: str | bytes | dict, out: str = "out") -> list[str]:
+    return ["split", _write(root, "req.json", request), "--out", out]
+
+
+def _queued(root: Path) -> None:
+    """An initialised request store with one pending request (no registry yet)."""
+    res = _cli(root, ["request", "add", _write(root, "queued.json", GOOD)])
+    assert res.exit_code == 0, res.output
+
+
+def _model(root: Path, **card_changes) -> list[str]:
+    """A model folder whose card holds ``card_changes``, and a split: `rfau evaluate` arguments."""
+    weights = b"not a checkpoint"
+    card = {
+        "architecture": "small_cnn",
+        "arch_kwargs": {"width": 8},
+        "classes": [str(i) for i in range(10)],
+        "input_shape": [1, 8, 8],
+        "dataset": "digits",
+        "train_manifest_sha256": "0" * 64,
+        "train_samples": 1,
+        "holdout_fraction": 0.1,
+        "holdout_salt": "rfau-holdout-v1",
+        "weights_sha256": __import__("hashlib").sha256(weights).hexdigest(),
+    }
+    for key, value in card_changes.items():
+        if key == "width":
+            card["arch_kwargs"]["width"] = value
+        else:
+            card[key] = value
+    _write(root, "model/model.safetensors", weights)
+    _write(root, "model/model.json", card)
+    assert _cli(root, _split_args(root, GOOD, "split")).exit_code == 0
+    return ["evaluate", "--model", "model", "--split", "split", "--out", "metrics.json"]
+
+
+def _archive(root: Path, members: dict[str, bytes]) -> str:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return _write(root, "data.tar.gz", buf.getvalue())
+
+
+def _png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (4, 4)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _read_only_parent(root: Path) -> str:
+    """A folder this process cannot write into: as root (who ignores permission bits) sysfs."""
+    if os.geteuid() == 0:
+        return "/sys/rfau-bad-input/out"
+    (root / "ro").mkdir()
+    (root / "ro").chmod(0o555)
+    return "ro/out"
+
+
+def _after(setup: Callable[[Path], object], args: list[str], **env: str) -> Case:
+    """A case that prepares ``root`` with ``setup`` first."""
+
+    def case(root: Path):
+        setup(root)
+        return args, env
+
+    return case
+
+
+def _batch(*sets: str) -> Case:
+    def case(root: Path):
+        _queued(root)
+        return ["batch", "run", "--workdir", "work", *(a for s in sets for a in ("--set", s))], {}
+
+    return case
+
+
+CASES: dict[str, tuple[Case, str]] = {
+    # requests
+    "request-nested-json": (
+        lambda r: (["request", "add", _write(r, "d.json", "[" * 100000 + "]" * 100000)], {}),
+        "nested too deeply",
+    ),
+    "request-not-json": (lambda r: (_split_args(r, "{nope"), {}), "malformed JSON"),
+    "request-oversize-file": (
+        lambda r: (["request", "add", _write(r, "big.json", {**GOOD, "reason": "x" * (11 << 20)})], {}),
+        "byte limit",
+    ),
+    "request-id-with-path": (
+        lambda r: (["request", "add", _write(r, "b.json", {**GOOD, "request_id": "../x"})], {}),
+        "request_id",
+    ),
+    "request-unknown-sample": (
+        lambda r: (_split_args(r, {**GOOD, "classes": [], "sample_ids": ["digits/99999"]}), {}),
+        "unknown sample ids",
+    ),
+    "request-test-sample": (
+        lambda r: (
+            ["request", "add", _write(r, "b.json", {**GOOD, "classes": [], "sample_ids": ["digits/0"]})],
+            {},
+        ),
+        "test split",
+    ),
+    "request-unknown-class": (lambda r: (_split_args(r, {**GOOD, "classes": ["cat"]}), {}), "cat"),
+    "request-every-class": (
+        lambda r: (_split_args(r, {**GOOD, "classes": [str(i) for i in range(10)]}), {}),
+        "every training sample",
+    ),
+    "request-missing-file": (lambda r: (["split", "none.json", "--out", "out"], {}), "none.json"),
+    "request-duplicate-id": (_after(_queued, ["request", "add", "queued.json"]), "r1"),
+    "request-list-bad-state": (lambda r: (["request", "list", "--state", "done"], {}), "pending"),
+    # datasets
+    "dataset-missing": (lambda r: (_split_args(r, GOOD) + ["--dataset", "/no/such/data"], {}), "not found"),
+    "dataset-member-dotdot": (
+        lambda r: (
+            _split_args(r, GOOD)
+            + ["--dataset", _archive(r, {"train/a/1.png": _png(), "train/../x.png": _png()})],
+            {},
+        ),
+        "'..'",
+    ),
+    "dataset-not-an-archive": (
+        lambda r: (_split_args(r, GOOD) + ["--dataset", _write(r, "data.tar.gz", "plain text")], {}),
+        "data.tar.gz",
+    ),
+    "dataset-without-test-images": (
+        lambda r: (_split_args(r, GOOD) + ["--dataset", _archive(r, {"train/a/1.png": _png()})], {}),
+        "no test/<class>/ images",
+    ),
+    # model folders
+    "model-negative-width": (lambda r: (_model(r, width=-4), {}), "negative size for width"),
+    "model-empty-input-shape": (lambda r: (_model(r, input_shape=[]), {}), "input_shape"),
+    "model-empty-weights-sha256": (lambda r: (_model(r, weights_sha256=""), {}), "weights_sha256"),
+    "model-tampered-weights": (lambda r: (_model(r, weights_sha256="a" * 64), {}), "sha256"),
+    "model-missing": (
+        _after(_model, ["evaluate", "--model", "nomodel", "--split", "split", "--out", "m.json"]),
+        "not a model folder",
+    ),
+    # settings
+    "set-device-foo": (
+        _after(_model, ["unlearn", "-m", "model", "--split", "split", "--out", "out", "--set", "device=foo"]),
+        "device 'foo'",
+    ),
+    "batch-device-foo": (_batch('method_config={"device": "foo"}'), "device 'foo'"),
+    "batch-device-cuda-before-claiming": (
+        _batch('method_config={"device": "cuda"}'),
+        "CUDA is not available",
+    ),
+    "batch-target-module-the-model-lacks": (
+        _batch('method_config={"target_modules": ["nope"]}'),
+        "unknown LoRA target module 'nope'",
+    ),
+    "batch-tap-the-model-lacks": (_batch('method_config={"taps": ["nope"]}'), "unknown tapped layer 'nope'"),
+    "batch-unknown-method": (_batch("method=bogus"), "bogus"),
+    "batch-unknown-parameter": (_batch("bogus=1"), "bogus"),
+    "batch-negative-gate": (_batch('gates={"max_retain_drop": -1}'), "max_retain_drop"),
+    # environment
+    "env-tracking-not-a-uri": (
+        _after(_queued, ["batch", "run", "-w", "work"], RFAU_TRACKING_URI="not-a-uri"),
+        "tracking URI 'not-a-uri' is not valid",
+    ),
+    "env-tracking-foo-scheme": (
+        lambda r: (["models"], {"RFAU_TRACKING_URI": "foo://bar"}),
+        "tracking URI 'foo://bar' is not valid",
+    ),
+    "env-state-dir-is-a-file-batch": (
+        lambda r: (["batch", "run", "-w", "work"], {"RFAU_STATE_DIR": _write(r, "state", "x")}),
+        "is a file",
+    ),
+    "env-state-dir-is-a-file-list": (
+        lambda r: (["request", "list"], {"RFAU_STATE_DIR": _write(r, "state", "x")}),
+        "is a file",
+    ),
+    "env-state-dir-is-a-file-models": (
+        lambda r: (["models"], {"RFAU_STATE_DIR": _write(r, "state", "x")}),
+        "is a file",
+    ),
+    "env-store-never-initialised": (lambda r: (["batch", "run", "-w", "work"], {}), "never been initialised"),
+    "env-store-mistyped": (
+        _after(_queued, ["batch", "run", "-w", "work"], RFAU_REQUEST_STORE="storr"),
+        "never been initialised",
+    ),
+    "env-stale-window-not-a-number": (
+        _after(_queued, ["request", "list"], RFAU_STALE_AFTER_HOURS="six"),
+        "RFAU_STALE_AFTER_HOURS",
+    ),
+    # output folders
+    "out-dot": (lambda r: (_split_args(r, GOOD, "."), {}), "not '.' or '..'"),
+    "out-sub-dotdot": (
+        lambda r: (_write(r, "sub/keep.txt", "keep") and _split_args(r, GOOD, "sub/.."), {}),
+        "'.' or '..'",
+    ),
+    "out-existing-file": (lambda r: (_split_args(r, GOOD, _write(r, "out", "keep")), {}), "is a file"),
+    "out-foreign-folder": (
+        lambda r: (_write(r, "out/mine.txt", "keep") and _split_args(r, GOOD), {}),
+        "not an rfau output",
+    ),
+    "out-read-only-parent": (lambda r: (_split_args(r, GOOD, _read_only_parent(r)), {}), "cannot write"),
+    # pipeline commands
+    "pipeline-bad-cron": (
+        lambda r: (["pipeline", "schedule", "--endpoint", "http://127.0.0.1:9", "--cron", "61 * * * *"], {}),
+        "outside 0-59",
+    ),
+    "pipeline-cron-field-count": (
+        lambda r: (["pipeline", "schedule", "--endpoint", "http://127.0.0.1:9", "--cron", "* *"], {}),
+        "5 or 6 fields",
+    ),
+    "pipeline-bad-namespace": (
+        lambda r: (["pipeline", "submit", "--endpoint", "http://127.0.0.1:9", "--namespace", "Bad_NS!"], {}),
+        "not a Kubernetes namespace",
+    ),
+}
+NEEDS_NO_CUDA = {"batch-device-cuda-before-claiming"}
+
+
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every file's bytes and every folder (None) under ``folder``."""
+    return {
+        str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 @pytest.mark.parametrize(
-    "case, message",
-    [
-        ("deep-json", "nested too deeply"),
-        ("not-json", "malformed JSON"),
-        ("unknown-class", "cat"),
-        ("all-classes", "every training sample"),
-        ("out-is-file", "is a file"),
-        ("out-foreign-folder", "not an rfau output"),
-        ("out-dot", "not '.' or '..'"),
-        ("out-sub-dotdot", "not '.' or '..'"),
-    ],
+    "name",
+    [pytest.param(n, marks=NO_CUDA) if n in NEEDS_NO_CUDA else n for n in CASES],
 )
-def test_bad_input_gets_one_line_and_changes_nothing(tmp_path, case, message):
-    args, out = _setup(tmp_path, case)
+def test_bad_input_gets_one_line_and_changes_nothing(tmp_path, monkeypatch, name):
+    case, message = CASES[name]
+    monkeypatch.chdir(tmp_path)
+    args, env = case(tmp_path)
     before = _snapshot(tmp_path)
-    env = {**os.environ, "RFAU_STATE_DIR": str(tmp_path / ".state"), "COLUMNS": "2000"}
-    r = subprocess.run([RFAU, *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
-    text = r.stdout + r.stderr
-    assert r.returncode == 2, text  # RfauError: exit 2 (rfau.cli._fail)
-    assert "Traceback" not in text
-    assert message in text
-    assert len([line for line in r.stderr.strip().splitlines() if line.strip()]) == 1, r.stderr
-    assert _snapshot(tmp_path) == before  # nothing written, nothing replaced, no temporary folder
-    assert not [p for p in tmp_path.rglob(".out.*")]
+    res = _cli(tmp_path, args, **env)
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exc_info
+    assert res.exit_code == EXIT_ERROR, res.output
+    assert "Traceback" not in res.output
+    assert len(errors) == 1 and message in errors[0], res.stderr  # one line, naming the problem
+    # nothing written, replaced or left behind: no output, registry, ledger or request event
+    assert _snapshot(tmp_path) == before
+    assert not Path("/sys/rfau-bad-input").exists()
+
+
+def test_cases_cover_the_issue(tmp_path):
+    """At least 30 cases, in every group the issue lists."""
+    groups = {n.split("-")[0] for n in CASES}
+    assert len(CASES) >= 30
+    assert {"request", "dataset", "model", "set", "batch", "env", "out", "pipeline"} <= groups
+
+
+def test_a_failed_batch_whose_release_fails_too_names_both(tmp_path, monkeypatch, seed_state):
+    """The batch fails after claiming (the champion's weights were altered in the registry) and the
+    disk is full when its requests are put back: the one error line names the batch's failure
+    first, then the failed release; the request stays in progress for `rfau request release`."""
+    seed_state(tmp_path / ".rfau")
+    for weights in (tmp_path / ".rfau").rglob("model.safetensors"):
+        weights.write_bytes(weights.read_bytes() + b"tampered")
+    monkeypatch.chdir(tmp_path)
+    _queued(tmp_path)
+    fsync = os.fsync
+
+    def disk_full_for_releases(fd: int) -> None:  # where a full disk reports it: at fsync
+        name = Path(os.readlink(f"/proc/self/fd/{fd}")).name  # .000002-pending.json.<uuid>.rfau-tmp
+        if "-pending.json." in name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", disk_full_for_releases)
+    res = _cli(tmp_path, ["batch", "run", "--workdir", "work"])
+    (line,) = [x for x in res.stderr.splitlines() if x.startswith("error:")]
+    assert res.exit_code == EXIT_ERROR and "Traceback" not in res.output, res.output
+    assert line.index("the weights were altered") < line.index("releasing its requests failed too"), line
+    assert "No space left on device" in line
+    monkeypatch.undo()
+    from rfau.data.request_store import RequestState, RequestStore
+
+    assert RequestStore.from_uri(tmp_path / ".rfau" / "store").get("r1").state is RequestState.IN_PROGRESS
+
+
+def test_target_modules_are_checked_against_the_champion_before_claiming(tmp_path, monkeypatch, seed_state):
+    """With a champion in the registry, its architecture (from its card) is what the settings are
+    checked against; nothing is claimed, registered or recorded."""
+    seed_state(tmp_path / ".rfau")
+    monkeypatch.chdir(tmp_path)
+    _queued(tmp_path)
+    before = _snapshot(tmp_path)
+    res = _cli(tmp_path, ["batch", "run", "-w", "work", "--set", 'method_config={"taps": ["conv1", "nope"]}'])
+    (line,) = [x for x in res.stderr.splitlines() if x.startswith("error:")]
+    assert res.exit_code == EXIT_ERROR and "Traceback" not in res.output, res.output
+    assert "unknown tapped layer 'nope'" in line
+    assert _snapshot(tmp_path) == before

@@ -27,7 +27,8 @@ Fields supplied by the caller (the ledger requires only ``batch_id`` and ``reque
 - ``model``: ``{"name", "before": {"version", "weights_sha256"}, "after": {"version", "weights_sha256"}}``:
   the version that had the data and the one that no longer knows it;
 - ``promoted`` (bool): whether ``after`` became champion; ``champion_after`` (int): champion version
-  after the batch;
+  after the batch; ``held_back`` (str, optional): why a version that passed its gates was not
+  promoted (the champion was no longer the batch's ``before`` version);
 - ``method`` (str) and ``config`` (dict): the unlearning method and its settings;
 - ``metrics`` (dict, percent): ``ua``, ``ra``, ``ta``, ``ta_kept_classes``, ``mia_confidence``,
   ``mia_confidence_test``, ...; ``baseline_metrics`` (dict): the previous champion on the same split;

@@ -10,14 +10,15 @@ import typer
 from rfau.cli.common import (
     ParamsOpt,
     SetOpt,
+    check_method_settings,
     err,
     out,
     store_uri,
     tracking_settings,
 )
 from rfau.cli.render import print_registered, print_split
-from rfau.errors import RfauError
-from rfau.params import load_params
+from rfau.params import BatchParams, load_params
+from rfau.tracking.settings import TrackingSettings
 
 batch_app = typer.Typer(
     help="One deletion batch: all pending requests -> one new model version.", no_args_is_help=True
@@ -37,7 +38,9 @@ def batch_split(
     from rfau.batch import data_split
 
     p = load_params(params, set_)
-    meta = data_split(out_dir, p.dataset, p.store, tracking_settings(), p.holdout_fraction, p.train)
+    settings = tracking_settings()
+    check_before_claiming(p, settings, device_here=False)
+    meta = data_split(out_dir, p.dataset, p.store, settings, p.holdout_fraction, p.train)
     print_split(meta)
 
 
@@ -106,12 +109,14 @@ def batch_run(
     from rfau.batch import run_batch
 
     p = load_params(params, set_)
-    _warn_stuck(p.store)
+    settings = tracking_settings()
+    check_before_claiming(p, settings, device_here=True)
+    _warn_stuck(p.store)  # also: a store never initialised fails here, before the work folder is made
     res = run_batch(
         workdir,
         p.dataset,
         p.store,
-        tracking_settings(),
+        settings,
         p.method,
         p.method_config,
         p.gates,
@@ -132,7 +137,47 @@ def _warn_stuck(store: str | None) -> None:
     from rfau.cli.request import warn_stuck
     from rfau.data.request_store import RequestStore
 
-    try:
-        warn_stuck(RequestStore.open(store_uri(store)))
-    except RfauError:
-        pass  # the batch itself reports a store that cannot be opened
+    warn_stuck(RequestStore.open(store_uri(store)))
+
+
+def check_before_claiming(p: BatchParams, settings: TrackingSettings, device_here: bool) -> None:
+    """Method settings that would fail the unlearn stage fail here, before a request is claimed
+    (load_params checked their form): the device (its availability only where the whole batch
+    runs in this process) and the modules named by target_modules/taps, against the model the
+    batch starts from."""
+    cfg = check_method_settings(p.method, p.method_config, device_here)
+    if getattr(cfg, "target_modules", None) or getattr(cfg, "taps", None):
+        from rfau.methods.rfau import resolve_modules
+
+        resolve_modules(_starting_model(p, settings), cfg)  # type: ignore[arg-type]
+
+
+def _starting_model(p: BatchParams, settings: TrackingSettings):
+    """The architecture (untrained) of the batch's base: the champion's, else the bootstrap
+    recipe's. A local registry that does not exist yet is not created here."""
+    import tempfile
+
+    from rfau.models.arch import build_model
+
+    champion = None
+    uri = settings.uri() if settings.tracking_uri else None
+    if uri or (settings.state_dir / "mlflow.db").is_file():
+        from rfau.tracking.registry import Registry
+
+        reg = Registry(settings)
+        champion = reg.champion()
+    if champion is not None:
+        from rfau.models.checkpoint import read_card
+
+        with tempfile.TemporaryDirectory() as tmp:
+            card = read_card(reg.fetch_version(champion["version"], Path(tmp) / "base"))
+        return build_model(card.architecture, card.input_shape[0], len(card.classes), **card.arch_kwargs)
+    from rfau.config import TrainConfig
+    from rfau.data import load_dataset
+    from rfau.models.arch import default_architecture
+
+    ds = load_dataset(p.dataset)
+    cfg = TrainConfig.preset(ds.kind, **p.train)
+    kwargs = {"width": cfg.width} if cfg.width else {}
+    arch = cfg.architecture or default_architecture(ds.kind)
+    return build_model(arch, ds.input_shape[0], len(ds.classes), **kwargs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import click
 import typer
@@ -29,8 +29,16 @@ class _Commands(TyperGroup):
         try:
             return super().invoke(ctx)
         except RfauError as e:
-            err.print(f"[bold red]error:[/] {e}")
-            raise typer.Exit(code=EXIT_ERROR) from None
+            fail(str(e))
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``message`` as one line on stderr (never wrapped: logs and pods read it whole; never
+    read as rich markup: it may hold brackets) and exit with EXIT_ERROR."""
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code=EXIT_ERROR) from None
 
 
 app = typer.Typer(
@@ -87,7 +95,30 @@ def tracking_settings(name: str | None = None, tracking_uri: str | None = None):
     """MLflow settings from the environment, with the command's --name / --tracking-uri on top."""
     from rfau.tracking.settings import TrackingSettings
 
-    return TrackingSettings.from_env(model_name=name, tracking_uri=tracking_uri)
+    settings = TrackingSettings.from_env(model_name=name, tracking_uri=tracking_uri)
+    settings.check()  # a bad URI or state folder fails here, before a command changes anything
+    return settings
+
+
+def check_method_settings(method: str, config: dict | None, device_here: bool = True):
+    """A method's settings -> its config, checked before a command reads a model or claims a
+    request; the device must exist here when ``device_here`` (else only its name is checked:
+    a pipeline's unlearn task may run on another machine)."""
+    import torch
+
+    from rfau.config import resolve_device
+    from rfau.stages import method_config
+
+    cfg = method_config(method, config)
+    device = getattr(cfg, "device", "auto")
+    if device_here:
+        resolve_device(device)
+    elif device != "auto":
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise RfauError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    return cfg
 
 
 def store_uri(store: str | None) -> str:

@@ -14,6 +14,7 @@ from rfau.cli.common import (
     SeedOpt,
     SplitOpt,
     app,
+    check_method_settings,
     out,
     parse_overrides,
 )
@@ -106,7 +107,9 @@ def unlearn(
     """Remove the split's forget set from a model (RFAU by default)."""
     from rfau.stages import unlearn_stage
 
-    info = unlearn_stage(model_dir, dataset, split_dir, out_dir, method, parse_overrides(config, set_))
+    settings = parse_overrides(config, set_)
+    check_method_settings(method, settings)  # before the model and the data are read
+    info = unlearn_stage(model_dir, dataset, split_dir, out_dir, method, settings)
     out.print(
         f"{method}: {info.seconds:.1f} s, trainable parameters {info.trainable_params:,} of "
         f"{info.total_params:,} ({100 * info.trainable_share:.2f}%) -> {out_dir}"

@@ -27,11 +27,14 @@ def print_registered(res: Registered | Skipped) -> None:
     if isinstance(res, Skipped):
         out.print(f"nothing registered: {res.reason}")
         return
-    verdict = (
-        "gates passed: promoted to champion; requests fulfilled"
-        if res.gates_passed
-        else "a gate failed: champion unchanged; requests back to pending"
-    )
+    if res.promoted:
+        verdict = "gates passed: promoted to champion; requests fulfilled"
+    elif res.gates_passed:  # another batch promoted its version meanwhile (see the ledger record)
+        verdict = (
+            "gates passed, not promoted: the champion moved while the batch ran; requests back to pending"
+        )
+    else:
+        verdict = "a gate failed: champion unchanged; requests back to pending"
     out.print(
         f"{res.model} version {res.version} ({verdict}); champion is version {res.champion}; "
         f"ledger record {res.ledger_seq}"

@@ -66,12 +66,33 @@ class TrackingSettings(BaseModel):
             "model_name": os.environ.get("RFAU_MODEL_NAME"),
         }
         env.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**{k: v for k, v in env.items() if v is not None})
+        settings = cls(**{k: v for k, v in env.items() if v is not None})
+        settings.check_state_dir()
+        return settings
+
+    def check_state_dir(self) -> None:
+        """The state folder (local registry, default request store) may not be a file: that is a
+        misconfiguration, never an empty store."""
+        if self.state_dir.exists() and not self.state_dir.is_dir():
+            raise RfauError(
+                f"state folder {str(self.state_dir)!r} (RFAU_STATE_DIR) is a file, not a folder; "
+                "point RFAU_STATE_DIR at a folder"
+            )
+
+    def check(self) -> None:
+        """Validate the settings without touching anything: a bad URI or state folder -> RfauError."""
+        if self.tracking_uri:
+            clean_tracking_uri(self.tracking_uri)
+        self.check_state_dir()
 
     def uri(self) -> str:
         if self.tracking_uri:
             return clean_tracking_uri(self.tracking_uri)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.check_state_dir()
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RfauError(f"cannot create state folder {str(self.state_dir)!r}: {e.strerror}") from None
         return f"sqlite:///{self.state_dir.resolve() / 'mlflow.db'}"
 
     def artifact_location(self) -> str | None:
