@@ -244,6 +244,11 @@ def check_gates(metrics: dict, champion: dict | None, regime: str, gates: Gates)
     """metrics: evaluation of the candidate on its split; champion: the current champion's
     evaluation on the same split (None for the first version: the drop gates are skipped);
     regime: ``regime_of(metrics)`` (class, sample or mixed)."""
+    if regime == "none":  # passing "no gate" would claim a deletion nobody checked
+        raise RfauError(
+            "the evaluation's split forgets nothing, so no deletion gate can pass or fail; "
+            "evaluate on the deletion's split, or register an original with --bootstrap"
+        )
     if regime not in ("class", "sample", "mixed"):
         raise RfauError(f"no gates for regime {regime!r}: expected class, sample or mixed")
     checks = _Checks()

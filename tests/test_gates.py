@@ -135,7 +135,7 @@ def test_unmeasurable_evidence_skips_its_gate_and_missing_evidence_is_an_error()
         check_gates(old, None, "sample", Gates())
     with pytest.raises(RfauError, match="records no valid regime"):
         regime_of({k: v for k, v in SAMPLE_OK.items() if k != "regime"})
-    with pytest.raises(RfauError, match="no gates for regime 'none'"):
+    with pytest.raises(RfauError, match="forgets nothing, so no deletion gate can pass or fail"):
         check_gates(SAMPLE_OK, None, "none", Gates())
 
 

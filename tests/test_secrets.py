@@ -146,7 +146,7 @@ def test_a_batch_and_a_register_leak_no_secret(
         [
             ["request", "add", str(_request(tmp_path, "req-batch", TRAIN_IDS[:30]))],
             ["batch", "run", "--workdir", "work", "--set", FAST],
-            ["register", *model],
+            ["register", *model, "--bootstrap"],  # an original: no deletion gates to check
         ],
     )
     # and the audit, in-process (its output is checked too)

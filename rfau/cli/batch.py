@@ -170,7 +170,7 @@ def _starting_model(p: BatchParams, settings: TrackingSettings):
         from rfau.models.checkpoint import read_card
 
         with tempfile.TemporaryDirectory() as tmp:
-            card = read_card(reg.fetch_version(champion["version"], Path(tmp) / "base"))
+            card = read_card(reg.fetch_version(champion.version, Path(tmp) / "base"))
         return build_model(card.architecture, card.input_shape[0], len(card.classes), **card.arch_kwargs)
     from rfau.config import TrainConfig
     from rfau.data import load_dataset
