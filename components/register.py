@@ -19,7 +19,9 @@ def register(
     registered: Output[Artifact],
     receipt: Output[Markdown],
     kfp_run_id: str = "",
-):
+) -> str:
+    """-> the batch's MLflow run id (its parent run), so the KFP run links to it; "" when the
+    batch had nothing to register."""
     from pathlib import Path
 
     from rfau.batch import register as stage
@@ -36,19 +38,25 @@ def register(
         settings,
         Gates(**(gates or {})),
         requests_uri or None,
+        kfp_run_id or None,
     )
     if isinstance(res, Skipped):
         Path(receipt.path).write_text(f"Nothing registered: {res.reason}\n")
-        return
+        return ""
     registered.metadata.update(res.model_dump(include={"version", "champion", "gates_passed", "ledger_seq"}))
     # the KFP run (dsl.PIPELINE_JOB_ID_PLACEHOLDER) that produced this version
     registered.metadata["kfp_run_id"] = kfp_run_id
-    verdict = (
-        "promoted to champion" if res.gates_passed else "a gate failed: champion unchanged, requests pending"
-    )
+    registered.metadata["mlflow_run_id"] = res.mlflow_run_id or ""
+    if res.promoted:
+        verdict = "promoted to champion"
+    elif res.gates_passed:
+        verdict = "gates passed, held back: the champion moved while the batch ran; requests pending"
+    else:
+        verdict = "a gate failed: champion unchanged, requests pending"
     Path(receipt.path).write_text(
         f"# {res.model} version {res.version}\n\n{verdict}; champion is version {res.champion}.\n\n"
         f"Ledger record {res.ledger_seq} ({res.ledger_hash}); "
         f"requests {', '.join(res.request_ids)}.\n"
-        f"Proof of deletion: `rfau audit show REQUEST_ID`.\n"
+        f"MLflow run {res.mlflow_run_id}. Proof of deletion: `rfau audit show REQUEST_ID`.\n"
     )
+    return res.mlflow_run_id or ""

@@ -488,9 +488,11 @@ def register(
     settings: TrackingSettings | None = None,
     gates: Gates | None = None,
     store: str | None = None,
+    kfp_run_id: str | None = None,
 ) -> Registered | Skipped:
     """New registry version (champion only when every gate passes) -> ledger record -> request
-    states. Idempotent: registering a batch again returns its version and record."""
+    states. Idempotent: registering a batch again returns its version and record.
+    ``kfp_run_id``: the KFP run this batch is part of, tagged on its MLflow run and version."""
     from rfau.audit.trail import AuditTrail
     from rfau.tracking import registry
 
@@ -520,10 +522,13 @@ def register(
                 "forget_md5": meta.forget_md5,
                 "base_model_version": meta.require_base().version,
                 "code_version": meta.code_version,
+                **({"kfp_run_id": kfp_run_id} if kfp_run_id else {}),
             },
         ) as run_registry:
             _log_stages(run_registry, Path(batch_dir), model_dir, eval_dir, meta)
             reg = register_version()
+            if kfp_run_id:
+                run_registry.set_version_tags(reg.version, {"kfp_run_id": kfp_run_id})
             fault_point("register:version-created")
             held_back = _champion_moved(settings, meta)
             record = _append_record(trail, reqs, meta, reg, model_dir, eval_dir, settings, held_back)
@@ -564,6 +569,7 @@ def register(
         gates_passed=reg.gates_passed,
         promoted=record.promoted,
         champion=champ.version,
+        mlflow_run_id=record.mlflow_run_id,
         ledger_seq=record.seq,
         ledger_hash=record.hash,
         request_ids=meta.request_ids,

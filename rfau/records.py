@@ -371,6 +371,7 @@ class RecordedBatch(BaseModel):
     batch_id: str
     promoted: bool = False
     held_back: str | None = None
+    mlflow_run_id: str | None = None
     model: LedgerModel | None = None
     gates: list[GateResult] = []
 
@@ -419,6 +420,7 @@ class Registered(Record):
     ledger_seq: int
     ledger_hash: str
     request_ids: list[str]
+    mlflow_run_id: str | None = None  # the batch's parent run (rfau-batch BATCH_ID)
 
     @classmethod
     def read_or_skipped(cls, path: str | Path) -> Registered | Skipped:

@@ -139,6 +139,9 @@ def test_register_requires_the_audit_salt_secret_and_gets_the_run_id(compiled):
         assert "rfau-audit" not in {s["secretName"] for s in platform[lbl]["secretAsEnv"]}, name
     run_id = _task(spec, "register")["inputs"]["parameters"]["kfp_run_id"]
     assert run_id == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
+    # and it hands the batch's MLflow run id back to KFP as its output parameter
+    comp = spec["components"][_task(spec, "register")["componentRef"]["name"]]
+    assert comp["outputDefinitions"]["parameters"]["Output"]["parameterType"] == "STRING"
 
 
 def test_retries_everywhere_and_cache_only_on_pure_stages(compiled):
@@ -267,7 +270,17 @@ def test_local_run_as_a_new_user(tmp_path):
     assert (run_dir / "data-split" / "batch" / "split" / "forget.txt").stat().st_size > 0
     assert (run_dir / "unlearn" / "model" / "adapter" / "adapter_config.json").is_file()
     assert (run_dir / "evaluate" / "evaluation" / "metrics.json").is_file()
-    assert (run_dir / "register" / "registered" / "registered.json").is_file()
+    registered = json.loads((run_dir / "register" / "registered" / "registered.json").read_text())
+    # the KFP run and the MLflow run name each other: the run id is the register task's output,
+    # the KFP run id a tag on the batch's MLflow run and on the version
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / '.rfau' / 'mlflow.db'}")
+    run = client.get_run(registered["mlflow_run_id"])
+    kfp_run_id = run.data.tags["rfau.kfp_run_id"]
+    assert kfp_run_id and run.info.run_name.startswith("rfau-batch ")
+    version = client.get_model_version(registered["model"], str(registered["version"]))
+    assert version.tags["rfau.kfp_run_id"] == kfp_run_id
     assert not (tmp_path / "mlruns").exists()  # artifacts go beside the store, not into the working folder
     models = _rfau("models", cwd=tmp_path)
     assert "champion" in models.stdout and "rfau" in models.stdout
