@@ -7,12 +7,15 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
-from conftest import CliResult, run_cli, subprocess_env
+from conftest import S3_ENV, CliResult, free_port, run_cli, subprocess_env
 
 from rfau.audit.trail import AuditTrail, registry_problems
 from rfau.data.request_store import RequestState, RequestStore
@@ -20,7 +23,8 @@ from rfau.tracking import registry
 from rfau.tracking.settings import TrackingSettings
 
 RFAU = str(Path(sys.executable).parent / "rfau")
-FAST = ["--set", 'method_config={"epochs": 5, "retain_budget": 500}']
+FAST_CONFIG = {"epochs": 5, "retain_budget": 500}
+FAST = ["--set", f"method_config={json.dumps(FAST_CONFIG)}"]
 IDS = [f"digits/{i}" for i in range(1, 200) if i % 5][:40]  # training samples (every 5th is test)
 
 pytestmark = pytest.mark.e2e
@@ -141,3 +145,108 @@ def test_the_audit_sees_orphans_unrecorded_passes_and_a_foreign_champion():
     assert any("version 5 is in no ledger record" in p for p in problems)
     assert any("champion version 4" in p for p in problems)
     assert registry_problems(records, {1: boot, 2: ok, 6: {"rfau.abandoned": "x"}}, None) == []
+
+
+# --- an S3 outage in the middle of register (a loopback proxy in front of moto, cut and restored) --
+class TcpProxy:
+    """A loopback TCP proxy in front of a server: ``cut()`` drops every connection and refuses new
+    ones (an outage), ``restore()`` serves again on the same port."""
+
+    def __init__(self, target_port: int):
+        self.port, self.target = free_port(), target_port
+        self.conns: list[socket.socket] = []
+        self.restore()
+
+    def restore(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
+
+    def cut(self) -> None:
+        self.server.close()
+        for c in self.conns:
+            with contextlib.suppress(OSError):
+                c.close()
+        self.conns.clear()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:  # closed by cut()
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+def test_an_s3_outage_right_after_the_version_is_created_is_completed_by_the_next_batch(
+    tmp_path, seed_state, s3_server, monkeypatch
+):
+    """The request store and ledger on S3 go away once the new version exists (before the ledger
+    record): the batch fails without a record or a champion move, and once S3 is back the next
+    batch (after the stale window) forgets the request once, records it once, and the audit of
+    ledger, registry and requests agrees."""
+    from rfau import batch
+    from rfau.data.datasets import load_dataset
+    from rfau.errors import RfauError
+
+    proxy = TcpProxy(int(s3_server["endpoint"].rsplit(":", 1)[1]))
+    salt = {"RFAU_AUDIT_SALT": "shared-test-salt"}  # a remote ledger needs the shared salt
+    for k, v in {**S3_ENV, **salt, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"}.items():
+        monkeypatch.setenv(k, v)
+    store = f"s3://{s3_server['bucket']}/outage-{tmp_path.name}"
+    settings = seed_state(tmp_path / ".rfau")  # the registry (local sqlite) stays up
+    req = tmp_path / "req.json"
+    req.write_text(
+        json.dumps(
+            {
+                "request_id": "req-1",
+                "sample_ids": IDS,
+                "reason": "t",
+                "subject": "ann",
+                "received_at": "2026-11-28T00:00:00Z",
+            }
+        )
+    )
+    RequestStore.open(store, create=True).add([req], load_dataset("digits"))
+
+    def outage(point: str) -> None:
+        if point == "register:version-created":
+            proxy.cut()
+
+    monkeypatch.setattr(batch, "fault_point", outage)
+    with pytest.raises(RfauError, match="unreachable") as failed:
+        batch.run_batch(tmp_path / "w1", "digits", store, settings, config=FAST_CONFIG)
+    print(failed.value)  # what the operator reads
+    monkeypatch.setattr(batch, "fault_point", lambda point: None)
+    proxy.restore()
+    assert AuditTrail.open(store, settings).records() == []  # nothing claims the deletion
+    assert registry.champion(settings).version == 1  # the original still serves
+
+    monkeypatch.setenv("RFAU_STALE_AFTER_HOURS", "0.0001")  # whatever the failed batch left claimed
+    time.sleep(1)
+    done = batch.run_batch(tmp_path / "w2", "digits", store, settings, config=FAST_CONFIG)
+    assert done.registered is not None and done.registered.promoted
+    records = AuditTrail.open(store, settings).records()
+    assert [r["request_ids"] for r in records] == [["req-1"]]  # forgotten once, recorded once
+    assert registry.champion(settings).version == records[0]["model"]["after"]["version"]
+    assert RequestStore.from_uri(store).get("req-1").state is RequestState.FULFILLED
+    verify = run_cli(
+        "audit",
+        "verify",
+        "--no-weights",
+        RFAU_STATE_DIR=str(tmp_path / ".rfau"),
+        RFAU_REQUEST_STORE=store,
+        **salt,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
