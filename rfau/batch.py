@@ -155,6 +155,7 @@ def data_split(
     batch_id = batch_id or new_batch_id()
     started = _now()
     _release_stale(reqs, stale_after_hours if stale_after_hours is not None else stale_window())
+    _abandon_orphans(settings, uri, reqs)
     claimed = reqs.claim_pending(batch_id)
     done: list = []
     try:
@@ -411,6 +412,30 @@ def _check_claims(reqs: RequestStore, meta: BatchMeta) -> None:
         )
 
 
+def _abandon_orphans(settings: TrackingSettings, uri: str, reqs: RequestStore) -> list[int]:
+    """Versions whose batch failed before its ledger record while the registry was down (so the
+    failing batch could not tag them abandoned itself): once none of their requests is claimed
+    any more, that batch is over, and they are tagged abandoned here, so the audit tells them
+    from a version that claims a deletion nobody recorded. A batch still in register holds its
+    requests, so its version is never touched. -> the versions tagged."""
+    from rfau.audit.trail import AuditTrail
+    from rfau.tracking.registry import Registry
+
+    if not settings.tracking_uri and not (settings.state_dir / "mlflow.db").is_file():
+        return []  # no registry yet: nothing can be orphaned
+    recorded = {r.batch_id for r in _batch_records(AuditTrail.open(uri, settings))}
+    running = {st.batch_id for st in reqs.list(RequestState.IN_PROGRESS)}
+    reg, tagged = Registry(settings), []
+    for v in reg.versions():
+        t, version = v.tags, int(v.version)
+        batch = t.get("rfau.batch_id")  # set when a batch creates the version (not `rfau register`)
+        if not batch or batch in recorded or batch in running or t.get("rfau.abandoned"):
+            continue
+        reg.set_version_tags(version, {"abandoned": "its batch ended without a ledger record (found later)"})
+        tagged.append(version)
+    return tagged
+
+
 def _batch_records(trail) -> list[RecordedBatch]:
     """The ledger's batch records, as a batch reads them."""
     return [RecordedBatch.model_validate(r) for r in trail.records()]
@@ -510,7 +535,9 @@ def register(
 
     def register_version() -> Registration:  # the alias moves later, once the record exists
         after, before = eval_dir / "after.json", eval_dir / "before.json"
-        return registry.register(model_dir, after, settings, gates, before, promote=False)
+        return registry.register(
+            model_dir, after, settings, gates, before, promote=False, batch_id=meta.batch_id
+        )
 
     if record is None:
         with registry.pipeline_run(

@@ -250,3 +250,66 @@ def test_an_s3_outage_right_after_the_version_is_created_is_completed_by_the_nex
         **salt,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_an_mlflow_outage_right_after_the_version_is_created_is_recovered(
+    tmp_path, seed_state, mlflow_server, monkeypatch
+):
+    """The tracking server goes away once the new version exists: the batch fails with a clear
+    error (no raw MlflowException), records nothing and moves no alias; its version cannot even be
+    tagged abandoned. Once the server is back, the next batch tags that orphan abandoned (its
+    batch no longer holds its requests), forgets the request once, and the audit agrees."""
+    from rfau import batch
+    from rfau.data.datasets import load_dataset
+    from rfau.errors import RfauError
+
+    proxy = TcpProxy(int(mlflow_server["url"].rsplit(":", 1)[1]))
+    tracking = {"tracking_uri": f"http://127.0.0.1:{proxy.port}", "model_name": f"outage-{tmp_path.name}"}
+    settings = seed_state(tmp_path / ".rfau", **tracking)
+    for k, v in {
+        "RFAU_TRACKING_URI": tracking["tracking_uri"],
+        "RFAU_MODEL_NAME": tracking["model_name"],
+    }.items():
+        monkeypatch.setenv(k, v)  # what the failing batch's own clean-up reads
+    store = str(tmp_path / "store")
+    req = tmp_path / "req.json"
+    req.write_text(
+        json.dumps(
+            {"request_id": "req-1", "sample_ids": IDS, "reason": "t", "received_at": "2026-11-28T00:00:00Z"}
+        )
+    )
+    RequestStore.open(store, create=True).add([req], load_dataset("digits"))
+
+    def outage(point: str) -> None:
+        if point == "register:version-created":
+            proxy.cut()
+
+    monkeypatch.setattr(batch, "fault_point", outage)
+    with pytest.raises(RfauError) as failed:
+        batch.run_batch(tmp_path / "w1", "digits", store, settings, config=FAST_CONFIG)
+    print(failed.value)
+    monkeypatch.setattr(batch, "fault_point", lambda point: None)
+    proxy.restore()
+    assert AuditTrail.open(store, settings).records() == []
+    assert registry.champion(settings).version == 1
+    orphan = registry.version_tags(settings)[2]
+    assert orphan["rfau.gates_passed"] == "true" and "rfau.abandoned" not in orphan  # the server was down
+
+    reqs = RequestStore.from_uri(store)
+    assert reqs.get("req-1").state is RequestState.PENDING  # the local store took the release
+    # what the next batch does before it claims: its batch holds no request, so it is abandoned
+    assert batch._abandon_orphans(settings, store, reqs) == [2]
+    assert registry.version_tags(settings)[2]["rfau.abandoned"]
+    done = batch.run_batch(tmp_path / "w2", "digits", store, settings, config=FAST_CONFIG)
+    assert done.registered is not None and done.registered.promoted
+    records = AuditTrail.open(store, settings).records()
+    assert [r["request_ids"] for r in records] == [["req-1"]]
+    # unlearning is deterministic: the same weights are the same version, taken up again and no
+    # longer marked abandoned
+    assert registry.champion(settings).version == records[0]["model"]["after"]["version"] == 2
+    assert "rfau.abandoned" not in registry.version_tags(settings)[2]
+    assert RequestStore.from_uri(store).get("req-1").state is RequestState.FULFILLED
+    env = {"RFAU_STATE_DIR": str(tmp_path / ".rfau"), "RFAU_REQUEST_STORE": store}
+    env |= {"RFAU_TRACKING_URI": tracking["tracking_uri"], "RFAU_MODEL_NAME": tracking["model_name"]}
+    verify = run_cli("audit", "verify", "--no-weights", **env)
+    assert verify.returncode == 0, verify.stdout + verify.stderr

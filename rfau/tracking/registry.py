@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from rfau.errors import RfauError
@@ -81,8 +81,19 @@ class Registry:
         if nested is None:
             nested = mlflow.active_run() is not None
         tags = {f"rfau.{k}": str(v) for k, v in (tags or {}).items()}
-        with mlflow.start_run(run_name=name, nested=nested, experiment_id=self.experiment_id, tags=tags) as r:
+        r = mlflow.start_run(run_name=name, nested=nested, experiment_id=self.experiment_id, tags=tags)
+        try:
             yield r
+        except BaseException:
+            # the caller must see what failed; a server that is down cannot close the run either
+            # (mlflow pops the run before it calls the server, so this process is left clean)
+            with suppress(*_service_errors()):
+                mlflow.end_run("FAILED")
+            raise
+        try:
+            mlflow.end_run()
+        except _service_errors() as e:
+            raise self._fail(f"cannot close the MLflow run {name!r}", e) from None
 
     def log_stage(
         self,
@@ -306,6 +317,7 @@ def register(
     baseline_metrics_path: str | Path | None = None,
     bootstrap: bool = False,
     promote: bool = True,
+    batch_id: str | None = None,
 ) -> Registration:
     """Register an unlearned model as a new version; promote it to champion when the gates pass.
     ``bootstrap``: the original model (nothing forgotten, no gates); it becomes champion only
@@ -345,6 +357,7 @@ def register(
         "rfau.request_ids": ",".join(card.lineage.get("request_ids", [])),
         "rfau.method": card.lineage.get("method", card.lineage.get("kind", "")),
         "rfau.regime": regime,
+        **({"rfau.batch_id": batch_id} if batch_id else {}),
         "rfau.gates_passed": str(passed).lower(),
         "rfau.gate_failures": "; ".join(
             f"{r.name}={r.value} > {r.bound} ({r.detail})" for r in results if not r.passed
@@ -356,6 +369,8 @@ def register(
         for k, v in tags.items():  # a registration interrupted while tagging is completed here
             if existing.tags.get(k) != _short(v):
                 client.set_model_version_tag(name, existing.version, k, _short(v))
+        if "rfau.abandoned" in existing.tags:  # the same weights, registered again by a live batch
+            client.delete_model_version_tag(name, existing.version, "rfau.abandoned")
         champ = reg.alias_version(CHAMPION)
         return Registration(
             model=name,
