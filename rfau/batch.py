@@ -19,6 +19,7 @@ With nothing pending, every stage writes a small "empty" marker and returns at o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -155,7 +156,8 @@ def data_split(
     batch_id = batch_id or new_batch_id()
     started = _now()
     _release_stale(reqs, stale_after_hours if stale_after_hours is not None else stale_window())
-    _abandon_orphans(settings, uri, reqs)
+    with contextlib.suppress(RfauError):  # housekeeping: a registry that is down fails the batch below
+        _abandon_orphans(settings, uri, reqs)
     claimed = reqs.claim_pending(batch_id)
     done: list = []
     try:

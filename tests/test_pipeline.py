@@ -301,20 +301,31 @@ def test_cluster_commands_fail_clearly_without_an_endpoint(tmp_path):
 def test_bad_method_settings_stop_before_anything_is_queued(tmp_path):
     r = _cli("pipeline", "run", "--local", "--demo", "--set", 'method_config={"rank": 0}', cwd=tmp_path)
     assert r.returncode == 2 and "invalid settings for method 'rfau'" in r.stderr and "rank" in r.stderr
-    assert json.loads(_cli("request", "list", "--json", cwd=tmp_path).stdout) == []
-    assert not (tmp_path / "runs" / "pipeline").exists()
-
-
-def test_a_failing_local_run_says_so_and_releases_its_requests(tmp_path, seed_state):
-    seed_state(tmp_path / ".rfau")  # a registry with a champion: the run fails in unlearn, not before
-    # valid settings that fail inside the unlearn task: a layer the model does not have
-    r = _rfau(
+    # a layer the model does not have: checked against the model the batch would start from
+    r = _cli(
         "pipeline",
         "run",
         "--local",
         "--demo",
         "--set",
         'method_config={"target_modules": ["nope"]}',
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2 and "nope" in r.stderr, r.stderr
+    assert json.loads(_cli("request", "list", "--json", cwd=tmp_path).stdout) == []
+    assert not (tmp_path / "runs" / "pipeline").exists()
+
+
+def test_a_failing_local_run_says_so_and_releases_its_requests(tmp_path, seed_state):
+    seed_state(tmp_path / ".rfau")  # a registry with a champion: the run fails in unlearn, not before
+    # valid settings that fail inside the unlearn task: a step size that makes the loss diverge
+    r = _rfau(
+        "pipeline",
+        "run",
+        "--local",
+        "--demo",
+        "--set",
+        'method_config={"lr": 1e30, "epochs": 2}',
         cwd=tmp_path,
     )
     assert (

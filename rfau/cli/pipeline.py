@@ -12,6 +12,7 @@ from rfau.cli.common import (
     SetOpt,
     out,
     store_uri,
+    tracking_settings,
 )
 from rfau.cli.render import print_registered
 from rfau.errors import RfauError
@@ -77,6 +78,7 @@ def pipeline_run(
     ] = None,
 ) -> None:
     """Run the deletion-batch pipeline; on a cluster use `submit` or `schedule`."""
+    from rfau.cli.batch import check_before_claiming
     from rfau.data.request_store import RequestStore
     from rfau.job import queue_demo_request
     from rfau.pipelines.run import pipeline_arguments, run_local
@@ -86,6 +88,8 @@ def pipeline_run(
             "only --local runs here; on a cluster use `rfau pipeline submit` or `rfau pipeline schedule`"
         )
     p = load_params(params, set_)
+    # the tasks run here: settings that would fail the unlearn task fail now, before anything is queued
+    check_before_claiming(p, tracking_settings(None, None), device_here=True)
     if demo is None:  # a fresh checkout: show the whole flow on the embedded data
         demo = p.dataset == "digits" and not RequestStore.from_uri(store_uri(p.store)).list()
     if demo:
