@@ -535,10 +535,13 @@ def register(
     if record is None:
         _check_claims(reqs, meta)
 
+    # the batch (and the KFP run it belongs to) named on its MLflow run and on its version
+    batch_tags = {"batch_id": meta.batch_id, **({"kfp_run_id": kfp_run_id} if kfp_run_id else {})}
+
     def register_version() -> Registration:  # the alias moves later, once the record exists
         after, before = eval_dir / "after.json", eval_dir / "before.json"
         return registry.register(
-            model_dir, after, settings, gates, before, promote=False, batch_id=meta.batch_id
+            model_dir, after, settings, gates, before, promote=False, batch_tags=batch_tags
         )
 
     if record is None:
@@ -546,18 +549,15 @@ def register(
             settings,
             f"rfau-batch {meta.batch_id}",
             tags={
-                "batch_id": meta.batch_id,
+                **batch_tags,
                 "request_ids": ",".join(meta.request_ids),
                 "forget_md5": meta.forget_md5,
                 "base_model_version": meta.require_base().version,
                 "code_version": meta.code_version,
-                **({"kfp_run_id": kfp_run_id} if kfp_run_id else {}),
             },
         ) as run_registry:
             _log_stages(run_registry, Path(batch_dir), model_dir, eval_dir, meta)
             reg = register_version()
-            if kfp_run_id:
-                run_registry.set_version_tags(reg.version, {"kfp_run_id": kfp_run_id})
             fault_point("register:version-created")
             held_back = _champion_moved(settings, meta)
             record = _append_record(trail, reqs, meta, reg, model_dir, eval_dir, settings, held_back)

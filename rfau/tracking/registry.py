@@ -317,12 +317,13 @@ def register(
     baseline_metrics_path: str | Path | None = None,
     bootstrap: bool = False,
     promote: bool = True,
-    batch_id: str | None = None,
+    batch_tags: dict[str, str] | None = None,
 ) -> Registration:
     """Register an unlearned model as a new version; promote it to champion when the gates pass.
     ``bootstrap``: the original model (nothing forgotten, no gates); it becomes champion only
     where the registry has none. ``promote=False``: leave the champion alias alone (a deletion
     batch moves it only after its ledger record exists, see ``rfau.batch.register``).
+    ``batch_tags``: the batch that registers it (``rfau.``-prefixed version tags, set at creation).
 
     The verdict is always computed from the metrics, never read back from a tag, and the
     version is created with its tags in one call; registering the same model again completes
@@ -357,7 +358,7 @@ def register(
         "rfau.request_ids": ",".join(card.lineage.get("request_ids", [])),
         "rfau.method": card.lineage.get("method", card.lineage.get("kind", "")),
         "rfau.regime": regime,
-        **({"rfau.batch_id": batch_id} if batch_id else {}),
+        **{f"rfau.{k}": v for k, v in (batch_tags or {}).items()},  # on the version from its creation
         "rfau.gates_passed": str(passed).lower(),
         "rfau.gate_failures": "; ".join(
             f"{r.name}={r.value} > {r.bound} ({r.detail})" for r in results if not r.passed
