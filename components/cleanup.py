@@ -16,10 +16,10 @@ def cleanup(batch: Input[Dataset], status: dsl.PipelineTaskFinalStatus, receipt:
     # the body runs alone in the task's pod (KFP ships only this function): imports stay inside
     from pathlib import Path
 
-    from rfau.batch import abort
-
     released = []
     if status.state != "SUCCEEDED":  # FAILED or CANCELED: release only this batch's in-progress claims
+        from rfau.batch import abort  # only here: after a success the task ends without loading torch
+
         reason = f"pipeline run {status.state.lower()}"
         if status.error_message:
             reason += f": {status.error_message}"

@@ -20,7 +20,6 @@ With nothing pending, every stage writes a small "empty" marker and returns at o
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import shutil
 from datetime import UTC, datetime
@@ -29,7 +28,7 @@ from pathlib import Path
 import rfau
 from rfau.config import TrainConfig
 from rfau.data.datasets import ImageDataset, load_dataset
-from rfau.data.request_store import RequestState, RequestStore
+from rfau.data.request_store import RequestState, RequestStore, default_store
 from rfau.data.request_store import stale_after_hours as stale_window
 from rfau.data.requests import resolve_forget_set
 from rfau.data.split import HOLDOUT_FRACTION, admit_requests, make_split, read_split, write_split
@@ -61,13 +60,6 @@ from rfau.tracking.settings import TrackingSettings
 
 BATCH = "batch.json"
 EVIDENCE = ("metrics.json", "gates.json", "report.md", "confidence_hist.png")
-
-
-def default_store(settings: TrackingSettings | None = None) -> str:
-    """Where requests and the ledger's object-store copy live: $RFAU_REQUEST_STORE (a folder or
-    s3://bucket/prefix), else a folder in the local state directory."""
-    settings = settings or TrackingSettings.from_env()
-    return os.environ.get("RFAU_REQUEST_STORE") or str(settings.state_dir / "store")
 
 
 def new_batch_id() -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from rfau.errors import ModelError
+
+if TYPE_CHECKING:  # torch loads where a device is resolved, not with the settings
+    import torch
 
 
 class _Config(BaseModel):
@@ -52,6 +54,8 @@ class TrainConfig(_Config):
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> CUDA where available, else CPU; a named device must exist here."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -123,7 +123,7 @@ def check_method_settings(method: str, config: dict | None, device_here: bool = 
 
 def store_uri(store: str | None) -> str:
     """The request store: --store, else $RFAU_REQUEST_STORE, else .rfau/store."""
-    from rfau.batch import default_store
+    from rfau.data.request_store import default_store
 
     return store or default_store()
 

@@ -1,17 +1,28 @@
-"""Datasets, deletion requests and the retain/forget/holdout/test split."""
+"""Datasets, deletion requests and the retain/forget/holdout/test split.
 
-from rfau.data.datasets import ImageDataset, load_dataset
-from rfau.data.requests import DeletionRequest, load_requests, resolve_forget_set
-from rfau.data.split import Split, make_split, read_split, write_split
+The names below load on first use (PEP 562): commands that only read requests or the registry
+(``rfau request list``, ``rfau models``, ``rfau --help``) then start without importing torch.
+"""
 
-__all__ = [
-    "DeletionRequest",
-    "ImageDataset",
-    "Split",
-    "load_dataset",
-    "load_requests",
-    "make_split",
-    "read_split",
-    "resolve_forget_set",
-    "write_split",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "ImageDataset": "rfau.data.datasets",
+    "load_dataset": "rfau.data.datasets",
+    "DeletionRequest": "rfau.data.requests",
+    "load_requests": "rfau.data.requests",
+    "resolve_forget_set": "rfau.data.requests",
+    "Split": "rfau.data.split",
+    "make_split": "rfau.data.split",
+    "read_split": "rfau.data.split",
+    "write_split": "rfau.data.split",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'rfau.data' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

@@ -37,12 +37,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rfau.data.datasets import ImageDataset
 from rfau.data.requests import DeletionRequest, load_requests, resolve_forget_set
 from rfau.errors import RequestError, RfauError
 from rfau.io import canonical_json
 from rfau.storage import AlreadyExists, NotFound, Store, open_store
+
+if TYPE_CHECKING:  # torch: imported only where a dataset is loaded
+    from rfau.data.datasets import ImageDataset
+    from rfau.tracking.settings import TrackingSettings
 
 ROOT = "requests/"
 _EVENT = re.compile(r"^(\d{6,})-([a-z-]+)\.json$")
@@ -423,3 +427,12 @@ class RequestStore:
                 f"batch {batch_id} failed ({cause}) and releasing its requests failed too "
                 f"({'; '.join(failed)[:500]}); they stay in-progress until 'rfau request release --stale'"
             )
+
+
+def default_store(settings: TrackingSettings | None = None) -> str:
+    """Where requests and the ledger's object-store copy live: $RFAU_REQUEST_STORE (a folder or
+    s3://bucket/prefix), else a folder in the local state directory."""
+    from rfau.tracking.settings import TrackingSettings
+
+    settings = settings or TrackingSettings.from_env()
+    return os.environ.get("RFAU_REQUEST_STORE") or str(settings.state_dir / "store")

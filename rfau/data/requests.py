@@ -10,12 +10,15 @@ import json
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rfau.data.datasets import ImageDataset
 from rfau.errors import RequestError, RfauError, validation_problems
 from rfau.storage import check_key
+
+if TYPE_CHECKING:  # torch: imported only where a dataset is loaded
+    from rfau.data.datasets import ImageDataset
 
 
 class DeletionRequest(BaseModel):

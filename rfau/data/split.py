@@ -13,12 +13,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from rfau.data.datasets import ImageDataset
 from rfau.data.requests import DeletionRequest, resolve_forget_set
 from rfau.errors import RequestError, RfauError
 from rfau.io import atomic_dir
+
+if TYPE_CHECKING:  # torch: imported only where a dataset is loaded
+    from rfau.data.datasets import ImageDataset
 
 MANIFESTS = ("retain", "forget", "holdout", "test")
 HOLDOUT_SALT = "rfau-holdout-v1"

@@ -184,7 +184,8 @@ class RFAU(EpochMethod):
         """A shuffled pass over the retain budget; each retain batch with the next forget batch
         (the forget set is cycled; its indices stay on the CPU)."""
         budget, n_f = len(self.orig.h_r), len(self.orig.h_f)
-        bs, fbs = self.cfg.batch_size, self.cfg.forget_batch_size
+        # a forget set smaller than a forget batch is visited once per step, not repeated to fill it
+        bs, fbs = self.cfg.batch_size, min(self.cfg.forget_batch_size, n_f)
         perm = torch.randperm(budget, generator=self.gen).to(self.device)
         fperm = torch.randperm(n_f, generator=self.gen)
         for s in range((budget + bs - 1) // bs):
