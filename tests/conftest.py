@@ -27,6 +27,17 @@ S3_ENV = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Schedule for two xdist workers (``--dist loadgroup``): the slow end-to-end tests (marker
+    ``e2e``) first, each on its own, so that the workers finish together; every other test stays
+    with its module (module-scoped fixtures are built once), like ``--dist loadfile``."""
+    for item in items:
+        if item.get_closest_marker("e2e") is None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)  # stable: e2e tests first
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -41,6 +41,10 @@ def _request(path, rid, ids, subject):
     return path
 
 
+# slow (scheduled first), and its tests stay on one worker: they share the module's batches
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("batches")]
+
+
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
     root = tmp_path_factory.mktemp("batches")

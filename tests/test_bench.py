@@ -17,6 +17,7 @@ RFAU = str(Path(sys.executable).with_name("rfau"))
 ENV = {**os.environ, "RFAU_QUIET": "1"}
 
 
+@pytest.mark.e2e
 def test_bench_digits_writes_table_csv_and_plots(tmp_path):
     res = subprocess.run(
         # the machinery on two methods and a short recipe; the full table is a benchmark, not a test
@@ -87,6 +88,7 @@ CIFAR = os.environ.get("RFAU_CIFAR10") or str(
 @pytest.mark.skipif(
     not Path(CIFAR).exists(), reason=f"CIFAR-10 archive not found at {CIFAR} (set RFAU_CIFAR10)"
 )
+@pytest.mark.e2e
 def test_cifar10_gpu_config_starts_on_cpu_with_a_size_limit(tmp_path):
     res = subprocess.run(
         [

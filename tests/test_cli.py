@@ -43,6 +43,7 @@ def test_every_option_is_explained(command):
         assert p.opts[0] in res.output, f"rfau {command} --help does not show {p.opts[0]}"
 
 
+@pytest.mark.e2e
 def test_main_job_end_to_end(tmp_path, digits_original):
     # the original is given (training one is covered by the stage-by-stage test and the batches)
     res = rfau("run", "--workdir", str(tmp_path / "w"), "--model", str(digits_original / "model"))
@@ -60,6 +61,7 @@ def test_main_job_end_to_end(tmp_path, digits_original):
     assert summary["registry"]["original_version"] >= 1
 
 
+@pytest.mark.e2e
 def test_stage_by_stage_like_dvc_would(tmp_path):
     req = tmp_path / "req.json"
     req.write_text(

@@ -21,6 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+# slow (scheduled first), and its tests stay on one worker: they share the module's batches
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("dvc")]
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, s3_server, seed_state):
     root = tmp_path_factory.mktemp("dvcproj")

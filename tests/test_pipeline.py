@@ -247,6 +247,7 @@ def test_cli_compile_writes_the_pipeline_and_rejects_bad_options(tmp_path):
     assert r.returncode == 2 and "KEY=VALUE" in r.stderr and not (tmp_path / "q.yaml").exists()
 
 
+@pytest.mark.e2e
 def test_local_run_as_a_new_user(tmp_path):
     """`rfau pipeline run --local --demo` in an empty folder: the four tasks run with kfp.local,
     each stage's outputs land in the pipeline root, and a new registry version appears."""
@@ -316,6 +317,7 @@ def test_bad_method_settings_stop_before_anything_is_queued(tmp_path):
     assert not (tmp_path / "runs" / "pipeline").exists()
 
 
+@pytest.mark.e2e
 def test_a_failing_local_run_says_so_and_releases_its_requests(tmp_path, seed_state):
     seed_state(tmp_path / ".rfau")  # a registry with a champion: the run fails in unlearn, not before
     # valid settings that fail inside the unlearn task: a step size that makes the loss diverge
