@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -181,18 +182,50 @@ def digits_original(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def seed_state(digits_original):
+def seed_state(digits_original, tmp_path_factory):
     """``seed_state(state_dir)``: a local registry whose champion is the digits original, as if
-    a first batch had bootstrapped it (a batch then starts from it instead of training one)."""
+    a first batch had bootstrapped it (a batch then starts from it instead of training one).
+
+    The registry is built once per worker and copied (a fresh MLflow database and the model's
+    torch.export cost about 8 s a test); the copy's absolute paths are moved to its new folder. A
+    state on another tracking URI or model name is registered for real."""
     from rfau.tracking import registry
     from rfau.tracking.settings import TrackingSettings
 
-    def _seed(state_dir: Path, **settings) -> TrackingSettings:
+    template: list[Path] = []
+
+    def _register(state_dir: Path, **settings) -> TrackingSettings:
         s = TrackingSettings(state_dir=Path(state_dir), **settings)
         registry.register(digits_original / "model", digits_original / "metrics.json", s, bootstrap=True)
         return s
 
+    def _seed(state_dir: Path, **settings) -> TrackingSettings:
+        state_dir = Path(state_dir)
+        if settings or state_dir.exists() or os.environ.get("RFAU_MODEL_NAME"):
+            return _register(state_dir, **settings)
+        if not template:
+            template.append(tmp_path_factory.mktemp("seeded") / ".rfau")
+            _register(template[0])
+        shutil.copytree(template[0], state_dir)
+        _move_paths(state_dir, str(template[0]), str(state_dir))
+        return TrackingSettings(state_dir=state_dir)
+
     return _seed
+
+
+def _move_paths(state_dir: Path, old: str, new: str) -> None:
+    """Point a copied local MLflow store at its new folder: the absolute paths MLflow keeps in its
+    database (experiment, run, logged-model and version locations) and in each MLmodel file."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(state_dir / "mlflow.db")) as db, db:
+        tables = [t for (t,) in db.execute("select name from sqlite_master where type='table'")]
+        for table in tables:
+            for _, col, kind, *_ in db.execute(f'pragma table_info("{table}")').fetchall():
+                if "CHAR" in kind.upper() or "TEXT" in kind.upper():
+                    db.execute(f'update "{table}" set "{col}" = replace("{col}", ?, ?)', (old, new))
+    for mlmodel in state_dir.rglob("MLmodel"):
+        mlmodel.write_text(mlmodel.read_text().replace(old, new))
 
 
 @dataclass
