@@ -72,8 +72,10 @@ def _state(root: Path):
 def test_a_batch_killed_during_register_is_completed_and_never_lies(tmp_path, point, seed_state):
     seed_state(tmp_path / ".rfau")  # the bootstrap champion: the batch starts from it
     _queue(tmp_path)
-    killed = _rfau(tmp_path, "batch", "run", *FAST, RFAU_FAULT_AT=point)
-    assert killed.returncode == -signal.SIGKILL
+    # the stages before register in this process; the register stage in a process that is killed
+    wd = _stages_before_register(tmp_path)
+    killed = _rfau(tmp_path, "batch", "register", *_register_args(wd), RFAU_FAULT_AT=point)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     settings, records, reqs, champ = _state(tmp_path)
     if point == "register:record-appended":
         # the crash window: the record promises the new version, the alias has not moved yet
@@ -90,34 +92,26 @@ def test_a_batch_killed_during_register_is_completed_and_never_lies(tmp_path, po
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-def test_register_refuses_a_batch_that_lost_its_claims(tmp_path, seed_state):
-    seed_state(tmp_path / ".rfau")
-    _queue(tmp_path)
-    wd = tmp_path / "w"
+def _stages_before_register(root: Path, before_evaluate=lambda: None) -> Path:
+    """`rfau batch split`, `unlearn` and `evaluate` (in this process) -> the work folder."""
+    wd = root / "w"
     for stage, args in (
         ("split", ["--out", str(wd / "batch")]),
-        ("unlearn", ["--batch", str(wd / "batch"), "--out", str(wd / "model")]),
+        ("unlearn", ["--batch", str(wd / "batch"), "--out", str(wd / "model"), *FAST]),
+        (
+            "evaluate",
+            ["--batch", str(wd / "batch"), "--model", str(wd / "model"), "--out", str(wd / "evaluation")],
+        ),
     ):
-        done = _rfau(tmp_path, "batch", stage, *args, *FAST)
+        if stage == "evaluate":
+            before_evaluate()
+        done = _rfau(root, "batch", stage, *args)
         assert done.returncode == 0, done.stderr
-    reqs = RequestStore.from_uri(str(tmp_path / ".rfau" / "store"))
-    reqs.operator_release("req-1", reason="operator released it")
-    done = _rfau(
-        tmp_path,
-        "batch",
-        "evaluate",
-        "--batch",
-        str(wd / "batch"),
-        "--model",
-        str(wd / "model"),
-        "--out",
-        str(wd / "evaluation"),
-    )
-    assert done.returncode == 0, done.stderr
-    reg = _rfau(
-        tmp_path,
-        "batch",
-        "register",
+    return wd
+
+
+def _register_args(wd: Path) -> list[str]:
+    return [
         "--batch",
         str(wd / "batch"),
         "--model",
@@ -126,7 +120,17 @@ def test_register_refuses_a_batch_that_lost_its_claims(tmp_path, seed_state):
         str(wd / "evaluation"),
         "--out",
         str(wd / "registered"),
+    ]
+
+
+def test_register_refuses_a_batch_that_lost_its_claims(tmp_path, seed_state):
+    seed_state(tmp_path / ".rfau")
+    _queue(tmp_path)
+    reqs = RequestStore.from_uri(str(tmp_path / ".rfau" / "store"))
+    wd = _stages_before_register(
+        tmp_path, before_evaluate=lambda: reqs.operator_release("req-1", reason="operator released it")
     )
+    reg = _rfau(tmp_path, "batch", "register", *_register_args(wd))
     assert reg.returncode != 0 and "no longer holds its requests" in reg.stderr
     settings, records, reqs, _ = _state(tmp_path)
     assert records == [] and reqs.get("req-1").state is RequestState.PENDING
