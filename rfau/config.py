@@ -7,7 +7,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from rfau.errors import ModelError
+from rfau.errors import ModelError, ModelSettingsError
 
 
 class _Config(BaseModel):
@@ -57,7 +57,7 @@ def resolve_device(device: str) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise ModelError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+        raise ModelSettingsError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"device {device!r} asked for, but CUDA is not available on this machine")
     return resolved

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import typer
 from rich.table import Table
 
 from rfau.cli.common import err, out
+from rfau.errors import ExitCode
 from rfau.records import BatchMeta, Registered, RunSummary, Skipped
 
 
@@ -39,6 +41,14 @@ def print_registered(res: Registered | Skipped) -> None:
         f"{res.model} version {res.version} ({verdict}); champion is version {res.champion}; "
         f"ledger record {res.ledger_seq}"
     )
+
+
+def exit_if_not_promoted(res: Registered | Skipped) -> None:
+    """A batch that completed without promoting its version (a gate failed, or the champion moved
+    meanwhile, so its requests are pending again) exits with CHECK_FAILED: a script must not read
+    it as the requests being fulfilled."""
+    if isinstance(res, Registered) and not res.promoted:
+        raise typer.Exit(code=ExitCode.CHECK_FAILED)
 
 
 def print_summary(summary: RunSummary) -> None:
