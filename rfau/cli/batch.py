@@ -19,7 +19,7 @@ from rfau.cli.common import (
     store_uri,
     tracking_settings,
 )
-from rfau.cli.render import exit_if_not_promoted, print_registered, print_split
+from rfau.cli.render import exit_if_gates_failed, print_registered, print_split
 from rfau.params import BatchParams, load_params
 from rfau.tracking.settings import TrackingSettings
 
@@ -120,8 +120,8 @@ def batch_run(
 ) -> None:
     """All four stages in this process (what one scheduled pipeline run does).
 
-    Exit code 1 when the batch completed but its version was not promoted (a gate failed, or the
-    champion moved meanwhile): its requests are pending again."""
+    Exit code 1 when the batch completed but a gate failed: its version is not champion, its
+    requests are pending again."""
     from rfau.batch import run_batch
 
     p = load_params(params, set_)
@@ -147,7 +147,7 @@ def batch_run(
         emit(as_json, res, lambda: out.print(f"batch {res.batch_id}: nothing to do"))
         return
     emit(as_json, res, lambda: print_registered(res.registered))
-    exit_if_not_promoted(res.registered)
+    exit_if_gates_failed(res.registered)
 
 
 def _warn_stuck(store: str | None) -> None:

@@ -28,7 +28,7 @@ err = Console(stderr=True)
 EPILOG = "\n\n".join(
     [
         "[b]Exit codes[/b]: 0 success; 1 a check found problems (`audit verify`; a batch, `register` or "
-        "`pipeline run --local` whose version was not promoted); 2 usage error (a bad option, argument "
+        "`pipeline run --local` whose gates failed); 2 usage error (a bad option, argument "
         "or setting); 3 runtime failure (bad input data, a missing or corrupt file, an unreachable "
         "service, a failed stage, a held lock). An error is one line on stderr, with --json too.",
         "[b]--json[/b] (every command that prints a result): one JSON document on stdout, nothing else. "

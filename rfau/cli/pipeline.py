@@ -17,7 +17,7 @@ from rfau.cli.common import (
     store_uri,
     tracking_settings,
 )
-from rfau.cli.render import exit_if_not_promoted, print_registered
+from rfau.cli.render import exit_if_gates_failed, print_registered
 from rfau.errors import RfauError, UsageError
 from rfau.params import load_params
 from rfau.records import Registered
@@ -85,8 +85,7 @@ def pipeline_run(
 ) -> None:
     """Run the deletion-batch pipeline; on a cluster use `submit` or `schedule`.
 
-    Exit code 1 when the run completed but its version was not promoted (its requests are pending
-    again)."""
+    Exit code 1 when the run completed but a gate failed (its requests are pending again)."""
     from rfau.cli.batch import check_before_claiming
     from rfau.data.request_store import RequestStore
     from rfau.job import queue_demo_request
@@ -110,7 +109,7 @@ def pipeline_run(
         {"demo_request": demo_request, "result": res, "run_dir": run_dir},
         lambda: _print_local_run(res, run_dir),
     )
-    exit_if_not_promoted(res)
+    exit_if_gates_failed(res)
 
 
 def _print_local_run(res, run_dir: Path) -> None:

@@ -43,11 +43,11 @@ def print_registered(res: Registered | Skipped) -> None:
     )
 
 
-def exit_if_not_promoted(res: Registered | Skipped) -> None:
-    """A batch that completed without promoting its version (a gate failed, or the champion moved
-    meanwhile, so its requests are pending again) exits with CHECK_FAILED: a script must not read
-    it as the requests being fulfilled."""
-    if isinstance(res, Registered) and not res.promoted:
+def exit_if_gates_failed(res: Registered | Skipped) -> None:
+    """A batch that completed but failed a gate (its version registered, not champion; its requests
+    pending again) exits with CHECK_FAILED. One held back because the champion moved meanwhile
+    passed every check: it exits 0 (the next batch takes its requests up, as designed)."""
+    if isinstance(res, Registered) and not res.gates_passed:
         raise typer.Exit(code=ExitCode.CHECK_FAILED)
 
 
