@@ -64,7 +64,7 @@ class RfauTyper(typer.Typer):
         return super().command(*args, cls=cls or _Command, **kwargs)
 
 
-def fail(message: str, code: ExitCode = ExitCode.USAGE) -> NoReturn:
+def fail(message: str, code: ExitCode) -> NoReturn:
     """Print ``message`` as one line on stderr (never wrapped: logs and pods read it whole; never
     read as rich markup: it may hold brackets) and exit with ``code``."""
     from rich.markup import escape
