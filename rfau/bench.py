@@ -35,7 +35,7 @@ from rfau.data.datasets import (
 )
 from rfau.data.split import read_split
 from rfau.data.subpopulation import subpopulation_forget_set
-from rfau.errors import RfauError
+from rfau.errors import RfauError, UsageError
 from rfau.io import write_json
 from rfau.job import demo_request
 from rfau.metrics import GAP_METRICS, avg_gap, evaluate_model
@@ -223,10 +223,10 @@ def run_bench(
     methods = methods or [m for m in ALL_METHODS if m in cfg.methods]
     unknown = set(methods) - set(cfg.methods)
     if unknown:
-        raise RfauError(f"unknown methods for bench {cfg.name!r}: {sorted(unknown)}")
+        raise UsageError(f"unknown methods for bench {cfg.name!r}: {sorted(unknown)}")
     bad = set(cfg.scenarios) - set(SCENARIOS)
     if bad:
-        raise RfauError(f"unknown scenarios {sorted(bad)}; known: {', '.join(SCENARIOS)}")
+        raise UsageError(f"unknown scenarios {sorted(bad)}; known: {', '.join(SCENARIOS)}")
     if "retrain" not in methods:
         methods = ["retrain", *methods]  # the gap needs the gold standard
     ds = load_bench_dataset(cfg, data)

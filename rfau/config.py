@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rfau.errors import ModelError
+from rfau.errors import ModelError, ModelSettingsError
 
 if TYPE_CHECKING:  # torch loads where a device is resolved, not with the settings
     import torch
@@ -61,7 +61,7 @@ def resolve_device(device: str) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise ModelError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+        raise ModelSettingsError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"device {device!r} asked for, but CUDA is not available on this machine")
     return resolved

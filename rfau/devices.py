@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from rfau.errors import RfauError
+from rfau.errors import RfauError, UsageError
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 _CRON_FIELDS = ("second", "minute", "hour", "day of month", "month", "day of week")
@@ -14,7 +14,7 @@ _CRON_RANGES = ((0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
 def check_device(device: str) -> str:
     """Return ``device`` when torch can use it here; otherwise an RfauError naming the problem."""
     if not _DEVICE.match(device):
-        raise RfauError(f"device {device!r} is not one of cpu, cuda, cuda:N, mps")
+        raise UsageError(f"device {device!r} is not one of cpu, cuda, cuda:N, mps")
     if device.startswith("cuda"):
         import torch
 
@@ -35,7 +35,7 @@ def check_cron(expr: str) -> str:
     """Validate a KFP recurring-run cron (6 fields: second minute hour day-of-month month day-of-week)."""
     fields = expr.split()
     if len(fields) != 6:
-        raise RfauError(
+        raise UsageError(
             f"cron {expr!r} has {len(fields)} fields; KFP needs 6: second minute hour day month weekday"
         )
     for text, name, (lo, hi) in zip(fields, _CRON_FIELDS, _CRON_RANGES):
@@ -47,12 +47,12 @@ def check_cron(expr: str) -> str:
 def _check_cron_part(part: str, name: str, lo: int, hi: int, expr: str) -> None:
     base, _, step = part.partition("/")
     if step and not (step.isdigit() and int(step) > 0):
-        raise RfauError(f"cron {expr!r}: step {step!r} in the {name} field is not a positive number")
+        raise UsageError(f"cron {expr!r}: step {step!r} in the {name} field is not a positive number")
     if base in ("*", "?"):
         return
     bounds = base.split("-")
     if len(bounds) > 2 or not all(b.isdigit() for b in bounds):
-        raise RfauError(f"cron {expr!r}: {part!r} in the {name} field is not a number, range or '*'")
+        raise UsageError(f"cron {expr!r}: {part!r} in the {name} field is not a number, range or '*'")
     for b in bounds:
         if not lo <= int(b) <= hi:
-            raise RfauError(f"cron {expr!r}: {b} is outside {lo}-{hi} in the {name} field")
+            raise UsageError(f"cron {expr!r}: {b} is outside {lo}-{hi} in the {name} field")

@@ -1,4 +1,26 @@
-"""User-facing errors: the CLI prints their message and exits non-zero, without a traceback."""
+"""User-facing errors: the CLI prints their message and exits non-zero, without a traceback.
+
+The exit code comes from the error's type (``exit_code_of``), never from its message:
+
+- ``UsageError``: what the user typed is wrong (an option, argument, setting, params.yaml value,
+  environment variable naming rfau's settings). Fix the command; running it again as is fails again.
+- any other ``RfauError``: the world failed (a dataset or model file missing or corrupt, bad data in a
+  request file, an unreachable MLflow/S3/KFP, a stage that failed, a lock held). Plain ``RfauError``
+  means this on purpose: most of rfau's checks read data, files and services, while the checks of what
+  the user typed are few and named (they raise ``UsageError``), so an error nobody classified is
+  reported as the world's failure rather than blamed on a command that may be right.
+"""
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The `rfau` exit codes (documented in `rfau --help` and the README)."""
+
+    OK = 0
+    CHECK_FAILED = 1  # the command ran, and a check found problems (audit verify, a gate failed)
+    USAGE = 2  # bad options, arguments or settings (click's own usage errors exit 2 too)
+    RUNTIME = 3  # bad input data, a missing or corrupt file, an unreachable service, a failed stage
 
 
 def validation_problems(e, empty: str = "value") -> str:
@@ -7,11 +29,20 @@ def validation_problems(e, empty: str = "value") -> str:
 
 
 class RfauError(Exception):
-    """Base class for errors caused by bad input or settings, not by a bug."""
+    """Base class for errors caused by bad input, settings or services, not by a bug (exit 3 unless
+    a subclass says otherwise: see the module's docstring)."""
+
+
+class UsageError(RfauError):
+    """An option, argument or setting the user gave is invalid (exit 2)."""
 
 
 class RequestError(RfauError):
     """A deletion request is malformed or cannot be honoured."""
+
+
+class UnknownRequestError(RequestError, UsageError):
+    """A request id the user named is not in the store (or in no ledger record)."""
 
 
 class DatasetError(RfauError):
@@ -20,3 +51,13 @@ class DatasetError(RfauError):
 
 class ModelError(RfauError):
     """A model checkpoint or its configuration is invalid."""
+
+
+class ModelSettingsError(ModelError, UsageError):
+    """A method setting the user gave does not fit the model or this machine's device names
+    (an unknown LoRA target module or tapped layer, an unknown device)."""
+
+
+def exit_code_of(error: RfauError) -> ExitCode:
+    """The exit code for ``error``, by its type."""
+    return ExitCode.USAGE if isinstance(error, UsageError) else ExitCode.RUNTIME

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rfau.errors import RfauError
+from rfau.errors import RfauError, UsageError
 
 OUTPUT_MARKER = ".rfau-output"
 """File every rfau output folder holds; its text is the folder's kind (``split``, ``unlearn`` ...)."""
@@ -33,15 +33,15 @@ def prepare_out(target: str | Path, kind: str | None = None, force: bool = False
     """
     raw = Path(target)
     if raw.name in ("", ".", ".."):
-        raise RfauError(f"output folder {str(target)!r} must name a new folder, not '.' or '..'")
+        raise UsageError(f"output folder {str(target)!r} must name a new folder, not '.' or '..'")
     path = raw.resolve()
     if path.exists() and not path.is_dir():
-        raise RfauError(f"output folder {str(target)!r} is a file; give a folder path")
+        raise UsageError(f"output folder {str(target)!r} is a file; give a folder path")
     if path.is_dir() and any(path.iterdir()) and not force:
         found = output_kind(path)
         if found is None or (kind is not None and found != kind):
             what = "not an rfau output" if found is None else f"an rfau {found!r} output"
-            raise RfauError(
+            raise UsageError(
                 f"output folder {str(target)!r} is not empty and is {what}; "
                 "choose another folder or pass --force to replace it"
             )

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rfau.data.split import HOLDOUT_FRACTION
-from rfau.errors import RfauError, validation_problems
+from rfau.errors import UsageError, validation_problems
 from rfau.gates import Gates
 
 
@@ -34,11 +34,11 @@ def parse_overrides(config: Path | None, sets: list[str] | None) -> dict:
         try:
             cfg = json.loads(config.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise RfauError(f"cannot read config {config}: {e}") from None
+            raise UsageError(f"cannot read config {config}: {e}") from None
     for item in sets or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise RfauError(f"--set expects KEY=VALUE, got {item!r}")
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
         try:
             cfg[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -60,15 +60,15 @@ def load_params(path: Path | None, sets: list[str] | None = None, **overrides) -
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
-            raise RfauError(f"cannot read parameters {path}: {e}") from None
+            raise UsageError(f"cannot read parameters {path}: {e}") from None
         if not isinstance(raw, dict):
-            raise RfauError(f"{path}: parameters must be a mapping")
+            raise UsageError(f"{path}: parameters must be a mapping")
     raw.update(parse_overrides(None, sets))
     raw.update({k: v for k, v in overrides.items() if v is not None})
     try:
         params = BatchParams(**raw)
     except ValidationError as e:
-        raise RfauError(
+        raise UsageError(
             f"invalid batch parameters{f' in {path}' if path else ''}: {validation_problems(e)}"
         ) from None
     check_method(params)

@@ -25,7 +25,7 @@ from rfau.data.split import (
     read_split,
     write_split,
 )
-from rfau.errors import ModelError, RfauError, validation_problems
+from rfau.errors import ModelError, RfauError, UsageError, validation_problems
 from rfau.io import atomic_dir
 from rfau.methods import UnlearnData, get_method, run_method
 from rfau.metrics import evaluate_model
@@ -129,7 +129,7 @@ def method_config(
     try:
         return cls(**base)
     except ValidationError as e:
-        raise RfauError(f"invalid settings for method {method!r}: {validation_problems(e)}") from None
+        raise UsageError(f"invalid settings for method {method!r}: {validation_problems(e)}") from None
 
 
 def check_compatible(card: ModelCard, ds: ImageDataset, split: Split) -> None:

@@ -1,6 +1,7 @@
 """Bad inputs through the `rfau` CLI (in-process, typer's CliRunner): one line naming the problem,
-exit code 2 (rfau.cli.common.EXIT_ERROR), no traceback, and no change: no output folder, no registry
-version, no ledger record, no request event (the whole test folder is compared byte for byte).
+the exit code of its class (rfau.errors.ExitCode: 2 for what the user typed, 3 for bad data, files
+or services), no traceback, and no change: no output folder, no registry version, no ledger record,
+no request event (the whole test folder is compared byte for byte).
 
 Each case is a function ``case(root) -> (arguments, extra environment)`` that prepares ``root``.
 """
@@ -17,10 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from rfau.cli import app
-from rfau.cli.common import EXIT_ERROR
+from rfau.errors import ExitCode
+from tests.conftest import run_cli
 
 GOOD = {"request_id": "r1", "classes": ["3"], "reason": "gdpr", "received_at": "2026-01-01T00:00:00Z"}
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
@@ -38,9 +38,12 @@ ISOLATED = (
 Case = Callable[[Path], tuple[list[str], dict]]
 
 
+USAGE, RUNTIME = ExitCode.USAGE, ExitCode.RUNTIME
+
+
 def _cli(root: Path, args: list[str], **env):
-    full = {k: None for k in ISOLATED} | {"RFAU_STATE_DIR": str(root / ".rfau")} | env
-    return CliRunner().invoke(app, args, env=full)
+    """`rfau ARGS` (conftest.run_cli) on the state folder ``root/.rfau``, ISOLATED restored after."""
+    return run_cli(*args, **({k: None for k in ISOLATED} | {"RFAU_STATE_DIR": str(root / ".rfau")} | env))
 
 
 def _write(root: Path, name: str, data: str | bytes | dict) -> str:
@@ -59,7 +62,7 @@ def _split_args(root: Path, request: str | bytes | dict, out: str = "out") -> li
 def _queued(root: Path) -> None:
     """An initialised request store with one pending request (no registry yet)."""
     res = _cli(root, ["request", "add", _write(root, "queued.json", GOOD)])
-    assert res.exit_code == 0, res.output
+    assert res.returncode == 0, res.stderr
 
 
 def _model(root: Path, **card_changes) -> list[str]:
@@ -84,7 +87,7 @@ def _model(root: Path, **card_changes) -> list[str]:
             card[key] = value
     _write(root, "model/model.safetensors", weights)
     _write(root, "model/model.json", card)
-    assert _cli(root, _split_args(root, GOOD, "split")).exit_code == 0
+    assert _cli(root, _split_args(root, GOOD, "split")).returncode == 0
     return ["evaluate", "--model", "model", "--split", "split", "--out", "metrics.json"]
 
 
@@ -133,24 +136,29 @@ def _batch(*sets: str) -> Case:
     return case
 
 
-CASES: dict[str, tuple[Case, str]] = {
+# name -> (case, what the error line names, exit code)
+CASES: dict[str, tuple[Case, str, ExitCode]] = {
     # requests
     "request-nested-json": (
         lambda r: (["request", "add", _write(r, "d.json", "[" * 100000 + "]" * 100000)], {}),
         "nested too deeply",
+        RUNTIME,
     ),
-    "request-not-json": (lambda r: (_split_args(r, "{nope"), {}), "malformed JSON"),
+    "request-not-json": (lambda r: (_split_args(r, "{nope"), {}), "malformed JSON", RUNTIME),
     "request-oversize-file": (
         lambda r: (["request", "add", _write(r, "big.json", {**GOOD, "reason": "x" * (11 << 20)})], {}),
         "byte limit",
+        RUNTIME,
     ),
     "request-id-with-path": (
         lambda r: (["request", "add", _write(r, "b.json", {**GOOD, "request_id": "../x"})], {}),
         "request_id",
+        RUNTIME,
     ),
     "request-unknown-sample": (
         lambda r: (_split_args(r, {**GOOD, "classes": [], "sample_ids": ["digits/99999"]}), {}),
         "unknown sample ids",
+        RUNTIME,
     ),
     "request-test-sample": (
         lambda r: (
@@ -158,17 +166,23 @@ CASES: dict[str, tuple[Case, str]] = {
             {},
         ),
         "test split",
+        RUNTIME,
     ),
-    "request-unknown-class": (lambda r: (_split_args(r, {**GOOD, "classes": ["cat"]}), {}), "cat"),
+    "request-unknown-class": (lambda r: (_split_args(r, {**GOOD, "classes": ["cat"]}), {}), "cat", RUNTIME),
     "request-every-class": (
         lambda r: (_split_args(r, {**GOOD, "classes": [str(i) for i in range(10)]}), {}),
         "every training sample",
+        RUNTIME,
     ),
-    "request-missing-file": (lambda r: (["split", "none.json", "--out", "out"], {}), "none.json"),
-    "request-duplicate-id": (_after(_queued, ["request", "add", "queued.json"]), "r1"),
-    "request-list-bad-state": (lambda r: (["request", "list", "--state", "done"], {}), "pending"),
+    "request-missing-file": (lambda r: (["split", "none.json", "--out", "out"], {}), "none.json", RUNTIME),
+    "request-duplicate-id": (_after(_queued, ["request", "add", "queued.json"]), "r1", RUNTIME),
+    "request-list-bad-state": (lambda r: (["request", "list", "--state", "done"], {}), "pending", USAGE),
     # datasets
-    "dataset-missing": (lambda r: (_split_args(r, GOOD) + ["--dataset", "/no/such/data"], {}), "not found"),
+    "dataset-missing": (
+        lambda r: (_split_args(r, GOOD) + ["--dataset", "/no/such/data"], {}),
+        "not found",
+        RUNTIME,
+    ),
     "dataset-member-dotdot": (
         lambda r: (
             _split_args(r, GOOD)
@@ -176,96 +190,127 @@ CASES: dict[str, tuple[Case, str]] = {
             {},
         ),
         "'..'",
+        RUNTIME,
     ),
     "dataset-not-an-archive": (
         lambda r: (_split_args(r, GOOD) + ["--dataset", _write(r, "data.tar.gz", "plain text")], {}),
         "data.tar.gz",
+        RUNTIME,
     ),
     "dataset-without-test-images": (
         lambda r: (_split_args(r, GOOD) + ["--dataset", _archive(r, {"train/a/1.png": _png()})], {}),
         "no test/<class>/ images",
+        RUNTIME,
     ),
     # model folders
-    "model-negative-width": (lambda r: (_model(r, width=-4), {}), "negative size for width"),
-    "model-empty-input-shape": (lambda r: (_model(r, input_shape=[]), {}), "input_shape"),
-    "model-empty-weights-sha256": (lambda r: (_model(r, weights_sha256=""), {}), "weights_sha256"),
-    "model-tampered-weights": (lambda r: (_model(r, weights_sha256="a" * 64), {}), "sha256"),
+    "model-negative-width": (lambda r: (_model(r, width=-4), {}), "negative size for width", RUNTIME),
+    "model-empty-input-shape": (lambda r: (_model(r, input_shape=[]), {}), "input_shape", RUNTIME),
+    "model-empty-weights-sha256": (lambda r: (_model(r, weights_sha256=""), {}), "weights_sha256", RUNTIME),
+    "model-tampered-weights": (lambda r: (_model(r, weights_sha256="a" * 64), {}), "sha256", RUNTIME),
     "model-missing": (
         _after(_model, ["evaluate", "--model", "nomodel", "--split", "split", "--out", "m.json"]),
         "not a model folder",
+        RUNTIME,
     ),
     # settings
     "set-device-foo": (
         _after(_model, ["unlearn", "-m", "model", "--split", "split", "--out", "out", "--set", "device=foo"]),
         "device 'foo'",
+        USAGE,
     ),
-    "batch-device-foo": (_batch('method_config={"device": "foo"}'), "device 'foo'"),
+    "batch-device-foo": (_batch('method_config={"device": "foo"}'), "device 'foo'", USAGE),
     "batch-device-cuda-before-claiming": (
         _batch('method_config={"device": "cuda"}'),
         "CUDA is not available",
+        RUNTIME,
     ),
     "batch-target-module-the-model-lacks": (
         _batch('method_config={"target_modules": ["nope"]}'),
         "unknown LoRA target module 'nope'",
+        USAGE,
     ),
-    "batch-tap-the-model-lacks": (_batch('method_config={"taps": ["nope"]}'), "unknown tapped layer 'nope'"),
-    "batch-unknown-method": (_batch("method=bogus"), "bogus"),
-    "batch-unknown-parameter": (_batch("bogus=1"), "bogus"),
-    "batch-negative-gate": (_batch('gates={"max_retain_drop": -1}'), "max_retain_drop"),
+    "batch-tap-the-model-lacks": (
+        _batch('method_config={"taps": ["nope"]}'),
+        "unknown tapped layer 'nope'",
+        USAGE,
+    ),
+    "batch-unknown-method": (_batch("method=bogus"), "bogus", USAGE),
+    "batch-unknown-parameter": (_batch("bogus=1"), "bogus", USAGE),
+    "batch-negative-gate": (_batch('gates={"max_retain_drop": -1}'), "max_retain_drop", USAGE),
     # environment
     "env-tracking-not-a-uri": (
         _after(_queued, ["batch", "run", "-w", "work"], RFAU_TRACKING_URI="not-a-uri"),
         "tracking URI 'not-a-uri' is not valid",
+        USAGE,
     ),
     "env-tracking-foo-scheme": (
         lambda r: (["models"], {"RFAU_TRACKING_URI": "foo://bar"}),
         "tracking URI 'foo://bar' is not valid",
+        USAGE,
     ),
     "env-state-dir-is-a-file-batch": (
         lambda r: (["batch", "run", "-w", "work"], {"RFAU_STATE_DIR": _write(r, "state", "x")}),
         "is a file",
+        USAGE,
     ),
     "env-state-dir-is-a-file-list": (
         lambda r: (["request", "list"], {"RFAU_STATE_DIR": _write(r, "state", "x")}),
         "is a file",
+        USAGE,
     ),
     "env-state-dir-is-a-file-models": (
         lambda r: (["models"], {"RFAU_STATE_DIR": _write(r, "state", "x")}),
         "is a file",
+        USAGE,
     ),
-    "env-store-never-initialised": (lambda r: (["batch", "run", "-w", "work"], {}), "never been initialised"),
+    "env-store-never-initialised": (
+        lambda r: (["batch", "run", "-w", "work"], {}),
+        "never been initialised",
+        USAGE,
+    ),
     "env-store-mistyped": (
         _after(_queued, ["batch", "run", "-w", "work"], RFAU_REQUEST_STORE="storr"),
         "never been initialised",
+        USAGE,
     ),
     "env-stale-window-not-a-number": (
         _after(_queued, ["request", "list"], RFAU_STALE_AFTER_HOURS="six"),
         "RFAU_STALE_AFTER_HOURS",
+        USAGE,
     ),
     # output folders
-    "out-dot": (lambda r: (_split_args(r, GOOD, "."), {}), "not '.' or '..'"),
+    "out-dot": (lambda r: (_split_args(r, GOOD, "."), {}), "not '.' or '..'", USAGE),
     "out-sub-dotdot": (
         lambda r: (_write(r, "sub/keep.txt", "keep") and _split_args(r, GOOD, "sub/.."), {}),
         "'.' or '..'",
+        USAGE,
     ),
-    "out-existing-file": (lambda r: (_split_args(r, GOOD, _write(r, "out", "keep")), {}), "is a file"),
+    "out-existing-file": (lambda r: (_split_args(r, GOOD, _write(r, "out", "keep")), {}), "is a file", USAGE),
     "out-foreign-folder": (
         lambda r: (_write(r, "out/mine.txt", "keep") and _split_args(r, GOOD), {}),
         "not an rfau output",
+        USAGE,
     ),
-    "out-read-only-parent": (lambda r: (_split_args(r, GOOD, _read_only_parent(r)), {}), "cannot write"),
+    "out-read-only-parent": (
+        lambda r: (_split_args(r, GOOD, _read_only_parent(r)), {}),
+        "cannot write",
+        RUNTIME,
+    ),
     # pipeline commands
     "pipeline-bad-cron": (
         lambda r: (["pipeline", "schedule", "--endpoint", "http://127.0.0.1:9", "--cron", "61 * * * *"], {}),
         "outside 0-59",
+        USAGE,
     ),
     "pipeline-cron-field-count": (
         lambda r: (["pipeline", "schedule", "--endpoint", "http://127.0.0.1:9", "--cron", "* *"], {}),
         "5 or 6 fields",
+        USAGE,
     ),
     "pipeline-bad-namespace": (
         lambda r: (["pipeline", "submit", "--endpoint", "http://127.0.0.1:9", "--namespace", "Bad_NS!"], {}),
         "not a Kubernetes namespace",
+        USAGE,
     ),
 }
 NEEDS_NO_CUDA = {"batch-device-cuda-before-claiming"}
@@ -284,15 +329,14 @@ def _snapshot(folder: Path) -> dict[str, bytes | None]:
     [pytest.param(n, marks=NO_CUDA) if n in NEEDS_NO_CUDA else n for n in CASES],
 )
 def test_bad_input_gets_one_line_and_changes_nothing(tmp_path, monkeypatch, name):
-    case, message = CASES[name]
+    case, message, code = CASES[name]
     monkeypatch.chdir(tmp_path)
     args, env = case(tmp_path)
     before = _snapshot(tmp_path)
-    res = _cli(tmp_path, args, **env)
+    res = _cli(tmp_path, args, **env)  # an exception other than SystemExit fails the test here
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert res.exception is None or isinstance(res.exception, SystemExit), res.exc_info
-    assert res.exit_code == EXIT_ERROR, res.output
-    assert "Traceback" not in res.output
+    assert res.returncode == code, res.stdout + res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
     assert len(errors) == 1 and message in errors[0], res.stderr  # one line, naming the problem
     # nothing written, replaced or left behind: no output, registry, ledger or request event
     assert _snapshot(tmp_path) == before
@@ -300,10 +344,11 @@ def test_bad_input_gets_one_line_and_changes_nothing(tmp_path, monkeypatch, name
 
 
 def test_cases_cover_the_issue(tmp_path):
-    """At least 30 cases, in every group the issue lists."""
+    """At least 30 cases, in every group the issue lists, and both exit codes of bad input."""
     groups = {n.split("-")[0] for n in CASES}
     assert len(CASES) >= 30
     assert {"request", "dataset", "model", "set", "batch", "env", "out", "pipeline"} <= groups
+    assert {code for _, _, code in CASES.values()} == {USAGE, RUNTIME}
 
 
 def test_a_failed_batch_whose_release_fails_too_names_both(tmp_path, monkeypatch, seed_state):
@@ -326,7 +371,7 @@ def test_a_failed_batch_whose_release_fails_too_names_both(tmp_path, monkeypatch
     monkeypatch.setattr(os, "fsync", disk_full_for_releases)
     res = _cli(tmp_path, ["batch", "run", "--workdir", "work"])
     (line,) = [x for x in res.stderr.splitlines() if x.startswith("error:")]
-    assert res.exit_code == EXIT_ERROR and "Traceback" not in res.output, res.output
+    assert res.returncode == RUNTIME and "Traceback" not in res.stderr, res.stderr
     assert line.index("the weights were altered") < line.index("releasing its requests failed too"), line
     assert "No space left on device" in line
     monkeypatch.undo()
@@ -344,6 +389,6 @@ def test_target_modules_are_checked_against_the_champion_before_claiming(tmp_pat
     before = _snapshot(tmp_path)
     res = _cli(tmp_path, ["batch", "run", "-w", "work", "--set", 'method_config={"taps": ["conv1", "nope"]}'])
     (line,) = [x for x in res.stderr.splitlines() if x.startswith("error:")]
-    assert res.exit_code == EXIT_ERROR and "Traceback" not in res.output, res.output
+    assert res.returncode == USAGE and "Traceback" not in res.stderr, res.stderr
     assert "unknown tapped layer 'nope'" in line
     assert _snapshot(tmp_path) == before

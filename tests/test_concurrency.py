@@ -98,7 +98,7 @@ def test_a_second_batch_in_the_same_folder_is_refused_and_the_first_completes(
         app, ["batch", "run", "--workdir", "work", *FAST], env={"RFAU_STATE_DIR": str(tmp_path / ".rfau")}
     )
     assert second.exception is None or isinstance(second.exception, SystemExit), second.exc_info
-    assert second.exit_code == 2
+    assert second.exit_code == 3  # a held lock: a runtime failure (rfau.errors.ExitCode.RUNTIME)
     assert f"is in use by pid {first.pid} rfau batch run" in second.stderr
     assert "Traceback" not in second.output
     assert "promoted to champion" in _finish(first)

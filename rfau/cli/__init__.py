@@ -1,7 +1,8 @@
 """The `rfau` command line: thin drivers over the library (typer + rich).
 
 One module per command group; every command registers on ``app`` (rfau.cli.common), whose one error
-handler turns an RfauError into a one-line message and exit code 2.
+handler turns an RfauError into a one-line message and the exit code of its type
+(rfau.errors.ExitCode: 2 usage, 3 runtime; 1 is a check that found problems).
 """
 
 from rfau.cli import audit, batch, experiment, pipeline, registry, request

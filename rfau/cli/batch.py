@@ -8,19 +8,22 @@ from typing import Annotated
 import typer
 
 from rfau.cli.common import (
+    JsonOpt,
     ParamsOpt,
+    RfauTyper,
     SetOpt,
     check_method_settings,
+    emit,
     err,
     out,
     store_uri,
     tracking_settings,
 )
-from rfau.cli.render import print_registered, print_split
+from rfau.cli.render import exit_if_gates_failed, print_registered, print_split
 from rfau.params import BatchParams, load_params
 from rfau.tracking.settings import TrackingSettings
 
-batch_app = typer.Typer(
+batch_app = RfauTyper(
     help="One deletion batch: all pending requests -> one new model version.", no_args_is_help=True
 )
 
@@ -30,9 +33,10 @@ batch_app = typer.Typer(
 
 @batch_app.command("split")
 def batch_split(
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Batch folder to write.")],
+    out_dir: Annotated[Path, typer.Option("--out", "--output", "-o", help="Batch folder to write.")],
     params: ParamsOpt = None,
     set_: SetOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """data-split: claim the pending requests -> batch folder (requests/, split/, base/, batch.json)."""
     from rfau.batch import data_split
@@ -42,14 +46,16 @@ def batch_split(
     check_before_claiming(p, settings, device_here=False)
     meta = data_split(out_dir, p.dataset, p.store, settings, p.holdout_fraction, p.train)
     print_split(meta)
+    emit(as_json, meta)
 
 
 @batch_app.command("unlearn")
 def batch_unlearn(
     batch: Annotated[Path, typer.Option(help="Batch folder from `rfau batch split`.")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.")],
+    out_dir: Annotated[Path, typer.Option("--out", "--output", "-o", help="Model folder to write.")],
     params: ParamsOpt = None,
     set_: SetOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """unlearn: forget the batch's forget set from its base (the champion)."""
     from rfau.batch import unlearn
@@ -57,10 +63,14 @@ def batch_unlearn(
 
     p = load_params(params, set_)
     info = unlearn(batch, out_dir, p.method, p.method_config)
-    out.print(
-        f"skipped: {info.reason}"
-        if isinstance(info, Skipped)
-        else f"{info.method}: {info.seconds:.1f} s, {info.trainable_params:,} trainable parameters"
+    emit(
+        as_json,
+        info,
+        lambda: out.print(
+            f"skipped: {info.reason}"
+            if isinstance(info, Skipped)
+            else f"{info.method}: {info.seconds:.1f} s, {info.trainable_params:,} trainable parameters"
+        ),
     )
 
 
@@ -68,16 +78,17 @@ def batch_unlearn(
 def batch_evaluate(
     batch: Annotated[Path, typer.Option(help="Batch folder.")],
     model: Annotated[Path, typer.Option(help="Unlearned model folder.")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Evaluation folder to write.")],
+    out_dir: Annotated[Path, typer.Option("--out", "--output", "-o", help="Evaluation folder to write.")],
     params: ParamsOpt = None,
     set_: SetOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """evaluate: new model vs champion, gate verdicts, plots, report."""
     from rfau.batch import evaluate
 
     p = load_params(params, set_)
     flat = evaluate(batch, model, out_dir, p.gates)
-    out.print(flat.model_dump(exclude_none=True))
+    emit(as_json, flat, lambda: out.print_json(data=flat.model_dump(mode="json", exclude_none=True)))
 
 
 @batch_app.command("register")
@@ -85,16 +96,17 @@ def batch_register(
     batch: Annotated[Path, typer.Option(help="Batch folder.")],
     model: Annotated[Path, typer.Option(help="Unlearned model folder.")],
     evaluation: Annotated[Path, typer.Option(help="Evaluation folder.")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for registered.json.")],
+    out_dir: Annotated[Path, typer.Option("--out", "--output", "-o", help="Folder for registered.json.")],
     params: ParamsOpt = None,
     set_: SetOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """register: new registry version (champion only if gates pass), ledger record, request states."""
     from rfau.batch import register
 
     p = load_params(params, set_)
     res = register(batch, model, evaluation, out_dir, tracking_settings(), p.gates, p.store)
-    print_registered(res)
+    emit(as_json, res, lambda: print_registered(res))
 
 
 @batch_app.command("run")
@@ -104,8 +116,12 @@ def batch_run(
     ),
     params: ParamsOpt = None,
     set_: SetOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """All four stages in this process (what one scheduled pipeline run does)."""
+    """All four stages in this process (what one scheduled pipeline run does).
+
+    Exit code 1 when the batch completed but a gate failed: its version is not champion, its
+    requests are pending again."""
     from rfau.batch import run_batch
 
     p = load_params(params, set_)
@@ -128,9 +144,10 @@ def batch_run(
     for r in res.deferred:
         err.print(f"[yellow]deferred {r.request_id}:[/] {r.reason}")
     if res.registered is None:
-        out.print(f"batch {res.batch_id}: nothing to do")
-    else:
-        print_registered(res.registered)
+        emit(as_json, res, lambda: out.print(f"batch {res.batch_id}: nothing to do"))
+        return
+    emit(as_json, res, lambda: print_registered(res.registered))
+    exit_if_gates_failed(res.registered)
 
 
 def _warn_stuck(store: str | None) -> None:

@@ -1,25 +1,41 @@
-"""What every command shares: the typer app, its one error handler, consoles and common options."""
+"""What every command shares: the typer app, its one error handler, exit codes, consoles, the
+result printing (--json, --quiet) and common options."""
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import click
 import typer
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 from rich.console import Console
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
-from rfau.errors import RfauError
+from rfau.errors import ExitCode, RfauError, UsageError, exit_code_of
 from rfau.params import parse_overrides
-
-# Exit codes, in one place: 2 for any RfauError (bad input, a failed stage, an unreachable service).
-EXIT_ERROR = 2
-EXIT_AUDIT_PROBLEMS = 1  # `rfau audit verify` found problems (listed on stdout)
 
 out = Console(width=None if sys.stdout.isatty() else 130)  # wide tables in logs too
 err = Console(stderr=True)
+
+EPILOG = "\n\n".join(
+    [
+        "[b]Exit codes[/b]: 0 success; 1 a check found problems (`audit verify`; a batch, `register` or "
+        "`pipeline run --local` whose gates failed); 2 usage error (a bad option, argument "
+        "or setting); 3 runtime failure (bad input data, a missing or corrupt file, an unreachable "
+        "service, a failed stage, a held lock). An error is one line on stderr, with --json too.",
+        "[b]--json[/b] (every command that prints a result): one JSON document on stdout, nothing else. "
+        "[b]-q/--quiet[/b] (before the command): nothing on stdout but that document, no progress; "
+        "RFAU_QUIET=1 turns off progress only. [b]--out[/b] is also spelled --output.",
+    ]
+)
 
 
 class _Commands(TyperGroup):
@@ -29,25 +45,148 @@ class _Commands(TyperGroup):
         try:
             return super().invoke(ctx)
         except RfauError as e:
-            fail(str(e))
+            fail(str(e), exit_code_of(e))
 
 
-def fail(message: str) -> NoReturn:
+class _Command(TyperCommand):
+    """Every rfau command: while it works, stdout carries only its result (see results_only)."""
+
+    def invoke(self, ctx: click.Context):
+        quiet = bool(ctx.find_root().params.get("quiet"))
+        with results_only(quiet=quiet, as_json=bool(ctx.params.get("as_json"))):
+            return super().invoke(ctx)
+
+
+class RfauTyper(typer.Typer):
+    """A typer app whose commands are rfau commands (_Command) unless told otherwise."""
+
+    def command(self, *args, cls: type[TyperCommand] | None = None, **kwargs):
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
+def fail(message: str, code: ExitCode) -> NoReturn:
     """Print ``message`` as one line on stderr (never wrapped: logs and pods read it whole; never
-    read as rich markup: it may hold brackets) and exit with EXIT_ERROR."""
+    read as rich markup: it may hold brackets) and exit with ``code``."""
     from rich.markup import escape
 
     err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(code=EXIT_ERROR) from None
+    raise typer.Exit(code=code) from None
 
 
-app = typer.Typer(
+@contextmanager
+def results_only(quiet: bool, as_json: bool) -> Iterator[None]:
+    """Run a command with stdout reserved for its result: what else would reach stdout (print()
+    calls, library logs, a subprocess such as a kfp.local task) goes to stderr; ``out`` and
+    ``emit`` write the result. With ``as_json`` or ``quiet`` the people's output (``out``) is
+    muted; ``quiet`` also turns progress off (RFAU_QUIET, which child processes inherit)."""
+    results = sys.stdout
+    saved_fd = _stdout_fd_to_stderr()
+    if saved_fd is not None:  # fd 1 now writes to stderr: the result goes through a copy of it
+        results = os.fdopen(saved_fd, "w", encoding="utf-8", closefd=True)
+    quiet_env = os.environ.get("RFAU_QUIET")
+    if quiet:
+        os.environ["RFAU_QUIET"] = "1"
+    out.file, out.quiet = results, quiet or as_json
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        results.flush()
+        out.file, out.quiet = None, False  # None: rich's console follows sys.stdout again
+        if quiet:
+            _restore_env("RFAU_QUIET", quiet_env)
+        if saved_fd is not None:
+            os.dup2(results.fileno(), 1)
+            results.close()
+
+
+def _stdout_fd_to_stderr() -> int | None:
+    """Point file descriptor 1 at stderr and return a copy of the old one; None where
+    sys.stdout is no file descriptor 1 (typer's CliRunner: nothing but Python writes to it)."""
+    try:
+        if sys.stdout.fileno() != 1:
+            return None
+    except (AttributeError, io.UnsupportedOperation, ValueError):
+        return None
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    return saved
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+def jsonable(data: Any) -> Any:
+    """A result as JSON data: records through their own ``model_dump(mode="json")`` (it may omit
+    unset fields), anything else (paths, dataclasses, enums) through pydantic's encoder."""
+    if isinstance(data, BaseModel):
+        return data.model_dump(mode="json")
+    if isinstance(data, dict):
+        return {str(k): jsonable(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [jsonable(v) for v in data]
+    return to_jsonable_python(data)
+
+
+def emit(as_json: bool, data: Any, show: Callable[[], object] | None = None) -> None:
+    """A command's result: with --json one JSON document of ``data`` on stdout; else ``show()``
+    prints it for people (muted by --quiet)."""
+    if as_json:
+        out.file.write(json.dumps(jsonable(data), indent=2) + "\n")
+    elif show is not None:
+        show()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"rfau {version('rfau')}")
+        raise typer.Exit()
+
+
+app = RfauTyper(
     cls=_Commands,
     help="rfau: audited, retraining-free data deletion for PyTorch models.",
+    epilog=EPILOG,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_version, is_eager=True, help="Print `rfau <version>` and exit."
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Nothing on stdout but a --json result; no progress. Errors still go to stderr.",
+        ),
+    ] = False,
+) -> None:
+    """rfau: audited, retraining-free data deletion for PyTorch models."""
+
+
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print the result as one JSON document on stdout (errors: still one line on stderr "
+        "and the exit code).",
+    ),
+]
 DatasetOpt = Annotated[
     str,
     typer.Option(
@@ -117,7 +256,7 @@ def check_method_settings(method: str, config: dict | None, device_here: bool = 
         try:
             torch.device(device)
         except RuntimeError:
-            raise RfauError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+            raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     return cfg
 
 
@@ -128,4 +267,4 @@ def store_uri(store: str | None) -> str:
     return store or default_store()
 
 
-__all__ = ["parse_overrides"]
+__all__ = ["ExitCode", "parse_overrides"]

@@ -11,40 +11,45 @@ from rich.table import Table
 from rfau.cli.common import (
     DatasetOpt,
     DeviceOpt,
+    JsonOpt,
     SeedOpt,
     SplitOpt,
     app,
     check_method_settings,
+    emit,
     out,
     parse_overrides,
 )
 from rfau.cli.render import print_summary
 from rfau.config import TrainConfig
-from rfau.errors import RfauError
+from rfau.errors import UsageError
 
 
 @app.command()
 def split(
     requests: Annotated[list[Path], typer.Argument(help="Deletion request JSON files or folders of them.")],
     out_dir: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for retain/forget/holdout/test manifests.")
+        Path, typer.Option("--out", "--output", "-o", help="Folder for retain/forget/holdout/test manifests.")
     ],
     dataset: DatasetOpt = "digits",
     holdout_fraction: Annotated[
         float,
         typer.Option(help="Share of the training split held out for calibration; must match the model's."),
     ] = 0.1,
+    as_json: JsonOpt = False,
 ) -> None:
     """Validate deletion requests and write the retain/forget/holdout/test manifests."""
     from rfau.stages import split_stage
 
-    s = split_stage(dataset, list(requests), out_dir, holdout_fraction)
-    out.print_json(data=s.summary())
+    summary = split_stage(dataset, list(requests), out_dir, holdout_fraction).summary()
+    emit(as_json, summary, lambda: out.print_json(data=summary))
 
 
 @app.command()
 def train(
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for model.safetensors + model.json.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", "--output", "-o", help="Folder for model.safetensors + model.json.")
+    ],
     dataset: DatasetOpt = "digits",
     split_dir: Annotated[
         Path | None,
@@ -63,6 +68,7 @@ def train(
     lr: Annotated[float | None, typer.Option(help="Peak learning rate of the one-cycle schedule.")] = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
 ) -> None:
     """Train a model: the original (bootstrap) or, with --split, a retrained reference."""
     from rfau.data import load_dataset
@@ -80,9 +86,13 @@ def train(
         device=device,
     )
     card = train_stage(ds, out_dir, cfg, split_dir)
-    out.print(
-        f"trained {card.architecture} on {card.train_samples} samples: "
-        f"RA {card.metrics['ra']:.2f}%  TA {card.metrics['ta']:.2f}%  -> {out_dir}"
+    emit(
+        as_json,
+        card,
+        lambda: out.print(
+            f"trained {card.architecture} on {card.train_samples} samples: "
+            f"RA {card.metrics['ra']:.2f}%  TA {card.metrics['ta']:.2f}%  -> {out_dir}"
+        ),
     )
 
 
@@ -93,7 +103,10 @@ def unlearn(
     out_dir: Annotated[
         Path,
         typer.Option(
-            "--out", "-o", help="Folder for the merged weights, model card, adapter/ and unlearn.json."
+            "--out",
+            "--output",
+            "-o",
+            help="Folder for the merged weights, model card, adapter/ and unlearn.json.",
         ),
     ],
     dataset: DatasetOpt = "digits",
@@ -103,6 +116,7 @@ def unlearn(
         list[str] | None,
         typer.Option("--set", help="Method setting KEY=VALUE, e.g. --set rank=8 --set regime=sample."),
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Remove the split's forget set from a model (RFAU by default)."""
     from rfau.stages import unlearn_stage
@@ -110,9 +124,13 @@ def unlearn(
     settings = parse_overrides(config, set_)
     check_method_settings(method, settings)  # before the model and the data are read
     info = unlearn_stage(model_dir, dataset, split_dir, out_dir, method, settings)
-    out.print(
-        f"{method}: {info.seconds:.1f} s, trainable parameters {info.trainable_params:,} of "
-        f"{info.total_params:,} ({100 * info.trainable_share:.2f}%) -> {out_dir}"
+    emit(
+        as_json,
+        info,
+        lambda: out.print(
+            f"{method}: {info.seconds:.1f} s, trainable parameters {info.trainable_params:,} of "
+            f"{info.total_params:,} ({100 * info.trainable_share:.2f}%) -> {out_dir}"
+        ),
     )
 
 
@@ -120,25 +138,44 @@ def unlearn(
 def evaluate(
     model_dir: Annotated[Path, typer.Option("--model", "-m", help="Model folder to evaluate.")],
     split_dir: SplitOpt,
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="Metrics JSON file to write.")],
+    out_path: Annotated[Path, typer.Option("--out", "--output", "-o", help="Metrics JSON file to write.")],
     dataset: DatasetOpt = "digits",
     seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
 ) -> None:
-    """UA, RA, TA, per-class accuracy and MIA-efficacy of a model on a split."""
+    """UA, RA, TA, per-class accuracy and MIA-efficacy of a model on a split.
+
+    Prints a table of the headline metrics; --out and --json hold all of them."""
     from rfau.stages import evaluate_stage
 
     m = evaluate_stage(model_dir, dataset, split_dir, out_path, seed)
-    shown = m.model_dump(include={"ua", "ra", "ta", "mia_confidence", "mia_entropy"})
-    out.print({k: round(v, 2) for k, v in shown.items()})
+    emit(as_json, m, lambda: out.print(_metrics_table(m, model_dir)))
+
+
+def _metrics_table(m, model_dir: Path) -> Table:
+    t = Table(title=f"{model_dir} ({m.regime} forgetting; percent)")
+    for col in ("UA", "RA", "TA", "TA kept cl.", "MIA conf.", "MIA entr."):
+        t.add_column(col, justify="right")
+    t.add_row(*(f"{v:.2f}" for v in (m.ua, m.ra, m.ta, m.ta_kept_classes, m.mia_confidence, m.mia_entropy)))
+    return t
 
 
 @app.command()
 def methods(
     name: Annotated[str | None, typer.Argument(help="A method: print its settings with their help.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """List the unlearning methods, or one method's settings (`rfau methods rfau`)."""
     from rfau.methods import METHODS, get_method, settings_help
 
+    if as_json:
+        data = (
+            [{"method": key, "summary": m.summary} for key, m in METHODS.items()]
+            if name is None
+            else {"method": name, "summary": get_method(name).summary, "settings": settings_help(name)}
+        )
+        emit(as_json, data)
+        return
     if name is None:
         t = Table("method", "what it does")
         for key, m in METHODS.items():
@@ -180,12 +217,13 @@ def run(
         bool, typer.Option(help="Log to MLflow and register the result (gated promotion).")
     ] = True,
     seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
 ) -> None:
     """The experiment: split -> (train) -> unlearn with RFAU -> retrain -> evaluate, then a table."""
     from rfau.job import run_job
 
     if scenario not in ("random", "class"):
-        raise RfauError(f"--scenario must be 'random' or 'class', got {scenario!r}")
+        raise UsageError(f"--scenario must be 'random' or 'class', got {scenario!r}")
     summary = run_job(
         dataset,
         workdir,
@@ -197,6 +235,9 @@ def run(
         seed=seed,
         track=track,
     )
+    if as_json:
+        emit(as_json, summary)
+        return
     print_summary(summary)
     out.print(f"outputs in {workdir}/ (summary.json, split/, original/, rfau/adapter, metrics/)")
 
@@ -207,7 +248,8 @@ def bench(
         str, typer.Argument(help="digits (CPU, seconds), cifar10-small (CPU, ~15 min) or cifar10 (GPU).")
     ],
     out_dir: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Results folder (default: results/<config>).")
+        Path | None,
+        typer.Option("--out", "--output", "-o", help="Results folder (default: results/<config>)."),
     ] = None,
     data: Annotated[
         str | None, typer.Option(help="CIFAR-10 ImageFolder dir or archive (else RFAU_CIFAR10 or ../shared).")
@@ -230,12 +272,13 @@ def bench(
     reuse: Annotated[
         bool, typer.Option(help="Reuse the original and retrain models of an earlier run in --out.")
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Benchmark every method against retrain and do-nothing; writes CSV, Markdown and plots."""
     from rfau.bench import CONFIGS, aggregate, markdown_table, run_bench
 
     if config not in CONFIGS:
-        raise RfauError(f"unknown bench config {config!r}; known: {', '.join(CONFIGS)}")
+        raise UsageError(f"unknown bench config {config!r}; known: {', '.join(CONFIGS)}")
     cfg = CONFIGS[config]
     upd: dict = {}
     if seeds:
@@ -245,7 +288,7 @@ def bench(
         from rfau.bench import SCENARIOS
 
         if not set(upd["scenarios"]) <= set(SCENARIOS):
-            raise RfauError(f"--scenarios must name some of {', '.join(SCENARIOS)}, got {scenarios!r}")
+            raise UsageError(f"--scenarios must name some of {', '.join(SCENARIOS)}, got {scenarios!r}")
     if max_train_per_class:
         upd["train_per_class"] = max_train_per_class
     if max_test_per_class:
@@ -255,6 +298,9 @@ def bench(
     cfg = cfg.model_copy(update=upd)
     out_dir = out_dir or Path("results") / config
     rows = run_bench(cfg, out_dir, data, methods.split(",") if methods else None, device, reuse)
+    if as_json:
+        emit(as_json, {"config": config, "out": out_dir, "aggregate": aggregate(rows), "rows": rows})
+        return
     from rich.markdown import Markdown
 
     out.print(Markdown(markdown_table(cfg, aggregate(rows), rows[0]["config"])))

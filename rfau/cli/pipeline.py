@@ -8,18 +8,21 @@ from typing import Annotated
 import typer
 
 from rfau.cli.common import (
+    JsonOpt,
     ParamsOpt,
+    RfauTyper,
     SetOpt,
+    emit,
     out,
     store_uri,
     tracking_settings,
 )
-from rfau.cli.render import print_registered
-from rfau.errors import RfauError
+from rfau.cli.render import exit_if_gates_failed, print_registered
+from rfau.errors import RfauError, UsageError
 from rfau.params import load_params
 from rfau.records import Registered
 
-pipeline_app = typer.Typer(
+pipeline_app = RfauTyper(
     help="The Kubeflow pipeline: compile, run locally, submit, schedule.", no_args_is_help=True
 )
 
@@ -29,7 +32,7 @@ pipeline_app = typer.Typer(
 
 @pipeline_app.command("compile")
 def pipeline_compile(
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="Pipeline YAML to write.")] = Path(
+    out_path: Annotated[Path, typer.Option("--out", "--output", "-o", help="Pipeline YAML to write.")] = Path(
         "pipeline.yaml"
     ),
     accelerator: Annotated[str, typer.Option(help="GPU resource of the unlearn task.")] = "nvidia.com/gpu",
@@ -40,6 +43,7 @@ def pipeline_compile(
     toleration: Annotated[
         str, typer.Option(help="Taint key the unlearn task tolerates (NoSchedule).")
     ] = "nvidia.com/gpu",
+    as_json: JsonOpt = False,
 ) -> None:
     """Compile the pipeline to KFP v2 YAML (upload it in the KFP UI or `rfau pipeline submit --package`)."""
     from rfau.pipelines.deletion_batch import GpuSpec
@@ -47,9 +51,9 @@ def pipeline_compile(
 
     key, sep, value = node_selector.partition("=")
     if not sep or not key:
-        raise RfauError(f"--node-selector expects KEY=VALUE, got {node_selector!r}")
+        raise UsageError(f"--node-selector expects KEY=VALUE, got {node_selector!r}")
     if gpus < 1:
-        raise RfauError(f"--gpus must be at least 1, got {gpus}")
+        raise UsageError(f"--gpus must be at least 1, got {gpus}")
     gpu = GpuSpec(
         accelerator=accelerator,
         count=gpus,
@@ -57,7 +61,8 @@ def pipeline_compile(
         node_selector_value=value,
         toleration_key=toleration,
     )
-    out.print(f"pipeline written to {compile_pipeline(out_path, gpu)}")
+    path = compile_pipeline(out_path, gpu)
+    emit(as_json, {"pipeline": path}, lambda: out.print(f"pipeline written to {path}"))
 
 
 @pipeline_app.command("run")
@@ -76,15 +81,18 @@ def pipeline_run(
             "on the embedded digits when the store has never seen a request.",
         ),
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Run the deletion-batch pipeline; on a cluster use `submit` or `schedule`."""
+    """Run the deletion-batch pipeline; on a cluster use `submit` or `schedule`.
+
+    Exit code 1 when the run completed but a gate failed (its requests are pending again)."""
     from rfau.cli.batch import check_before_claiming
     from rfau.data.request_store import RequestStore
     from rfau.job import queue_demo_request
     from rfau.pipelines.run import pipeline_arguments, run_local
 
     if not local:
-        raise RfauError(
+        raise UsageError(
             "only --local runs here; on a cluster use `rfau pipeline submit` or `rfau pipeline schedule`"
         )
     p = load_params(params, set_)
@@ -92,9 +100,19 @@ def pipeline_run(
     check_before_claiming(p, tracking_settings(None, None), device_here=True)
     if demo is None:  # a fresh checkout: show the whole flow on the embedded data
         demo = p.dataset == "digits" and not RequestStore.from_uri(store_uri(p.store)).list()
-    if demo:
-        out.print(f"queued demo request {queue_demo_request(p, store_uri(p.store))}")
+    demo_request = queue_demo_request(p, store_uri(p.store)) if demo else None
+    if demo_request:
+        out.print(f"queued demo request {demo_request}")
     res, run_dir = run_local(pipeline_arguments(p, local=True), root)
+    emit(
+        as_json,
+        {"demo_request": demo_request, "result": res, "run_dir": run_dir},
+        lambda: _print_local_run(res, run_dir),
+    )
+    exit_if_gates_failed(res)
+
+
+def _print_local_run(res, run_dir: Path) -> None:
     report = run_dir / "evaluate" / "report"
     if isinstance(res, Registered) and report.is_file():
         from rich.markdown import Markdown
@@ -138,10 +156,12 @@ def pipeline_submit(
     service_account: SaOpt = "rfau-pipeline",
     experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "rfau",
     namespace: NamespaceOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Start one pipeline run on a KFP endpoint."""
     from rfau.pipelines.run import pipeline_arguments, submit
 
+    _check_typed(namespace=namespace)
     res = submit(
         endpoint,
         pipeline_arguments(load_params(params, set_), local=False),
@@ -151,7 +171,7 @@ def pipeline_submit(
         service_account,
         namespace=namespace,
     )
-    out.print_json(data=res)
+    emit(as_json, res, lambda: out.print_json(data=res))
 
 
 @pipeline_app.command("schedule")
@@ -165,10 +185,12 @@ def pipeline_schedule(
     service_account: SaOpt = "rfau-pipeline",
     experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "rfau",
     namespace: NamespaceOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Create a recurring run: one deletion batch per schedule tick, never two at once."""
     from rfau.pipelines.run import pipeline_arguments, schedule
 
+    _check_typed(namespace=namespace, cron=cron)
     res = schedule(
         endpoint,
         cron,
@@ -179,4 +201,21 @@ def pipeline_schedule(
         service_account,
         namespace=namespace,
     )
-    out.print_json(data=res)
+    emit(as_json, res, lambda: out.print_json(data=res))
+
+
+def _check_typed(namespace: str | None, cron: str | None = None) -> None:
+    """The --namespace and --cron the user typed, checked before any connection as usage errors
+    (the pipeline module's own checks raise plain RfauErrors, which would read as a runtime failure)."""
+    from rfau.devices import check_cron
+    from rfau.pipelines.run import check_namespace
+
+    try:
+        check_namespace(namespace)
+    except RfauError as e:
+        raise UsageError(str(e)) from None
+    if cron is not None:
+        fields = cron.split()
+        if len(fields) not in (5, 6):
+            raise UsageError(f"--cron must have 5 or 6 fields, got {cron!r}")
+        check_cron(cron if len(fields) == 6 else "0 " + cron)  # KFP's cron: seconds first

@@ -9,15 +9,17 @@ import typer
 from rich.table import Table
 
 from rfau.cli.common import (
+    JsonOpt,
     ModelNameOpt,
     TrackingOpt,
     app,
+    emit,
     err,
     out,
     parse_overrides,
     tracking_settings,
 )
-from rfau.errors import RfauError
+from rfau.errors import ExitCode, UsageError
 
 
 @app.command()
@@ -40,19 +42,23 @@ def register(
     ] = False,
     name: ModelNameOpt = None,
     tracking_uri: TrackingOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Register a model version; it becomes champion only when every gate passes."""
+    """Register a model version; it becomes champion only when every gate passes.
+
+    Exit code 1 when a gate failed (the version is registered, the champion unchanged)."""
     from rfau.gates import Gates
     from rfau.tracking.registry import register as do_register
 
     try:
         g = Gates(**parse_overrides(gates, None)) if gates else Gates()
     except ValueError as e:  # pydantic: bad gate settings
-        raise RfauError(f"invalid gates in {gates}: {e}") from None
+        raise UsageError(f"invalid gates in {gates}: {e}") from None
     res = do_register(model_dir, metrics, tracking_settings(name, tracking_uri), g, baseline, bootstrap)
-    out.print_json(res.model_dump_json())
+    emit(as_json, res, lambda: out.print_json(res.model_dump_json()))
     if not bootstrap and not res.gates_passed:
         err.print("[yellow]a gate failed: the champion is unchanged (see gate_failures on the version)[/]")
+        raise typer.Exit(code=ExitCode.CHECK_FAILED)
 
 
 @app.command()
@@ -60,29 +66,33 @@ def promote(
     version: Annotated[int, typer.Argument(help="Version to make champion.")],
     name: ModelNameOpt = None,
     tracking_uri: TrackingOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Make a version champion by hand; the old champion becomes 'previous'."""
     from rfau.tracking.registry import promote as do_promote
 
-    out.print_json(
-        do_promote(tracking_settings(name, tracking_uri), version).model_dump_json(exclude_none=True)
-    )
+    move = do_promote(tracking_settings(name, tracking_uri), version)
+    emit(as_json, move, lambda: out.print_json(move.model_dump_json(exclude_none=True)))
 
 
 @app.command()
-def rollback(name: ModelNameOpt = None, tracking_uri: TrackingOpt = None) -> None:
+def rollback(name: ModelNameOpt = None, tracking_uri: TrackingOpt = None, as_json: JsonOpt = False) -> None:
     """Give the champion alias back to the 'previous' version."""
     from rfau.tracking.registry import rollback as do_rollback
 
-    out.print_json(do_rollback(tracking_settings(name, tracking_uri)).model_dump_json())
+    move = do_rollback(tracking_settings(name, tracking_uri))
+    emit(as_json, move, lambda: out.print_json(move.model_dump_json()))
 
 
 @app.command()
-def models(name: ModelNameOpt = None, tracking_uri: TrackingOpt = None) -> None:
+def models(name: ModelNameOpt = None, tracking_uri: TrackingOpt = None, as_json: JsonOpt = False) -> None:
     """Registered versions with their aliases and gate verdicts."""
     from rfau.tracking.registry import list_versions
 
     rows = list_versions(tracking_settings(name, tracking_uri))
+    if as_json:
+        emit(as_json, rows)
+        return
     t = Table("version", "aliases", "gates", "method", "requests", "gate failures")
     for r in rows:
         t.add_row(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import typer
 from rich.table import Table
 
 from rfau.cli.common import err, out
+from rfau.errors import ExitCode
 from rfau.records import BatchMeta, Registered, RunSummary, Skipped
 
 
@@ -39,6 +41,14 @@ def print_registered(res: Registered | Skipped) -> None:
         f"{res.model} version {res.version} ({verdict}); champion is version {res.champion}; "
         f"ledger record {res.ledger_seq}"
     )
+
+
+def exit_if_gates_failed(res: Registered | Skipped) -> None:
+    """A batch that completed but failed a gate (its version registered, not champion; its requests
+    pending again) exits with CHECK_FAILED. One held back because the champion moved meanwhile
+    passed every check: it exits 0 (the next batch takes its requests up, as designed)."""
+    if isinstance(res, Registered) and not res.gates_passed:
+        raise typer.Exit(code=ExitCode.CHECK_FAILED)
 
 
 def print_summary(summary: RunSummary) -> None:

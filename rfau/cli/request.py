@@ -9,14 +9,17 @@ import typer
 from rich.table import Table
 
 from rfau.cli.common import (
+    JsonOpt,
+    RfauTyper,
     StoreOpt,
+    emit,
     err,
     out,
     store_uri,
 )
-from rfau.errors import RfauError
+from rfau.errors import UsageError
 
-request_app = typer.Typer(
+request_app = RfauTyper(
     help="Deletion requests: add them, list them with their states.", no_args_is_help=True
 )
 
@@ -35,6 +38,7 @@ def request_add(
             "'none' checks the form only."
         ),
     ] = "digits",
+    as_json: JsonOpt = False,
 ) -> None:
     """Validate requests and queue them as pending (all or nothing)."""
     from rfau.data.datasets import load_dataset
@@ -42,7 +46,11 @@ def request_add(
 
     ds = None if dataset in (None, "none") else load_dataset(dataset)
     added = RequestStore.from_uri(store_uri(store)).add(list(paths), ds)
-    out.print(f"added {len(added)} pending request(s): {', '.join(added)}")
+    emit(
+        as_json,
+        {"added": added},
+        lambda: out.print(f"added {len(added)} pending request(s): {', '.join(added)}"),
+    )
 
 
 @request_app.command("list")
@@ -51,7 +59,7 @@ def request_list(
     state: Annotated[
         str | None, typer.Option(help="Only this state: pending, in-progress, fulfilled or rejected.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Requests with their states (and why: the batch, the model version, or the rejection reason)."""
     from rfau.data.request_store import RequestState, RequestStore
@@ -59,30 +67,30 @@ def request_list(
     try:
         want = RequestState(state) if state else None
     except ValueError:
-        raise RfauError(
+        raise UsageError(
             f"--state must be one of {', '.join(s.value for s in RequestState)}, got {state!r}"
         ) from None
     reqs = RequestStore.from_uri(store_uri(store))
     rows = reqs.list(want)
     warn_stuck(reqs)
     if as_json:
-        out.print_json(
-            data=[
-                {
-                    "request_id": r.request_id,
-                    "state": r.state.value,
-                    "updated_at": r.updated_at,
-                    "batch_id": r.batch_id,
-                    "detail": r.detail,
-                }
-                for r in rows
-            ]
-        )
+        emit(as_json, [_status_json(r) for r in rows])
         return
     t = Table("request", "state", "updated", "batch", "detail")
     for r in rows:
         t.add_row(r.request_id, r.state.value, r.updated_at[:19], r.batch_id or "-", r.detail)
     out.print(t)
+
+
+def _status_json(status) -> dict:
+    """A request's state as `request list --json` and the operator commands print it."""
+    return {
+        "request_id": status.request_id,
+        "state": status.state.value,
+        "updated_at": status.updated_at,
+        "batch_id": status.batch_id,
+        "detail": status.detail,
+    }
 
 
 def warn_stuck(reqs) -> None:
@@ -109,6 +117,7 @@ def request_release(
         str, typer.Option(help="Why (kept in the request's history).")
     ] = "released by operator",
     store: StoreOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Put in-progress requests back to pending (after a crash, an outage or a full disk)."""
     from rfau.data.request_store import RequestStore
@@ -117,7 +126,11 @@ def request_release(
         raise typer.BadParameter("give a request id or --stale (not both)")
     reqs = RequestStore.open(store_uri(store))
     done = reqs.release_stale() if stale else [reqs.operator_release(request_id or "", reason)]
-    out.print(f"released: {', '.join(s.request_id for s in done) or 'none'}")
+    emit(
+        as_json,
+        [_status_json(s) for s in done],
+        lambda: out.print(f"released: {', '.join(s.request_id for s in done) or 'none'}"),
+    )
 
 
 @request_app.command("reject")
@@ -125,12 +138,13 @@ def request_reject(
     request_id: Annotated[str, typer.Argument(help="A pending or in-progress request.")],
     reason: Annotated[str, typer.Option(help="Why it is refused (required; kept in its history).")],
     store: StoreOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Refuse a request for good, with a reason."""
     from rfau.data.request_store import RequestStore
 
     st = RequestStore.open(store_uri(store)).operator_reject(request_id, reason)
-    out.print(f"{st.request_id}: {st.state.value}")
+    emit(as_json, _status_json(st), lambda: out.print(f"{st.request_id}: {st.state.value}"))
 
 
 @request_app.command("cancel")
@@ -140,9 +154,10 @@ def request_cancel(
         str, typer.Option(help="Kept in the request's history.")
     ] = "withdrawn by the requester",
     store: StoreOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Withdraw a pending request (final state: cancelled)."""
     from rfau.data.request_store import RequestStore
 
     st = RequestStore.open(store_uri(store)).cancel(request_id, reason)
-    out.print(f"{st.request_id}: {st.state.value}")
+    emit(as_json, _status_json(st), lambda: out.print(f"{st.request_id}: {st.state.value}"))

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rfau.data.requests import DeletionRequest, load_requests, resolve_forget_set
-from rfau.errors import RequestError, RfauError
+from rfau.errors import RequestError, RfauError, UnknownRequestError, UsageError
 from rfau.io import canonical_json
 from rfau.storage import AlreadyExists, NotFound, Store, open_store
 
@@ -76,7 +76,7 @@ def stale_after_hours() -> float:
     except ValueError:
         hours = -1.0
     if not hours > 0:
-        raise RfauError(f"RFAU_STALE_AFTER_HOURS={raw!r} is not a positive number of hours")
+        raise UsageError(f"RFAU_STALE_AFTER_HOURS={raw!r} is not a positive number of hours")
     return hours
 
 
@@ -115,12 +115,12 @@ class RequestStore:
         """The store at ``uri``; unless ``create``, one never initialised (no marker, no request)
         is an RfauError, so a mistyped folder or S3 prefix is not read as an empty queue."""
         if isinstance(uri, Path | str) and "://" not in str(uri) and Path(uri).is_file():
-            raise RfauError(f"request store {str(uri)!r} is a file, not a folder")
+            raise UsageError(f"request store {str(uri)!r} is a file, not a folder")
         rs = cls.from_uri(uri)
         if create:
             rs.initialise()
         elif not rs.initialised():
-            raise RfauError(
+            raise UsageError(
                 f"request store {rs.store.uri!r} has never been initialised (no {MARKER}); "
                 "check the path, or add a request first with 'rfau request add'"
             )
@@ -212,7 +212,7 @@ class RequestStore:
         keys = self.store.list(f"{ROOT}{rid}/")
         status = self._status(rid, keys) if self._request_key(rid) in keys else None
         if status is None:
-            raise RequestError(f"request {rid!r} is not in {self.store.uri}")
+            raise UnknownRequestError(f"request {rid!r} is not in {self.store.uri}")
         return status
 
     def list(self, state: RequestState | None = None) -> list[RequestStatus]:

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from torch import nn
 
-from rfau.errors import RfauError
+from rfau.errors import UsageError
 from rfau.methods.base import Setting, UnlearnData, UnlearnResult, describe_settings
 from rfau.methods.baselines import Original, Retrain
 from rfau.methods.finetune import Finetune
@@ -30,7 +30,7 @@ METHODS: dict[str, Method] = {
 
 def get_method(name: str) -> Method:
     if name not in METHODS:
-        raise RfauError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+        raise UsageError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
     return METHODS[name]
 
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from rfau.errors import ModelError
+from rfau.errors import ModelError, ModelSettingsError
 from rfau.methods.base import MethodConfig, UnlearnData
 from rfau.methods.runner import EpochMethod, Step, frozen_copy
 from rfau.models.arch import Staged, architecture_name
@@ -345,17 +345,17 @@ def resolve_modules(model: nn.Module, cfg: RFAUConfig) -> tuple[list[str], list[
     taps = list(cfg.taps or (defaults.taps if defaults else []))
     modules = dict(model.named_modules())
     if not targets or not taps:
-        raise ModelError("RFAU needs target_modules and taps for this architecture")
+        raise ModelSettingsError("RFAU needs target_modules and taps for this architecture")
     for name in targets:
         if name not in modules:
-            raise ModelError(f"unknown LoRA target module {name!r}; e.g. {_examples(model)}")
+            raise ModelSettingsError(f"unknown LoRA target module {name!r}; e.g. {_examples(model)}")
         if not isinstance(modules[name], LORA_TYPES):
-            raise ModelError(
+            raise ModelSettingsError(
                 f"LoRA target {name!r} is a {type(modules[name]).__name__}; only Linear and Conv2d"
             )
     for name in taps:
         if name not in modules or name == "":
-            raise ModelError(f"unknown tapped layer {name!r}; e.g. {_examples(model)}")
+            raise ModelSettingsError(f"unknown tapped layer {name!r}; e.g. {_examples(model)}")
     if taps[-1] != _last_layer(model):
         taps.append(_last_layer(model))  # the output layer is always tapped (sample-wise target)
     return targets, taps

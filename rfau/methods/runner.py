@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from torch import nn
 
 from rfau.config import resolve_device
-from rfau.errors import ModelError, RfauError, validation_problems
+from rfau.errors import ModelError, UsageError, validation_problems
 from rfau.methods.base import UnlearnData, UnlearnResult
 from rfau.models.checkpoint import count_parameters
 from rfau.progress import progress_bar
@@ -163,7 +163,7 @@ def make_config(cls: type[UnlearnMethod], cfg: BaseModel | dict[str, Any] | None
     try:
         return cls.config(**(cfg or {}))
     except ValidationError as e:
-        raise RfauError(f"invalid settings for method {cls.name!r}: {validation_problems(e)}") from None
+        raise UsageError(f"invalid settings for method {cls.name!r}: {validation_problems(e)}") from None
 
 
 def epoch_loop(method: EpochMethod, work: nn.Module) -> list[dict[str, float]]:

@@ -15,7 +15,7 @@ import tempfile
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from rfau.errors import RfauError
+from rfau.errors import RfauError, UsageError
 from rfau.gates import Gates, check_gates, regime_of
 from rfau.models.checkpoint import CARD, WEIGHTS, read_card
 from rfau.records import (
@@ -164,7 +164,7 @@ class Registry:
             return self.client.get_model_version(self.name, str(version))
         except _service_errors() as e:
             if _is_missing(e):
-                raise RfauError(f"model {self.name!r} has no version {version}") from None
+                raise UsageError(f"model {self.name!r} has no version {version}") from None
             raise self._fail(f"cannot read version {version}", e) from None
 
     def versions(self) -> list:

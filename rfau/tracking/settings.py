@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel
 
-from rfau.errors import RfauError
+from rfau.errors import RfauError, UsageError
 
 ACCEPTED_SCHEMES = ("http", "https", "sqlite", "file", "databricks", "postgresql", "mysql")
 _URI_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
@@ -39,7 +39,7 @@ def clean_tracking_uri(uri: str) -> str:
     parts = urlsplit(uri)
     scheme = parts.scheme.split("+")[0]
     if scheme not in ACCEPTED_SCHEMES or (scheme in ("http", "https") and not parts.hostname):
-        raise RfauError(
+        raise UsageError(
             f"tracking URI {redact(uri)!r} is not valid: use one of {', '.join(ACCEPTED_SCHEMES)} "
             "(e.g. http://mlflow:5000 or sqlite:///path/mlflow.db)"
         )
@@ -74,7 +74,7 @@ class TrackingSettings(BaseModel):
         """The state folder (local registry, default request store) may not be a file: that is a
         misconfiguration, never an empty store."""
         if self.state_dir.exists() and not self.state_dir.is_dir():
-            raise RfauError(
+            raise UsageError(
                 f"state folder {str(self.state_dir)!r} (RFAU_STATE_DIR) is a file, not a folder; "
                 "point RFAU_STATE_DIR at a folder"
             )
