@@ -292,7 +292,7 @@ def test_local_run_as_a_new_user(tmp_path):
 
 def test_cluster_commands_fail_clearly_without_an_endpoint(tmp_path):
     r = _cli("pipeline", "submit", "--endpoint", "http://127.0.0.1:9", cwd=tmp_path)
-    assert r.returncode == 2 and "does not answer" in r.stderr
+    assert r.returncode == 3 and "does not answer" in r.stderr
     r = _cli("pipeline", "schedule", "--endpoint", "http://127.0.0.1:9", "--cron", "0 2 * *", cwd=tmp_path)
     assert r.returncode == 2 and "5 or 6 fields" in r.stderr
     r = _cli("pipeline", "run", cwd=tmp_path)
@@ -331,7 +331,7 @@ def test_a_failing_local_run_says_so_and_releases_its_requests(tmp_path, seed_st
         cwd=tmp_path,
     )
     assert (
-        r.returncode == 2 and "failed before the register stage" in r.stderr and "pending again" in r.stderr
+        r.returncode == 3 and "failed before the register stage" in r.stderr and "pending again" in r.stderr
     )
     listed = json.loads(_rfau("request", "list", "--json", cwd=tmp_path).stdout)
     assert [x["state"] for x in listed] == ["pending"] and "failed" in listed[0]["detail"]
