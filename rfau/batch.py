@@ -621,16 +621,13 @@ def _mark_abandoned(meta: BatchMeta, reason: str) -> None:
     tell it from an orphan (best effort: the registry may be what failed)."""
     from rfau.tracking.registry import Registry
 
-    settings = TrackingSettings.from_env()
-    uri = settings.uri()
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+    settings = TrackingSettings.from_env(model_name=meta.model)  # the batch's registered model
+    if not settings.tracking_uri and not (settings.state_dir / "mlflow.db").is_file():
         return  # no registry here at all: nothing can have been registered
     try:
         reg = Registry(settings)
-        for v in reg.versions():
-            if v.tags.get("rfau.request_ids") == ",".join(meta.request_ids) and not v.tags.get(
-                "rfau.ledger_seq"
-            ):
+        for v in reg.versions():  # the versions this batch created (tagged with its id at creation)
+            if v.tags.get("rfau.batch_id") == meta.batch_id and not v.tags.get("rfau.ledger_seq"):
                 reg.set_version_tags(int(v.version), {"abandoned": f"batch {meta.batch_id} failed: {reason}"})
     except RfauError:
         pass
