@@ -69,6 +69,10 @@ def load_dataset(source: str, cache_dir: str | Path | None = None) -> ImageDatas
     """Load ``digits`` or an ImageFolder directory/archive. Raises DatasetError with the reason."""
     if source == "digits":
         return _load_digits()
+    from rfau.data.text import is_text_source, load_text_dataset
+
+    if is_text_source(source):  # records with id, text, label (rfau.data.text)
+        return load_text_dataset(source)
     if source == FASHION_MNIST:
         return load_fashion_mnist(find_fashion_mnist())
     if source.startswith("s3://"):  # an archive in the object store (cluster pods share no disk)

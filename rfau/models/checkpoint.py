@@ -6,14 +6,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 import rfau
 from rfau.errors import ModelError
 from rfau.io import sha256_file
-from rfau.models.arch import build_model
+from rfau.models.families import DEFAULT_FAMILY, get_family
 
 WEIGHTS = "model.safetensors"
 CARD = "model.json"
@@ -24,8 +22,12 @@ class ModelCard(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
+    family: str = DEFAULT_FAMILY  # rfau.models.families; cards from before families are rfau's own
+    source: str = ""  # where an imported model came from (empty: trained by rfau)
     architecture: str
     arch_kwargs: dict = Field(default_factory=dict)
+    family_config: dict = Field(default_factory=dict)  # e.g. the transformers config
+    preprocessing: dict = Field(default_factory=dict)  # normalisation / tokenizer, as the family needs
     classes: list[str]
     input_shape: list[PositiveInt] = Field(min_length=1)
     dataset: str
@@ -51,8 +53,7 @@ class ModelCard(BaseModel):
 def save_checkpoint(model: nn.Module, card: ModelCard, out_dir: str | Path) -> ModelCard:
     """Write weights and card into ``out_dir`` (which must exist); returns the card with its hash."""
     out = Path(out_dir)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / WEIGHTS))
+    get_family(card.family).save_weights(model, out / WEIGHTS)
     card = card.model_copy(update={"weights_sha256": sha256_file(out / WEIGHTS)})
     (out / CARD).write_text(card.model_dump_json(indent=2) + "\n")
     return card
@@ -87,16 +88,13 @@ def verify_weights(model_dir: str | Path) -> str:
 
 
 def load_checkpoint(model_dir: str | Path) -> tuple[nn.Module, ModelCard]:
-    """Rebuild the architecture named in the card and load the safetensors weights strictly."""
+    """Rebuild the model the card describes (its family builds it) and load the safetensors
+    weights strictly."""
     card = read_card(model_dir)
-    weights = Path(model_dir) / WEIGHTS
     verify_weights(model_dir)
-    model = build_model(card.architecture, card.input_shape[0], len(card.classes), **card.arch_kwargs)
-    try:
-        state = load_file(str(weights))
-        model.load_state_dict(state, strict=True)
-    except (SafetensorError, RuntimeError) as e:
-        raise ModelError(f"{weights}: cannot load into {card.architecture}: {str(e)[:300]}") from None
+    family = get_family(card.family)
+    model = family.build(card)
+    family.load_weights(model, Path(model_dir) / WEIGHTS)
     model.eval()
     return model, card
 
