@@ -4,13 +4,14 @@ One module per command group; every command registers on ``app`` (rfau.cli.commo
 handler turns an RfauError into a one-line message and exit code 2.
 """
 
-from rfau.cli import audit, batch, experiment, pipeline, registry, request
+from rfau.cli import audit, batch, experiment, model, pipeline, registry, request
 from rfau.cli.common import app
 
 app.add_typer(request.request_app, name="request")
 app.add_typer(batch.batch_app, name="batch")
 app.add_typer(pipeline.pipeline_app, name="pipeline")
 app.add_typer(audit.audit_app, name="audit")
+app.add_typer(model.model_app, name="model")
 
 __all__ = ["app", "experiment", "registry"]
 

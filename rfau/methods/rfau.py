@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from rfau.errors import ModelError
@@ -85,6 +85,12 @@ class RFAUConfig(MethodConfig):
     forget_batch_size: int = Field(64, ge=1, description="forget samples per step (the forget set is cycled)")
     lr: float = Field(3e-3, gt=0, description="AdamW learning rate of the adapters")
     forget_weight: float = Field(1.0, ge=0, description="weight of the forget loss against the retain loss")
+
+    @field_validator("target_modules", "taps", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: object) -> object:
+        """``--set target_modules=query,value`` as well as a JSON list."""
+        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _check(self) -> RFAUConfig:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,6 +77,11 @@ class Family:
 
     def default_modules(self, model: nn.Module) -> ModuleDefaults | None:
         return None
+
+    def serving_example(self, card: ModelCard, n: int) -> np.ndarray:
+        """An input batch the served model takes (for MLflow's signature and torch.export):
+        float32 images in [0, 1] of the card's input shape."""
+        return np.random.default_rng(0).random((n, *card.input_shape), dtype=np.float32)
 
     def prepare_dataset(self, ds: ImageDataset, card: ModelCard) -> ImageDataset:
         """The dataset as this model takes it (a text model tokenises it here)."""

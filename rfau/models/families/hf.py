@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from torch import nn
@@ -235,6 +236,12 @@ class HFTextFamily(_HFFamily):
             family_config=config_dict(net),
             preprocessing=prep,
         )
+
+    def serving_example(self, card: ModelCard, n: int) -> np.ndarray:
+        """int64 [n, 2, max_length]: token ids (random, within the vocabulary) and a full mask."""
+        vocab = int(card.family_config.get("vocab_size", 2))
+        ids = np.random.default_rng(0).integers(0, vocab, (n, 1, card.input_shape[1]))
+        return np.concatenate([ids, np.ones_like(ids)], 1).astype(np.int64)
 
     def prepare_dataset(self, ds: ImageDataset, card: ModelCard) -> ImageDataset:
         from rfau.data.text import TextDataset, TokenizerSpec
