@@ -87,14 +87,18 @@ def verify_weights(model_dir: str | Path) -> str:
     return digest
 
 
+def build_from_card(card: ModelCard) -> nn.Module:
+    """The (untrained) model a card describes, of any family: what a check of module names needs."""
+    return get_family(card.family).build(card)
+
+
 def load_checkpoint(model_dir: str | Path) -> tuple[nn.Module, ModelCard]:
     """Rebuild the model the card describes (its family builds it) and load the safetensors
     weights strictly."""
     card = read_card(model_dir)
     verify_weights(model_dir)
-    family = get_family(card.family)
-    model = family.build(card)
-    family.load_weights(model, Path(model_dir) / WEIGHTS)
+    model = build_from_card(card)
+    get_family(card.family).load_weights(model, Path(model_dir) / WEIGHTS)
     model.eval()
     return model, card
 
@@ -107,6 +111,7 @@ __all__ = [
     "ModelCard",
     "save_checkpoint",
     "load_checkpoint",
+    "build_from_card",
     "read_card",
     "verify_weights",
     "count_parameters",
