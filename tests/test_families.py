@@ -219,6 +219,11 @@ def test_hf_text_model_is_imported_unlearned_and_evaluated(bert_dir, text_file, 
     ev = evaluate_stage(tmp_path / "unlearned", ds, tmp_path / "split", tmp_path / "metrics.json")
     assert ev.regime == "sample"
     assert (ev.counts.retain, ev.counts.forget, ev.counts.test) == (len(split.retain), 4, len(split.test))
+    # the pipeline's confusion matrix reads the model's tokens too
+    from rfau.report import confusion
+
+    conf, rows = confusion(tmp_path / "unlearned", ds, split)
+    assert conf.classes == ["food", "sport", "tech"] and len(rows) == len(split.test)
 
 
 def test_text_requests_are_validated_as_image_requests(text_file, tmp_path):
@@ -246,6 +251,25 @@ def test_text_dataset_refuses_bad_records(tmp_path):
         load_dataset(write("cols.jsonl", '{"id": "a", "text": "x"}\n'))
     ds = load_dataset(write("ok.csv", header + "a,x y,p,train\nb,z,q,train\nc,w,p,test\n"))
     assert (ds.split_ids("test"), ds.classes, ds.split_rule) == (["c"], ("p", "q"), "column 'split'")
+
+
+def test_text_dataset_from_parquet(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    records = {
+        "id": ["a", "b", "c"],
+        "text": ["x y", "z", "w"],
+        "label": [1, 2, 1],
+        "split": ["train", "train", "test"],
+    }
+    pd.DataFrame(records).to_parquet(tmp_path / "posts.parquet")
+    ds = load_dataset(str(tmp_path / "posts.parquet"))
+    assert (ds.ids, ds.classes, ds.y.tolist(), ds.split_ids("test")) == (
+        ("a", "b", "c"),
+        ("1", "2"),
+        [0, 1, 0],
+        ["c"],
+    )
 
 
 # --- import and the bootstrap champion ----------------------------------------------------------------
@@ -325,16 +349,17 @@ def test_methods_a_family_cannot_run_say_why(vit_dir, digits, text_file, tmp_pat
 # --- torchvision and timm (written against their documented APIs) ------------------------------------
 
 NOT_HERE = (
-    "{} cannot import beside this machine's CPU torch 2.13.0 (PyPI's torchvision fails with 'operator "
-    "torchvision::nms does not exist'; a matching torchvision needs a 5.5 GB CUDA torch 2.14.1)"
+    "{} is not usable here ({}): torchvision cannot import beside this machine's CPU torch 2.13.0 "
+    "(PyPI's torchvision fails with 'operator torchvision::nms does not exist'; a matching torchvision "
+    "needs a 5.5 GB CUDA torch 2.14.1), and timm needs torchvision"
 )
 
 
 def _require(library: str):
     try:
         return __import__(library)
-    except Exception:  # ImportError, or a build for another torch failing at import
-        pytest.skip(NOT_HERE.format(library))
+    except Exception as e:  # ImportError, or a build for another torch failing at import
+        pytest.skip(NOT_HERE.format(library, f"{type(e).__name__}: {e}"))
 
 
 @pytest.mark.parametrize(("family", "arch"), [("torchvision", "resnet18"), ("timm", "resnet10t")])

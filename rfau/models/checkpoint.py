@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 from torch import nn
@@ -12,6 +13,9 @@ import rfau
 from rfau.errors import ModelError
 from rfau.io import sha256_file
 from rfau.models.families import DEFAULT_FAMILY, get_family
+
+if TYPE_CHECKING:
+    from rfau.data.datasets import ImageDataset
 
 WEIGHTS = "model.safetensors"
 CARD = "model.json"
@@ -103,6 +107,12 @@ def load_checkpoint(model_dir: str | Path) -> tuple[nn.Module, ModelCard]:
     return model, card
 
 
+def load_checkpoint_for(model_dir: str | Path, ds: ImageDataset) -> tuple[nn.Module, ModelCard, ImageDataset]:
+    """``load_checkpoint`` and the dataset as this model takes it (a text model's tokenised)."""
+    model, card = load_checkpoint(model_dir)
+    return model, card, get_family(card.family).prepare_dataset(ds, card)
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
@@ -111,6 +121,7 @@ __all__ = [
     "ModelCard",
     "save_checkpoint",
     "load_checkpoint",
+    "load_checkpoint_for",
     "build_from_card",
     "read_card",
     "verify_weights",
