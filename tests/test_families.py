@@ -136,6 +136,26 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("RFAU_CACHE_DIR", str(tmp_path / "cache"))
 
 
+def test_a_card_written_before_families_reads_as_rfau_family(tmp_path):
+    from rfau.models.checkpoint import ModelCard
+
+    card = ModelCard(
+        architecture="small_cnn",
+        classes=["0", "1"],
+        input_shape=[1, 8, 8],
+        dataset="digits",
+        train_manifest_sha256="0" * 64,
+        train_samples=1,
+        holdout_fraction=0.1,
+        holdout_salt="rfau-holdout-v1",
+        weights_sha256="1" * 64,
+    ).model_dump()
+    for key in ("family", "source", "family_config", "preprocessing"):
+        card.pop(key)
+    (tmp_path / "model.json").write_text(json.dumps(card))
+    assert read_card(tmp_path).family == "rfau"
+
+
 # --- split -> unlearn (RFAU) -> evaluate ----------------------------------------------------------
 
 
