@@ -18,6 +18,7 @@ import hashlib
 import io
 import os
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,14 +66,17 @@ class ImageDataset:
         return self.classes[int(self.y[self.index[sample_id]])]
 
 
+# Loaders of other kinds of datasets, registered by their modules: (accepts(source), load(source)).
+SOURCE_LOADERS: list[tuple[Callable[[str], bool], Callable[[str], ImageDataset]]] = []
+
+
 def load_dataset(source: str, cache_dir: str | Path | None = None) -> ImageDataset:
     """Load ``digits`` or an ImageFolder directory/archive. Raises DatasetError with the reason."""
     if source == "digits":
         return _load_digits()
-    from rfau.data.text import is_text_source, load_text_dataset
-
-    if is_text_source(source):  # records with id, text, label (rfau.data.text)
-        return load_text_dataset(source)
+    for accepts, load in SOURCE_LOADERS:  # other kinds of data, e.g. text records (rfau.data.text)
+        if accepts(source):
+            return load(source)
     if source == FASHION_MNIST:
         return load_fashion_mnist(find_fashion_mnist())
     if source.startswith("s3://"):  # an archive in the object store (cluster pods share no disk)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rfau.data.datasets import ImageDataset
+from rfau.data.datasets import SOURCE_LOADERS, ImageDataset
 from rfau.errors import DatasetError, ModelError
 
 TEXT_SUFFIXES = (".csv", ".jsonl", ".parquet")
@@ -254,5 +254,7 @@ def _dataset(
 def _default_cache() -> Path:
     return Path(os.environ.get("RFAU_CACHE_DIR", Path.home() / ".cache" / "rfau"))
 
+
+SOURCE_LOADERS.append((is_text_source, load_text_dataset))  # load_dataset takes CSV/JSONL/Parquet
 
 __all__ = ["TextDataset", "TokenizerSpec", "is_text_source", "load_text_dataset"]

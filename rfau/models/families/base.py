@@ -8,9 +8,10 @@ feature (what the metrics read)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -22,7 +23,20 @@ from rfau.models.arch import Normalize
 
 if TYPE_CHECKING:
     from rfau.data.datasets import ImageDataset
-    from rfau.models.checkpoint import ModelCard
+
+
+class ModelCard(Protocol):
+    """What a family reads of a model card (rfau.models.checkpoint.ModelCard, which imports the
+    families: named here by its fields, not imported)."""
+
+    family: str
+    architecture: str
+    arch_kwargs: dict
+    family_config: dict
+    preprocessing: dict
+    classes: list[str]
+    input_shape: list[int]
+
 
 LORA_TYPES = (nn.Linear, nn.Conv2d)  # what peft's LoRA wraps and RFAU targets
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
@@ -121,6 +135,11 @@ def check_labels(model_classes: list[str], ds: ImageDataset, where: str) -> None
         )
 
 
+def inner_net(model: nn.Module) -> nn.Module:
+    """The library's own model inside rfau's wrapper (``ImageClassifier``, ``TextClassifier``)."""
+    return model.get_submodule("net")
+
+
 def output_layer_name(model: nn.Module) -> str:
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not names:
@@ -128,7 +147,7 @@ def output_layer_name(model: nn.Module) -> str:
     return names[-1]
 
 
-def expand_module_names(model: nn.Module, names: list[str] | tuple[str, ...]) -> list[str]:
+def expand_module_names(model: nn.Module, names: Sequence[str]) -> list[str]:
     """Module names as given, or as suffixes (peft's way: ``query`` names every ``...query``)."""
     all_names = [n for n, _ in model.named_modules() if n]
     out: list[str] = []

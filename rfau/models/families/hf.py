@@ -28,13 +28,14 @@ from rfau.models.families.base import (
     ModuleDefaults,
     check_labels,
     expand_module_names,
+    inner_net,
     output_layer_name,
     refuse_pickles,
 )
 
 if TYPE_CHECKING:
     from rfau.data.datasets import ImageDataset
-    from rfau.models.checkpoint import ModelCard
+    from rfau.models.families.base import ModelCard
 
 HF_CONVERT = (
     "in a Python session you trust, load it with transformers' from_pretrained and write it again "
@@ -81,16 +82,16 @@ class _HFFamily(Family):
         from safetensors.torch import load_model
 
         try:
-            load_model(model.net, str(path), strict=True)
+            load_model(inner_net(model), str(path), strict=True)
         except (SafetensorError, RuntimeError) as e:
             raise _hf_weights_error(path, e) from None
 
     def save_weights(self, model: nn.Module, path: Path) -> None:
         from safetensors.torch import save_model
 
-        save_model(model.net.cpu(), str(path))
+        save_model(inner_net(model).cpu(), str(path))
 
-    def load_pretrained(self, source: Path) -> nn.Module:
+    def load_pretrained(self, source: Path) -> Any:
         """The transformers model of a save_pretrained folder: local files, safetensors only."""
         refuse_pickles(source, HF_CONVERT)
         if not source.is_dir() or not (source / "config.json").is_file():
@@ -111,7 +112,8 @@ class _HFFamily(Family):
 
         names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
         found = [pair for pair in ATTENTION_QUERY_VALUE if set(pair) <= names]
-        suffixes = PEFT_TARGETS.get(model.net.config.model_type) or (found[0] if found else None)
+        model_type = hf_config(model).model_type
+        suffixes = PEFT_TARGETS.get(model_type) or (found[0] if found else None)
         if not suffixes:
             return None
         return ModuleDefaults(
@@ -129,12 +131,21 @@ def last_layer_of_stack(model: nn.Module) -> str:
     return f"{name}.{length - 1}"
 
 
-def model_labels(net: nn.Module) -> list[str]:
+def hf_config(model: nn.Module) -> Any:
+    """The transformers config of a wrapped transformers model."""
+    return getattr(inner_net(model), "config")  # noqa: B009  (a transformers attribute, untyped here)
+
+
+def architecture_of(net: Any) -> str:
+    return str((net.config.architectures or [type(net).__name__])[0])
+
+
+def model_labels(net: Any) -> list[str]:
     id2label = net.config.id2label
     return [str(id2label[i]) for i in range(net.config.num_labels)]
 
 
-def config_dict(net: nn.Module) -> dict:
+def config_dict(net: Any) -> dict:
     return json.loads(net.config.to_json_string(use_diff=False))
 
 
@@ -152,7 +163,7 @@ class HFImageFamily(_HFFamily):
         prep = image_preprocessing(source, net)
         return Imported(
             model=ImageClassifier(self.name, net, prep),
-            architecture=(net.config.architectures or [type(net).__name__])[0],
+            architecture=architecture_of(net),
             classes=list(ds.classes),
             input_shape=list(ds.input_shape),
             family_config=config_dict(net),
@@ -160,7 +171,7 @@ class HFImageFamily(_HFFamily):
         )
 
 
-def image_preprocessing(source: Path, net: nn.Module) -> dict:
+def image_preprocessing(source: Path, net: Any) -> dict:
     """Normalisation and input size from the folder's preprocessor_config.json (the image
     processor's), the size from the model config where it has one."""
     path = source / "preprocessor_config.json"
@@ -230,7 +241,7 @@ class HFTextFamily(_HFFamily):
         prep = {**spec.to_card(), "max_length": max_length}
         return Imported(
             model=TextClassifier(net),
-            architecture=(net.config.architectures or [type(net).__name__])[0],
+            architecture=architecture_of(net),
             classes=list(ds.classes),
             input_shape=[2, max_length],
             family_config=config_dict(net),

@@ -14,7 +14,7 @@ from rfau.models.arch import architecture_name, build_model
 from rfau.models.families.base import Family, ModuleDefaults
 
 if TYPE_CHECKING:
-    from rfau.models.checkpoint import ModelCard
+    from rfau.models.families.base import ModelCard
 
 # adapters on the last block and the head, taps at the last block's output, the pooled
 # features and the logits

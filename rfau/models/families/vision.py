@@ -25,6 +25,7 @@ from rfau.models.families.base import (
     Imported,
     ModuleDefaults,
     check_labels,
+    inner_net,
     last_block_defaults,
     refuse_pickles,
 )
@@ -32,7 +33,7 @@ from rfau.models.families.hf import NOT_FROM_BACKBONE
 
 if TYPE_CHECKING:
     from rfau.data.datasets import ImageDataset
-    from rfau.models.checkpoint import ModelCard
+    from rfau.models.families.base import ModelCard
 
 STATE_DICT_CONVERT = (
     "in a Python session you trust, load it and run "
@@ -65,15 +66,16 @@ class _NamedVisionFamily(Family):
 
     def load_weights(self, model: nn.Module, path: Path) -> None:
         try:
-            model.net.load_state_dict(load_file(str(path)), strict=True)
+            inner_net(model).load_state_dict(load_file(str(path)), strict=True)
         except (SafetensorError, RuntimeError) as e:
             raise ModelError(f"{path}: cannot load into {self.name} model: {str(e)[:300]}") from None
 
     def save_weights(self, model: nn.Module, path: Path) -> None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}, str(path))
+        state = inner_net(model).state_dict()
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path))
 
     def default_modules(self, model: nn.Module) -> ModuleDefaults | None:
-        return last_block_defaults("net", model.net)
+        return last_block_defaults("net", inner_net(model))
 
     def import_model(self, source: Path, ds: ImageDataset, options: dict[str, Any]) -> Imported:
         """``source``: a .safetensors state dict (or a folder holding model.safetensors); options:
