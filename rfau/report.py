@@ -16,10 +16,10 @@ from rfau.records import BatchMeta, Confusion, Evaluation, Prediction
 def confusion(model_dir: Path, ds: ImageDataset, split: Split) -> tuple[Confusion, list[Prediction]]:
     """Test-set confusion matrix (rows: true class) for KFP's ClassificationMetrics, and the
     per-sample (actual, predicted) rows DVC's confusion plot reads."""
-    from rfau.models.checkpoint import load_checkpoint
+    from rfau.models.checkpoint import load_checkpoint_for
     from rfau.train import predict_logits
 
-    model, _ = load_checkpoint(model_dir)
+    model, _, ds = load_checkpoint_for(model_dir, ds)  # model families: a text model's tokens
     idx = ds.indices(split.test)
     actual = ds.y[idx].tolist()
     predicted = predict_logits(model, ds.x[idx]).argmax(1).tolist()

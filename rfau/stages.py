@@ -31,6 +31,7 @@ from rfau.methods import UnlearnData, get_method, run_method
 from rfau.metrics import evaluate_model
 from rfau.models.arch import build_model, default_architecture
 from rfau.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
+from rfau.models.families import check_method, get_family
 from rfau.records import Evaluation, UnlearnInfo
 from rfau.train import train_model
 
@@ -157,10 +158,12 @@ def unlearn_stage(
     ds = _ds(dataset)
     split = read_split(split_dir)
     model, card = load_checkpoint(model_dir)
+    ds = get_family(card.family).prepare_dataset(ds, card)  # model families: e.g. tokenise text
     check_compatible(card, ds, split)
     if not split.forget:
         raise RfauError(f"{split_dir}: the forget set is empty; nothing to unlearn")
     cfg = method_config(method, config, ds, card)
+    check_method(card.family, method, cfg, ds)  # model families: a method that cannot run says why
     result = run_method(method, model, unlearn_data(ds, split), cfg)
     info = UnlearnInfo(
         method=method,
@@ -212,6 +215,7 @@ def evaluate_stage(
     ds = _ds(dataset)
     split = read_split(split_dir)
     model, card = load_checkpoint(model_dir)
+    ds = get_family(card.family).prepare_dataset(ds, card)  # model families: e.g. tokenise text
     check_compatible(card, ds, split)
     metrics = Evaluation.model_validate(
         {**evaluate_model(model, ds, split, seed=seed), "model_weights_sha256": card.weights_sha256}

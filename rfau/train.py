@@ -21,6 +21,8 @@ def set_seed(seed: int) -> torch.Generator:
 
 
 def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
+    if x_uint8.dtype != torch.uint8:  # token ids of a text dataset are not pixels: the model takes them
+        return x_uint8
     return x_uint8.float().div_(255.0)
 
 

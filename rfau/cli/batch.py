@@ -184,11 +184,11 @@ def _starting_model(p: BatchParams, settings: TrackingSettings):
         reg = Registry(settings)
         champion = reg.champion()
     if champion is not None:
-        from rfau.models.checkpoint import read_card
+        from rfau.models.checkpoint import build_from_card, read_card
 
         with tempfile.TemporaryDirectory() as tmp:
             card = read_card(reg.fetch_version(champion.version, Path(tmp) / "base"))
-        return build_model(card.architecture, card.input_shape[0], len(card.classes), **card.arch_kwargs)
+        return build_from_card(card)  # any family: an imported model's own module names
     from rfau.config import TrainConfig
     from rfau.data import load_dataset
     from rfau.models.arch import default_architecture

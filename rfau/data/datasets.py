@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rfau.data.sources import SOURCE_LOADERS
 from rfau.errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -69,6 +70,9 @@ def load_dataset(source: str, cache_dir: str | Path | None = None) -> ImageDatas
     """Load ``digits`` or an ImageFolder directory/archive. Raises DatasetError with the reason."""
     if source == "digits":
         return _load_digits()
+    for accepts, load in SOURCE_LOADERS:  # other kinds of data, e.g. text records (rfau.data.text)
+        if accepts(source):
+            return load(source)
     if source == FASHION_MNIST:
         return load_fashion_mnist(find_fashion_mnist())
     if source.startswith("s3://"):  # an archive in the object store (cluster pods share no disk)

@@ -27,13 +27,15 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from rfau.errors import ModelError, ModelSettingsError
 from rfau.methods.base import MethodConfig, UnlearnData
 from rfau.methods.runner import EpochMethod, Step, frozen_copy
-from rfau.models.arch import Staged, architecture_name
+from rfau.models.arch import Staged
+from rfau.models.families import NATIVE_DEFAULTS, default_modules, expand_module_names
+from rfau.models.families import ModuleDefaults as RFAUModules
 from rfau.train import autocast, predict_logits, to_float
 
 if TYPE_CHECKING:  # peft (and the transformers it imports) costs seconds: loaded when RFAU runs
@@ -43,23 +45,15 @@ LORA_TYPES = (nn.Linear, nn.Conv2d)
 MIN_HOLDOUT_PER_CLASS = 20  # below this a class's holdout is too thin; use the pooled holdout
 
 
-@dataclass(frozen=True)
-class RFAUModules:
-    targets: tuple[str, ...]  # LoRA target modules
-    taps: tuple[str, ...]  # tapped layers whose outputs are aligned (the output layer always is)
-
-
-# Default modules per architecture (as peft's target_module_mapping): adapters on the last block
-# and the head, taps at the last block's output, the pooled features and the logits.
-RFAU_DEFAULTS: dict[str, RFAUModules] = {
-    "small_cnn": RFAUModules(targets=("conv3", "fc1", "fc"), taps=("flatten", "fc")),
-    "resnet18": RFAUModules(
-        targets=("layer4.0.conv1", "layer4.0.conv2", "layer4.1.conv1", "layer4.1.conv2", "fc"),
-        taps=("layer4", "flatten", "fc"),
-    ),
-}
-_DEFAULTS_HELP = "; ".join(
-    f"{arch}: targets {', '.join(m.targets)}, taps {', '.join(m.taps)}" for arch, m in RFAU_DEFAULTS.items()
+# Default modules per rfau architecture (as peft's target_module_mapping); every model family
+# keeps its own (rfau.models.families: default_modules).
+RFAU_DEFAULTS: dict[str, RFAUModules] = NATIVE_DEFAULTS
+_DEFAULTS_HELP = (
+    "; ".join(
+        f"{arch}: targets {', '.join(m.targets)}, taps {', '.join(m.taps)}"
+        for arch, m in RFAU_DEFAULTS.items()
+    )
+    + "; transformers models: attention query/value (peft's defaults per model type)"
 )
 
 
@@ -69,7 +63,9 @@ class RFAUConfig(MethodConfig):
     rank: int = Field(4, ge=1, description="LoRA rank r")
     alpha: float = Field(8.0, gt=0, description="LoRA alpha (the residual is scaled by alpha / rank)")
     target_modules: list[str] | None = Field(
-        None, description=f"modules that get LoRA adapters; None: the architecture's ({_DEFAULTS_HELP})"
+        None,
+        description="modules that get LoRA adapters, by full name or by last part (query names every "
+        f"...query); None: the model family's ({_DEFAULTS_HELP})",
     )
     taps: list[str] | None = Field(
         None,
@@ -89,6 +85,12 @@ class RFAUConfig(MethodConfig):
     forget_batch_size: int = Field(64, ge=1, description="forget samples per step (the forget set is cycled)")
     lr: float = Field(3e-3, gt=0, description="AdamW learning rate of the adapters")
     forget_weight: float = Field(1.0, ge=0, description="weight of the forget loss against the retain loss")
+
+    @field_validator("target_modules", "taps", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: object) -> object:
+        """``--set target_modules=query,value`` as well as a JSON list."""
+        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _check(self) -> RFAUConfig:
@@ -339,16 +341,21 @@ def lora_config(cfg: RFAUConfig, targets: list[str]) -> LoraConfig:
 
 
 def resolve_modules(model: nn.Module, cfg: RFAUConfig) -> tuple[list[str], list[str]]:
-    """Named LoRA targets and taps (defaults from the architecture), checked against the model."""
-    defaults = RFAU_DEFAULTS.get(architecture_name(model) or "")
+    """Named LoRA targets and taps (defaults from the model's family), checked against the model.
+    A target given by its last name part (``query``) names every module ending in it."""
+    defaults = default_modules(model)
     targets = list(cfg.target_modules or (defaults.targets if defaults else []))
     taps = list(cfg.taps or (defaults.taps if defaults else []))
     modules = dict(model.named_modules())
     if not targets or not taps:
-        raise ModelSettingsError("RFAU needs target_modules and taps for this architecture")
+        raise ModelSettingsError(
+            "RFAU needs target_modules and taps for this model (its family has no defaults)"
+        )
     for name in targets:
-        if name not in modules:
+        if name not in modules and not any(n.endswith("." + name) for n in modules):
             raise ModelSettingsError(f"unknown LoRA target module {name!r}; e.g. {_examples(model)}")
+    targets = expand_module_names(model, targets)
+    for name in targets:
         if not isinstance(modules[name], LORA_TYPES):
             raise ModelSettingsError(
                 f"LoRA target {name!r} is a {type(modules[name]).__name__}; only Linear and Conv2d"
@@ -381,7 +388,8 @@ class Taps:
 
     def _hook(self, name: str):
         def fn(_m, _inp, output):
-            self.out[name] = output
+            # transformers layers return tuples (hidden states first) or model outputs
+            self.out[name] = output[0] if isinstance(output, tuple | list) else output
 
         return fn
 
@@ -441,7 +449,8 @@ def _prefix(model: nn.Module, x: torch.Tensor, cut: int, device, bs: int = 512) 
     for i in range(0, len(x), bs):
         with autocast(device):
             h = to_float(x[i : i + bs])
-            out.append((run_to(model, h, cut)).to(dtype))
+            h = run_to(model, h, cut)
+            out.append(h.to(dtype) if h.is_floating_point() else h)  # token ids stay integers
     return torch.cat(out)
 
 

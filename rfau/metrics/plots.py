@@ -8,7 +8,7 @@ import torch
 
 from rfau.data.datasets import ImageDataset
 from rfau.data.split import Split
-from rfau.models.checkpoint import load_checkpoint
+from rfau.models.checkpoint import load_checkpoint_for
 from rfau.train import predict_logits
 
 
@@ -22,7 +22,7 @@ def confidence_histogram(ds: ImageDataset, split: Split, models: dict[str, Path]
 
     fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 3), sharey=True, squeeze=False)
     for ax, (name, mdir) in zip(axes[0], models.items()):
-        model, _ = load_checkpoint(mdir)
+        model, _, ds = load_checkpoint_for(mdir, ds)  # model families: a text model's tokens
         for part, color in (("forget", "tab:red"), ("test", "tab:blue")):
             idx = ds.indices(getattr(split, part))
             p = predict_logits(model, ds.x[idx]).softmax(1)[torch.arange(len(idx)), ds.y[idx]]

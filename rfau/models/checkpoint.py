@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 import rfau
 from rfau.errors import ModelError
 from rfau.io import sha256_file
-from rfau.models.arch import build_model
+from rfau.models.families import DEFAULT_FAMILY, get_family
+
+if TYPE_CHECKING:
+    from rfau.data.datasets import ImageDataset
 
 WEIGHTS = "model.safetensors"
 CARD = "model.json"
@@ -24,8 +26,12 @@ class ModelCard(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
+    family: str = DEFAULT_FAMILY  # rfau.models.families; cards from before families are rfau's own
+    source: str = ""  # where an imported model came from (empty: trained by rfau)
     architecture: str
     arch_kwargs: dict = Field(default_factory=dict)
+    family_config: dict = Field(default_factory=dict)  # e.g. the transformers config
+    preprocessing: dict = Field(default_factory=dict)  # normalisation / tokenizer, as the family needs
     classes: list[str]
     input_shape: list[PositiveInt] = Field(min_length=1)
     dataset: str
@@ -51,8 +57,7 @@ class ModelCard(BaseModel):
 def save_checkpoint(model: nn.Module, card: ModelCard, out_dir: str | Path) -> ModelCard:
     """Write weights and card into ``out_dir`` (which must exist); returns the card with its hash."""
     out = Path(out_dir)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / WEIGHTS))
+    get_family(card.family).save_weights(model, out / WEIGHTS)
     card = card.model_copy(update={"weights_sha256": sha256_file(out / WEIGHTS)})
     (out / CARD).write_text(card.model_dump_json(indent=2) + "\n")
     return card
@@ -86,19 +91,26 @@ def verify_weights(model_dir: str | Path) -> str:
     return digest
 
 
+def build_from_card(card: ModelCard) -> nn.Module:
+    """The (untrained) model a card describes, of any family: what a check of module names needs."""
+    return get_family(card.family).build(card)
+
+
 def load_checkpoint(model_dir: str | Path) -> tuple[nn.Module, ModelCard]:
-    """Rebuild the architecture named in the card and load the safetensors weights strictly."""
+    """Rebuild the model the card describes (its family builds it) and load the safetensors
+    weights strictly."""
     card = read_card(model_dir)
-    weights = Path(model_dir) / WEIGHTS
     verify_weights(model_dir)
-    model = build_model(card.architecture, card.input_shape[0], len(card.classes), **card.arch_kwargs)
-    try:
-        state = load_file(str(weights))
-        model.load_state_dict(state, strict=True)
-    except (SafetensorError, RuntimeError) as e:
-        raise ModelError(f"{weights}: cannot load into {card.architecture}: {str(e)[:300]}") from None
+    model = build_from_card(card)
+    get_family(card.family).load_weights(model, Path(model_dir) / WEIGHTS)
     model.eval()
     return model, card
+
+
+def load_checkpoint_for(model_dir: str | Path, ds: ImageDataset) -> tuple[nn.Module, ModelCard, ImageDataset]:
+    """``load_checkpoint`` and the dataset as this model takes it (a text model's tokenised)."""
+    model, card = load_checkpoint(model_dir)
+    return model, card, get_family(card.family).prepare_dataset(ds, card)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -109,6 +121,8 @@ __all__ = [
     "ModelCard",
     "save_checkpoint",
     "load_checkpoint",
+    "load_checkpoint_for",
+    "build_from_card",
     "read_card",
     "verify_weights",
     "count_parameters",

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from rfau.models.checkpoint import CARD, WEIGHTS, load_checkpoint
+from rfau.models.families import get_family
 
 EXAMPLE_BATCH = 2  # torch.export keeps a batch dimension of 1 static; 2 makes it dynamic
 
@@ -23,8 +24,7 @@ def log_served_model(model_dir: Path):
 
     model, card = load_checkpoint(model_dir)  # verifies the weights against the card
     served = torch.nn.Sequential(model, torch.nn.Softmax(dim=1)).eval()
-    c, h, w = card.input_shape
-    example = np.random.default_rng(0).random((EXAMPLE_BATCH, c, h, w), dtype=np.float32)
+    example = get_family(card.family).serving_example(card, EXAMPLE_BATCH)  # images, or token ids
     with torch.no_grad():
         probs = served(torch.from_numpy(example)).numpy()
     with warnings.catch_warnings():  # torch.export's notes on the traced graph

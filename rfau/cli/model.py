@@ -1,0 +1,97 @@
+"""`rfau model`: bring a model of your own in (Hugging Face transformers, torchvision, timm)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rfau.cli.common import DatasetOpt, ModelNameOpt, TrackingOpt, out, tracking_settings
+from rfau.data.split import HOLDOUT_FRACTION
+from rfau.errors import RfauError
+
+model_app = typer.Typer(
+    help="Bring your own pre-trained model: import it as an rfau model.", no_args_is_help=True
+)
+
+
+def _labels(value: str | None) -> list[str] | None:
+    """--labels: a JSON list, a file of one name per line (or a JSON list), or comma-separated."""
+    if not value:
+        return None
+    path = Path(value)
+    text = path.read_text() if path.is_file() else value
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        sep = "\n" if path.is_file() else ","
+        return [s.strip() for s in text.split(sep) if s.strip()]
+    if not isinstance(parsed, list):
+        raise RfauError(f"--labels: expected a list of class names, got {type(parsed).__name__}")
+    return [str(c) for c in parsed]
+
+
+@model_app.command("import")
+def import_cmd(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A save_pretrained folder (hf-image, hf-text) or a .safetensors file (torchvision, timm)."
+        ),
+    ],
+    family: Annotated[str, typer.Option(help="hf-image, hf-text, torchvision or timm.")],
+    dataset: DatasetOpt,
+    out_dir: Annotated[Path, typer.Option("--out", help="The rfau model folder to write.")],
+    arch: Annotated[
+        str | None, typer.Option(help="torchvision/timm: the model's name, e.g. resnet50.")
+    ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(help="torchvision/timm: class names of the outputs (JSON list, file, or a,b,c)."),
+    ] = None,
+    max_length: Annotated[
+        int | None, typer.Option(help="hf-text: tokens per text (default: the longest text, at most 512).")
+    ] = None,
+    holdout_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Share of the training split held out as unseen data; the model must not have seen it."
+        ),
+    ] = HOLDOUT_FRACTION,
+    register: Annotated[
+        bool,
+        typer.Option(help="Also register it as the bootstrap champion (the first batch starts from it)."),
+    ] = False,
+    name: ModelNameOpt = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Check the model's labels against the dataset's classes and write its model card (family,
+    source, sha256 of the weights, classes, preprocessing) beside safetensors weights."""
+    from rfau.data.datasets import load_dataset
+    from rfau.models.importer import import_model
+
+    settings = tracking_settings(name, tracking_uri) if register else None
+    ds = load_dataset(dataset)
+    options = {"arch": arch, "labels": _labels(labels), "max_length": max_length}
+    card = import_model(source, family, ds, out_dir, holdout_fraction, options)
+    result = {"model": str(out_dir), "family": card.family, "weights_sha256": card.weights_sha256}
+    if settings is not None:
+        result["registered"] = register_bootstrap(out_dir, ds, settings, holdout_fraction)
+    out.print_json(json.dumps(result))
+
+
+def register_bootstrap(model_dir: Path, ds, settings, holdout_fraction: float) -> dict:
+    """Evaluate the imported model on the empty-forget split and register it as the bootstrap
+    champion, as ``rfau.batch.ensure_base`` does with a model it trained."""
+    from rfau.data.split import make_split, write_split
+    from rfau.stages import evaluate_stage
+    from rfau.tracking import registry
+
+    with tempfile.TemporaryDirectory(prefix="rfau-import-") as tmp:
+        write_split(make_split(ds, [], holdout_fraction), Path(tmp) / "split")
+        evaluate_stage(model_dir, ds, Path(tmp) / "split", Path(tmp) / "metrics.json")
+        res = registry.register(model_dir, Path(tmp) / "metrics.json", settings, bootstrap=True)
+    return json.loads(res.model_dump_json())
