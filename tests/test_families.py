@@ -300,7 +300,17 @@ def test_model_import_registers_the_bootstrap_champion(cli, vit_dir, digits, tmp
     from rfau.tracking.settings import TrackingSettings
 
     r = cli(
-        "model", "import", str(vit_dir), "--family", "hf-image", "-d", "digits", "--out", "mine", "--register"
+        "model",
+        "import",
+        str(vit_dir),
+        "--family",
+        "hf-image",
+        "-d",
+        "digits",
+        "--out",
+        "mine",
+        "--register",
+        "--json",
     )
     assert r.returncode == 0, r.stderr
     shown = json.loads(r.stdout)

@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from rfau.cli.common import DatasetOpt, ModelNameOpt, TrackingOpt, out, tracking_settings
+from rfau.cli.common import DatasetOpt, JsonOpt, ModelNameOpt, TrackingOpt, emit, out, tracking_settings
 from rfau.data.split import HOLDOUT_FRACTION
-from rfau.errors import RfauError
+from rfau.errors import UsageError
 
 model_app = typer.Typer(
     help="Bring your own pre-trained model: import it as an rfau model.", no_args_is_help=True
@@ -30,7 +30,7 @@ def _labels(value: str | None) -> list[str] | None:
         sep = "\n" if path.is_file() else ","
         return [s.strip() for s in text.split(sep) if s.strip()]
     if not isinstance(parsed, list):
-        raise RfauError(f"--labels: expected a list of class names, got {type(parsed).__name__}")
+        raise UsageError(f"--labels: expected a list of class names, got {type(parsed).__name__}")
     return [str(c) for c in parsed]
 
 
@@ -44,7 +44,7 @@ def import_cmd(
     ],
     family: Annotated[str, typer.Option(help="hf-image, hf-text, torchvision or timm.")],
     dataset: DatasetOpt,
-    out_dir: Annotated[Path, typer.Option("--out", help="The rfau model folder to write.")],
+    out_dir: Annotated[Path, typer.Option("--out", "--output", "-o", help="The rfau model folder to write.")],
     arch: Annotated[
         str | None, typer.Option(help="torchvision/timm: the model's name, e.g. resnet50.")
     ] = None,
@@ -67,6 +67,7 @@ def import_cmd(
     ] = False,
     name: ModelNameOpt = None,
     tracking_uri: TrackingOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Check the model's labels against the dataset's classes and write its model card (family,
     source, sha256 of the weights, classes, preprocessing) beside safetensors weights."""
@@ -80,7 +81,15 @@ def import_cmd(
     result = {"model": str(out_dir), "family": card.family, "weights_sha256": card.weights_sha256}
     if settings is not None:
         result["registered"] = register_bootstrap(out_dir, ds, settings, holdout_fraction)
-    out.print_json(json.dumps(result))
+    emit(as_json, result, lambda: out.print(_summary(result)))
+
+
+def _summary(result: dict) -> str:
+    sha = result["weights_sha256"][:12]
+    line = f"imported a {result['family']} model into {result['model']} (weights {sha})"
+    if "registered" in result:
+        line += f"; registered as version {result['registered'].get('version')} (bootstrap champion)"
+    return line
 
 
 def register_bootstrap(model_dir: Path, ds, settings, holdout_fraction: float) -> dict:
