@@ -38,6 +38,7 @@ from rfau.faults import fault_point
 from rfau.gates import Gates, check_gates, regime_of
 from rfau.io import atomic_dir, md5_file, work_lock, write_json
 from rfau.models.checkpoint import read_card
+from rfau.params import BatchParams
 from rfau.records import (
     BaseVersion,
     BatchMeta,
@@ -668,22 +669,17 @@ def abort(batch_dir: str | Path, reason: str) -> list[str]:
 
 
 def run_batch(
-    workdir: str | Path,
-    dataset: str = "digits",
-    store: str | None = None,
-    settings: TrackingSettings | None = None,
-    method: str = "rfau",
-    config: dict | None = None,
-    gates: Gates | None = None,
-    train: dict | None = None,
-    holdout_fraction: float = HOLDOUT_FRACTION,
+    workdir: str | Path, params: BatchParams | None = None, settings: TrackingSettings | None = None
 ) -> BatchOutcome:
-    """The four stages in order in this process (what the KFP pipeline runs as four tasks)."""
+    """The four stages in order in this process (what the KFP pipeline runs as four tasks), with
+    the batch's parameters (``rfau.params.BatchParams``: params.yaml, the pipeline's parameters)."""
     wd = Path(workdir)
+    p = params or BatchParams()
     settings = settings or TrackingSettings.from_env()
+    store = p.store or None
     wd.mkdir(parents=True, exist_ok=True)
     with work_lock(wd, holder="rfau batch run"):  # a second batch in this folder stops here, clearly
-        meta = data_split(wd / "batch", dataset, store, settings, holdout_fraction, train)
+        meta = data_split(wd / "batch", p.dataset, store, settings, p.holdout_fraction, p.train)
         taken = BatchOutcome(
             batch_id=meta.batch_id,
             request_ids=meta.request_ids,
@@ -693,11 +689,11 @@ def run_batch(
         if meta.empty:
             return taken
         try:
-            unlearn(wd / "batch", wd / "model", method, config)
+            unlearn(wd / "batch", wd / "model", p.method, p.method_config)
             fault_point("unlearned")
-            metrics = evaluate(wd / "batch", wd / "model", wd / "evaluation", gates)
+            metrics = evaluate(wd / "batch", wd / "model", wd / "evaluation", p.gates)
             reg = register(
-                wd / "batch", wd / "model", wd / "evaluation", wd / "registered", settings, gates, store
+                wd / "batch", wd / "model", wd / "evaluation", wd / "registered", settings, p.gates, store
             )
         except BaseException as e:
             reason = str(e) or type(e).__name__
