@@ -35,7 +35,9 @@ from rfau.params import defaults
 DEFAULTS = defaults()
 
 PIPELINE_NAME = "rfau-deletion-batch"
-CONFIG_MAP = "rfau-config"  # infra/k8s: RFAU_TRACKING_URI, RFAU_REQUEST_STORE, AWS_ENDPOINT_URL...
+# infra/k8s: RFAU_TRACKING_URI and RFAU_MODEL_NAME (the registry: tracking settings, not batch
+# parameters), RFAU_REQUEST_STORE (an empty `store` parameter), AWS_ENDPOINT_URL...
+CONFIG_MAP = "rfau-config"
 S3_SECRET = "rfau-s3"  # infra/k8s: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
 AUDIT_SECRET = "rfau-audit"  # infra/k8s: RFAU_AUDIT_SALT (required by register: no silent new salt)
 CLIENT_LABEL = ("rfau.io/client", "true")  # infra/k8s/mlflow/networkpolicies.yaml admits these pods
