@@ -8,22 +8,24 @@ from rfau.components.image import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def data_split(
-    dataset_uri: str,
-    requests_uri: str,
-    model_name: str,
-    tracking_uri: str,
-    train_config: dict,
+    dataset: str,
+    store: str,
+    train: dict,
     holdout_fraction: float,
     batch: Output[Dataset],
     summary: Output[Markdown],
 ):
     from rfau.batch import data_split as stage
+    from rfau.params import parse_params
     from rfau.tracking.settings import TrackingSettings
 
-    settings = TrackingSettings.from_env(model_name=model_name or None, tracking_uri=tracking_uri or None)
-    meta = stage(
-        batch.path, dataset_uri, requests_uri or None, settings, holdout_fraction, train_config or None
+    # the batch parameters by their own names (rfau.params.BatchParams); the registry and the
+    # model's name come from the pod's environment (rfau-config)
+    p = parse_params(
+        {"dataset": dataset, "store": store, "train": train, "holdout_fraction": holdout_fraction}
     )
+    settings = TrackingSettings.from_env()
+    meta = stage(batch.path, p.dataset, p.store or None, settings, p.holdout_fraction, p.train or None)
     batch.metadata.update(meta.model_dump(include={"batch_id", "empty", "forget_count", "forget_md5"}))
     lines = [
         f"# Batch {meta.batch_id}",

@@ -21,10 +21,10 @@ def evaluate(
     from pathlib import Path
 
     from rfau.batch import evaluate as stage
-    from rfau.gates import Gates
+    from rfau.params import parse_params
     from rfau.records import Confusion, Skipped
 
-    flat = stage(batch.path, model.path, evaluation.path, Gates(**(gates or {})))
+    flat = stage(batch.path, model.path, evaluation.path, parse_params({"gates": gates}).gates)
     out = Path(evaluation.path)
     if isinstance(flat, Skipped):
         metrics.log_metric("skipped", 1.0)

@@ -12,9 +12,7 @@ def register(
     batch: Input[Dataset],
     model: Input[Model],
     evaluation: Input[Dataset],
-    model_name: str,
-    tracking_uri: str,
-    requests_uri: str,
+    store: str,
     gates: dict,
     registered: Output[Artifact],
     receipt: Output[Markdown],
@@ -25,19 +23,19 @@ def register(
     from pathlib import Path
 
     from rfau.batch import register as stage
-    from rfau.gates import Gates
+    from rfau.params import parse_params
     from rfau.records import Skipped
     from rfau.tracking.settings import TrackingSettings
 
-    settings = TrackingSettings.from_env(model_name=model_name or None, tracking_uri=tracking_uri or None)
+    p = parse_params({"store": store, "gates": gates})
     res = stage(
         batch.path,
         model.path,
         evaluation.path,
         registered.path,
-        settings,
-        Gates(**(gates or {})),
-        requests_uri or None,
+        TrackingSettings.from_env(),  # the registry and the model's name: the pod's rfau-config
+        p.gates,
+        p.store or None,
         kfp_run_id or None,
     )
     if isinstance(res, Skipped):

@@ -11,13 +11,15 @@ def unlearn(
     batch: Input[Dataset], method: str, method_config: dict, model: Output[Model], metrics: Output[Metrics]
 ):
     from rfau.batch import unlearn as stage
+    from rfau.params import parse_params
     from rfau.records import Skipped
 
-    info = stage(batch.path, model.path, method, method_config or None)
+    p = parse_params({"method": method, "method_config": method_config})
+    info = stage(batch.path, model.path, p.method, p.method_config or None)
     if isinstance(info, Skipped):
         metrics.log_metric("skipped", 1.0)
         return
-    model.metadata.update({"method": method, "framework": "pytorch", "format": "safetensors"})
+    model.metadata.update({"method": p.method, "framework": "pytorch", "format": "safetensors"})
     cost = info.model_dump(include={"seconds", "trainable_params", "total_params", "trainable_share"})
     for k, v in cost.items():
         metrics.log_metric(k, float(v))

@@ -28,9 +28,16 @@ from rfau.components.evaluate import evaluate
 from rfau.components.image import CUDA_IMAGE
 from rfau.components.register import register
 from rfau.components.unlearn import unlearn
+from rfau.params import defaults
+
+# the pipeline's parameters are rfau.params.BatchParams' fields; KFP reads a literal signature,
+# so the defaults below are read from BatchParams (tests/test_params.py checks names and values)
+DEFAULTS = defaults()
 
 PIPELINE_NAME = "rfau-deletion-batch"
-CONFIG_MAP = "rfau-config"  # infra/k8s: RFAU_TRACKING_URI, RFAU_REQUEST_STORE, AWS_ENDPOINT_URL...
+# infra/k8s: RFAU_TRACKING_URI and RFAU_MODEL_NAME (the registry: tracking settings, not batch
+# parameters), RFAU_REQUEST_STORE (an empty `store` parameter), AWS_ENDPOINT_URL...
+CONFIG_MAP = "rfau-config"
 S3_SECRET = "rfau-s3"  # infra/k8s: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
 AUDIT_SECRET = "rfau-audit"  # infra/k8s: RFAU_AUDIT_SALT (required by register: no silent new salt)
 CLIENT_LABEL = ("rfau.io/client", "true")  # infra/k8s/mlflow/networkpolicies.yaml admits these pods
@@ -88,6 +95,7 @@ def _common(task: dsl.PipelineTask, name: str, res: Resources, retries: int) -> 
         CONFIG_MAP,
         {
             "RFAU_TRACKING_URI": "RFAU_TRACKING_URI",
+            "RFAU_MODEL_NAME": "RFAU_MODEL_NAME",
             "RFAU_REQUEST_STORE": "RFAU_REQUEST_STORE",
             "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
             "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION",
@@ -117,15 +125,7 @@ def build_pipeline(gpu: GpuSpec | None = None, retries: int = 2):
         description="unlearn -> evaluate -> register for one claimed batch; "
         "its claims are released on failure.",
     )
-    def after_split(
-        batch: Input[Dataset],
-        method: str,
-        method_config: dict,
-        model_name: str,
-        tracking_uri: str,
-        requests_uri: str,
-        gates: dict,
-    ):
+    def after_split(batch: Input[Dataset], method: str, method_config: dict, store: str, gates: dict):
         release = _common(cleanup(batch=batch), "cleanup", CPU_TASKS["cleanup"], retries)
         release.set_caching_options(False)
         with dsl.ExitHandler(release, name="release-on-failure"):
@@ -144,9 +144,7 @@ def build_pipeline(gpu: GpuSpec | None = None, retries: int = 2):
                 batch=batch,
                 model=forget.outputs["model"],
                 evaluation=ev.outputs["evaluation"],
-                model_name=model_name,
-                tracking_uri=tracking_uri,
-                requests_uri=requests_uri,
+                store=store,
                 gates=gates,
                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             )
@@ -163,33 +161,22 @@ def build_pipeline(gpu: GpuSpec | None = None, retries: int = 2):
         "evaluate, and register a version that is promoted only when its gates pass.",
     )
     def deletion_batch(
-        dataset_uri: str = "digits",
-        requests_uri: str = "",
-        method: str = "rfau",
-        method_config: dict = {},
-        model_name: str = "rfau-model",  # noqa: B006 (KFP defaults)
-        tracking_uri: str = "",
-        gates: dict = {},
-        train_config: dict = {},  # noqa: B006
-        holdout_fraction: float = 0.1,
+        dataset: str = DEFAULTS["dataset"],
+        store: str = DEFAULTS["store"],
+        method: str = DEFAULTS["method"],
+        method_config: dict = DEFAULTS["method_config"],
+        gates: dict = DEFAULTS["gates"],
+        train: dict = DEFAULTS["train"],
+        holdout_fraction: float = DEFAULTS["holdout_fraction"],
     ):
-        split = data_split(
-            dataset_uri=dataset_uri,
-            requests_uri=requests_uri,
-            model_name=model_name,
-            tracking_uri=tracking_uri,
-            train_config=train_config,
-            holdout_fraction=holdout_fraction,
-        )
+        split = data_split(dataset=dataset, store=store, train=train, holdout_fraction=holdout_fraction)
         _common(split, "data-split", CPU_TASKS["data-split"], retries).set_caching_options(False)
 
         after_split(
             batch=split.outputs["batch"],
             method=method,
             method_config=method_config,
-            model_name=model_name,
-            tracking_uri=tracking_uri,
-            requests_uri=requests_uri,
+            store=store,
             gates=gates,
         ).set_display_name("unlearn-evaluate-register")
 

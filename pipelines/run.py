@@ -4,45 +4,51 @@ endpoint, or create a recurring run there (scheduled deletions)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from rfau.errors import RfauError
 from rfau.params import BatchParams
 from rfau.pipelines.deletion_batch import PIPELINE_NAME, GpuSpec, build_pipeline
 from rfau.records import BatchMeta, Registered, Skipped
+from rfau.tracking.settings import TrackingSettings
 
 
 def pipeline_arguments(p: BatchParams, local: bool) -> dict:
-    """The pipeline's parameters. A local run gets this machine's store and tracking URI, made
-    absolute (the tasks run as subprocesses in other folders)."""
+    """The pipeline's parameters: the batch parameters by their own names. On a cluster an empty
+    store means the pods' own rfau-config (this machine's may be a port-forward); a local run gets
+    this machine's store and dataset folder made absolute."""
     from rfau.batch import default_store
-    from rfau.tracking.settings import TrackingSettings
 
-    settings = TrackingSettings.from_env()
-    # on a cluster, empty URIs mean the pods' own rfau-config (this machine's may be a port-forward)
-    store, tracking = p.store or "", ""
+    arguments = p.model_dump(mode="json")
     if local:
         store = p.store or default_store()
-        if "://" not in store:
-            store = str(Path(store).resolve())
-        tracking = settings.uri()
-    dataset = p.dataset
-    if local and dataset != "digits" and "://" not in dataset:
-        dataset = str(Path(dataset).resolve())
-    return {
-        "dataset_uri": dataset,
-        "requests_uri": store,
-        "method": p.method,
-        "method_config": p.method_config,
-        "model_name": settings.model_name,
-        "tracking_uri": tracking,
-        "gates": p.gates.model_dump(),
-        "train_config": p.train,
-        "holdout_fraction": p.holdout_fraction,
-    }
+        arguments["store"] = store if "://" in store else str(Path(store).resolve())
+        if p.dataset != "digits" and "://" not in p.dataset:
+            arguments["dataset"] = str(Path(p.dataset).resolve())
+    return arguments
+
+
+@contextlib.contextmanager
+def task_environment(settings: TrackingSettings) -> Iterator[None]:
+    """The tracking settings of this machine for kfp.local's task subprocesses (they inherit the
+    environment), as the rfau-config ConfigMap gives them to the pods on a cluster; the tracking
+    URI made absolute, since the tasks need not run in this folder."""
+    given = {"RFAU_TRACKING_URI": settings.uri(), "RFAU_MODEL_NAME": settings.model_name}
+    before = {k: os.environ.get(k) for k in given}
+    os.environ.update(given)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def compile_pipeline(out: str | Path, gpu: GpuSpec | None = None) -> Path:
@@ -83,9 +89,12 @@ def _pending_again(batch_dir: Path) -> list[str]:
     return [rid for rid in meta.request_ids if reqs.get(rid).state is RequestState.PENDING]
 
 
-def run_local(arguments: dict, pipeline_root: str | Path) -> tuple[Registered | Skipped, Path]:
-    """Run the pipeline with kfp.local (SubprocessRunner, no venv: the installed rfau) ->
-    the register stage's result (or the skip notice), and the folder every output went to."""
+def run_local(
+    arguments: dict, pipeline_root: str | Path, settings: TrackingSettings | None = None
+) -> tuple[Registered | Skipped, Path]:
+    """Run the pipeline with kfp.local (SubprocessRunner, no venv: the installed rfau) on the
+    registry of ``settings`` (default: this machine's) -> the register stage's result (or the
+    skip notice), and the folder every output went to."""
     from kfp import local
 
     root = Path(pipeline_root).resolve()
@@ -93,7 +102,8 @@ def run_local(arguments: dict, pipeline_root: str | Path) -> tuple[Registered | 
     _plain_kfp_logs()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=False)
     started = time.time()
-    build_pipeline(retries=0)(**arguments)
+    with task_environment(settings or TrackingSettings.from_env()):
+        build_pipeline(retries=0)(**arguments)
     runs = sorted(
         (p for p in root.iterdir() if p.is_dir() and p.stat().st_mtime >= started - 1),
         key=lambda p: p.stat().st_mtime,

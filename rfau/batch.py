@@ -37,6 +37,7 @@ from rfau.faults import fault_point
 from rfau.gates import Gates, check_gates, regime_of
 from rfau.io import atomic_dir, md5_file, work_lock, write_json
 from rfau.models.checkpoint import read_card
+from rfau.params import BatchParams
 from rfau.records import (
     BaseVersion,
     BatchMeta,
@@ -96,9 +97,34 @@ def _release_stale(store: RequestStore, hours: float) -> None:
             store.release(st.request_id, st.batch_id, f"batch {st.batch_id} did not finish within {hours} h")
 
 
+def bootstrap(
+    ds: ImageDataset,
+    work_dir: Path,
+    settings: TrackingSettings,
+    train: dict | None = None,
+    holdout_fraction: float = HOLDOUT_FRACTION,
+    original: Path | None = None,
+) -> Registration:
+    """Register the original model as the bootstrap champion of a registry that has none:
+    ``original`` when given, else one trained in ``work_dir`` (the dataset's preset recipe with
+    ``train`` on top); its metrics on the empty split are its baseline. ``work_dir`` is removed."""
+    from rfau.stages import evaluate_stage, train_stage
+    from rfau.tracking import registry
+
+    model = original or work_dir / "model"
+    if original is None:
+        train_stage(
+            ds, model, TrainConfig.preset(ds.kind, **(train or {})), holdout_fraction=holdout_fraction
+        )
+    write_split(make_split(ds, [], holdout_fraction), work_dir / "split")
+    evaluate_stage(model, ds, work_dir / "split", work_dir / "metrics.json")
+    reg = registry.register(model, work_dir / "metrics.json", settings, bootstrap=True)
+    shutil.rmtree(work_dir)
+    return reg
+
+
 def ensure_base(
     ds: ImageDataset,
-    dataset_uri: str,
     out_dir: Path,
     settings: TrackingSettings,
     train: dict | None = None,
@@ -107,19 +133,12 @@ def ensure_base(
     """The model this batch starts from: the registry's champion, downloaded into ``out_dir``.
     Where the registry has none (the first batch), the original model is trained here and
     registered as the bootstrap champion."""
-    from rfau.stages import evaluate_stage, train_stage
     from rfau.tracking import registry
 
     reg = registry.Registry(settings)
     champ = reg.champion()
     if champ is None:
-        boot = out_dir.with_name(out_dir.name + ".bootstrap")
-        cfg = TrainConfig.preset(ds.kind, **(train or {}))
-        train_stage(ds, boot / "model", cfg, holdout_fraction=holdout_fraction)
-        write_split(make_split(ds, [], holdout_fraction), boot / "split")
-        evaluate_stage(boot / "model", ds, boot / "split", boot / "metrics.json")
-        registry.register(boot / "model", boot / "metrics.json", settings, bootstrap=True)
-        shutil.rmtree(boot)
+        bootstrap(ds, out_dir.with_name(out_dir.name + ".bootstrap"), settings, train, holdout_fraction)
         champ = reg.champion()
     if champ is None:
         raise RfauError(f"the registry at {settings.redacted_uri()} has no champion after the bootstrap")
@@ -190,7 +209,7 @@ def data_split(
                         )
                     meta.empty = False
                     meta.forget_md5 = md5_file(tmp / "split" / "forget.txt")
-                    meta.base = ensure_base(ds, dataset, tmp / "base", settings, train, holdout_fraction)
+                    meta.base = ensure_base(ds, tmp / "base", settings, train, holdout_fraction)
                 else:  # every named sample was forgotten by an earlier batch
                     done = valid
                     meta.already_forgotten = True
@@ -657,22 +676,17 @@ def abort(batch_dir: str | Path, reason: str) -> list[str]:
 
 
 def run_batch(
-    workdir: str | Path,
-    dataset: str = "digits",
-    store: str | None = None,
-    settings: TrackingSettings | None = None,
-    method: str = "rfau",
-    config: dict | None = None,
-    gates: Gates | None = None,
-    train: dict | None = None,
-    holdout_fraction: float = HOLDOUT_FRACTION,
+    workdir: str | Path, params: BatchParams | None = None, settings: TrackingSettings | None = None
 ) -> BatchOutcome:
-    """The four stages in order in this process (what the KFP pipeline runs as four tasks)."""
+    """The four stages in order in this process (what the KFP pipeline runs as four tasks), with
+    the batch's parameters (``rfau.params.BatchParams``: params.yaml, the pipeline's parameters)."""
     wd = Path(workdir)
+    p = params or BatchParams()
     settings = settings or TrackingSettings.from_env()
+    store = p.store or None
     wd.mkdir(parents=True, exist_ok=True)
     with work_lock(wd, holder="rfau batch run"):  # a second batch in this folder stops here, clearly
-        meta = data_split(wd / "batch", dataset, store, settings, holdout_fraction, train)
+        meta = data_split(wd / "batch", p.dataset, store, settings, p.holdout_fraction, p.train)
         taken = BatchOutcome(
             batch_id=meta.batch_id,
             request_ids=meta.request_ids,
@@ -682,11 +696,11 @@ def run_batch(
         if meta.empty:
             return taken
         try:
-            unlearn(wd / "batch", wd / "model", method, config)
+            unlearn(wd / "batch", wd / "model", p.method, p.method_config)
             fault_point("unlearned")
-            metrics = evaluate(wd / "batch", wd / "model", wd / "evaluation", gates)
+            metrics = evaluate(wd / "batch", wd / "model", wd / "evaluation", p.gates)
             reg = register(
-                wd / "batch", wd / "model", wd / "evaluation", wd / "registered", settings, gates, store
+                wd / "batch", wd / "model", wd / "evaluation", wd / "registered", settings, p.gates, store
             )
         except BaseException as e:
             reason = str(e) or type(e).__name__

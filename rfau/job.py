@@ -1,32 +1,55 @@
-"""The experiment (`rfau run`): the whole chain on one dataset, side by side with retrain and do-nothing.
+"""The experiment (`rfau run`): one deletion batch on a throwaway request store and registry,
+side by side with retrain and do-nothing.
 
-split -> original (trained here when none is given) -> unlearn (RFAU) -> retrain -> evaluate all
-three -> a summary (``summary.json`` + a table) -> MLflow runs and a registry version, promoted to
-champion only when the gates pass. With no requests given, a demo request is made:
-``random`` names 10% of the training samples, ``class`` names one whole class.
+The request (a demo one unless given: ``random`` names 10% of the training samples, ``class``
+one whole class) is queued in a store inside the work folder, and ``rfau.batch.run_batch`` runs
+the batch there as a scheduled run would: the original is bootstrapped into an empty registry
+(trained, or the given model), RFAU forgets the request, the new version is evaluated against
+it and registered behind the gates. Then the retrain column: retrain on the batch's split,
+evaluate, and the avg gap of each model to retrain -> ``summary.json`` and a table.
+
+The registry and the ledger are the work folder's own (``WORKDIR/state``, made afresh each run),
+never the deletion batches': an experiment neither moves the production champion nor writes to
+its ledger (a batch's housekeeping would read the other's versions as orphans), and it always
+starts from the original its seed trains, so its numbers do not depend on earlier runs.
 """
 
 from __future__ import annotations
 
 import random
+import shutil
 from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 from pathlib import Path
 
-import rfau
-from rfau.batch import requested_samples
-from rfau.config import TrainConfig
+from rfau.batch import bootstrap, requested_samples, run_batch
 from rfau.data.datasets import ImageDataset, load_dataset
 from rfau.data.request_store import RequestState, RequestStore
-from rfau.data.split import HOLDOUT_FRACTION, Split, in_holdout
+from rfau.data.split import HOLDOUT_FRACTION, in_holdout, read_split
+from rfau.errors import RfauError
 from rfau.io import write_json
 from rfau.metrics import GAP_METRICS, avg_gap
 from rfau.metrics.plots import confidence_histogram
-from rfau.models.checkpoint import read_card
 from rfau.params import BatchParams
-from rfau.records import MethodRow, RunRegistration, RunSummary, UnlearnInfo
-from rfau.stages import evaluate_stage, split_stage, train_stage, unlearn_stage
+from rfau.records import (
+    BatchMeta,
+    BatchOutcome,
+    Evaluation,
+    GateReport,
+    MethodRow,
+    Registered,
+    RunRegistration,
+    RunSummary,
+    UnlearnInfo,
+)
+from rfau.stages import evaluate_stage, unlearn_stage
 from rfau.tracking.settings import TrackingSettings
+
+# what one run writes into its work folder (removed first: every run starts afresh)
+STATE = "state"  # the run's own registry (MLflow sqlite + artifacts) and ledger copy
+STORE = "store"  # its request store and ledger
+BATCH_DIR = "batch"  # run_batch's work folder: batch/ (requests, split, base = the original), evaluation/...
+RFAU_DIR, RETRAIN_DIR, METRICS_DIR = "rfau", "retrain", "metrics"
 
 
 def demo_request(
@@ -79,95 +102,120 @@ def run_job(
     scenario: str = "random",
     model_dir: str | Path | None = None,
     rfau_config: dict | None = None,
-    train_config: TrainConfig | None = None,
+    train: dict | None = None,
     retrain: bool = True,
     seed: int = 0,
     track: bool = True,
     settings: TrackingSettings | None = None,
 ) -> RunSummary:
-    """The experiment: RFAU (and retrain) against the original on one request -> summary.json."""
+    """The experiment: a batch (RFAU) on a throwaway store and registry, then retrain and the
+    gaps to it -> summary.json. ``model_dir``: the original (else one is trained with ``seed``
+    and the dataset's recipe, ``train`` on top); ``track=False``: the throwaway registry is
+    removed afterwards and the summary has no registry entry; ``settings``: only the model's
+    name is taken from them (the registry is always the work folder's own)."""
     wd = Path(workdir)
     ds = load_dataset(dataset)
+    for name in (STATE, STORE, BATCH_DIR, RFAU_DIR, RETRAIN_DIR, METRICS_DIR):
+        shutil.rmtree(wd / name, ignore_errors=True)
     if not requests:
         requests = [demo_request(ds, scenario, wd / "requests", seed=seed)]
-    split = split_stage(ds, requests, wd / "split")
-    if model_dir is None:
-        model_dir = wd / "original"
-        train_stage(ds, model_dir, train_config or TrainConfig.preset(ds.kind, seed=seed))
-    rows: dict[str, MethodRow] = {}
-    models = {"original": Path(model_dir)}
-    info = unlearn_stage(
-        model_dir, ds, wd / "split", wd / "rfau", "rfau", {"seed": seed, **(rfau_config or {})}
+    RequestStore.from_uri(wd / STORE).add(list(requests), ds)  # validated: all or nothing
+    model_name = (settings or TrackingSettings.from_env()).model_name
+    own = TrackingSettings(state_dir=(wd / STATE).resolve(), model_name=model_name)
+    params = BatchParams(
+        dataset=dataset,
+        store=str((wd / STORE).resolve()),
+        method="rfau",
+        method_config={"seed": seed, **(rfau_config or {})},
+        train={"seed": seed, **(train or {})},
     )
-    models["rfau"] = wd / "rfau"
-    if retrain:
-        unlearn_stage(model_dir, ds, wd / "split", wd / "retrain", "retrain", {"seed": seed})
-        models["retrain"] = wd / "retrain"
-    for name, mdir in models.items():
-        ev = evaluate_stage(mdir, ds, wd / "split", wd / "metrics" / f"{name}.json", seed=seed)
-        cost = UnlearnInfo.read(mdir / "unlearn.json") if name != "original" else None
-        rows[name] = MethodRow(
-            **ev.model_dump(),
-            seconds=cost.seconds if cost else None,
-            trainable_params=cost.trainable_params if cost else None,
+    if model_dir is not None:  # the given original instead of one trained by the batch
+        bootstrap(
+            ds,
+            wd / "original.bootstrap",
+            own,
+            holdout_fraction=params.holdout_fraction,
+            original=Path(model_dir),
         )
+    meta, registered = _finished(wd / BATCH_DIR, run_batch(wd / BATCH_DIR, params, own))
+    summary = _summary(ds, wd, requests, meta, retrain, seed)
+    if track:
+        summary.registry = _registration(wd, meta, registered)
+    else:
+        shutil.rmtree(wd / STATE)
+    summary.write(wd / "summary.json")
+    return summary
+
+
+def _summary(
+    ds: ImageDataset, wd: Path, requests: list[Path], meta: BatchMeta, retrain: bool, seed: int
+) -> RunSummary:
+    """The columns: the batch's base (the original) and its model (RFAU), evaluated by the batch,
+    and retrain on the batch's split; the avg gap of each to retrain."""
+    batch = wd / BATCH_DIR
+    split_dir, evaluation = batch / "batch" / "split", batch / "evaluation"
+    (batch / "model").replace(wd / RFAU_DIR)  # the models by method: original (the base), rfau, retrain
+    models = {"original": batch / "batch" / "base", "rfau": wd / RFAU_DIR}
+    metrics = wd / METRICS_DIR
+    metrics.mkdir(parents=True)
+    shutil.copyfile(evaluation / "before.json", metrics / "original.json")
+    shutil.copyfile(evaluation / "after.json", metrics / "rfau.json")
+    if retrain:
+        unlearn_stage(models["original"], ds, split_dir, wd / RETRAIN_DIR, "retrain", {"seed": seed})
+        models["retrain"] = wd / RETRAIN_DIR
+        # the batch's evaluation seed (0), so that the three columns are measured alike
+        evaluate_stage(models["retrain"], ds, split_dir, metrics / "retrain.json")
+    rows = {name: _row(metrics / f"{name}.json", mdir, name) for name, mdir in models.items()}
     if "retrain" in rows:
         ref = rows["retrain"].model_dump()
-        for name, r in rows.items():
-            rows[name] = r.model_copy(update={"avg_gap": avg_gap(r.model_dump(), ref, GAP_METRICS)})
-    summary = RunSummary(
+        rows = {
+            n: r.model_copy(update={"avg_gap": avg_gap(r.model_dump(), ref, GAP_METRICS)})
+            for n, r in rows.items()
+        }
+    confidence_histogram(ds, read_split(split_dir), models, metrics / "confidence_hist.png")
+    info = UnlearnInfo.read(wd / RFAU_DIR / "unlearn.json")
+    return RunSummary(
         dataset=ds.name,
         requests=[str(p) for p in requests],
-        forget=len(split.forget),
-        forget_classes=split.forget_classes,
+        forget=meta.forget_count or 0,
+        forget_classes=meta.forget_classes or [],
         rfau_trainable_params=info.trainable_params,
         total_params=info.total_params,
         rfau_trainable_share=info.trainable_share,
         methods=rows,
     )
-    confidence_histogram(ds, split, models, wd / "metrics" / "confidence_hist.png")
-    if track:
-        summary.registry = track_and_register(wd, split, rows, Path(model_dir), settings)
-    summary.write(wd / "summary.json")
-    return summary
 
 
-def track_and_register(
-    wd: Path, split: Split, rows: dict[str, MethodRow], model_dir: Path, settings: TrackingSettings | None
-) -> RunRegistration:
-    """Log the run to MLflow (a parent run, a nested run per stage) and register: the original
-    as the bootstrap champion where the registry has none, then the RFAU model behind the gates."""
-    from rfau.tracking import registry
-    from rfau.tracking.stage_runs import log_data_split, log_evaluate, log_unlearn
+def _finished(batch: Path, outcome: BatchOutcome) -> tuple[BatchMeta, Registered]:
+    """The batch's record and registration, once it is sure the batch forgot every request (a
+    rejected or deferred request is an error here: the store held nothing else)."""
+    problems = [f"{r.request_id}: {r.reason}" for r in (*outcome.rejected, *outcome.deferred)]
+    if problems or outcome.registered is None:
+        raise RfauError(f"the experiment's batch forgot nothing: {'; '.join(problems) or 'nothing pending'}")
+    return BatchMeta.read(batch / "batch" / "batch.json"), outcome.registered
 
-    settings = settings or TrackingSettings.from_env()
-    with registry.pipeline_run(
-        settings,
-        "rfau-run",
-        tags={
-            "request_ids": ",".join(split.request_ids),
-            "forget_sha256": split.forget_hash,
-            "dataset": split.dataset,
-            "code_version": rfau.__version__,
-            "base_weights_sha256": read_card(model_dir).weights_sha256,
-        },
-    ) as run_reg:
-        log_data_split(run_reg, wd / "split")
-        log_unlearn(run_reg, wd / "rfau", artifacts=[wd / "rfau" / "adapter", wd / "rfau" / "model.json"])
-        log_evaluate(
-            run_reg,
-            {f"{m}.{k}": v for m, r in rows.items() for k, v in r.model_dump().items()},
-            [wd / "metrics"],
-        )
-        boot = registry.register(model_dir, wd / "metrics" / "original.json", settings, bootstrap=True)
-        registry.set_run_tags({"base_model_version": boot.version})
-        reg = registry.register(
-            wd / "rfau",
-            wd / "metrics" / "rfau.json",
-            settings,
-            baseline_metrics_path=wd / "metrics" / "original.json",
-        )
-    return RunRegistration(original_version=boot.version, **reg.model_dump())
+
+def _row(metrics_path: Path, model_dir: Path, name: str) -> MethodRow:
+    cost = UnlearnInfo.read(model_dir / "unlearn.json") if name != "original" else None
+    return MethodRow(
+        **Evaluation.read(metrics_path).model_dump(),
+        seconds=cost.seconds if cost else None,
+        trainable_params=cost.trainable_params if cost else None,
+    )
+
+
+def _registration(wd: Path, meta: BatchMeta, reg: Registered) -> RunRegistration:
+    """The registry entry of the run: the bootstrap original and the RFAU version (always a new
+    version: the registry was made afresh for this run) with its gates' verdicts."""
+    return RunRegistration(
+        original_version=meta.require_base().version,
+        model=reg.model,
+        version=reg.version,
+        new=True,
+        champion=reg.champion,
+        gates_passed=reg.gates_passed,
+        gates=GateReport.read(wd / BATCH_DIR / "evaluation" / "gates.json").gates,
+    )
 
 
 def queue_demo_request(p: BatchParams, store: str) -> str:

@@ -1,30 +1,88 @@
-"""The parameters of a deletion batch (params.yaml, `rfau batch ... --params/--set`, the pipeline)."""
+"""The parameters of a deletion batch: ONE set, whose field names are the pipeline's parameter
+names. params.yaml (read by dvc.yaml), `rfau batch ... --params/--set`, `rfau pipeline
+run/submit/schedule --params/--set`, the KFP pipeline's signature and components, and
+``rfau.batch.run_batch`` all use `BatchParams`; its defaults are written here only.
+
+Where the registry lives (``RFAU_TRACKING_URI``) and the registered model's name
+(``RFAU_MODEL_NAME``) are not batch parameters: they are the deployment's settings
+(``rfau.tracking.settings.TrackingSettings``), shared by every command that reads the registry
+(`rfau models`, `rfau audit verify`, `rfau promote`) and set on a cluster by the pods'
+``rfau-config`` ConfigMap, so a committed params.yaml never pins a machine's port-forward.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rfau.data.split import HOLDOUT_FRACTION
 from rfau.errors import UsageError, validation_problems
 from rfau.gates import Gates
 
+# names that earlier versions (params files, the pipeline's parameters) used -> the name now
+RENAMED = {"dataset_uri": "dataset", "requests_uri": "store", "train_config": "train"}
+# earlier pipeline parameters that are tracking settings now -> the variable that sets them
+MOVED_TO_SETTINGS = {"model_name": "RFAU_MODEL_NAME", "tracking_uri": "RFAU_TRACKING_URI"}
+
 
 class BatchParams(BaseModel):
-    """The knobs of a batch, as in params.yaml (the pipeline's parameters)."""
+    """The knobs of a batch, as in params.yaml: the pipeline's parameters, by the same names."""
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = "digits"
-    store: str | None = None  # request store: a folder or s3://bucket/prefix (default: $RFAU_REQUEST_STORE)
-    method: str = "rfau"
-    method_config: dict = Field(default_factory=dict)
-    gates: Gates = Field(default_factory=Gates)
-    train: dict = Field(default_factory=dict)  # the bootstrap original's recipe (first batch only)
-    holdout_fraction: float = HOLDOUT_FRACTION
+    dataset: str = Field("digits", description="'digits' (embedded) or an ImageFolder folder / .tar.gz")
+    store: str = Field(
+        "",
+        description="request store and ledger: a folder or s3://bucket/prefix; "
+        "'' (or null): $RFAU_REQUEST_STORE, else the state folder's store/",
+    )
+    method: str = Field("rfau", description="unlearning method (`rfau methods`)")
+    method_config: dict[str, Any] = Field(default_factory=dict, description="the method's settings")
+    gates: Gates = Field(default_factory=Gates, description="promotion gates (rfau/gates.py)")
+    train: dict[str, Any] = Field(
+        default_factory=dict, description="the bootstrap original's recipe (first batch only); {}: preset"
+    )
+    holdout_fraction: float = Field(
+        HOLDOUT_FRACTION, ge=0, lt=0.5, description="share of the training split held out for calibration"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, raw: Any) -> Any:
+        """A params file written for an earlier rfau names the key to use instead."""
+        if not isinstance(raw, dict):
+            return raw
+        problems = [f"'{old}' is now '{new}'" for old, new in RENAMED.items() if old in raw]
+        problems += [
+            f"'{old}' is no batch parameter: set ${env} (a tracking setting)"
+            for old, env in MOVED_TO_SETTINGS.items()
+            if old in raw
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return raw
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _no_store(cls, v: Any) -> Any:
+        return "" if v is None else v  # `store: null` in params.yaml: the default store
+
+
+def defaults() -> dict[str, Any]:
+    """Every parameter's default, as JSON values (what the KFP pipeline's signature carries)."""
+    return BatchParams().model_dump(mode="json")
+
+
+def parse_params(raw: dict, where: str = "") -> BatchParams:
+    """Validated parameters, or a UsageError naming each bad key (``where``: their source)."""
+    try:
+        return BatchParams.model_validate(raw)
+    except ValidationError as e:
+        raise UsageError(f"invalid batch parameters{where}: {validation_problems(e)}") from None
 
 
 def parse_overrides(config: Path | None, sets: list[str] | None) -> dict:
@@ -65,11 +123,6 @@ def load_params(path: Path | None, sets: list[str] | None = None, **overrides) -
             raise UsageError(f"{path}: parameters must be a mapping")
     raw.update(parse_overrides(None, sets))
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        params = BatchParams(**raw)
-    except ValidationError as e:
-        raise UsageError(
-            f"invalid batch parameters{f' in {path}' if path else ''}: {validation_problems(e)}"
-        ) from None
+    params = parse_params(raw, f" in {path}" if path else "")
     check_method(params)
     return params

@@ -18,6 +18,7 @@ from rfau.data.datasets import load_dataset
 from rfau.data.request_store import RequestState, RequestStore
 from rfau.data.split import in_holdout, read_split
 from rfau.gates import Gates
+from rfau.params import BatchParams
 from rfau.tracking import registry
 from rfau.tracking.settings import TrackingSettings
 
@@ -65,7 +66,9 @@ def scenario(tmp_path_factory):
 
     def batch(n, gates=None):
         t0 = time.time()
-        res = run_batch(root / f"b{n}", "digits", store, settings, config=FAST, gates=gates)
+        res = run_batch(
+            root / f"b{n}", BatchParams(store=store, method_config=FAST, gates=gates or Gates()), settings
+        )
         out["runs"].append((res, time.time() - t0))
         return res
 
@@ -240,7 +243,7 @@ def test_verify_catches_a_stale_copy_and_swapped_weights(scenario, tmp_path):
 
 def test_nothing_pending_exits_at_once(scenario):
     t0 = time.time()
-    res = run_batch(scenario["root"] / "b4", "digits", scenario["store"], scenario["settings"])
+    res = run_batch(scenario["root"] / "b4", BatchParams(store=scenario["store"]), scenario["settings"])
     assert res.skipped and res.request_ids == []
     assert sorted(registry.version_tags(scenario["settings"])) == [1, 2, 3, 4]
     assert len(AuditTrail.open(scenario["store"], scenario["settings"]).records()) == 3
@@ -360,7 +363,7 @@ def test_a_batch_that_fails_after_the_split_puts_its_requests_back_at_once(tmp_p
     reqs = RequestStore.from_uri(store)
     reqs.add([_request(tmp_path / "r.json", "r7", POOL[:6], "gina")], DS)
     with pytest.raises(RfauError, match="rank"):
-        run_batch(tmp_path / "w", "digits", store, settings, config={"rank": 0})
+        run_batch(tmp_path / "w", BatchParams(store=store, method_config={"rank": 0}), settings)
     st = reqs.get("r7")
     assert st.state is RequestState.PENDING and "failed" in st.detail
     assert sorted(registry.version_tags(settings)) == [1]  # only the bootstrap original

@@ -19,6 +19,7 @@ from conftest import S3_ENV, CliResult, free_port, run_cli, subprocess_env
 
 from rfau.audit.trail import AuditTrail, registry_problems
 from rfau.data.request_store import RequestState, RequestStore
+from rfau.params import BatchParams
 from rfau.tracking import registry
 from rfau.tracking.settings import TrackingSettings
 
@@ -230,7 +231,7 @@ def test_an_s3_outage_right_after_the_version_is_created_is_completed_by_the_nex
 
     monkeypatch.setattr(batch, "fault_point", outage)
     with pytest.raises(RfauError, match="unreachable") as failed:
-        batch.run_batch(tmp_path / "w1", "digits", store, settings, config=FAST_CONFIG)
+        batch.run_batch(tmp_path / "w1", BatchParams(store=store, method_config=FAST_CONFIG), settings)
     print(failed.value)  # what the operator reads
     monkeypatch.setattr(batch, "fault_point", lambda point: None)
     proxy.restore()
@@ -239,7 +240,7 @@ def test_an_s3_outage_right_after_the_version_is_created_is_completed_by_the_nex
 
     monkeypatch.setenv("RFAU_STALE_AFTER_HOURS", "0.0001")  # whatever the failed batch left claimed
     time.sleep(1)
-    done = batch.run_batch(tmp_path / "w2", "digits", store, settings, config=FAST_CONFIG)
+    done = batch.run_batch(tmp_path / "w2", BatchParams(store=store, method_config=FAST_CONFIG), settings)
     assert done.registered is not None and done.registered.promoted
     records = AuditTrail.open(store, settings).records()
     assert [r["request_ids"] for r in records] == [["req-1"]]  # forgotten once, recorded once
@@ -290,7 +291,7 @@ def test_an_mlflow_outage_right_after_the_version_is_created_is_recovered(
 
     monkeypatch.setattr(batch, "fault_point", outage)
     with pytest.raises(RfauError) as failed:
-        batch.run_batch(tmp_path / "w1", "digits", store, settings, config=FAST_CONFIG)
+        batch.run_batch(tmp_path / "w1", BatchParams(store=store, method_config=FAST_CONFIG), settings)
     print(failed.value)
     monkeypatch.setattr(batch, "fault_point", lambda point: None)
     proxy.restore()
@@ -304,7 +305,7 @@ def test_an_mlflow_outage_right_after_the_version_is_created_is_recovered(
     # what the next batch does before it claims: its batch holds no request, so it is abandoned
     assert batch._abandon_orphans(settings, store, reqs) == [2]
     assert registry.version_tags(settings)[2]["rfau.abandoned"]
-    done = batch.run_batch(tmp_path / "w2", "digits", store, settings, config=FAST_CONFIG)
+    done = batch.run_batch(tmp_path / "w2", BatchParams(store=store, method_config=FAST_CONFIG), settings)
     assert done.registered is not None and done.registered.promoted
     records = AuditTrail.open(store, settings).records()
     assert [r["request_ids"] for r in records] == [["req-1"]]

@@ -15,6 +15,7 @@ from rfau.data.requests import DeletionRequest
 from rfau.data.split import forget_regime, in_holdout, make_split
 from rfau.errors import RfauError
 from rfau.gates import Gates, check_gates, regime_of
+from rfau.params import BatchParams
 from rfau.tracking import registry
 
 DS = load_dataset("digits")
@@ -227,7 +228,9 @@ def test_a_class_request_unlearned_with_salun_is_gated_class_wise(tmp_path, seed
         )
     )
     RequestStore.from_uri(store).add([req], DS)
-    res = run_batch(tmp_path / "work", "digits", store, settings, method="salun", config=SALUN_TINY)
+    res = run_batch(
+        tmp_path / "work", BatchParams(store=store, method="salun", method_config=SALUN_TINY), settings
+    )
     unlearned = json.loads((tmp_path / "work" / "model" / "unlearn.json").read_text())
     assert unlearned["method"] == "salun" and unlearned["regime"] == "class"
     verdict = json.loads((tmp_path / "work" / "evaluation" / "gates.json").read_text())

@@ -154,31 +154,22 @@ def test_retries_everywhere_and_cache_only_on_pure_stages(compiled):
 
 def test_parameters_and_artifacts_wire_through(compiled):
     spec, _ = compiled
-    params = spec["root"]["inputDefinitions"]["parameters"]
-    assert set(params) == {
-        "dataset_uri",
-        "requests_uri",
-        "method",
-        "method_config",
-        "model_name",
-        "tracking_uri",
-        "gates",
-        "train_config",
-        "holdout_fraction",
-    }
-    assert params["dataset_uri"]["defaultValue"] == "digits" and params["method"]["defaultValue"] == "rfau"
 
+    # the names and defaults themselves: tests/test_params.py (they are rfau.params.BatchParams')
     def inputs(name):
         return _task(spec, name)["inputs"]
 
+    for p in ("dataset", "store", "train", "holdout_fraction"):
+        assert inputs("data-split")["parameters"][p]["componentInputParameter"] == p
     root_params = _task(spec, "after-split")["inputs"]["parameters"]
-    for p in ("method", "method_config", "gates", "model_name", "tracking_uri", "requests_uri"):
+    for p in ("method", "method_config", "gates", "store"):
         assert root_params[p]["componentInputParameter"] == p
     # inside the exit handler's group KFP names the sub-pipeline's inputs pipelinechannel--NAME
     for stage, p in [
         ("unlearn", "method"),
         ("unlearn", "method_config"),
         ("register", "gates"),
+        ("register", "store"),
         ("evaluate", "gates"),
     ]:
         assert inputs(stage)["parameters"][p]["componentInputParameter"] == f"pipelinechannel--{p}"

@@ -151,7 +151,7 @@ def test_a_local_pipeline_run_and_a_register_leak_no_secret(
             ["register", *model, "--bootstrap"],  # an original: no deletion gates to check
         ],
     )
-    assert "tracking_uri" in text  # kfp.local printed the task inputs
+    assert "holdout_fraction" in text  # kfp.local printed the task inputs (the tracking URI is no input)
     # and the audit, in-process (its output is checked too)
     verify = CliRunner().invoke(app, ["audit", "verify", "--no-weights"], env=_isolated(env))
     assert verify.exit_code == 0, verify.output

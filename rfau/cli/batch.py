@@ -128,17 +128,7 @@ def batch_run(
     settings = tracking_settings()
     check_before_claiming(p, settings, device_here=True)
     _warn_stuck(p.store)  # also: a store never initialised fails here, before the work folder is made
-    res = run_batch(
-        workdir,
-        p.dataset,
-        p.store,
-        settings,
-        p.method,
-        p.method_config,
-        p.gates,
-        p.train,
-        p.holdout_fraction,
-    )
+    res = run_batch(workdir, p, settings)
     for r in res.rejected:
         err.print(f"[yellow]rejected {r.request_id}:[/] {r.reason}")
     for r in res.deferred:

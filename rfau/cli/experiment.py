@@ -214,12 +214,17 @@ def run(
     set_: Annotated[list[str] | None, typer.Option("--set", help="RFAU setting KEY=VALUE.")] = None,
     retrain: Annotated[bool, typer.Option(help="Also retrain from scratch as the gold standard.")] = True,
     track: Annotated[
-        bool, typer.Option(help="Log to MLflow and register the result (gated promotion).")
+        bool,
+        typer.Option(
+            help="Keep the run's MLflow runs and registry (WORKDIR/state, its own: never the batches') "
+            "and show the registered version."
+        ),
     ] = True,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """The experiment: split -> (train) -> unlearn with RFAU -> retrain -> evaluate, then a table."""
+    """The experiment: a deletion batch on a throwaway store and registry (bootstrap the original,
+    unlearn with RFAU, evaluate, register behind the gates), then retrain, then a table."""
     from rfau.job import run_job
 
     if scenario not in ("random", "class"):
@@ -239,7 +244,10 @@ def run(
         emit(as_json, summary)
         return
     print_summary(summary)
-    out.print(f"outputs in {workdir}/ (summary.json, split/, original/, rfau/adapter, metrics/)")
+    out.print(
+        f"outputs in {workdir}/ (summary.json, batch/batch/split, batch/batch/base: the original, "
+        "rfau/adapter, retrain/, metrics/, state/: MLflow)"
+    )
 
 
 @app.command()

@@ -299,11 +299,6 @@ def pipeline_run(settings: TrackingSettings, name: str, tags: dict | None = None
         yield reg
 
 
-def set_run_tags(tags: dict) -> None:
-    """Tags on the active (parent) run, with the ``rfau.`` prefix."""
-    _mlflow().set_tags({f"rfau.{k}": _short(v) for k, v in tags.items()})
-
-
 def _short(v) -> str:
     s = v if isinstance(v, str) else json.dumps(v, default=str)
     return s if len(s) <= 500 else s[:497] + "..."
