@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from rfau.errors import RfauError
+from rfau.errors import RfauError, UsageError
 from rfau.params import BatchParams
 from rfau.pipelines.deletion_batch import PIPELINE_NAME, GpuSpec, build_pipeline
 from rfau.records import BatchMeta, Registered, Skipped
@@ -128,7 +128,7 @@ NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 def check_namespace(namespace: str | None) -> str | None:
     if namespace is not None and not NAMESPACE_NAME.fullmatch(namespace):
-        raise RfauError(
+        raise UsageError(
             f"--namespace {namespace!r} is not a Kubernetes namespace name "
             "(lower-case letters, digits and '-', at most 63 characters)"
         )
@@ -194,7 +194,7 @@ def schedule(
 
     fields = cron.split()
     if len(fields) not in (5, 6):
-        raise RfauError(f"--cron must have 5 or 6 fields, got {cron!r}")
+        raise UsageError(f"--cron must have 5 or 6 fields, got {cron!r}")
     check_namespace(namespace)
     if len(fields) == 5:  # standard cron -> KFP's, with seconds first
         cron = "0 " + cron

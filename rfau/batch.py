@@ -635,12 +635,12 @@ def _recorded(meta: BatchMeta) -> bool:
     return any(r.get("batch_id") == meta.batch_id for r in parse_records(data))
 
 
-def _mark_abandoned(meta: BatchMeta, reason: str) -> None:
+def _mark_abandoned(meta: BatchMeta, reason: str, settings: TrackingSettings | None) -> None:
     """A version this batch registered before it failed is tagged abandoned, so the audit can
     tell it from an orphan (best effort: the registry may be what failed)."""
     from rfau.tracking.registry import Registry
 
-    settings = TrackingSettings.from_env(model_name=meta.model)  # the batch's registered model
+    settings = settings or TrackingSettings.from_env(model_name=meta.model)
     if not settings.tracking_uri and not (settings.state_dir / "mlflow.db").is_file():
         return  # no registry here at all: nothing can have been registered
     try:
@@ -652,9 +652,10 @@ def _mark_abandoned(meta: BatchMeta, reason: str) -> None:
         pass
 
 
-def abort(batch_dir: str | Path, reason: str) -> list[str]:
+def abort(batch_dir: str | Path, reason: str, settings: TrackingSettings | None = None) -> list[str]:
     """A batch that failed after data-split: its requests go back to pending at once (instead of
-    waiting for the stale timeout) -> the ids released."""
+    waiting for the stale timeout) -> the ids released. ``settings``: the batch's registry (default:
+    the environment's, as in a pipeline's exit task)."""
     path = Path(batch_dir) / BATCH
     if not path.is_file():
         return []
@@ -662,7 +663,7 @@ def abort(batch_dir: str | Path, reason: str) -> list[str]:
     reqs = RequestStore.from_uri(meta.store)
     if _recorded(meta):
         return []  # the ledger holds this batch: the next batch's `recover` settles its requests
-    _mark_abandoned(meta, reason)
+    _mark_abandoned(meta, reason, settings)
     released = []
     for rid in meta.request_ids:
         st = reqs.get(rid)
@@ -704,7 +705,7 @@ def run_batch(
             )
         except BaseException as e:
             reason = str(e) or type(e).__name__
-            _release_or_say_so(e, lambda: abort(wd / "batch", reason))
+            _release_or_say_so(e, lambda: abort(wd / "batch", reason, settings))
             raise
     if not isinstance(metrics, BatchMetrics) or not isinstance(reg, Registered):
         raise RfauError(f"batch {meta.batch_id}: a stage skipped a batch that has something to forget")

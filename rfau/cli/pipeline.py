@@ -18,7 +18,7 @@ from rfau.cli.common import (
     tracking_settings,
 )
 from rfau.cli.render import exit_if_gates_failed, print_registered
-from rfau.errors import RfauError, UsageError
+from rfau.errors import UsageError
 from rfau.params import load_params
 from rfau.records import Registered
 
@@ -161,7 +161,6 @@ def pipeline_submit(
     """Start one pipeline run on a KFP endpoint."""
     from rfau.pipelines.run import pipeline_arguments, submit
 
-    _check_typed(namespace=namespace)
     res = submit(
         endpoint,
         pipeline_arguments(load_params(params, set_), local=False),
@@ -190,7 +189,6 @@ def pipeline_schedule(
     """Create a recurring run: one deletion batch per schedule tick, never two at once."""
     from rfau.pipelines.run import pipeline_arguments, schedule
 
-    _check_typed(namespace=namespace, cron=cron)
     res = schedule(
         endpoint,
         cron,
@@ -202,20 +200,3 @@ def pipeline_schedule(
         namespace=namespace,
     )
     emit(as_json, res, lambda: out.print_json(data=res))
-
-
-def _check_typed(namespace: str | None, cron: str | None = None) -> None:
-    """The --namespace and --cron the user typed, checked before any connection as usage errors
-    (the pipeline module's own checks raise plain RfauErrors, which would read as a runtime failure)."""
-    from rfau.devices import check_cron
-    from rfau.pipelines.run import check_namespace
-
-    try:
-        check_namespace(namespace)
-    except RfauError as e:
-        raise UsageError(str(e)) from None
-    if cron is not None:
-        fields = cron.split()
-        if len(fields) not in (5, 6):
-            raise UsageError(f"--cron must have 5 or 6 fields, got {cron!r}")
-        check_cron(cron if len(fields) == 6 else "0 " + cron)  # KFP's cron: seconds first
