@@ -3,7 +3,8 @@
 the Dockerfiles lint clean and are multi-stage, pinned and non-root.
 
 The Kubernetes checks need kubectl (with its built-in kustomize) and are skipped without it;
-hadolint runs where it is installed (the dev extra ships it); the Dockerfile parsing always runs.
+hadolint runs where it is installed (the dev extra ships it); the Dockerfile parsing always runs;
+checkov runs from .venv-checkov (`make checkov`, part of `make test`) or $CHECKOV.
 """
 
 from __future__ import annotations
