@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup run test lint clean browser fashion-mnist
+.PHONY: setup run test lint clean browser fashion-mnist checkov
 setup: $(VENV)/.installed
 
 # torch is installed first and pinned (2.13.0, CPU build): an open range would pull a multi-GB CUDA build.
@@ -34,9 +34,25 @@ fashion-mnist:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist \
 	   >/dev/null) || echo "dataset-fashion-mnist not installed: the Fashion-MNIST tests will be skipped"; }
 
+# checkov, issue 14's policy check of the rendered manifests (tests/test_infra.py runs
+# .venv-checkov/bin/checkov), in a venv of its own: its ~100 dependencies clash with constraints.txt,
+# so they are pinned apart in infra/checkov-requirements.txt. Made again only when that file changes;
+# where it cannot be installed (offline, no python3-venv) the checkov test skips and set-up goes on.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_REQUIREMENTS := infra/checkov-requirements.txt
+checkov: $(CHECKOV_VENV)/.installed
+
+$(CHECKOV_VENV)/.installed: $(CHECKOV_REQUIREMENTS)
+	@echo "installing checkov into $(CHECKOV_VENV) (pinned in $(CHECKOV_REQUIREMENTS))"
+	@rm -rf $(CHECKOV_VENV); \
+	{ python3 -m venv $(CHECKOV_VENV) && \
+	  $(CHECKOV_VENV)/bin/python -m pip --disable-pip-version-check -q install --retries 1 \
+	    -r $(CHECKOV_REQUIREMENTS) && touch $@; } || \
+	{ rm -rf $(CHECKOV_VENV); echo "checkov not installed: the checkov policy test will be skipped"; }
+
 LINT_PATHS := rfau components pipelines tests
 
-test: setup browser fashion-mnist lint
+test: setup browser fashion-mnist checkov lint
 	$(PY) -m pytest -q
 
 # formatting and lint are part of `make test`, so CI checks them
