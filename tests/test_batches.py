@@ -42,8 +42,7 @@ def _request(path, rid, ids, subject):
     return path
 
 
-# slow (scheduled first), and its tests stay on one worker: they share the module's batches
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("batches")]
+pytestmark = pytest.mark.e2e  # slow: its file is scheduled first
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,15 @@
-"""The command line as a user drives it: the installed `rfau` entry point in a subprocess."""
+"""The command line as a user drives it, in this process through typer's runner: every option
+explained, the stages one by one as dvc runs them, bad input (the installed entry point itself:
+test_cli_ops.py; `rfau run`: test_run_job.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, subprocess_env
+from tests.conftest import run_cli
 
-RFAU = [str(Path(sys.executable).with_name("rfau"))]
 STATE: dict[str, str] = {}
 
 
@@ -19,11 +17,6 @@ STATE: dict[str, str] = {}
 def _scratch_state(tmp_path_factory):
     """The registry the commands write to: a scratch folder, never the checkout's .rfau/."""
     STATE["RFAU_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
-
-
-def rfau(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = subprocess_env(**STATE)
-    return subprocess.run([*RFAU, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
 @pytest.mark.parametrize("command", ["split", "train", "unlearn", "evaluate", "run", "methods"])
@@ -41,24 +34,6 @@ def test_every_option_is_explained(command):
     for p in options:
         assert (p.help or "").strip(), f"rfau {command} {p.opts[0]} has no help text"
         assert p.opts[0] in res.output, f"rfau {command} --help does not show {p.opts[0]}"
-
-
-@pytest.mark.e2e
-def test_main_job_end_to_end(tmp_path, digits_original):
-    # the original is given (training one is covered by the stage-by-stage test and the batches)
-    res = rfau("run", "--workdir", str(tmp_path / "w"), "--model", str(digits_original / "model"))
-    assert res.returncode == 0, res.stderr
-    for method in ("original", "rfau", "retrain"):
-        assert method in res.stdout
-    for col in ("UA", "RA", "TA", "MIA conf."):
-        assert col in res.stdout
-    assert "RFAU trains" in res.stdout
-    summary = json.loads((tmp_path / "w" / "summary.json").read_text())
-    assert set(summary["methods"]) == {"original", "rfau", "retrain"}
-    assert summary["rfau_trainable_share"] <= 0.05
-    assert (tmp_path / "w" / "rfau" / "adapter" / "adapter_model.safetensors").is_file()
-    assert "registry: rfau-model version" in res.stdout
-    assert summary["registry"]["original_version"] >= 1
 
 
 @pytest.mark.e2e

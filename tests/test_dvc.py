@@ -21,8 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-# slow (scheduled first), and its tests stay on one worker: they share the module's batches
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("dvc")]
+pytestmark = pytest.mark.e2e  # slow: its file is scheduled first
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -213,17 +212,6 @@ def test_gpu_placement_is_configurable(tmp_path):
     assert int(plat["activeDeadlineSeconds"]) == 600
 
 
-def _rfau(*args, cwd, env=None, timeout=600):
-    return subprocess.run(
-        [str(BIN / "rfau"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=subprocess_env(**(env or {})),
-    )
-
-
 def _cli(*args, cwd):
     """`rfau ARGS` in-process in ``cwd`` (error paths: no process start needed)."""
     with contextlib.chdir(cwd):
@@ -236,49 +224,6 @@ def test_cli_compile_writes_the_pipeline_and_rejects_bad_options(tmp_path):
     assert yaml.safe_load_all((tmp_path / "p.yaml").read_text())
     r = _cli("pipeline", "compile", "--out", "q.yaml", "--node-selector", "novalue", cwd=tmp_path)
     assert r.returncode == 2 and "KEY=VALUE" in r.stderr and not (tmp_path / "q.yaml").exists()
-
-
-@pytest.mark.e2e
-def test_local_run_as_a_new_user(tmp_path):
-    """`rfau pipeline run --local --demo` in an empty folder: the four tasks run with kfp.local,
-    each stage's outputs land in the pipeline root, and a new registry version appears."""
-    t0 = time.time()
-    r = _rfau("pipeline", "run", "--local", "--demo", cwd=tmp_path)
-    seconds = time.time() - t0
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "version 2" in r.stdout and "champion is version 2" in r.stdout
-    run_dir = next((tmp_path / "runs" / "pipeline").iterdir())
-    assert sorted(p.name for p in run_dir.iterdir() if p.is_dir()) == sorted([*STAGES, "cleanup"])
-    assert (run_dir / "cleanup" / "receipt").read_text() == "Run succeeded: no request to release.\n"
-    # kfp.local's own log lines are plain when the output is no terminal (MLflow's colored warnings
-    # come from rfau's model code and are dealt with there)
-    kfp_lines = [
-        ln for ln in (r.stdout + r.stderr).splitlines() if re.search(r" - (INFO|WARNING|ERROR) - ", ln)
-    ]
-    assert "Task 'register' finished with status SUCCESS" in r.stdout + r.stderr
-    assert kfp_lines and not [ln for ln in kfp_lines if ANSI.search(ln)], (
-        "escape codes in kfp.local's log lines"
-    )
-    assert (run_dir / "data-split" / "batch" / "split" / "forget.txt").stat().st_size > 0
-    assert (run_dir / "unlearn" / "model" / "adapter" / "adapter_config.json").is_file()
-    assert (run_dir / "evaluate" / "evaluation" / "metrics.json").is_file()
-    registered = json.loads((run_dir / "register" / "registered" / "registered.json").read_text())
-    # the KFP run and the MLflow run name each other: the run id is the register task's output,
-    # the KFP run id a tag on the batch's MLflow run and on the version
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{tmp_path / '.rfau' / 'mlflow.db'}")
-    run = client.get_run(registered["mlflow_run_id"])
-    kfp_run_id = run.data.tags["rfau.kfp_run_id"]
-    assert kfp_run_id and run.info.run_name.startswith("rfau-batch ")
-    version = client.get_model_version(registered["model"], str(registered["version"]))
-    assert version.tags["rfau.kfp_run_id"] == kfp_run_id
-    assert not (tmp_path / "mlruns").exists()  # artifacts go beside the store, not into the working folder
-    models = _rfau("models", cwd=tmp_path)
-    assert "champion" in models.stdout and "rfau" in models.stdout
-    listed = _rfau("request", "list", "--json", cwd=tmp_path)
-    assert '"fulfilled"' in listed.stdout
-    print(f"local pipeline run (bootstrap + batch): {seconds:.0f} s")  # timing is reported, not asserted
 
 
 def test_cluster_commands_fail_clearly_without_an_endpoint(tmp_path):
@@ -306,30 +251,6 @@ def test_bad_method_settings_stop_before_anything_is_queued(tmp_path):
     assert r.returncode == 2 and "nope" in r.stderr, r.stderr
     assert json.loads(_cli("request", "list", "--json", cwd=tmp_path).stdout) == []
     assert not (tmp_path / "runs" / "pipeline").exists()
-
-
-@pytest.mark.e2e
-def test_a_failing_local_run_says_so_and_releases_its_requests(tmp_path, seed_state):
-    seed_state(tmp_path / ".rfau")  # a registry with a champion: the run fails in unlearn, not before
-    # valid settings that fail inside the unlearn task: a step size that makes the loss diverge
-    r = _rfau(
-        "pipeline",
-        "run",
-        "--local",
-        "--demo",
-        "--set",
-        'method_config={"lr": 1e30, "epochs": 2}',
-        cwd=tmp_path,
-    )
-    assert (
-        r.returncode == 3 and "failed before the register stage" in r.stderr and "pending again" in r.stderr
-    )
-    listed = json.loads(_rfau("request", "list", "--json", cwd=tmp_path).stdout)
-    assert [x["state"] for x in listed] == ["pending"] and "failed" in listed[0]["detail"]
-    # released by the pipeline's exit task, as on a cluster (run_local's own abort found nothing left)
-    assert "pipeline run failed" in listed[0]["detail"]
-    (receipt,) = (tmp_path / "runs" / "pipeline").glob("*/cleanup/receipt")
-    assert receipt.read_text().startswith(f"Run failed: requests {listed[0]['request_id']} are pending again")
 
 
 # --- the exit task's release, on a real folder store -----------------------------------------------

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from rfau.data.request_store import RequestState, RequestStore
 from rfau.job import run_job
 from rfau.models.checkpoint import read_card
 from rfau.records import GateReport
+from tests.conftest import run_rfau
 
 TINY = {"epochs": 2, "retain_budget": 200}  # RFAU settings: the plumbing, not the quality
 
@@ -41,3 +44,22 @@ def test_run_job_without_tracking_is_a_batch_from_the_given_original(tmp_path, m
     passed = GateReport.read(wd / "batch" / "evaluation" / "gates.json").passed
     (st,) = RequestStore.from_uri(wd / "store").list()
     assert st.state is (RequestState.FULFILLED if passed else RequestState.PENDING), st.detail
+
+
+@pytest.mark.e2e
+def test_main_job_end_to_end(tmp_path, digits_original):
+    # the original is given (training one is covered by the stage-by-stage test and the batches)
+    args = ["run", "--workdir", str(tmp_path / "w"), "--model", str(digits_original / "model")]
+    res = run_rfau(*args, RFAU_STATE_DIR=str(tmp_path / "state"))
+    assert res.returncode == 0, res.stderr
+    for method in ("original", "rfau", "retrain"):
+        assert method in res.stdout
+    for col in ("UA", "RA", "TA", "MIA conf."):
+        assert col in res.stdout
+    assert "RFAU trains" in res.stdout
+    summary = json.loads((tmp_path / "w" / "summary.json").read_text())
+    assert set(summary["methods"]) == {"original", "rfau", "retrain"}
+    assert summary["rfau_trainable_share"] <= 0.05
+    assert (tmp_path / "w" / "rfau" / "adapter" / "adapter_model.safetensors").is_file()
+    assert "registry: rfau-model version" in res.stdout
+    assert summary["registry"]["original_version"] >= 1

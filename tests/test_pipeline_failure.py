@@ -1,0 +1,41 @@
+"""A local pipeline run that fails inside a stage: it says so, and the pipeline's exit task puts the
+requests back to pending (its own file: one scheduling unit of the suite)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_rfau
+
+BIN = Path(sys.executable).parent
+STAGES = ["data-split", "unlearn", "evaluate", "register"]
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@pytest.mark.e2e
+def test_a_failing_local_run_says_so_and_releases_its_requests(tmp_path, seed_state):
+    seed_state(tmp_path / ".rfau")  # a registry with a champion: the run fails in unlearn, not before
+    # valid settings that fail inside the unlearn task: a step size that makes the loss diverge
+    r = run_rfau(
+        "pipeline",
+        "run",
+        "--local",
+        "--demo",
+        "--set",
+        'method_config={"lr": 1e30, "epochs": 2}',
+        cwd=tmp_path,
+    )
+    assert (
+        r.returncode == 3 and "failed before the register stage" in r.stderr and "pending again" in r.stderr
+    )
+    listed = json.loads(run_rfau("request", "list", "--json", cwd=tmp_path).stdout)
+    assert [x["state"] for x in listed] == ["pending"] and "failed" in listed[0]["detail"]
+    # released by the pipeline's exit task, as on a cluster (run_local's own abort found nothing left)
+    assert "pipeline run failed" in listed[0]["detail"]
+    (receipt,) = (tmp_path / "runs" / "pipeline").glob("*/cleanup/receipt")
+    assert receipt.read_text().startswith(f"Run failed: requests {listed[0]['request_id']} are pending again")
