@@ -47,7 +47,9 @@ def test_local_run_as_a_new_user(tmp_path):
     # the KFP run id a tag on the batch's MLflow run and on the version
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{tmp_path / '.rfau' / 'mlflow.db'}")
+    store = f"sqlite:///{tmp_path / '.rfau' / 'mlflow.db'}"
+    # the registry named too: an earlier test in this worker may have set MLflow's global registry URI
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
     run = client.get_run(registered["mlflow_run_id"])
     kfp_run_id = run.data.tags["rfau.kfp_run_id"]
     assert kfp_run_id and run.info.run_name.startswith("rfau-batch ")
