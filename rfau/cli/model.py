@@ -93,14 +93,12 @@ def _summary(result: dict) -> str:
 
 
 def register_bootstrap(model_dir: Path, ds, settings, holdout_fraction: float) -> dict:
-    """Evaluate the imported model on the empty-forget split and register it as the bootstrap
-    champion, as ``rfau.batch.ensure_base`` does with a model it trained."""
-    from rfau.data.split import make_split, write_split
-    from rfau.stages import evaluate_stage
-    from rfau.tracking import registry
+    """Register the imported model as the bootstrap champion, as ``rfau.batch.ensure_base`` does
+    with a model it trained (its metrics on the empty-forget split are its baseline)."""
+    from rfau.batch import bootstrap
 
     with tempfile.TemporaryDirectory(prefix="rfau-import-") as tmp:
-        write_split(make_split(ds, [], holdout_fraction), Path(tmp) / "split")
-        evaluate_stage(model_dir, ds, Path(tmp) / "split", Path(tmp) / "metrics.json")
-        res = registry.register(model_dir, Path(tmp) / "metrics.json", settings, bootstrap=True)
+        res = bootstrap(
+            ds, Path(tmp) / "work", settings, holdout_fraction=holdout_fraction, original=model_dir
+        )
     return json.loads(res.model_dump_json())
