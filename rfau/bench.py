@@ -323,6 +323,11 @@ def _mia_histogram(ds, split, sdir: Path, path: Path, seed: int) -> None:
     confidence_histogram(ds, split, {n: sdir / n for n in names}, path)
 
 
+def _own_spread(key: str) -> bool:
+    """A metric's own spread stored as ``<metric>_std`` (the member rate's binomial std)."""
+    return key.endswith("_std") and key.removesuffix("_std") in EVIDENCE_KEYS
+
+
 AGG_KEYS = (
     "ua",
     "ra",
@@ -332,7 +337,9 @@ AGG_KEYS = (
     "mia_entropy",
     "mia_loss_threshold",
     "js_to_retrain",
-    *(k for k in EVIDENCE_KEYS if not k.endswith("_n")),
+    # the evidence metrics, without their own spreads named like a seed spread (the member rate's
+    # binomial ``_std`` would overwrite the spread over seeds that the tables show)
+    *(k for k in EVIDENCE_KEYS if not k.endswith("_n") and not _own_spread(k)),
     "avg_gap",
     "seconds",
     "original_train_acc",

@@ -78,3 +78,23 @@ def test_missing_cifar10_is_a_clear_error(monkeypatch, tmp_path):
     )
     assert res.returncode != 0 and "CIFAR-10 not found" in res.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_the_spread_over_seeds_is_not_replaced_by_a_metrics_own_spread():
+    """The member rate carries its own binomial spread (``..._std``); the tables' ± is over seeds."""
+    from rfau.bench import aggregate
+
+    rows = [
+        {
+            "scenario": "random",
+            "method": "rfau",
+            "trainable_params": 1,
+            "total_params": 10,
+            "forget_member_rate_at_10fpr": rate,
+            "forget_member_rate_at_10fpr_std": 3.0,
+        }
+        for rate in (10.0, 20.0)
+    ]
+    (agg,) = aggregate(rows)
+    assert agg["forget_member_rate_at_10fpr"] == 15.0
+    assert abs(agg["forget_member_rate_at_10fpr_std"] - 7.071) < 1e-3
