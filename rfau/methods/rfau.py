@@ -111,6 +111,7 @@ class RFAUConfig(MethodConfig):
 
 class RFAU(EpochMethod):
     name = "rfau"
+    libraries = ("peft",)
     summary = "LoRA residual feature alignment (this project)"
     config = RFAUConfig
     cfg: RFAUConfig

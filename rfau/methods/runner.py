@@ -16,6 +16,7 @@ that override only ``compute_loss``:
 from __future__ import annotations
 
 import copy
+import importlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -57,6 +58,8 @@ class UnlearnMethod:
     name: ClassVar[str]
     summary: ClassVar[str]
     config: ClassVar[type[BaseModel] | None] = None
+    # libraries loaded before the clock starts: loading one (peft: seconds) is no unlearning cost
+    libraries: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self, cfg: Any, data: UnlearnData, device: torch.device, gen: torch.Generator, options: RunOptions
@@ -133,6 +136,8 @@ def run(
     """Run one method on a working copy of ``model``; ``cfg``: its config, a dict of settings,
     or None for the defaults."""
     cfg = make_config(cls, cfg)
+    for library in cls.libraries:
+        importlib.import_module(library)
     start = time.perf_counter()
     if len(data.y_forget) == 0:
         raise ModelError("nothing to forget: the forget set is empty")
