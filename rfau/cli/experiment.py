@@ -246,7 +246,7 @@ def run(
     print_summary(summary)
     out.print(
         f"outputs in {workdir}/ (summary.json, batch/batch/split, batch/batch/base: the original, "
-        "rfau/adapter, retrain/, metrics/, state/: MLflow)"
+        "rfau/adapter, retrain/, metrics/" + (", state/: its MLflow registry)" if track else ")")
     )
 
 
