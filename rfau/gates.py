@@ -156,36 +156,32 @@ class _Checks:
 
 
 def _class_gates(checks: _Checks, m: dict, gates: Gates) -> None:
-    acc = _need(m, "forget_accuracy_forgotten_classes", "class-wise")
-    if acc is not None:
-        checks.add(
+    for name, key, bound, detail, meaning in (
+        (
             "forget_accuracy",
             "forget_accuracy_forgotten_classes",
-            acc,
             gates.max_forget_accuracy_classwise,
             "accuracy on the forgotten classes' training samples",
             "the model still recognises the training samples of the forgotten classes",
-        )
-    test_acc = _need(m, "ta_forgotten_classes", "class-wise")
-    if test_acc is not None:
-        checks.add(
+        ),
+        (
             "forgotten_class_test_accuracy",
             "ta_forgotten_classes",
-            test_acc,
             gates.max_forgotten_class_test_accuracy,
             "accuracy on unseen test samples of the forgotten classes",
             "the model still recognises the forgotten classes on data it never saw",
-        )
-    probe = _need(m, "probe_forgotten_class_acc", "class-wise")
-    if probe is not None:
-        checks.add(
+        ),
+        (
             "probe_forgotten_class",
             "probe_forgotten_class_acc",
-            probe,
             gates.max_probe_forgotten_class_acc,
             "linear probe on the penultimate features, test samples of the forgotten classes",
             "the features still carry the forgotten classes (output-level forgetting only)",
-        )
+        ),
+    ):
+        value = _need(m, key, "class-wise")
+        if value is not None:
+            checks.add(name, key, value, bound, detail, meaning)
 
 
 def _sample_gates(checks: _Checks, m: dict, kept_test_acc: float, gates: Gates) -> None:

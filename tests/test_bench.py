@@ -3,42 +3,30 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from rfau.bench import find_cifar10
 from rfau.errors import RfauError
-
-RFAU = str(Path(sys.executable).with_name("rfau"))
-ENV = {**os.environ, "RFAU_QUIET": "1"}
+from tests.conftest import run_rfau
 
 
 @pytest.mark.e2e
 def test_bench_digits_writes_table_csv_and_plots(tmp_path):
-    res = subprocess.run(
-        # the machinery on two methods and a short recipe; the full table is a benchmark, not a test
-        [
-            RFAU,
-            "bench",
-            "digits",
-            "--seeds",
-            "1",
-            "--methods",
-            "original,rfau",
-            "--scenarios",
-            "class,structured",
-            "--epochs",
-            "5",
-            "-o",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
+    # the machinery on two methods and a short recipe; the full table is a benchmark, not a test
+    res = run_rfau(
+        "bench",
+        "digits",
+        "--seeds",
+        "1",
+        "--methods",
+        "original,rfau",
+        "--scenarios",
+        "class,structured",
+        "--epochs",
+        "5",
+        "-o",
+        str(tmp_path),
         timeout=900,
     )
     assert res.returncode == 0, res.stderr
@@ -69,12 +57,8 @@ def test_missing_cifar10_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("RFAU_CIFAR10", str(tmp_path / "absent"))
     with pytest.raises(RfauError, match="RFAU_CIFAR10"):
         find_cifar10(None)
-    res = subprocess.run(
-        [RFAU, "bench", "cifar10-small", "--data", str(tmp_path / "nope"), "-o", str(tmp_path / "o")],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=120,
+    res = run_rfau(
+        "bench", "cifar10-small", "--data", str(tmp_path / "nope"), "-o", str(tmp_path / "o"), timeout=120
     )
     assert res.returncode != 0 and "CIFAR-10 not found" in res.stderr
     assert not (tmp_path / "o").exists()

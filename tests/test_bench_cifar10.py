@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import csv
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-RFAU = str(Path(sys.executable).with_name("rfau"))
-ENV = {**os.environ, "RFAU_QUIET": "1"}
+from tests.conftest import run_rfau
 
 CIFAR = os.environ.get("RFAU_CIFAR10") or str(
     Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10" / "cifar10-imagefolder.tar.gz"
@@ -24,31 +21,25 @@ CIFAR = os.environ.get("RFAU_CIFAR10") or str(
 )
 @pytest.mark.e2e
 def test_cifar10_gpu_config_starts_on_cpu_with_a_size_limit(tmp_path):
-    res = subprocess.run(
-        [
-            RFAU,
-            "bench",
-            "cifar10",
-            "--data",
-            CIFAR,
-            "--max-train-per-class",
-            "4",
-            "--max-test-per-class",
-            "2",
-            "--epochs",
-            "1",
-            "--scenarios",
-            "class",
-            "--methods",
-            "original,rfau",
-            "--device",
-            "cpu",
-            "-o",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
+    res = run_rfau(
+        "bench",
+        "cifar10",
+        "--data",
+        CIFAR,
+        "--max-train-per-class",
+        "4",
+        "--max-test-per-class",
+        "2",
+        "--epochs",
+        "1",
+        "--scenarios",
+        "class",
+        "--methods",
+        "original,rfau",
+        "--device",
+        "cpu",
+        "-o",
+        str(tmp_path),
         timeout=900,
     )
     assert res.returncode == 0, res.stderr

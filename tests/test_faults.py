@@ -9,13 +9,12 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import S3_ENV, CliResult, free_port, run_cli, subprocess_env
+from conftest import S3_ENV, CliResult, free_port, run_cli, run_rfau
 
 from rfau.audit.trail import AuditTrail, registry_problems
 from rfau.data.request_store import RequestState, RequestStore
@@ -23,7 +22,6 @@ from rfau.params import BatchParams
 from rfau.tracking import registry
 from rfau.tracking.settings import TrackingSettings
 
-RFAU = str(Path(sys.executable).parent / "rfau")
 FAST_CONFIG = {"epochs": 5, "retain_budget": 500}
 FAST = ["--set", f"method_config={json.dumps(FAST_CONFIG)}"]
 IDS = [f"digits/{i}" for i in range(1, 200) if i % 5][:40]  # training samples (every 5th is test)
@@ -31,16 +29,10 @@ IDS = [f"digits/{i}" for i in range(1, 200) if i % 5][:40]  # training samples (
 pytestmark = pytest.mark.e2e
 
 
-def _env(root: Path, **extra) -> dict:
-    return subprocess_env(RFAU_STATE_DIR=str(root / ".rfau"), **extra)
-
-
 def _rfau(root: Path, *args, **env) -> subprocess.CompletedProcess | CliResult:
     """`rfau ARGS` in ``root``: a real process where a fault is to kill it, else in-process."""
     if "RFAU_FAULT_AT" in env:
-        return subprocess.run(
-            [RFAU, *args], cwd=root, env=_env(root, **env), capture_output=True, text=True, timeout=600
-        )
+        return run_rfau(*args, cwd=root, RFAU_STATE_DIR=str(root / ".rfau"), **env)
     with contextlib.chdir(root):
         return run_cli(*args, RFAU_STATE_DIR=str(root / ".rfau"), **env)
 
