@@ -36,7 +36,7 @@ from rfau.methods.runner import EpochMethod, Step, frozen_copy
 from rfau.models.arch import Staged
 from rfau.models.families import NATIVE_DEFAULTS, default_modules, expand_module_names
 from rfau.models.families import ModuleDefaults as RFAUModules
-from rfau.train import autocast, predict_logits, to_float
+from rfau.train import autocast, even_batches, predict_logits, to_float
 
 if TYPE_CHECKING:  # peft (and the transformers it imports) costs seconds: loaded when RFAU runs
     from peft import LoraConfig
@@ -191,8 +191,8 @@ class RFAU(EpochMethod):
         bs, fbs = self.cfg.batch_size, min(self.cfg.forget_batch_size, n_f)
         perm = torch.randperm(budget, generator=self.gen).to(self.device)
         fperm = torch.randperm(n_f, generator=self.gen)
-        for s in range((budget + bs - 1) // bs):
-            yield perm[s * bs : (s + 1) * bs], fperm[(torch.arange(fbs) + s * fbs) % n_f]
+        for s, ri in enumerate(even_batches(perm, bs)):
+            yield ri, fperm[(torch.arange(fbs) + s * fbs) % n_f]
 
     def adapter(self, work: nn.Module) -> nn.Module:
         return work

@@ -19,7 +19,7 @@ from torch import nn
 from rfau.errors import ModelError
 from rfau.methods.base import MethodConfig
 from rfau.methods.runner import EpochMethod, Step
-from rfau.train import augment, autocast, to_float
+from rfau.train import augment, autocast, even_batches, to_float
 
 
 class SGDConfig(MethodConfig):
@@ -41,8 +41,8 @@ def sgd(params: Iterable[nn.Parameter], cfg: SGDConfig) -> torch.optim.SGD:
 
 
 def index_batches(n: int, batch_size: int, gen: torch.Generator, device: torch.device) -> list[torch.Tensor]:
-    """One shuffled pass over ``range(n)`` as index batches (the last may be short)."""
-    return list(torch.randperm(n, generator=gen).to(device).split(batch_size))
+    """One shuffled pass over ``range(n)`` as index batches of near-equal size (``even_batches``)."""
+    return list(even_batches(torch.randperm(n, generator=gen).to(device), batch_size))
 
 
 class Cycler:
