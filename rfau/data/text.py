@@ -134,6 +134,20 @@ def load_text_dataset(
     return _assemble(str(path), records, rule, test_fraction, seed, _sha256(path))
 
 
+def records_dataset(
+    name: str,
+    records: list[dict],
+    source_sha256: str,
+    test_fraction: float = TEST_FRACTION,
+    seed: int = SPLIT_SEED,
+) -> TextDataset:
+    """Records (``id``, ``text``, ``label``, optionally ``split``) read by another loader (e.g.
+    rfau.data.fortunes) -> a TextDataset, with the same checks and the same seeded split by id;
+    ``source_sha256`` names the source's content (the tokenised cache's key)."""
+    rule = "column 'split'" if records and "split" in records[0] else _seeded_rule(test_fraction, seed)
+    return _assemble(name, records, rule, test_fraction, seed, source_sha256)
+
+
 def _sha256(path: Path) -> str:
     from rfau.io import sha256_file
 
@@ -251,4 +265,4 @@ def _default_cache() -> Path:
     return Path(os.environ.get("RFAU_CACHE_DIR", Path.home() / ".cache" / "rfau"))
 
 
-__all__ = ["TextDataset", "TokenizerSpec", "is_text_source", "load_text_dataset"]
+__all__ = ["TextDataset", "TokenizerSpec", "is_text_source", "load_text_dataset", "records_dataset"]
