@@ -69,3 +69,86 @@ def test_fortunes_refuses_a_missing_folder_or_category(tmp_path, monkeypatch):
     monkeypatch.setenv("RFAU_FORTUNES", str(tmp_path / "nowhere"))
     with pytest.raises(DatasetError, match="RFAU_FORTUNES"):
         load_dataset("fortunes")
+
+
+# --- frozen-prefix caching on a transformers encoder --------------------------------------------
+
+
+def tiny_bert(num_labels: int = 3, layers: int = 3):
+    """rfau's wrapper around a randomly initialised BERT of ``layers`` layers (hidden size 16)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from rfau.models.families.hf import TextClassifier
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=num_labels,
+    )
+    return TextClassifier(BertForSequenceClassification(config)).eval()
+
+
+def token_batch(n: int = 6, length: int = 12, seed: int = 0):
+    """Token ids and attention masks [n, 2, length], some rows padded."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, 40, (n, length), generator=gen)
+    lengths = torch.randint(3, length + 1, (n,), generator=gen)
+    mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
+    return torch.stack([ids * mask, mask], 1)
+
+
+@pytest.mark.parametrize(
+    ("modules", "cut"),
+    [
+        (["net.bert.encoder.layer.2.attention.self.query"], 3),  # embeddings + layers 0, 1 cached
+        (["layer.1.attention.self.value", "net.bert.encoder.layer.2"], 2),  # suffix names, taps
+        (["net.classifier"], 3),  # only the head: the last layer still runs
+        (["net.bert.embeddings.word_embeddings"], 0),  # nothing can be cached
+    ],
+)
+def test_cached_prefix_gives_the_full_forward_logits(modules, cut):
+    import torch
+
+    from rfau.models.families import expand_module_names
+    from rfau.models.families.prefix import prefix_cut, run_from, run_to
+
+    model, x = tiny_bert(), token_batch()
+    names = expand_module_names(model, modules)
+    assert prefix_cut(model, names) == cut
+    with torch.no_grad():
+        h = run_to(model, x, cut)
+        assert h.shape == ((6, 12, 17) if cut else x.shape)  # hidden size 16 + the mask channel
+        torch.testing.assert_close(run_from(model, h, cut), model(x), rtol=1e-5, atol=1e-6)
+    assert len(model.net.bert.encoder.layer) == 3  # the layer list is restored after the run
+
+
+def test_rfau_on_a_transformer_runs_from_the_cached_prefix():
+    import torch
+
+    from rfau.methods import UnlearnData, run_method
+
+    model, x = tiny_bert(), token_batch(60, seed=1)
+    y = torch.arange(60) % 3
+    data = UnlearnData(
+        x_retain=x[:40],
+        y_retain=y[:40],
+        x_forget=x[40:45],
+        y_forget=y[40:45],
+        forget_classwise=torch.zeros(5, dtype=torch.bool),
+        x_holdout=x[45:],
+        y_holdout=y[45:],
+        num_classes=3,
+    )
+    settings = {"target_modules": "layer.2.attention.self.query,layer.2.attention.self.value", "epochs": 2}
+    result = run_method("rfau", model, data, {**settings, "device": "cpu"})
+    assert result.info["cached_prefix_stages"] == 3  # the embeddings and layers 0-1 ran once
+    assert result.info["taps"] == ["net.bert.encoder.layer.2", "net.classifier"]
+    assert torch.isfinite(result.model(x)).all()
