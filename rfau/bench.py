@@ -146,16 +146,18 @@ CONFIGS: dict[str, BenchConfig] = {
     # Issue 12's pre-trained demo, sized for 2 CPU cores: all-MiniLM-L6-v2 (the rfau[text] extra,
     # 22.7M parameters) under a fresh head, fine-tuned (last 2 of 6 layers, pooler and head; the
     # frozen embeddings and layers 0-3 run once, cached) on five Debian fortunes categories
-    # (rfau.data.fortunes; `make fortunes`), the first 200 training / 60 test records per class,
-    # texts cut at 64 tokens. Retrain starts from the same backbone with the same fine-tune.
+    # (rfau.data.fortunes; `make fortunes`), the first 150 training / 50 test records per class,
+    # texts cut at 48 tokens (the median fortune is 30). Retrain starts from the same backbone with
+    # the same fine-tune. (A check at 100 records per class and 4 epochs: train accuracy 97.3%, test
+    # 79.5%: the original memorises, so random forgetting is measurable.)
     # RFAU's adapters sit on layers 4-5 (attention query/value), the pooler and the head, so its
     # frozen prefix (embeddings + layers 0-3) is cached too; the two baselines train every weight.
     "text-minilm": BenchConfig(
         name="text-minilm",
         dataset="fortunes",
-        backbone=BackboneRecipe(trainable_layers=2, max_length=64),
-        train_per_class=200,
-        test_per_class=60,
+        backbone=BackboneRecipe(trainable_layers=2, max_length=48),
+        train_per_class=150,
+        test_per_class=50,
         scenarios=("class", "random"),
         seeds=(0,),
         train=TrainConfig(
@@ -186,9 +188,9 @@ CONFIGS: dict[str, BenchConfig] = {
                     "classifier",
                 ],
                 "rank": 8,
-                "epochs": 10,
+                "epochs": 6,
                 "lr": 3e-3,
-                "retain_budget": 1000,
+                "retain_budget": 800,
                 "batch_size": 64,
                 "forget_batch_size": 32,
             },

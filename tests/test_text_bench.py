@@ -277,3 +277,32 @@ def test_retrain_refuses_an_imported_text_model_without_a_backbone():
     data = UnlearnData(x[:8], y[:8], x[8:10], y[8:10], torch.zeros(2, dtype=torch.bool), x[10:], y[10:], 3)
     with pytest.raises(ModelError, match="records no pre-trained backbone"):
         run_method("retrain", model, data, {"device": "cpu", "augment_pad": 0, "augment_flip": False})
+
+
+def test_the_text_bench_loads_its_fortunes_subset(tmp_path):
+    from rfau.bench import CONFIGS, load_bench_dataset
+    from rfau.data.text import TextDataset
+
+    cfg = CONFIGS["text-minilm"].model_copy(update={"train_per_class": 10, "test_per_class": 2})
+    assert cfg.backbone is not None and set(cfg.scenarios) == {"class", "random"}
+    ds = load_bench_dataset(cfg, str(write_fortunes(tmp_path / "fortunes")))
+    assert isinstance(ds, TextDataset) and ds.classes == CATEGORIES
+    assert int((~ds.is_test).sum()) == 5 * 10 and int(ds.is_test.sum()) <= 5 * 2
+    full = load_fortunes(tmp_path / "fortunes")
+    assert all(ds.texts[i] == full.texts[full.index[sid]] for i, sid in enumerate(ds.ids))  # texts kept
+    assert ds.source_sha256 != full.source_sha256  # the tokenised cache tells the subset apart
+
+
+@pytest.mark.parametrize("method", ["finetune", "neggrad_plus"])
+def test_the_text_bench_baselines_run_on_token_ids(method):
+    import torch
+
+    from rfau.methods import UnlearnData, run_method
+
+    model, x = tiny_bert(), token_batch(12)
+    y = torch.arange(12) % 3
+    data = UnlearnData(x[:8], y[:8], x[8:10], y[8:10], torch.zeros(2, dtype=torch.bool), x[10:], y[10:], 3)
+    settings = {"device": "cpu", "augment_pad": 0, "augment_flip": False, "epochs": 1, "batch_size": 4}
+    result = run_method(method, model, data, settings)
+    assert result.trainable_params == result.total_params  # every weight trains
+    assert not torch.equal(result.model.net.classifier.weight, model.net.classifier.weight)
