@@ -65,6 +65,20 @@ def test_fortune_files_read_as_records_with_stable_ids(tmp_path):
     assert all(test_of[i] == t for i, t in zip(again.ids, again.is_test.tolist()))
 
 
+def test_debians_fortunes_hold_the_documented_categories():
+    from rfau.data.fortunes import DEBIAN_FORTUNES
+
+    if not (DEBIAN_FORTUNES / "computers").is_file():
+        pytest.skip(
+            f"Debian's fortunes are not installed at {DEBIAN_FORTUNES}: run `make fortunes` (as root)"
+        )
+    ds = load_dataset("fortunes")
+    assert ds.classes == CATEGORIES
+    per_class = [int((ds.y == c).sum()) for c in range(len(CATEGORIES))]
+    assert min(per_class) >= 600  # enough for the bench's 150 training + 50 test records per class
+    assert min(int(((ds.y == c) & ds.is_test).sum()) for c in range(len(CATEGORIES))) >= 50
+
+
 def test_fortunes_refuses_a_missing_folder_or_category(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="fortunes not found at .*make fortunes"):
         load_dataset(f"fortunes:{tmp_path / 'nowhere'}")
