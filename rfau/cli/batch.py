@@ -44,7 +44,9 @@ def batch_split(
     p = load_params(params, set_)
     settings = tracking_settings()
     check_before_claiming(p, settings, device_here=False)
-    meta = data_split(out_dir, p.dataset, p.store, settings, p.holdout_fraction, p.train)
+    meta = data_split(
+        out_dir, p.dataset, p.store, settings, p.holdout_fraction, p.train, base_model_uri=p.base_model_uri
+    )
     print_split(meta)
     emit(as_json, meta)
 
