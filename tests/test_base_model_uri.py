@@ -148,3 +148,16 @@ def test_base_model_uri_is_a_parameter_made_absolute_for_local_runs(tmp_path):
     s3 = BatchParams(base_model_uri="s3://bucket/models/mine")
     assert pipeline_arguments(s3, local=True)["base_model_uri"] == "s3://bucket/models/mine"
     assert json.loads(BatchParams().model_dump_json())["base_model_uri"] == ""
+
+
+def test_target_modules_are_checked_against_the_base_model_before_claiming(vit_dir, tmp_path):
+    from rfau.cli.batch import check_before_claiming
+    from rfau.params import load_params
+
+    settings = TrackingSettings(state_dir=tmp_path / ".rfau")
+    vit = load_params(None, [f"base_model_uri={vit_dir}", 'method_config={"target_modules": ["v_proj"]}'])
+    check_before_claiming(vit, settings, device_here=False)  # the ViT's attention, not small_cnn's
+    bad = load_params(None, [f"base_model_uri={vit_dir}", 'method_config={"target_modules": ["conv1"]}'])
+    with pytest.raises(RfauError, match="conv1"):
+        check_before_claiming(bad, settings, device_here=False)
+    assert not (tmp_path / ".rfau" / "mlflow.db").exists()
