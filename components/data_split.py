@@ -12,6 +12,7 @@ def data_split(
     store: str,
     train: dict,
     holdout_fraction: float,
+    base_model_uri: str,
     batch: Output[Dataset],
     summary: Output[Markdown],
 ):
@@ -22,10 +23,24 @@ def data_split(
     # the batch parameters by their own names (rfau.params.BatchParams); the registry and the
     # model's name come from the pod's environment (rfau-config)
     p = parse_params(
-        {"dataset": dataset, "store": store, "train": train, "holdout_fraction": holdout_fraction}
+        {
+            "dataset": dataset,
+            "store": store,
+            "train": train,
+            "holdout_fraction": holdout_fraction,
+            "base_model_uri": base_model_uri,
+        }
     )
     settings = TrackingSettings.from_env()
-    meta = stage(batch.path, p.dataset, p.store or None, settings, p.holdout_fraction, p.train or None)
+    meta = stage(
+        batch.path,
+        p.dataset,
+        p.store or None,
+        settings,
+        p.holdout_fraction,
+        p.train or None,
+        base_model_uri=p.base_model_uri,
+    )
     batch.metadata.update(meta.model_dump(include={"batch_id", "empty", "forget_count", "forget_md5"}))
     lines = [
         f"# Batch {meta.batch_id}",

@@ -168,8 +168,15 @@ def build_pipeline(gpu: GpuSpec | None = None, retries: int = 2):
         gates: dict = DEFAULTS["gates"],
         train: dict = DEFAULTS["train"],
         holdout_fraction: float = DEFAULTS["holdout_fraction"],
+        base_model_uri: str = DEFAULTS["base_model_uri"],
     ):
-        split = data_split(dataset=dataset, store=store, train=train, holdout_fraction=holdout_fraction)
+        split = data_split(
+            dataset=dataset,
+            store=store,
+            train=train,
+            holdout_fraction=holdout_fraction,
+            base_model_uri=base_model_uri,
+        )
         _common(split, "data-split", CPU_TASKS["data-split"], retries).set_caching_options(False)
 
         after_split(

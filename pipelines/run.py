@@ -21,7 +21,7 @@ from rfau.tracking.settings import TrackingSettings
 def pipeline_arguments(p: BatchParams, local: bool) -> dict:
     """The pipeline's parameters: the batch parameters by their own names. On a cluster an empty
     store means the pods' own rfau-config (this machine's may be a port-forward); a local run gets
-    this machine's store and dataset folder made absolute."""
+    this machine's store, dataset folder and base model folder made absolute."""
     from rfau.batch import default_store
 
     arguments = p.model_dump(mode="json")
@@ -30,6 +30,8 @@ def pipeline_arguments(p: BatchParams, local: bool) -> dict:
         arguments["store"] = store if "://" in store else str(Path(store).resolve())
         if p.dataset != "digits" and "://" not in p.dataset:
             arguments["dataset"] = str(Path(p.dataset).resolve())
+        if p.base_model_uri and "://" not in p.base_model_uri:
+            arguments["base_model_uri"] = str(Path(p.base_model_uri).expanduser().resolve())
     return arguments
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -108,6 +110,7 @@ def bootstrap(
     """Register the original model as the bootstrap champion of a registry that has none:
     ``original`` when given, else one trained in ``work_dir`` (the dataset's preset recipe with
     ``train`` on top); its metrics on the empty split are its baseline. ``work_dir`` is removed."""
+    from rfau.models.importer import weights_identity
     from rfau.stages import evaluate_stage, train_stage
     from rfau.tracking import registry
 
@@ -118,9 +121,101 @@ def bootstrap(
         )
     write_split(make_split(ds, [], holdout_fraction), work_dir / "split")
     evaluate_stage(model, ds, work_dir / "split", work_dir / "metrics.json")
-    reg = registry.register(model, work_dir / "metrics.json", settings, bootstrap=True)
+    # an imported model's version names what it was imported from: a later base_model_uri is
+    # checked against it (see champion_lineage)
+    source = read_card(model).lineage.get("source_sha256")
+    tags = {"source_sha256": weights_identity(source)} if source else None
+    reg = registry.register(model, work_dir / "metrics.json", settings, bootstrap=True, batch_tags=tags)
     shutil.rmtree(work_dir)
     return reg
+
+
+def _has_registry(settings: TrackingSettings) -> bool:
+    """Whether a registry exists to be read (a local one is not created just to look)."""
+    return bool(settings.tracking_uri) or (settings.state_dir / "mlflow.db").is_file()
+
+
+def champion_lineage(settings: TrackingSettings) -> tuple[VersionRef, list[str]] | None:
+    """The champion and the sha256 of its lineage: its weights, each ancestor's back to the
+    bootstrap version, and what that version was imported from. None: no champion."""
+    from rfau.tracking import registry
+
+    if not _has_registry(settings):
+        return None
+    champ = registry.champion(settings)
+    if champ is None:
+        return None
+    tags = registry.version_tags(settings)
+    by_weights = {t.get("rfau.weights_sha256"): v for v, t in tags.items()}
+    chain: list[int] = []
+    version: int | None = champ.version
+    while version is not None and version not in chain:
+        chain.append(version)
+        parent = tags[version].get("rfau.parent_weights_sha256")
+        version = by_weights.get(parent) if parent else None
+    hashes = [tags[v].get("rfau.weights_sha256", "") for v in chain]
+    source = _imported_from(settings, chain[-1], tags[chain[-1]])
+    return champ, [h for h in (*hashes, source) if h]
+
+
+def _imported_from(settings: TrackingSettings, version: int, tags: dict) -> str:
+    """What a bootstrap version was imported from: its tag, or for a version registered before
+    the tag existed, its model card's lineage."""
+    import tempfile
+
+    from rfau.models.importer import weights_identity
+    from rfau.tracking import registry
+
+    if tags.get("rfau.source_sha256"):
+        return tags["rfau.source_sha256"]
+    if tags.get("rfau.method") != "imported":
+        return ""
+    with tempfile.TemporaryDirectory(prefix="rfau-lineage-") as tmp:
+        card = read_card(registry.fetch_version(settings, version, Path(tmp) / "model"))
+    source = card.lineage.get("source_sha256")
+    return weights_identity(source) if source else ""
+
+
+@contextlib.contextmanager
+def staged_base_model(
+    uri: str, ds: ImageDataset, settings: TrackingSettings, holdout_fraction: float = HOLDOUT_FRACTION
+) -> Iterator[Path | None]:
+    """The model a base_model_uri names, checked before a batch claims anything: where the
+    registry has no champion, imported (labels vs classes, safetensors only, a card with its
+    sha256) into a temporary folder that the bootstrap registers; where it has one, the URI's
+    weights must be in the champion's lineage (a champion is never replaced silently), and
+    nothing is imported. Yields the imported folder, or None."""
+    import tempfile
+
+    from rfau.models.importer import fetch_model_folder, import_model_folder, model_identities
+
+    if not uri:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="rfau-base-model-") as tmp:
+        folder = fetch_model_folder(uri, Path(tmp) / "source")
+        lineage = champion_lineage(settings)
+        if lineage is not None:
+            _check_in_lineage(uri, model_identities(folder), *lineage, settings)
+            yield None
+            return
+        import_model_folder(folder, ds, Path(tmp) / "model", holdout_fraction, uri)
+        yield Path(tmp) / "model"
+
+
+def _check_in_lineage(
+    uri: str, identities: set[str], champ: VersionRef, lineage: list[str], settings: TrackingSettings
+) -> None:
+    if identities & set(lineage):
+        return
+    given = ", ".join(sorted(identities)) or "no .safetensors weights"
+    raise RfauError(
+        f"base_model_uri {uri!r} (weights sha256 {given}) is not the model the registry's champion "
+        f"comes from ({settings.model_name} version {champ.version}, weights sha256 "
+        f"{champ.weights_sha256}, lineage back to sha256 {lineage[-1]}); a registry that has a "
+        "champion never takes another base model: unset base_model_uri, or register your model "
+        "under another RFAU_MODEL_NAME"
+    )
 
 
 def ensure_base(
@@ -129,16 +224,18 @@ def ensure_base(
     settings: TrackingSettings,
     train: dict | None = None,
     holdout_fraction: float = HOLDOUT_FRACTION,
+    original: Path | None = None,
 ) -> BaseVersion:
     """The model this batch starts from: the registry's champion, downloaded into ``out_dir``.
-    Where the registry has none (the first batch), the original model is trained here and
-    registered as the bootstrap champion."""
+    Where the registry has none (the first batch), ``original`` (an imported model), else one
+    trained here, is registered as the bootstrap champion."""
     from rfau.tracking import registry
 
     reg = registry.Registry(settings)
     champ = reg.champion()
     if champ is None:
-        bootstrap(ds, out_dir.with_name(out_dir.name + ".bootstrap"), settings, train, holdout_fraction)
+        work = out_dir.with_name(out_dir.name + ".bootstrap")
+        bootstrap(ds, work, settings, train, holdout_fraction, original)
         champ = reg.champion()
     if champ is None:
         raise RfauError(f"the registry at {settings.redacted_uri()} has no champion after the bootstrap")
@@ -157,13 +254,43 @@ def data_split(
     train: dict | None = None,
     batch_id: str | None = None,
     stale_after_hours: float | None = None,
+    base_model_uri: str = "",
 ) -> BatchMeta:
-    """Claim the pending requests -> ``out_dir`` with batch.json, requests/, split/ and base/."""
+    """Claim the pending requests -> ``out_dir`` with batch.json, requests/, split/ and base/.
+    ``base_model_uri``: the user's own model, the bootstrap champion where the registry has none
+    (checked before anything is claimed, see ``staged_base_model``)."""
     settings = settings or TrackingSettings.from_env()
     ds = load_dataset(dataset)
     uri = store or default_store(settings)
     reqs = RequestStore.open(uri)  # a store never initialised is a misconfiguration, not "nothing to do"
     recover(uri, settings)  # finish what a crashed register left half done before claiming more
+    with staged_base_model(base_model_uri, ds, settings, holdout_fraction) as original:
+        claim = Claim(dataset, uri, reqs, holdout_fraction, train, original)
+        return _claim_and_split(Path(out_dir), ds, claim, settings, batch_id, stale_after_hours)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a data-split claims from and splits with (``original``: an imported bootstrap)."""
+
+    dataset: str
+    store_uri: str
+    reqs: RequestStore
+    holdout_fraction: float
+    train: dict | None
+    original: Path | None
+
+
+def _claim_and_split(
+    out_dir: Path,
+    ds: ImageDataset,
+    claim: Claim,
+    settings: TrackingSettings,
+    batch_id: str | None,
+    stale_after_hours: float | None,
+) -> BatchMeta:
+    """data_split's claim, split and base model."""
+    dataset, uri, reqs, holdout_fraction = claim.dataset, claim.store_uri, claim.reqs, claim.holdout_fraction
     batch_id = batch_id or new_batch_id()
     started = _now()
     _release_stale(reqs, stale_after_hours if stale_after_hours is not None else stale_window())
@@ -209,7 +336,9 @@ def data_split(
                         )
                     meta.empty = False
                     meta.forget_md5 = md5_file(tmp / "split" / "forget.txt")
-                    meta.base = ensure_base(ds, tmp / "base", settings, train, holdout_fraction)
+                    meta.base = ensure_base(
+                        ds, tmp / "base", settings, claim.train, holdout_fraction, claim.original
+                    )
                 else:  # every named sample was forgotten by an earlier batch
                     done = valid
                     meta.already_forgotten = True
@@ -687,7 +816,15 @@ def run_batch(
     store = p.store or None
     wd.mkdir(parents=True, exist_ok=True)
     with work_lock(wd, holder="rfau batch run"):  # a second batch in this folder stops here, clearly
-        meta = data_split(wd / "batch", p.dataset, store, settings, p.holdout_fraction, p.train)
+        meta = data_split(
+            wd / "batch",
+            p.dataset,
+            store,
+            settings,
+            p.holdout_fraction,
+            p.train,
+            base_model_uri=p.base_model_uri,
+        )
         taken = BatchOutcome(
             batch_id=meta.batch_id,
             request_ids=meta.request_ids,

@@ -49,6 +49,11 @@ class BatchParams(BaseModel):
     holdout_fraction: float = Field(
         HOLDOUT_FRACTION, ge=0, lt=0.5, description="share of the training split held out for calibration"
     )
+    base_model_uri: str = Field(
+        "",
+        description="your own model to start from (first batch only): a folder or s3://bucket/prefix "
+        "holding a save_pretrained model or an `rfau model import` folder; '': train one",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -66,9 +71,9 @@ class BatchParams(BaseModel):
             raise ValueError("; ".join(problems))
         return raw
 
-    @field_validator("store", mode="before")
+    @field_validator("store", "base_model_uri", mode="before")
     @classmethod
-    def _no_store(cls, v: Any) -> Any:
+    def _null_is_empty(cls, v: Any) -> Any:
         return "" if v is None else v  # `store: null` in params.yaml: the default store
 
 

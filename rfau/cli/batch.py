@@ -44,7 +44,9 @@ def batch_split(
     p = load_params(params, set_)
     settings = tracking_settings()
     check_before_claiming(p, settings, device_here=False)
-    meta = data_split(out_dir, p.dataset, p.store, settings, p.holdout_fraction, p.train)
+    meta = data_split(
+        out_dir, p.dataset, p.store, settings, p.holdout_fraction, p.train, base_model_uri=p.base_model_uri
+    )
     print_split(meta)
     emit(as_json, meta)
 
@@ -184,6 +186,13 @@ def _starting_model(p: BatchParams, settings: TrackingSettings):
     from rfau.models.arch import default_architecture
 
     ds = load_dataset(p.dataset)
+    if p.base_model_uri:  # the first batch starts from the user's model (imported here to look)
+        from rfau.batch import staged_base_model
+        from rfau.models.checkpoint import build_from_card, read_card
+
+        with staged_base_model(p.base_model_uri, ds, settings, p.holdout_fraction) as original:
+            if original is not None:
+                return build_from_card(read_card(original))
     cfg = TrainConfig.preset(ds.kind, **p.train)
     kwargs = {"width": cfg.width} if cfg.width else {}
     arch = cfg.architecture or default_architecture(ds.kind)

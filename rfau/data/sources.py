@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib import import_module
+from pathlib import Path
 from typing import Any
 
 TEXT_SUFFIXES = (".csv", ".jsonl", ".parquet")  # text records (rfau.data.text)
@@ -31,3 +32,26 @@ def _load_fortunes(source: str) -> Any:
 
 
 SOURCE_LOADERS.append((is_fortunes_source, _load_fortunes))
+
+
+# a Hugging Face `datasets` folder written by save_to_disk (rfau.data.saved): a Dataset's or a
+# DatasetDict's marker file; the source may carry column options after '?'
+SAVED_DATASET_MARKERS = (("state.json", "dataset_info.json"), ("dataset_dict.json",))
+
+
+def saved_dataset_path(source: str) -> Path:
+    return Path(source.partition("?")[0]).expanduser()
+
+
+def is_saved_dataset(source: str) -> bool:
+    if "://" in source:
+        return False
+    path = saved_dataset_path(source)
+    return path.is_dir() and any(all((path / f).is_file() for f in marks) for marks in SAVED_DATASET_MARKERS)
+
+
+def _load_saved(source: str) -> Any:
+    return import_module("rfau.data.saved").load_saved_dataset(source)
+
+
+SOURCE_LOADERS.append((is_saved_dataset, _load_saved))  # load_dataset takes save_to_disk folders

@@ -4,6 +4,8 @@ and the ledger take as they take a model rfau trained."""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,10 @@ from rfau.data.datasets import ImageDataset
 from rfau.data.split import HOLDOUT_FRACTION, HOLDOUT_SALT
 from rfau.errors import ModelError
 from rfau.io import atomic_dir, sha256_file
-from rfau.models.checkpoint import ModelCard, save_checkpoint
+from rfau.models.checkpoint import CARD, WEIGHTS, ModelCard, read_card, save_checkpoint, verify_weights
 from rfau.models.families import get_family
+from rfau.models.families.base import check_labels, refuse_pickles
+from rfau.models.families.hf import HF_CONVERT
 
 
 def source_digest(source: Path) -> dict[str, str]:
@@ -58,4 +62,91 @@ def import_model(
     return card
 
 
-__all__ = ["import_model"]
+# --- a model folder named by a URI (the pipeline's base_model_uri) ------------------------------
+
+
+def weights_identity(digests: dict[str, str]) -> str:
+    """One sha256 for a model's weights files: the file's own hash, or for a model sharded into
+    several files the hash of their sorted hashes (fits a registry tag)."""
+    values = sorted(digests.values())
+    if len(values) == 1:
+        return values[0]
+    return hashlib.sha256(",".join(values).encode()).hexdigest()
+
+
+def fetch_model_folder(uri: str, dest: Path) -> Path:
+    """The folder a base_model_uri names: a local folder as it is, an ``s3://bucket/prefix`` copied
+    into ``dest`` (every object under the prefix)."""
+    if uri.startswith("s3://"):
+        from rfau.storage import open_store
+
+        store = open_store(uri)
+        keys = store.list()
+        if not keys:
+            raise ModelError(f"base_model_uri {uri!r}: no objects under that prefix")
+        for key in keys:
+            target = dest.joinpath(*key.split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(store.get_bytes(key))
+        return dest
+    if "://" in uri:
+        raise ModelError(f"base_model_uri {uri!r}: give a local folder or s3://bucket/prefix")
+    path = Path(uri).expanduser()
+    if not path.is_dir():
+        raise ModelError(f"base_model_uri {uri!r}: no such folder (a model folder or s3://bucket/prefix)")
+    return path
+
+
+def is_rfau_model_folder(folder: Path) -> bool:
+    return (folder / CARD).is_file()
+
+
+def model_identities(folder: Path) -> set[str]:
+    """The sha256 a model folder is known by in a registry's lineage: an rfau model folder's
+    weights (and, if imported, what it was imported from); a save_pretrained folder's weights."""
+    if is_rfau_model_folder(folder):
+        card = read_card(folder)
+        ids = {verify_weights(folder)}
+        if card.lineage.get("source_sha256"):
+            ids.add(weights_identity(card.lineage["source_sha256"]))
+        return ids
+    return {weights_identity(source_digest(folder))} if any(folder.glob("*.safetensors")) else set()
+
+
+def import_model_folder(
+    folder: Path, ds: ImageDataset, out_dir: Path, holdout_fraction: float = HOLDOUT_FRACTION, uri: str = ""
+) -> ModelCard:
+    """A base_model_uri's folder -> an rfau model folder ``out_dir``, checked as `rfau model import`
+    checks: an rfau model folder is copied once its weights match its card and its classes are the
+    dataset's; a save_pretrained folder is imported as ``hf-text`` (text data) or ``hf-image``.
+    ``uri``: where the folder came from, recorded as the card's source (an S3 copy's local
+    folder is temporary)."""
+    refuse_pickles(folder, HF_CONVERT)
+    if is_rfau_model_folder(folder):
+        card = read_card(folder)
+        verify_weights(folder)
+        check_labels(card.classes, ds, str(folder))
+        with atomic_dir(out_dir) as tmp:
+            for name in (WEIGHTS, CARD):
+                shutil.copyfile(folder / name, tmp / name)
+        return card
+    if not (folder / "config.json").is_file():
+        raise ModelError(
+            f"{folder}: neither an rfau model folder ({CARD}) nor a save_pretrained folder (config.json); "
+            "import a torchvision/timm model with `rfau model import` first and give that folder"
+        )
+    family = "hf-text" if ds.kind == "text" else "hf-image"
+    card = import_model(folder, family, ds, out_dir, holdout_fraction)
+    if uri:  # the card names the URI; its weights (and their hash) are unchanged
+        card = card.model_copy(update={"source": uri, "lineage": {**card.lineage, "source": uri}})
+        (Path(out_dir) / CARD).write_text(card.model_dump_json(indent=2) + "\n")
+    return card
+
+
+__all__ = [
+    "fetch_model_folder",
+    "import_model",
+    "import_model_folder",
+    "model_identities",
+    "weights_identity",
+]
