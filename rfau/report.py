@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sklearn.metrics import confusion_matrix
-
 from rfau.data.datasets import ImageDataset
 from rfau.data.split import Split
 from rfau.gates import GateResult
@@ -16,6 +14,9 @@ from rfau.records import BatchMeta, Confusion, Evaluation, Prediction
 def confusion(model_dir: Path, ds: ImageDataset, split: Split) -> tuple[Confusion, list[Prediction]]:
     """Test-set confusion matrix (rows: true class) for KFP's ClassificationMetrics, and the
     per-sample (actual, predicted) rows DVC's confusion plot reads."""
+    # sklearn here, not at the top: every batch stage imports this module, only evaluate needs it
+    from sklearn.metrics import confusion_matrix
+
     from rfau.models.checkpoint import load_checkpoint_for
     from rfau.train import predict_logits
 

@@ -46,9 +46,11 @@ pytestmark = pytest.mark.e2e  # slow: its file is scheduled first
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory):
+def scenario(tmp_path_factory, seed_state):
     root = tmp_path_factory.mktemp("batches")
-    settings = TrackingSettings(state_dir=root / ".rfau")
+    # version 1: the bootstrap original the first batch would train (the session's copy: training it
+    # inside a batch is what the new-user pipeline run covers, tests/test_pipeline_local.py)
+    settings = seed_state(root / ".rfau")
     store = str(root / "store")
     reqs = RequestStore.from_uri(store)
     rng = random.Random(7)

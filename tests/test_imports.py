@@ -59,3 +59,23 @@ def test_no_import_cycle():
         TopologicalSorter(import_graph()).prepare()
     except CycleError as e:
         raise AssertionError(f"import cycle: {' -> '.join(e.args[1])}") from None
+
+
+def test_the_stages_that_do_not_evaluate_load_no_scikit_learn():
+    """Every pipeline task, `rfau batch` and `rfau pipeline run` process imports rfau.batch and
+    rfau.stages; scikit-learn (2-3 s at start) is only for the evaluation's metrics, which import
+    it themselves (the test suite starts dozens of such processes)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rfau.batch, rfau.stages, rfau.job, rfau.pipelines.run, rfau.tracking.registry; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    # and the names rfau.metrics re-exports still resolve, loading it then
+    from rfau.metrics import EVIDENCE_KEYS, RelearnConfig, mia_efficacy
+
+    assert EVIDENCE_KEYS and RelearnConfig().model_dump() and callable(mia_efficacy)

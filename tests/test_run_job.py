@@ -50,6 +50,7 @@ def test_run_job_without_tracking_is_a_batch_from_the_given_original(tmp_path, m
 def test_main_job_end_to_end(tmp_path, digits_original):
     # the original is given (training one is covered by the stage-by-stage test and the batches)
     args = ["run", "--workdir", str(tmp_path / "w"), "--model", str(digits_original / "model")]
+    args += [f"--set={k}={v}" for k, v in TINY.items()]  # the command's plumbing, not RFAU's quality
     res = run_rfau(*args, RFAU_STATE_DIR=str(tmp_path / "state"))
     assert res.returncode == 0, res.stderr
     for method in ("original", "rfau", "retrain"):
