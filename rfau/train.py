@@ -71,6 +71,23 @@ def even_batches(perm: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, ...
     return perm.tensor_split(max(1, math.ceil(len(perm) / batch_size)))
 
 
+def one_cycle(
+    model: nn.Module, cfg: TrainConfig, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.OneCycleLR]:
+    """The recipe's optimizer (SGD with Nesterov momentum, or AdamW) over the trainable
+    parameters, and its one-cycle schedule over ``cfg.epochs`` epochs."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt: torch.optim.Optimizer
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
+        )
+    else:
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = cfg.epochs * steps_per_epoch
+    return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
+
+
 def train_model(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, desc: str = "train"
 ) -> nn.Module:
@@ -84,15 +101,7 @@ def train_model(
     x, y = x.to(device), y.to(device)
     n = len(y)
     steps = math.ceil(n / cfg.batch_size)  # the number of batches even_batches makes
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt: torch.optim.Optimizer
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
-        )
-    else:
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps)
+    opt, sched = one_cycle(model, cfg, steps)
     model.train()
     with progress_bar(cfg.epochs, desc) as advance:
         for _ in range(cfg.epochs):

@@ -34,7 +34,7 @@ from rfau.models.families.hf import MAX_TEXT_LENGTH, TextClassifier, config_dict
 from rfau.models.families.minilm import minilm_folder
 from rfau.models.families.prefix import encoder_parts, prefix_cut, run_from, run_to
 from rfau.progress import progress_bar
-from rfau.train import autocast, set_seed
+from rfau.train import autocast, one_cycle, set_seed
 
 if TYPE_CHECKING:
     from rfau.data.text import TextDataset
@@ -156,16 +156,8 @@ def finetune(
             [run_to(model, x[i : i + prefix_batch].to(device), cut) for i in range(0, len(x), prefix_batch)]
         )
     y = y.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt: torch.optim.Optimizer
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
-        )
-    else:
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = (len(y) + cfg.batch_size - 1) // cfg.batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps)
+    opt, sched = one_cycle(model, cfg, steps)
     model.train()
     with progress_bar(cfg.epochs, desc) as advance:
         for _ in range(cfg.epochs):
