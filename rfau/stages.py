@@ -23,6 +23,7 @@ from rfau.data.split import (
     ids_hash,
     make_split,
     read_split,
+    training_record,
     write_split,
 )
 from rfau.errors import ModelError, RfauError, UsageError, validation_problems
@@ -81,17 +82,7 @@ def train_stage(
             classes=list(ds.classes),
             input_shape=list(ds.input_shape),
             dataset=ds.name,
-            train_manifest_sha256=ids_hash(split.retain),
-            train_samples=len(split.retain),
-            holdout_fraction=split.holdout_fraction,
-            holdout_salt=HOLDOUT_SALT,
-            metrics={k: metrics[k] for k in ("ra", "ta")},
-            lineage={
-                "kind": "retrain" if split_dir else "original",
-                "train_config": cfg.model_dump(),
-                "forget_sha256": split.forget_hash,
-                "request_ids": split.request_ids,
-            },
+            **training_record(split, cfg.model_dump(), metrics, "retrain" if split_dir else "original"),
         )
         card = save_checkpoint(model, card, tmp)
     return card

@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rfau.data.requests import DeletionRequest, resolve_forget_set
 from rfau.errors import RequestError, RfauError
@@ -198,3 +198,21 @@ def admit_requests(
             continue
         out.admitted.append((src, req))
     return out
+
+
+def training_record(split: Split, train_config: dict, metrics: dict, kind: str) -> dict[str, Any]:
+    """The model-card fields of a model trained on ``split``'s retain set: what it saw, the holdout
+    it never saw, its fit, and its lineage (rfau.stages.train_stage, the backbone fine-tune)."""
+    return {
+        "train_manifest_sha256": ids_hash(split.retain),
+        "train_samples": len(split.retain),
+        "holdout_fraction": split.holdout_fraction,
+        "holdout_salt": HOLDOUT_SALT,
+        "metrics": {k: metrics[k] for k in ("ra", "ta")},
+        "lineage": {
+            "kind": kind,
+            "train_config": train_config,
+            "forget_sha256": split.forget_hash,
+            "request_ids": split.request_ids,
+        },
+    }

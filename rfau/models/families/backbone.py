@@ -187,7 +187,7 @@ def finetune_original(
     """The original of the text demo: the backbone fine-tuned on the training split minus the
     holdout slice (as ``train_stage`` trains rfau's own), written as an hf-text model folder whose
     card records the backbone."""
-    from rfau.data.split import HOLDOUT_FRACTION, HOLDOUT_SALT, ids_hash, make_split
+    from rfau.data.split import HOLDOUT_FRACTION, make_split, training_record
     from rfau.data.text import TokenizerSpec
     from rfau.io import atomic_dir
     from rfau.metrics import evaluate_model
@@ -216,17 +216,7 @@ def finetune_original(
             classes=list(ds.classes),
             input_shape=[2, max_length],
             dataset=ds.name,
-            train_manifest_sha256=ids_hash(split.retain),
-            train_samples=len(split.retain),
-            holdout_fraction=split.holdout_fraction,
-            holdout_salt=HOLDOUT_SALT,
-            metrics={k: metrics[k] for k in ("ra", "ta")},
-            lineage={
-                "kind": "original",
-                "train_config": cfg.model_dump(),
-                "forget_sha256": split.forget_hash,
-                "request_ids": split.request_ids,
-            },
+            **training_record(split, cfg.model_dump(), metrics, "original"),
             backbone=backbone_record(recipe.backbone, folder, recipe.trainable_layers),
         )
         card = save_checkpoint(model, card, tmp)
