@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup run test lint clean browser fashion-mnist fortunes text checkov
+.PHONY: setup run test test-fast lint clean browser fashion-mnist fortunes text checkov
 setup: $(VENV)/.installed
 
 # torch is installed first and pinned (2.13.0, CPU build): an open range would pull a multi-GB CUDA build.
@@ -67,6 +67,11 @@ LINT_PATHS := rfau components pipelines tests
 
 test: setup browser fashion-mnist fortunes checkov lint
 	$(PY) -m pytest -q
+
+# the development loop: lint and every test but the end-to-end ones (marker `e2e`: whole pipelines,
+# DVC, killed processes, benches); `make test` (and CI) runs them all
+test-fast: setup lint
+	$(PY) -m pytest -q -m "not e2e"
 
 # formatting and lint are part of `make test`, so CI checks them
 lint: setup

@@ -8,13 +8,13 @@ import pytest
 
 from rfau.bench import find_cifar10
 from rfau.errors import RfauError
-from tests.conftest import run_rfau
+from tests.conftest import run_cli
 
 
 @pytest.mark.e2e
 def test_bench_digits_writes_table_csv_and_plots(tmp_path):
     # the machinery on two methods and a short recipe; the full table is a benchmark, not a test
-    res = run_rfau(
+    res = run_cli(
         "bench",
         "digits",
         "--seeds",
@@ -27,7 +27,6 @@ def test_bench_digits_writes_table_csv_and_plots(tmp_path):
         "5",
         "-o",
         str(tmp_path),
-        timeout=900,
     )
     assert res.returncode == 0, res.stderr
     rows = list(csv.DictReader(open(tmp_path / "rows.csv")))
@@ -57,9 +56,7 @@ def test_missing_cifar10_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("RFAU_CIFAR10", str(tmp_path / "absent"))
     with pytest.raises(RfauError, match="RFAU_CIFAR10"):
         find_cifar10(None)
-    res = run_rfau(
-        "bench", "cifar10-small", "--data", str(tmp_path / "nope"), "-o", str(tmp_path / "o"), timeout=120
-    )
+    res = run_cli("bench", "cifar10-small", "--data", str(tmp_path / "nope"), "-o", str(tmp_path / "o"))
     assert res.returncode != 0 and "CIFAR-10 not found" in res.stderr
     assert not (tmp_path / "o").exists()
 

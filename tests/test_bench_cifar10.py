@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_rfau
+from tests.conftest import run_cli
 
 CIFAR = os.environ.get("RFAU_CIFAR10") or str(
     Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10" / "cifar10-imagefolder.tar.gz"
@@ -21,7 +21,7 @@ CIFAR = os.environ.get("RFAU_CIFAR10") or str(
 )
 @pytest.mark.e2e
 def test_cifar10_gpu_config_starts_on_cpu_with_a_size_limit(tmp_path):
-    res = run_rfau(
+    res = run_cli(
         "bench",
         "cifar10",
         "--data",
@@ -40,7 +40,6 @@ def test_cifar10_gpu_config_starts_on_cpu_with_a_size_limit(tmp_path):
         "cpu",
         "-o",
         str(tmp_path),
-        timeout=900,
     )
     assert res.returncode == 0, res.stderr
     rows = list(csv.DictReader(open(tmp_path / "rows.csv")))

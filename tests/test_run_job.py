@@ -12,7 +12,7 @@ from rfau.data.request_store import RequestState, RequestStore
 from rfau.job import run_job
 from rfau.models.checkpoint import read_card
 from rfau.records import GateReport
-from tests.conftest import run_rfau
+from tests.conftest import run_cli
 
 TINY = {"epochs": 2, "retain_budget": 200}  # RFAU settings: the plumbing, not the quality
 
@@ -51,7 +51,7 @@ def test_main_job_end_to_end(tmp_path, digits_original):
     # the original is given (training one is covered by the stage-by-stage test and the batches)
     args = ["run", "--workdir", str(tmp_path / "w"), "--model", str(digits_original / "model")]
     args += [f"--set={k}={v}" for k, v in TINY.items()]  # the command's plumbing, not RFAU's quality
-    res = run_rfau(*args, RFAU_STATE_DIR=str(tmp_path / "state"))
+    res = run_cli(*args, RFAU_STATE_DIR=str(tmp_path / "state"))
     assert res.returncode == 0, res.stderr
     for method in ("original", "rfau", "retrain"):
         assert method in res.stdout
