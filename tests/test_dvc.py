@@ -30,6 +30,10 @@ def project(tmp_path_factory, s3_server, seed_state):
     seed_state(root / ".rfau")  # the champion the batch starts from (bootstrapping is tested elsewhere)
     for f in ("dvc.yaml", "params.yaml", ".dvcignore"):
         shutil.copy(REPO / f, root / f)
+    # short RFAU settings (the DVC plumbing is tested here, RFAU's quality elsewhere)
+    params = (root / "params.yaml").read_text()
+    assert "  epochs: 30\n" in params
+    (root / "params.yaml").write_text(params.replace("  epochs: 30\n", "  epochs: 5\n  retain_budget: 500\n"))
     (root / "rfau").symlink_to(REPO / "rfau")  # every stage depends on the code it runs
     env = subprocess_env(
         **S3_ENV, PATH=f"{BIN}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1", RFAU_STATE_DIR=str(root / ".rfau")

@@ -253,7 +253,11 @@ def run(
 @app.command()
 def bench(
     config: Annotated[
-        str, typer.Argument(help="digits (CPU, seconds), cifar10-small (CPU, ~15 min) or cifar10 (GPU).")
+        str,
+        typer.Argument(
+            help="digits (CPU, minutes), fashion-mnist (CPU), cifar10-small (CPU), text-minilm (CPU, "
+            "`make text`) or cifar10 (GPU); their sizes and run times: README, Benchmark."
+        ),
     ],
     out_dir: Annotated[
         Path | None,
