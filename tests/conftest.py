@@ -28,14 +28,40 @@ S3_ENV = {
 }
 
 
+# Test time per file measured on the 2-core machine (2026-11-28, `pytest --durations=0`), the
+# files over 20 s; any other file counts 1 s, or 20 s when it holds an ``e2e`` test.
+FILE_SECONDS = {
+    "test_secrets.py": 99,
+    "test_pipeline_local.py": 98,
+    "test_faults.py": 95,
+    "test_registry.py": 86,
+    "test_dvc.py": 83,
+    "test_concurrency.py": 60,
+    "test_rfau.py": 56,
+    "test_pipeline_failure.py": 41,
+    "test_run_job.py": 34,
+    "test_bench.py": 33,
+    "test_bad_inputs.py": 32,
+    "test_request_store.py": 32,
+    "test_batches.py": 30,
+    "test_cli_ops.py": 26,
+    "test_bench_cifar10.py": 23,
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    """The files with slow end-to-end tests (marker ``e2e``) first: xdist (``--dist loadfile``, one
-    file a unit, handed out in collection order) then starts the longest units first, and the two
-    workers finish together instead of one waiting on a long file at the end. (``--dist loadgroup``
-    would split files further, but xdist 3.8 cannot group under pytest 9: it renames
-    ``item._nodeid``, which pytest 9 no longer reads.)"""
+    """The longest files first (longest processing time first): xdist (``--dist loadfile``, one
+    file a unit, handed out in collection order with ``--no-loadscope-reorder``; its default
+    reorder puts files with many tests first and one-test pipeline runs last) then starts the
+    long units early and the two workers finish together instead of one waiting on a long file
+    at the end. (``--dist loadgroup`` would split files further, but xdist 3.8 cannot group under
+    pytest 9: it renames ``item._nodeid``, which pytest 9 no longer reads.)"""
     slow = {item.path for item in items if item.get_closest_marker("e2e")}
-    items.sort(key=lambda item: item.path not in slow)  # stable: each file's own order is kept
+
+    def cost(item) -> float:
+        return FILE_SECONDS.get(item.path.name, 20 if item.path in slow else 1)
+
+    items.sort(key=lambda item: -cost(item))  # stable: each file's own order is kept
 
 
 def free_port() -> int:
