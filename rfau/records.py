@@ -137,6 +137,8 @@ class UnlearnInfo(Record):
     forget_samplewise: int | None = None
     retain_budget: int | None = None
     cached_prefix_stages: int | None = None
+    unseen_reference: int | None = None  # class-wise forget samples the original never saw, held out
+    stopped_after_epochs: int | None = None  # epochs trained when the unseen reference stopped it
     forget_loss_cap: float | None = None  # neggrad
     salient_params: int | None = None  # salun
     dampened_params: int | None = None  # ssd

@@ -21,6 +21,7 @@ from rfau.data.split import (
     Split,
     forget_regime,
     ids_hash,
+    in_holdout,
     make_split,
     read_split,
     training_record,
@@ -100,6 +101,9 @@ def unlearn_data(ds: ImageDataset, split: Split) -> UnlearnData:
         x_holdout=ds.x[h],
         y_holdout=ds.y[h],
         num_classes=len(ds.classes),
+        forget_unseen=torch.tensor(
+            [in_holdout(s, split.holdout_fraction) for s in split.forget], dtype=torch.bool
+        ),
     )
 
 

@@ -211,15 +211,16 @@ def test_a_pickle_posing_as_weights_is_never_unpickled(work, tmp_path):
         load_checkpoint(d)
 
 
-def test_feature_variant_of_the_classwise_shift_also_forgets_the_class(work, ds):
+@pytest.mark.parametrize("target", ["other_class_features", "centroid_shift"])
+def test_feature_variants_of_the_classwise_shift_also_forget_the_class(work, ds, target):
     root = work["root"]
     unlearn_stage(
         root / "original",
         ds,
         root / "split-class",
-        root / "cw-features",
-        config={"classwise_target": "other_class_features"},
+        root / f"cw-{target}",
+        config={"classwise_target": target},
     )
-    m = evaluate_stage(root / "cw-features", ds, root / "split-class", root / "cw-features.json")
+    m = evaluate_stage(root / f"cw-{target}", ds, root / "split-class", root / f"cw-{target}.json")
     assert m.ua >= 99.0
     assert abs(m.ra - work["class"]["original"].ra) <= 1.0

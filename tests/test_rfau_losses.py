@@ -11,12 +11,16 @@ from torch import nn
 from rfau.methods.base import UnlearnData
 from rfau.methods.rfau import (
     MIN_HOLDOUT_PER_CLASS,
+    OriginalFeatures,
     calibrated_targets,
+    centroid_shift_targets,
     feature_shift_loss,
+    forgotten_like,
     masked_targets,
     output_kl_loss,
     output_targets,
     regime_mask,
+    unseen_reference,
     zero_residual_loss,
 )
 
@@ -196,3 +200,81 @@ def test_output_targets_calibrate_samplewise_rows_and_mask_classwise_rows(classw
     else:
         assert float(q[cw].abs().max()) == 0.0  # their shift is at the features, not the output
     torch.testing.assert_close(q[~cw].sum(1), torch.ones(2))
+
+
+# --- class-wise forget: centroid shift ---------------------------------------------------------------
+
+
+def _centroid_case(keep: float):
+    """Retain budget: classes 0 and 1 (4 samples each); forget: class 2 whole (3 rows) and one
+    sample-wise row of class 0; the original ranks class 1 next for the class-2 rows."""
+    g = torch.Generator().manual_seed(0)
+    y_r = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    feats_r = [torch.randn(8, 5, generator=g) + 3 * y_r[:, None].float()]
+    y_f = torch.tensor([2, 2, 2, 0])
+    feats_f = [torch.randn(4, 5, generator=g) - 4]
+    logits_f = torch.tensor([[0.0, 2.0, 9.0], [1.0, 3.0, 9.0], [0.5, 2.5, 9.0], [9.0, 0.0, 1.0]])
+    classwise = torch.tensor([True, True, True, False])
+    orig = OriginalFeatures(0, feats_r[0], feats_f[0], feats_r, [torch.ones(())], logits_f, feats_f, y_r)
+    data = UnlearnData(
+        torch.zeros(8, 1, 2, 2, dtype=torch.uint8), y_r, torch.zeros(4, 1, 2, 2, dtype=torch.uint8), y_f,
+        classwise, torch.zeros(0, 1, 2, 2, dtype=torch.uint8), torch.zeros(0, dtype=torch.long), 3,
+    )  # fmt: skip
+    (target,) = centroid_shift_targets(orig, data, classwise, keep)
+    mu_1 = feats_r[0][y_r == 1].mean(0)
+    mu_2 = feats_f[0][:3].mean(0)
+    return target, feats_f[0], mu_1, mu_2
+
+
+def test_centroid_shift_with_keep_1_translates_the_class_to_the_next_kept_class():
+    target, h, mu_1, mu_2 = _centroid_case(keep=1.0)
+    assert torch.allclose(target[:3] - h[:3], (mu_1 - mu_2).expand(3, -1), atol=1e-5)
+    assert torch.allclose(target[:3].mean(0), mu_1, atol=1e-5)  # the class lands on class 1's centre
+    assert torch.equal(target[3], h[3])  # a sample-wise row keeps its own features
+
+
+def test_centroid_shift_keep_scales_the_deviation_and_0_collapses_onto_the_centroid():
+    half, h, mu_1, mu_2 = _centroid_case(keep=0.5)
+    assert torch.allclose(half[:3], mu_1 + 0.5 * (h[:3] - mu_2), atol=1e-5)
+    zero, *_ = _centroid_case(keep=0.0)
+    assert torch.allclose(zero[:3], mu_1.expand(3, -1), atol=1e-5)
+
+
+# --- class-wise early stop on the unseen reference ---------------------------------------------------
+
+
+def _outputs(losses: list[float], y: int = 0, c: int = 3) -> torch.Tensor:
+    """Logits whose cross-entropy on class ``y`` is each of ``losses``, the argmax another class."""
+    z = torch.zeros(len(losses), c)
+    z[:, (y + 1) % c] = 20.0  # every row predicted as another class
+    z[:, y] = 20.0 - torch.tensor(losses)  # loss ~= 20 - z_y = the given value (the third logit ~0)
+    return z
+
+
+def test_the_stop_rule_waits_until_the_forget_samples_look_like_the_unseen_ones():
+    ref = torch.tensor([False] * 4 + [True] * 4)
+    y = torch.zeros(8, dtype=torch.long)
+    under = _outputs([1, 1, 1, 1, 3, 3, 3, 3])  # the forget samples still fit better than unseen
+    assert not forgotten_like(under, y, ref)
+    level = _outputs([3, 3, 4, 4, 3, 3, 3, 3])  # their median loss reached the unseen one's
+    assert forgotten_like(level, y, ref)
+    recognised = level.clone()
+    recognised[7] = torch.tensor([30.0, 0.0, 0.0])  # an unseen sample still predicted as its class
+    assert not forgotten_like(recognised, y, ref)
+
+
+def test_the_unseen_reference_only_for_all_class_wise_requests_with_enough_samples():
+    x = torch.zeros(30, 1, 2, 2, dtype=torch.uint8)
+    y = torch.zeros(30, dtype=torch.long)
+    unseen = torch.arange(30) < 12
+    data = UnlearnData(x, y, x, y, torch.ones(30, dtype=torch.bool), x, y, 3, forget_unseen=unseen)
+    assert torch.equal(unseen_reference(data, data.forget_classwise), unseen)
+    mixed = data.forget_classwise.clone()
+    mixed[-1] = False  # one sample-wise row: no early stop (its calibration needs every epoch)
+    assert unseen_reference(data, mixed) is None
+    few = UnlearnData(x, y, x, y, data.forget_classwise, x, y, 3, forget_unseen=torch.arange(30) < 9)
+    assert unseen_reference(few, few.forget_classwise) is None
+    assert (
+        unseen_reference(UnlearnData(x, y, x, y, data.forget_classwise, x, y, 3), data.forget_classwise)
+        is None
+    )

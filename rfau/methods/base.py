@@ -32,6 +32,9 @@ class UnlearnData:
     x_holdout: torch.Tensor
     y_holdout: torch.Tensor
     num_classes: int
+    # forget samples the original never saw (its holdout slice: a class forgotten whole takes its
+    # holdout samples along), an unseen reference of the forgotten classes; None: not known
+    forget_unseen: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         pairs = {
@@ -39,6 +42,11 @@ class UnlearnData:
             "forget": (self.x_forget, self.y_forget),
             "holdout": (self.x_holdout, self.y_holdout),
             "forget_classwise": (self.forget_classwise, self.y_forget),
+            **(
+                {"forget_unseen": (self.forget_unseen, self.y_forget)}
+                if self.forget_unseen is not None
+                else {}
+            ),
         }
         for name, (a, b) in pairs.items():
             if len(a) != len(b):

@@ -5,9 +5,17 @@ tapped feature, ``h_l(x) = h_l^0(x) + r_l(x)``. Training asks for:
 
 - retain: a *zero residual*, ``sum_l ||h_l(x_r) - h_l^0(x_r)||^2 / E||h_l^0||^2`` on a cached
   budget of retain samples (original features computed once);
-- forget, class-wise (the sample's whole class goes): a residual that moves each tapped
-  feature to the original feature of a random retain sample of another class, so the class is
-  no longer recognised;
+- forget, class-wise (the sample's whole class goes), one of three targets
+  (``classwise_target``): the original's output with the class removed (``masked_output``, the
+  default); the tapped features of random retain samples of other classes; or each sample's
+  tapped features carried from its class's centroid to the centroid of the kept class the
+  original ranks next for it, its own deviation shrunk by ``shift_keep`` (``centroid_shift``):
+  the class is then unreadable in the features (a linear probe), not only in the output.
+  When the whole request is class-wise, the forget samples the original never saw (the holdout
+  slice's images of the class) get no forget loss: they are an unseen reference, and training
+  stops at the first epoch where none of them is recognised any more and the other forget
+  samples' median loss has reached theirs (``unseen_stop``). Fitting the forget samples beyond
+  that point gives them a higher loss than unseen images of the class (the "Streisand" mark);
 - forget, sample-wise (scattered samples): a residual that makes the samples look *unseen*, not
   wrong. Per class, forget samples are ranked by the original model's margin and matched with
   the holdout sample (data the model never saw) at the same quantile of true-label confidence;
@@ -43,6 +51,7 @@ if TYPE_CHECKING:  # peft (and the transformers it imports) costs seconds: loade
 
 LORA_TYPES = (nn.Linear, nn.Conv2d)
 MIN_HOLDOUT_PER_CLASS = 20  # below this a class's holdout is too thin; use the pooled holdout
+MIN_UNSEEN_REFERENCE = 10  # fewer class-wise forget samples the original never saw: no early stop
 
 
 # Default modules per rfau architecture (as peft's target_module_mapping); every model family
@@ -74,12 +83,25 @@ class RFAUConfig(MethodConfig):
     regime: Literal["auto", "class", "sample"] = Field(
         "auto", description="auto: class-wise for samples whose whole class is forgotten, else sample-wise"
     )
-    classwise_target: Literal["masked_output", "other_class_features"] = Field(
-        "masked_output",
-        description="class-wise shift: the original's output with the forgotten classes removed, or "
-        "the tapped features of random retain samples of other classes",
+    classwise_target: Literal["masked_output", "other_class_features", "centroid_shift"] = Field(
+        "centroid_shift",
+        description="class-wise shift: the original's output with the forgotten classes removed; the "
+        "tapped features of random retain samples of other classes; or each sample's tapped features "
+        "moved from its class's centroid to that of the kept class the original ranks next for it",
     )
-    epochs: int = Field(30, ge=1, description="passes over the retain budget")
+    shift_keep: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="centroid_shift: share of a sample's deviation from its class centroid kept at "
+        "the new centroid (1: a translation; 0: every sample onto the centroid)",
+    )
+    unseen_stop: bool = Field(
+        True,
+        description="class-wise requests: hold out the forget samples the original never saw and stop "
+        f"when the others look like them (needs {MIN_UNSEEN_REFERENCE}; else every epoch runs)",
+    )
+    epochs: int = Field(30, ge=1, description="passes over the retain budget (at most)")
     retain_budget: int = Field(5000, ge=1, description="retain samples cached and visited per epoch")
     batch_size: int = Field(128, ge=1, description="retain samples per step")
     forget_batch_size: int = Field(64, ge=1, description="forget samples per step (the forget set is cycled)")
@@ -137,9 +159,12 @@ class RFAU(EpochMethod):
         nr = len(ri)
         retain = zero_residual_loss([h[:nr] for h in hs], [f[ri] for f in o.feats_r], o.scales)
         forget = torch.zeros((), device=device)
-        if bool(shift_rows.any()):  # features of random retain samples (of other classes)
-            pick = torch.randint(0, len(o.h_r), (len(fi),), generator=self.gen).to(device)
-            shifted = [f[pick] for f in o.feats_r]
+        if bool(shift_rows.any()):
+            if self.shift_to is not None:  # fixed per sample (centroid_shift)
+                shifted = [t[fi] for t in self.shift_to]
+            else:  # features of random retain samples (of other classes)
+                pick = torch.randint(0, len(o.h_r), (len(fi),), generator=self.gen).to(device)
+                shifted = [f[pick] for f in o.feats_r]
             forget = forget + feature_shift_loss(
                 [h[nr:] for h in hs], shifted, o.scales, shift_rows.to(device)
             )
@@ -168,10 +193,20 @@ class RFAU(EpochMethod):
         classwise = regime_mask(data.forget_classwise, cfg.regime)
         self.orig = cache_original(self.frozen, data, self.targets + self.taps, self.taps, cfg, self.gen)
         self.q_out = output_targets(self.frozen, data, self.orig.logits_f, classwise, cfg.classwise_target)
-        features = cfg.classwise_target == "other_class_features"
+        features = cfg.classwise_target != "masked_output"
+        self.shift_to = (
+            centroid_shift_targets(self.orig, data, classwise, cfg.shift_keep)
+            if cfg.classwise_target == "centroid_shift"
+            else None
+        )
         self.kl_rows = ~classwise if features else torch.ones_like(classwise)
         self.shift_rows = classwise if features else torch.zeros_like(classwise)
         self.hooks = Taps(self.inner, self.taps)
+        self.reference = unseen_reference(data, classwise) if cfg.unseen_stop else None
+        if self.reference is not None:  # held out of the forget loss
+            self.kl_rows &= ~self.reference
+            self.shift_rows &= ~self.reference
+        self.stop = False
         self.info.update(
             target_modules=self.targets,
             taps=self.taps,
@@ -179,9 +214,18 @@ class RFAU(EpochMethod):
             forget_samplewise=int((~classwise).sum()),
             retain_budget=len(self.orig.h_r),
             cached_prefix_stages=self.orig.cut,
+            unseen_reference=int(self.reference.sum()) if self.reference is not None else 0,
         )
         params = [p for p in work.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+
+    def start_epoch(self, epoch: int) -> None:
+        if self.reference is not None and looks_unseen(self, self.reference):
+            self.stop = True
+            self.info["stopped_after_epochs"] = epoch
+
+    def finished(self) -> bool:
+        return self.stop
 
     def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """A shuffled pass over the retain budget; each retain batch with the next forget batch
@@ -241,6 +285,35 @@ def _total(terms: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+# --- the unseen reference (class-wise early stop) ---------------------------------------------
+
+
+def unseen_reference(data: UnlearnData, classwise: torch.Tensor) -> torch.Tensor | None:
+    """The forget samples held out as the unseen reference: those the original never saw, when
+    every forget sample is forgotten class-wise and there are enough of them; else None."""
+    if data.forget_unseen is None or not bool(classwise.all()):
+        return None
+    ref = data.forget_unseen & classwise
+    return ref if int(ref.sum()) >= MIN_UNSEEN_REFERENCE else None
+
+
+def looks_unseen(method: RFAU, reference: torch.Tensor) -> bool:
+    """True when the adapted model recognises none of the reference samples any more and the
+    other forget samples' median loss has reached the reference's (they look unseen)."""
+    o, y = method.orig, method.data.y_forget
+    with torch.no_grad(), autocast(method.device):
+        logits = run_from(method.inner, o.h_f, o.cut).float().cpu()
+    return forgotten_like(logits, y, reference)
+
+
+def forgotten_like(logits: torch.Tensor, y: torch.Tensor, reference: torch.Tensor) -> bool:
+    """The stop rule on outputs: no reference row predicted as its class, and the median loss of
+    the other rows at least the reference rows' median loss."""
+    loss = F.cross_entropy(logits, y, reduction="none")
+    recognised = bool((logits[reference].argmax(1) == y[reference]).any())
+    return not recognised and bool(loss[~reference].median() >= loss[reference].median())
+
+
 # --- the forget targets ---------------------------------------------------------------------
 
 
@@ -282,6 +355,39 @@ def calibrated_targets(
     q[ar, y_f] = p_m[ar, y_m]
     q.scatter_(1, order, off_sorted)
     return q
+
+
+def centroid_shift_targets(
+    orig: OriginalFeatures, data: UnlearnData, classwise: torch.Tensor, keep: float
+) -> list[torch.Tensor]:
+    """Class-wise feature targets (``centroid_shift``), per tap: ``mu[dest] + keep * (h - mu[y])``
+    with ``h`` the sample's original features, ``mu[y]`` its forgotten class's centroid (over the
+    class-wise forget rows), ``mu[dest]`` the retain-budget centroid of the kept class with the
+    original's highest logit for the sample. Rows of sample-wise forgetting get their own
+    features (they are masked out of this loss)."""
+    rows, y_f = classwise.to(orig.feats_f[0].device), data.y_forget.to(orig.feats_f[0].device)
+    c = data.num_classes
+    present = torch.bincount(orig.y_r, minlength=c) > 0
+    ranked = orig.logits_f.clone()
+    ranked[:, ~present] = float("-inf")  # forgotten classes have no retain sample
+    ranked[:, data.y_forget[classwise].unique()] = float("-inf")
+    dest = ranked.argmax(1).to(y_f.device)
+    out = []
+    for fr, ff in zip(orig.feats_r, orig.feats_f):
+        fr, ff = fr.float(), ff.float()
+        mu = class_means(fr, orig.y_r.to(fr.device), c)
+        mu_forgotten = class_means(ff[rows], y_f[rows], c)
+        mu = torch.where(torch.isnan(mu_forgotten[:, :1]), mu, mu_forgotten)
+        moved = mu[dest] + keep * (ff - mu[y_f])
+        out.append(torch.where(rows[:, None], moved, ff))
+    return out
+
+
+def class_means(x: torch.Tensor, y: torch.Tensor, c: int) -> torch.Tensor:
+    """[c, dim] mean of the rows of each class; NaN for a class with no row."""
+    sums = torch.zeros(c, x.shape[1], device=x.device).index_add_(0, y, x)
+    counts = torch.bincount(y, minlength=c).to(x.dtype)
+    return sums / counts[:, None]  # 0 / 0 = NaN marks an absent class
 
 
 def masked_targets(logits_f: torch.Tensor, y_f: torch.Tensor, forgotten: torch.Tensor) -> torch.Tensor:
@@ -412,6 +518,8 @@ class OriginalFeatures:
     feats_r: list[torch.Tensor]  # tapped features of the retain budget
     scales: list[torch.Tensor]  # E||h_l^0||^2 per tap
     logits_f: torch.Tensor  # outputs on the forget set (float32, CPU)
+    feats_f: list[torch.Tensor]  # tapped features of the forget set
+    y_r: torch.Tensor  # labels of the retain budget (CPU)
 
 
 def cache_original(
@@ -430,9 +538,10 @@ def cache_original(
     h_r = _prefix(frozen, data.x_retain[r_idx].to(device), cut, device)
     h_f = _prefix(frozen, data.x_forget.to(device), cut, device)
     feats_r = _features(frozen, taps, h_r, cut, device)
-    logits_f = _features(frozen, taps[-1:], h_f, cut, device)[0].float().cpu()
+    feats_f = _features(frozen, taps, h_f, cut, device)
+    logits_f = feats_f[-1].float().cpu()
     scales = [f.pow(2).mean().clamp_min(1e-8) for f in feats_r]
-    return OriginalFeatures(cut, h_r, h_f, feats_r, scales, logits_f)
+    return OriginalFeatures(cut, h_r, h_f, feats_r, scales, logits_f, feats_f, data.y_retain[r_idx])
 
 
 def run_from(model: nn.Module, h: torch.Tensor, cut: int) -> torch.Tensor:
