@@ -4,6 +4,7 @@ architecture that fit the architecture, and small functions."""
 from __future__ import annotations
 
 import ast
+import warnings
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,11 @@ def test_rfau_config_cross_field_checks():
         RFAUConfig(forget_weight=0)
     with pytest.warns(UserWarning, match="no effect"):
         RFAUConfig(regime="sample", classwise_target="other_class_features")
+    with pytest.warns(UserWarning, match="shift_keep has no effect"):
+        RFAUConfig(classwise_target="masked_output", shift_keep=0.2)
+    with warnings.catch_warnings():  # the defaults themselves warn about nothing
+        warnings.simplefilter("error")
+        RFAUConfig(regime="sample")
     with pytest.warns(UserWarning, match="msteps=5 > epochs=3"):
         ScrubConfig(msteps=5, epochs=3)
 

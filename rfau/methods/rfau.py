@@ -6,8 +6,8 @@ tapped feature, ``h_l(x) = h_l^0(x) + r_l(x)``. Training asks for:
 - retain: a *zero residual*, ``sum_l ||h_l(x_r) - h_l^0(x_r)||^2 / E||h_l^0||^2`` on a cached
   budget of retain samples (original features computed once);
 - forget, class-wise (the sample's whole class goes), one of three targets
-  (``classwise_target``): the original's output with the class removed (``masked_output``, the
-  default); the tapped features of random retain samples of other classes; or each sample's
+  (``classwise_target``): the original's output with the class removed (``masked_output``); the
+  tapped features of random retain samples of other classes; or, the default, each sample's
   tapped features carried from its class's centroid to the centroid of the kept class the
   original ranks next for it, its own deviation shrunk by ``shift_keep`` (``centroid_shift``):
   the class is then unreadable in the features (a linear probe), not only in the output.
@@ -126,8 +126,12 @@ class RFAUConfig(MethodConfig):
             warnings.warn(
                 "rfau: forget_weight=0 trains a zero residual only; nothing is forgotten", stacklevel=2
             )
-        if self.regime == "sample" and self.classwise_target != "masked_output":
+        if self.regime == "sample" and "classwise_target" in self.model_fields_set:
             warnings.warn("rfau: classwise_target has no effect with regime='sample'", stacklevel=2)
+        if "shift_keep" in self.model_fields_set and self.classwise_target != "centroid_shift":
+            warnings.warn(
+                "rfau: shift_keep has no effect unless classwise_target='centroid_shift'", stacklevel=2
+            )
         return self
 
 
@@ -145,8 +149,10 @@ class RFAU(EpochMethod):
         adapted model together; the tapped features give
 
             retain  = zero_residual_loss (adapted features equal the original's on retain data)
-            forget  = feature_shift_loss  on class-wise rows (classwise_target other_class_features)
+            forget  = feature_shift_loss  on class-wise rows (feature targets: centroid_shift,
+                                          other_class_features)
                     + output_kl_loss      on the other rows (calibrated or class-masked targets)
+                    (rows of the unseen reference, if any, in neither)
             loss    = retain + forget_weight * forget
         """
         ri, fi_cpu = batch
