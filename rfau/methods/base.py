@@ -42,12 +42,9 @@ class UnlearnData:
             "forget": (self.x_forget, self.y_forget),
             "holdout": (self.x_holdout, self.y_holdout),
             "forget_classwise": (self.forget_classwise, self.y_forget),
-            **(
-                {"forget_unseen": (self.forget_unseen, self.y_forget)}
-                if self.forget_unseen is not None
-                else {}
-            ),
         }
+        if self.forget_unseen is not None:
+            pairs["forget_unseen"] = (self.forget_unseen, self.y_forget)
         for name, (a, b) in pairs.items():
             if len(a) != len(b):
                 raise ModelError(f"unlearn data: {name} has {len(a)} entries but {len(b)} labels")

@@ -299,7 +299,7 @@ def unseen_reference(data: UnlearnData, classwise: torch.Tensor) -> torch.Tensor
     every forget sample is forgotten class-wise and there are enough of them; else None."""
     if data.forget_unseen is None or not bool(classwise.all()):
         return None
-    ref = data.forget_unseen & classwise
+    ref = data.forget_unseen  # every row is class-wise here
     return ref if int(ref.sum()) >= MIN_UNSEEN_REFERENCE else None
 
 
