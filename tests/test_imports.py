@@ -63,13 +63,15 @@ def test_no_import_cycle():
 
 def test_the_stages_that_do_not_evaluate_load_no_scikit_learn():
     """Every pipeline task, `rfau batch` and `rfau pipeline run` process imports rfau.batch and
-    rfau.stages; scikit-learn (2-3 s at start) is only for the evaluation's metrics, which import
-    it themselves (the test suite starts dozens of such processes)."""
+    rfau.stages, and most load the digits; scikit-learn (2-3 s at start) is only for the
+    evaluation's metrics, which import it themselves (the test suite starts dozens of such
+    processes)."""
     import subprocess
     import sys
 
     code = (
         "import sys, rfau.batch, rfau.stages, rfau.job, rfau.pipelines.run, rfau.tracking.registry; "
+        "from rfau.data import load_dataset; load_dataset('digits'); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -239,17 +239,30 @@ def _default_cache() -> Path:
     return Path(os.environ.get("RFAU_CACHE_DIR", Path.home() / ".cache" / "rfau"))
 
 
-def _load_digits() -> ImageDataset:
-    from sklearn.datasets import load_digits
+def _digits_csv() -> Path:
+    """scikit-learn's copy of the UCI digits (``sklearn/datasets/data/digits.csv.gz``), found without
+    importing scikit-learn: ``sklearn.datasets`` pulls in scipy and pandas (about 2 s), paid by every
+    pipeline task and CLI process that loads the demo data but never evaluates."""
+    import importlib.util
 
-    bunch = load_digits()
-    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(next(iter(spec.submodule_search_locations or []), "")) if spec else Path()
+    path = path / "datasets" / "data" / "digits.csv.gz"
+    if not path.is_file():
+        raise DatasetError(f"the digits data is missing: {path} (is scikit-learn installed?)")
+    return path
+
+
+def _load_digits() -> ImageDataset:
+    # the layout sklearn.datasets.load_digits reads: 64 pixel values (0..16) and the label per row
+    data = np.loadtxt(_digits_csv(), delimiter=",")
+    images = np.rint(data[:, :-1].reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)  # -> 0..255
     n = len(images)
     return ImageDataset(
         name="digits",
         ids=tuple(f"digits/{i}" for i in range(n)),
         x=torch.from_numpy(images).unsqueeze(1).contiguous(),
-        y=torch.from_numpy(bunch.target.astype(np.int64)),
+        y=torch.from_numpy(data[:, -1].astype(np.int64)),
         is_test=torch.tensor([i % 5 == 0 for i in range(n)]),
         classes=tuple(str(c) for c in range(10)),
         kind="digits",
