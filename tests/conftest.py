@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -94,46 +95,91 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    """moto's standalone S3-compatible server on a free loopback port, with a bucket."""
+def _shared_dir(tmp_path_factory) -> Path:
+    """A folder shared by the xdist workers of this test session (their base temps' parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+SERVICES = "services"  # <shared dir>/services/<name>.json: a running service's address and pid
+
+
+def _shared_service(tmp_path_factory, name: str, start) -> dict:
+    """A server shared by every worker of the test session (one MLflow server, not one a worker:
+    each costs about 20 s of CPU to start). The first worker to ask runs ``start(folder)``, which
+    starts it in a process group of its own (so that it outlives that worker) and returns its
+    address and ``pid``; the controller stops it when the session ends (pytest_sessionfinish)."""
+    folder = _shared_dir(tmp_path_factory) / SERVICES
+    folder.mkdir(exist_ok=True)
+    info = folder / f"{name}.json"
+    with FileLock(str(info) + ".lock"):
+        if not info.is_file():
+            data = start(folder / name)
+            info.write_text(json.dumps(data))
+    return json.loads(info.read_text())
+
+
+def pytest_sessionfinish(session):
+    """Stop the shared servers (in the controller, or the only process without xdist)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    folder = session.config._tmp_path_factory.getbasetemp() / SERVICES
+    for info in folder.glob("*.json"):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(json.loads(info.read_text())["pid"], signal.SIGTERM)
+
+
+def _start_service(args: list[str], root: Path, env: dict, ready_url: str) -> int:
+    """``args`` as a server in a process group of its own, logging to ``root/server.log``;
+    returns its pid once ``ready_url`` answers."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "server.log", "w") as log:
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True
+        )
+    _wait_http(ready_url, proc, timeout=120)
+    return proc.pid
+
+
+def _s3_client(endpoint: str):
     import boto3
 
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **S3_ENV},
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    _wait_http(endpoint, proc)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        **{k.lower(): v for k, v in S3_ENV.items() if k != "AWS_DEFAULT_REGION"},
-        region_name="us-east-1",
-    )
-    s3.create_bucket(Bucket="rfau-artifacts")
-    yield {"endpoint": endpoint, "bucket": "rfau-artifacts", "client": s3}
-    _stop(proc)
+    keys = {k.lower(): v for k, v in S3_ENV.items() if k != "AWS_DEFAULT_REGION"}
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto's standalone S3-compatible server on a free loopback port, with a bucket; one for the
+    whole session."""
+
+    def start(root: Path) -> dict:
+        port = free_port()
+        endpoint = f"http://127.0.0.1:{port}"
+        args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        pid = _start_service(args, root, {**os.environ, **S3_ENV}, endpoint)
+        _s3_client(endpoint).create_bucket(Bucket="rfau-artifacts")
+        return {"endpoint": endpoint, "bucket": "rfau-artifacts", "pid": pid}
+
+    server = _shared_service(tmp_path_factory, "moto", start)
+    return {**server, "client": _s3_client(server["endpoint"])}
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory, s3_server):
-    """A real `mlflow server` (sqlite backend) proxying artifacts to the S3 bucket."""
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    env = {
-        **os.environ,
-        **S3_ENV,
-        "MLFLOW_S3_ENDPOINT_URL": s3_server["endpoint"],
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-    }
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [
+    """A real `mlflow server` (sqlite backend) proxying artifacts to the S3 bucket; one for the
+    whole session (tests keep to model names of their own)."""
+
+    def start(root: Path) -> dict:
+        port = free_port()
+        env = {
+            **os.environ,
+            **S3_ENV,
+            "MLFLOW_S3_ENDPOINT_URL": s3_server["endpoint"],
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        }
+        url = f"http://127.0.0.1:{port}"
+        args = [
             str(BIN / "mlflow"),
             "server",
             "--host",
@@ -147,16 +193,10 @@ def mlflow_server(tmp_path_factory, s3_server):
             "--artifacts-destination",
             f"s3://{s3_server['bucket']}/mlartifacts",
             "--serve-artifacts",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=root,
-    )
-    url = f"http://127.0.0.1:{port}"
-    _wait_http(url + "/health", proc, timeout=120)
-    yield {"url": url, "root": root}
-    _stop(proc)
+        ]
+        return {"url": url, "root": str(root), "pid": _start_service(args, root, env, url + "/health")}
+
+    return _shared_service(tmp_path_factory, "mlflow", start)
 
 
 @pytest.fixture(scope="session")
@@ -191,12 +231,6 @@ def run_rfau(
         timeout=timeout,
         env=subprocess_env(**env),
     )
-
-
-def _shared_dir(tmp_path_factory) -> Path:
-    """A folder shared by the xdist workers of this test session (their base temps' parent)."""
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(scope="session")
