@@ -29,24 +29,24 @@ S3_ENV = {
 }
 
 
-# Test time per file measured on the 2-core machine (2026-11-28, `pytest --durations=0`), the
-# files over 20 s; any other file counts 1 s, or 20 s when it holds an ``e2e`` test.
+# Test time per file measured on the 2-core machine (2026-11-29, `pytest --durations=0`), the
+# files over 15 s; any other file counts 1 s, or 20 s when it holds an ``e2e`` test.
 FILE_SECONDS = {
-    "test_secrets.py": 99,
-    "test_pipeline_local.py": 98,
-    "test_faults.py": 95,
-    "test_registry.py": 86,
-    "test_dvc.py": 83,
+    "test_secrets.py": 102,
+    "test_faults.py": 83,
+    "test_pipeline_local.py": 72,
+    "test_registry.py": 65,
+    "test_rfau.py": 61,
     "test_concurrency.py": 60,
-    "test_rfau.py": 56,
-    "test_pipeline_failure.py": 41,
-    "test_run_job.py": 34,
-    "test_bench.py": 33,
-    "test_bad_inputs.py": 32,
-    "test_request_store.py": 32,
-    "test_batches.py": 30,
-    "test_cli_ops.py": 26,
-    "test_bench_cifar10.py": 23,
+    "test_dvc.py": 55,
+    "test_run_job.py": 41,
+    "test_bench.py": 36,
+    "test_request_store.py": 34,
+    "test_pipeline_failure.py": 28,
+    "test_cli_ops.py": 22,
+    "test_batches.py": 18,
+    "test_infra.py": 16,
+    "test_bench_cifar10.py": 16,
 }
 
 
