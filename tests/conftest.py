@@ -137,7 +137,12 @@ def _start_service(args: list[str], root: Path, env: dict, ready_url: str) -> in
         proc = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True
         )
-    _wait_http(ready_url, proc, timeout=120)
+    try:
+        _wait_http(ready_url, proc, timeout=120)
+    except BaseException:  # not recorded, so nobody else would stop it
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        raise
     return proc.pid
 
 

@@ -246,10 +246,11 @@ def _digits_csv() -> Path:
     import importlib.util
 
     spec = importlib.util.find_spec("sklearn")
-    path = Path(next(iter(spec.submodule_search_locations or []), "")) if spec else Path()
-    path = path / "datasets" / "data" / "digits.csv.gz"
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError("the digits data ships with scikit-learn, which is not installed")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
     if not path.is_file():
-        raise DatasetError(f"the digits data is missing: {path} (is scikit-learn installed?)")
+        raise DatasetError(f"the digits data is missing from scikit-learn's install: {path}")
     return path
 
 
