@@ -212,7 +212,6 @@ class RFAU(EpochMethod):
         if self.reference is not None:  # held out of the forget loss
             self.kl_rows &= ~self.reference
             self.shift_rows &= ~self.reference
-        self.stop = False
         self.info.update(
             target_modules=self.targets,
             taps=self.taps,
@@ -225,13 +224,11 @@ class RFAU(EpochMethod):
         params = [p for p in work.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
 
-    def start_epoch(self, epoch: int) -> None:
-        if self.reference is not None and looks_unseen(self, self.reference):
-            self.stop = True
-            self.info["stopped_after_epochs"] = epoch
-
-    def finished(self) -> bool:
-        return self.stop
+    def finished(self, epoch: int) -> bool:
+        if self.reference is None or not looks_unseen(self, self.reference):
+            return False
+        self.info["stopped_after_epochs"] = epoch
+        return True
 
     def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """A shuffled pass over the retain budget; each retain batch with the next forget batch

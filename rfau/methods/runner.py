@@ -112,8 +112,8 @@ class EpochMethod(UnlearnMethod):
     def start_epoch(self, epoch: int) -> None:
         """Per-epoch changes before the first batch (e.g. a learning-rate step)."""
 
-    def finished(self) -> bool:
-        """True to stop before the next epoch (checked after ``start_epoch``)."""
+    def finished(self, epoch: int) -> bool:
+        """True to stop before running epoch ``epoch`` (checked after ``start_epoch``)."""
         return False
 
     def batches(self, epoch: int) -> Iterator[Any]:
@@ -184,7 +184,7 @@ def epoch_loop(method: EpochMethod, work: nn.Module) -> list[dict[str, float]]:
         for epoch in range(method.epochs):
             work.train(method.train_mode)
             method.start_epoch(epoch)
-            if method.finished():
+            if method.finished(epoch):
                 break
             row = run_epoch(method, opt, epoch)
             check_finite(method.desc, epoch, **row)
