@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from rfau.metrics import accuracy, avg_gap
 from rfau.metrics.distance import activation_distance, js_divergence, loss_threshold_mia
+from rfau.metrics.efficiency import measure
 from rfau.metrics.mia import mia_efficacy
 
 
@@ -80,3 +82,16 @@ def test_loss_threshold_attack_separates_members_from_unseen():
 def test_accuracy():
     logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [5.0, 1.0]])
     assert accuracy(logits, torch.tensor([0, 1, 1])) == pytest.approx(100 * 2 / 3)
+
+
+def test_measure_counts_the_memory_a_step_needed_not_what_the_process_held_before():
+    held = torch.ones(64 * 2**18)  # 64 MB held before the step: not its cost
+    with measure(interval=0.005) as cost:
+        work = torch.ones(128 * 2**18)  # 128 MB allocated and written inside the step
+        time.sleep(0.1)  # several samples while it is held
+        del work
+    assert 100 <= cost["rss_increase_mb"] < 128 + 32, cost
+    assert cost["peak_rss_mb"] >= cost["rss_increase_mb"] + held.numel() * 4 / 2**20 * 0.9
+    assert cost["seconds"] >= 0.1
+    if not torch.cuda.is_available():
+        assert cost["peak_cuda_mb"] is None and cost["cuda_increase_mb"] is None
