@@ -12,6 +12,7 @@ from rfau.methods.base import UnlearnData
 from rfau.methods.rfau import (
     MIN_HOLDOUT_PER_CLASS,
     OriginalFeatures,
+    anchor_weights,
     calibrated_targets,
     centroid_shift_targets,
     feature_shift_loss,
@@ -119,10 +120,10 @@ def _memorised_and_holdout(n_per_class: int, c: int, seed: int = 0):
     return logits_f, y_f, logits_h, y_h
 
 
-def test_calibrated_target_error_rate_per_class_equals_the_holdouts():
+def test_calibrated_target_error_rate_per_class_equals_the_class_holdouts_without_pooling():
     c, n = 4, MIN_HOLDOUT_PER_CLASS + 10
     logits_f, y_f, logits_h, y_h = _memorised_and_holdout(n, c)
-    q = calibrated_targets(logits_f, y_f, logits_h, y_h)
+    q = calibrated_targets(logits_f, y_f, logits_h, y_h, pool=0.0)
     torch.testing.assert_close(q.sum(1), torch.ones(len(y_f)))
     wrong_q = q.argmax(1) != y_f
     wrong_h = logits_h.argmax(1) != y_h
@@ -137,7 +138,7 @@ def test_calibrated_target_error_rate_per_class_equals_the_holdouts():
 def test_calibrated_target_confidences_follow_the_holdout_quantiles_per_class_and_keep_the_rank():
     c, n = 3, MIN_HOLDOUT_PER_CLASS + 5
     logits_f, y_f, logits_h, y_h = _memorised_and_holdout(n, c, seed=1)
-    q = calibrated_targets(logits_f, y_f, logits_h, y_h)
+    q = calibrated_targets(logits_f, y_f, logits_h, y_h, pool=0.0)
     conf_t = q[torch.arange(len(y_f)), y_f]
     p_h = logits_h.softmax(1)
     conf_h = p_h[torch.arange(len(y_h)), y_h]
@@ -162,15 +163,67 @@ def test_calibrated_target_places_off_class_mass_in_the_originals_order():
         assert torch.all(q[i, by_original].diff() <= 0)
 
 
+def test_pooled_calibration_gives_every_class_the_whole_holdouts_quantiles():
+    """pool=1 (the default): a class's targets follow the whole holdout, not its own small slice
+    (measured on Fashion-MNIST: a 34-image class slice with 23.5% error, the class's test error
+    17%, retrain's error on the forgotten sub-population 11%)."""
+    c, n = 4, MIN_HOLDOUT_PER_CLASS + 10
+    logits_f, y_f, logits_h, y_h = _memorised_and_holdout(n, c)
+    q = calibrated_targets(logits_f, y_f, logits_h, y_h)  # the default: pool=1
+    conf_t = q[torch.arange(len(y_f)), y_f]
+    p_h = logits_h.softmax(1)
+    pooled = p_h[torch.arange(len(y_h)), y_h].sort().values
+    picks = ((torch.arange(n) + 0.5) / n * len(y_h) - 1).ceil().long()  # the pool's u-quantiles
+    for k in range(c):
+        torch.testing.assert_close(conf_t[y_f == k].sort().values, pooled[picks])
+    wrong_q = q.argmax(1) != y_f
+    rates = {round(float(wrong_q[y_f == k].float().mean()), 6) for k in range(c)}
+    assert len(rates) == 1  # every class the pooled error rate: no class slice's own noise
+
+
+def test_partial_pooling_lies_between_the_class_slice_and_the_whole_holdout():
+    """A mixture's quantiles lie between its parts': with pool=0.5 each class's mean target
+    confidence is between the class-slice one (pool=0) and the whole-holdout one (pool=1)."""
+    c, n = 4, MIN_HOLDOUT_PER_CLASS + 40
+    logits_f, y_f, logits_h, y_h = _memorised_and_holdout(n, c, seed=4)
+    conf = {}
+    for pool in (0.0, 0.5, 1.0):
+        q = calibrated_targets(logits_f, y_f, logits_h, y_h, pool=pool)
+        torch.testing.assert_close(q.sum(1), torch.ones(len(y_f)))
+        conf[pool] = q[torch.arange(len(y_f)), y_f]
+    for k in range(c):
+        lo, hi = sorted(float(conf[p][y_f == k].mean()) for p in (0.0, 1.0))
+        assert lo < hi  # the class slice differs from the whole holdout
+        assert lo - 1e-3 <= float(conf[0.5][y_f == k].mean()) <= hi + 1e-3
+
+
 def test_a_thin_class_holdout_falls_back_to_the_pooled_holdout():
     logits_f, y_f, logits_h, y_h = _memorised_and_holdout(MIN_HOLDOUT_PER_CLASS, 2, seed=3)
     thin = torch.cat([(y_h == 0).nonzero().squeeze(1), (y_h == 1).nonzero().squeeze(1)[:3]])
-    q = calibrated_targets(logits_f, y_f, logits_h[thin], y_h[thin])
+    q = calibrated_targets(logits_f, y_f, logits_h[thin], y_h[thin], pool=0.0)
     p_h = logits_h[thin].softmax(1)
     pooled_conf = p_h[torch.arange(len(thin)), y_h[thin]]
     conf_1 = q[y_f == 1, 1]
     assert float(conf_1.min()) >= float(pooled_conf.min()) - 1e-6  # drawn from the pooled holdout
     assert len(set(conf_1.tolist()) - set(p_h[y_h[thin] == 1, 1].tolist())) > 0
+
+
+# --- retain sampling weights (class_anchor) ---------------------------------------------------
+
+
+def test_anchor_weights_favour_the_kept_samples_of_a_forget_sub_populations_class():
+    y_r = torch.arange(4).repeat_interleave(5)  # 4 classes, 5 kept samples each
+    w = anchor_weights(y_r, torch.full((8,), 2), c=4, anchor=0.5)  # a sub-population of class 2
+    assert w is not None
+    assert w[y_r == 2].tolist() == [0.5 + 0.5 * 4] * 5 and w[y_r != 2].tolist() == [0.5] * 15
+    assert float(w[y_r == 2].sum() / w.sum()) == 0.625  # 25% of the draws before, now 62.5%
+
+
+def test_anchor_weights_leave_a_spread_forget_set_or_no_anchor_to_a_plain_shuffle():
+    y_r = torch.arange(4).repeat_interleave(5)
+    assert anchor_weights(y_r, torch.arange(4).repeat(3), c=4, anchor=0.5) is None  # even spread
+    assert anchor_weights(y_r, torch.full((8,), 2), c=4, anchor=0.0) is None
+    assert anchor_weights(y_r[:0], torch.full((8,), 2), c=4, anchor=0.5) is None  # nothing kept
 
 
 # --- which rows get which target ---------------------------------------------------------------

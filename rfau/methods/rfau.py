@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # peft (and the transformers it imports) costs seconds: loade
     from peft import LoraConfig
 
 LORA_TYPES = (nn.Linear, nn.Conv2d)
-MIN_HOLDOUT_PER_CLASS = 20  # below this a class's holdout is too thin; use the pooled holdout
+MIN_HOLDOUT_PER_CLASS = 20  # below this a class's holdout is too thin; use the whole holdout
 MIN_UNSEEN_REFERENCE = 10  # fewer class-wise forget samples the original never saw: no early stop
 
 
@@ -107,6 +107,21 @@ class RFAUConfig(MethodConfig):
     forget_batch_size: int = Field(64, ge=1, description="forget samples per step (the forget set is cycled)")
     lr: float = Field(3e-3, gt=0, description="AdamW learning rate of the adapters")
     forget_weight: float = Field(1.0, ge=0, description="weight of the forget loss against the retain loss")
+    class_anchor: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="share of the retain batches' sampling weight moved onto the classes of the forget "
+        "samples, in proportion to each class's share of the forget set (0: uniform); holds those "
+        "classes' kept samples in place against collateral damage",
+    )
+    calibration_pool: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="sample-wise targets: share of the whole holdout in each class's unseen reference "
+        "(0: the class's own holdout slice only, small and noisy; 1: the whole holdout)",
+    )
 
     @field_validator("target_modules", "taps", mode="before")
     @classmethod
@@ -198,7 +213,9 @@ class RFAU(EpochMethod):
         self.inner = inner
         classwise = regime_mask(data.forget_classwise, cfg.regime)
         self.orig = cache_original(self.frozen, data, self.targets + self.taps, self.taps, cfg, self.gen)
-        self.q_out = output_targets(self.frozen, data, self.orig.logits_f, classwise, cfg.classwise_target)
+        self.q_out = output_targets(
+            self.frozen, data, self.orig.logits_f, classwise, cfg.classwise_target, cfg.calibration_pool
+        )
         features = cfg.classwise_target != "masked_output"
         self.shift_to = (
             centroid_shift_targets(self.orig, data, classwise, cfg.shift_keep)
@@ -221,6 +238,7 @@ class RFAU(EpochMethod):
             cached_prefix_stages=self.orig.cut,
             unseen_reference=int(self.reference.sum()) if self.reference is not None else 0,
         )
+        self.retain_weights = anchor_weights(self.orig.y_r, data.y_forget, data.num_classes, cfg.class_anchor)
         params = [p for p in work.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
 
@@ -231,12 +249,18 @@ class RFAU(EpochMethod):
         return True
 
     def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """A shuffled pass over the retain budget; each retain batch with the next forget batch
-        (the forget set is cycled; its indices stay on the CPU)."""
+        """A shuffled pass over the retain budget (drawn with ``class_anchor``'s weights where
+        they are not uniform); each retain batch with the next forget batch (the forget set is
+        cycled; its indices stay on the CPU)."""
         budget, n_f = len(self.orig.h_r), len(self.orig.h_f)
         # a forget set smaller than a forget batch is visited once per step, not repeated to fill it
         bs, fbs = self.cfg.batch_size, min(self.cfg.forget_batch_size, n_f)
-        perm = torch.randperm(budget, generator=self.gen).to(self.device)
+        w = self.retain_weights
+        if w is None:
+            perm = torch.randperm(budget, generator=self.gen)
+        else:
+            perm = torch.multinomial(w, budget, replacement=True, generator=self.gen)
+        perm = perm.to(self.device)
         fperm = torch.randperm(n_f, generator=self.gen)
         for s, ri in enumerate(even_batches(perm, bs)):
             yield ri, fperm[(torch.arange(fbs) + s * fbs) % n_f]
@@ -288,6 +312,16 @@ def _total(terms: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+def anchor_weights(y_r: torch.Tensor, y_f: torch.Tensor, c: int, anchor: float) -> torch.Tensor | None:
+    """Sampling weights of the retain budget: ``(1 - anchor) + anchor * c * share_f(class)``,
+    with ``share_f`` the class's share of the forget set (a random forget set gives about 1
+    everywhere; one class's sub-population gives that class's kept samples weight up to
+    ``1 + anchor * (c - 1)``); None when they are uniform (a plain shuffle)."""
+    share = torch.bincount(y_f, minlength=c).float() / max(len(y_f), 1)
+    w = (1 - anchor) + anchor * c * share[y_r.cpu()]
+    return None if len(w) == 0 or bool((w == w[0]).all()) else w
+
+
 # --- the unseen reference (class-wise early stop) ---------------------------------------------
 
 
@@ -321,16 +355,25 @@ def forgotten_like(logits: torch.Tensor, y: torch.Tensor, reference: torch.Tenso
 
 
 def calibrated_targets(
-    logits_f: torch.Tensor, y_f: torch.Tensor, logits_h: torch.Tensor, y_h: torch.Tensor
+    logits_f: torch.Tensor,
+    y_f: torch.Tensor,
+    logits_h: torch.Tensor,
+    y_h: torch.Tensor,
+    pool: float = 1.0,
 ) -> torch.Tensor:
     """Target output distributions that make forget samples look like unseen (holdout) data.
 
-    Per class, the forget sample at rank u (by the original's margin) is matched with the holdout
-    sample at the same quantile u (by true-label confidence). The target takes that holdout
-    sample's whole output profile: its true-label confidence, and its off-class probabilities in
-    descending order, placed on the forget sample's own off-classes in the original's order.
-    Confidence, entropy and correctness (so the error rate) follow the unseen data.
+    Per class, the forget sample at rank u (by the original's margin) is matched with the
+    holdout sample at quantile u (by true-label confidence) of that class's unseen reference:
+    the class's own holdout samples with weight ``1 - pool`` mixed with the whole holdout with
+    weight ``pool`` (the whole holdout alone for a class with fewer than
+    ``MIN_HOLDOUT_PER_CLASS`` holdout samples). The target takes the matched sample's whole
+    output profile: its true-label confidence, and its off-class probabilities in descending
+    order, placed on the forget sample's own off-classes in the original's order. Confidence,
+    entropy and correctness (so the error rate) follow the unseen data.
     """
+    if len(y_h) == 0:
+        raise ModelError("sample-wise forgetting needs holdout data (holdout_fraction > 0)")
     n, c = logits_f.shape
     ar = torch.arange(n)
     p_h = logits_h.softmax(1)
@@ -338,17 +381,17 @@ def calibrated_targets(
     off = logits_f.clone()
     off[ar, y_f] = float("-inf")
     margin = logits_f[ar, y_f] - off.logsumexp(1)  # no saturation, unlike confidence
+    by_conf = conf_h.argsort()
     matched = torch.empty(n, dtype=torch.long)
     for k in y_f.unique():
         idx = (y_f == k).nonzero().squeeze(1)
-        ref = (y_h == k).nonzero().squeeze(1)
-        if len(ref) < MIN_HOLDOUT_PER_CLASS:
-            ref = torch.arange(len(y_h))
-        if len(ref) == 0:
-            raise ModelError("sample-wise forgetting needs holdout data (holdout_fraction > 0)")
-        ref = ref[conf_h[ref].argsort()]
-        u = (margin[idx].argsort().argsort().float() + 0.5) / len(idx)
-        matched[idx] = ref[(u * len(ref)).long().clamp_max(len(ref) - 1)]
+        own = (y_h == k).float()
+        share = pool if own.sum() >= MIN_HOLDOUT_PER_CLASS else 1.0
+        weight = share / len(y_h) + (1 - share) * own / own.sum().clamp_min(1)
+        ref = by_conf[weight[by_conf] > 0]  # the reference's samples, least confident first
+        cdf = weight[ref].double().cumsum(0) / weight[ref].double().sum()
+        u = (margin[idx].argsort().argsort().double() + 0.5) / len(idx)
+        matched[idx] = ref[torch.searchsorted(cdf, u).clamp_max(len(ref) - 1)]  # its u-quantile
     p_m, y_m = p_h[matched], y_h[matched]
     p_off = p_m.clone()
     p_off[ar, y_m] = -1.0
@@ -408,6 +451,7 @@ def output_targets(
     logits_f: torch.Tensor,
     classwise: torch.Tensor,
     classwise_target: str,
+    pool: float = 1.0,
 ) -> torch.Tensor:
     """Target output distribution of the forget samples (``logits_f``: the original's outputs);
     rows of samples that get no output-level shift stay zero and are masked out of the loss."""
@@ -417,7 +461,7 @@ def output_targets(
     cw = classwise.nonzero().squeeze(1)
     if len(sw):
         logits_h = predict_logits(frozen, data.x_holdout)
-        q[sw] = calibrated_targets(logits_f[sw], data.y_forget[sw], logits_h, data.y_holdout)
+        q[sw] = calibrated_targets(logits_f[sw], data.y_forget[sw], logits_h, data.y_holdout, pool)
     if len(cw) and classwise_target == "masked_output":
         forgotten = data.y_forget[data.forget_classwise].unique()  # whole classes the request names
         if len(forgotten) >= c:
