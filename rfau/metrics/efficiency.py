@@ -1,6 +1,5 @@
-"""Cost of a step: wall seconds, peak CPU RSS (sampled) and peak CUDA memory, each also as the
-increase over the level when the step began: the memory the step itself needed, apart from what
-the process already held (libraries, data, earlier steps' models)."""
+"""Cost of a step: wall seconds, peak CPU RSS (sampled) and peak CUDA memory, the latter also as
+its rise over the memory allocated when the step began (what the step itself needed)."""
 
 from __future__ import annotations
 
@@ -15,12 +14,11 @@ import torch
 
 @contextmanager
 def measure(interval: float = 0.02) -> Iterator[dict]:
-    """Yield a dict filled on exit with seconds, peak_rss_mb, rss_increase_mb (peak minus the RSS
-    at entry), and peak_cuda_mb, cuda_increase_mb (max allocated, and its rise over the memory
-    allocated at entry; None on CPU)."""
+    """Yield a dict filled on exit with seconds, peak_rss_mb (the whole process's), and
+    peak_cuda_mb, cuda_increase_mb (max allocated, and its rise over the memory allocated at
+    entry; None on CPU)."""
     proc = psutil.Process()
-    start_rss = proc.memory_info().rss
-    peak = [start_rss]
+    peak = [proc.memory_info().rss]
     stop = threading.Event()
 
     def sample() -> None:
@@ -44,9 +42,7 @@ def measure(interval: float = 0.02) -> Iterator[dict]:
         out["seconds"] = time.perf_counter() - start
         stop.set()
         t.join()
-        peak_rss = max(peak[0], proc.memory_info().rss)
-        out["peak_rss_mb"] = peak_rss / 2**20
-        out["rss_increase_mb"] = (peak_rss - start_rss) / 2**20
+        out["peak_rss_mb"] = max(peak[0], proc.memory_info().rss) / 2**20
         peak_cuda = torch.cuda.max_memory_allocated() if cuda else None
         out["peak_cuda_mb"] = peak_cuda / 2**20 if peak_cuda is not None else None
         out["cuda_increase_mb"] = (peak_cuda - start_cuda) / 2**20 if peak_cuda is not None else None
