@@ -363,7 +363,7 @@ def run_bench(
                     "total_params": info.total_params,
                     "peak_rss_mb": cost["peak_rss_mb"],
                     "peak_cuda_mb": cost["peak_cuda_mb"],
-                    "cuda_rise_mb": cost.get("cuda_increase_mb"),
+                    "cuda_rise_mb": cost.get("cuda_rise_mb"),
                     "samples_per_s": (len(split.retain) + len(split.forget)) / max(info.seconds, 1e-9)
                     if method != "original"
                     else None,
@@ -478,7 +478,7 @@ TABLE_COLUMNS = (
 # on CUDA: what the stage itself needed (the rise of max allocated memory over its start, the
 # method's libraries loaded first). On the CPU no such column: in one process the RSS rise mostly
 # measures what the allocator kept from earlier methods (measured on Fashion-MNIST: retrain 1 MB
-# after finetune had run, 186 MB in a fresh process), so it is not reported.
+# after finetune and RFAU had run in the same process, 186 MB in a fresh one), so it is not reported.
 CUDA_COLUMN = ("CUDA MB", "cuda_rise_mb", 0)
 
 

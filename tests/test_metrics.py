@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 
+import psutil
 import pytest
 import torch
 from hypothesis import given, settings
@@ -85,19 +86,12 @@ def test_accuracy():
 
 
 def test_measure_samples_the_peak_of_memory_held_only_inside_the_step():
-    held = torch.ones(64 * 2**18)  # 64 MB held before and during the step
-    before = measure_now()
+    before = psutil.Process().memory_info().rss / 2**20
     with measure(interval=0.005) as cost:
         work = torch.ones(128 * 2**18)  # 128 MB allocated and written inside the step
         time.sleep(0.1)  # several samples while it is held
         del work
     assert cost["peak_rss_mb"] >= before + 100, cost  # the transient 128 MB was seen
-    assert cost["seconds"] >= 0.1 and held.numel() > 0
+    assert cost["seconds"] >= 0.1
     if not torch.cuda.is_available():
-        assert cost["peak_cuda_mb"] is None and cost["cuda_increase_mb"] is None
-
-
-def measure_now() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
+        assert cost["peak_cuda_mb"] is None and cost["cuda_rise_mb"] is None

@@ -15,7 +15,7 @@ import torch
 @contextmanager
 def measure(interval: float = 0.02) -> Iterator[dict]:
     """Yield a dict filled on exit with seconds, peak_rss_mb (the whole process's), and
-    peak_cuda_mb, cuda_increase_mb (max allocated, and its rise over the memory allocated at
+    peak_cuda_mb, cuda_rise_mb (max allocated, and its rise over the memory allocated at
     entry; None on CPU)."""
     proc = psutil.Process()
     peak = [proc.memory_info().rss]
@@ -45,4 +45,4 @@ def measure(interval: float = 0.02) -> Iterator[dict]:
         out["peak_rss_mb"] = max(peak[0], proc.memory_info().rss) / 2**20
         peak_cuda = torch.cuda.max_memory_allocated() if cuda else None
         out["peak_cuda_mb"] = peak_cuda / 2**20 if peak_cuda is not None else None
-        out["cuda_increase_mb"] = (peak_cuda - start_cuda) / 2**20 if peak_cuda is not None else None
+        out["cuda_rise_mb"] = (peak_cuda - start_cuda) / 2**20 if peak_cuda is not None else None
