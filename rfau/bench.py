@@ -335,9 +335,14 @@ def run_bench(
                 mdir = sdir / method
                 if reuse and runs_as in ("original", "retrain") and (mdir / "unlearn.json").exists():
                     info = UnlearnInfo.read(mdir / "unlearn.json")  # an earlier run's reference model
-                    cost = {"seconds": info.seconds, "peak_rss_mb": float("nan"), "peak_cuda_mb": None}
+                    cost = {
+                        "seconds": info.seconds,
+                        "peak_rss_mb": float("nan"),
+                        "peak_cuda_mb": None,
+                        "cuda_rise_mb": None,
+                    }
                 else:
-                    load_libraries(get_method(runs_as))  # a library's load is no cost of the run
+                    load_libraries(get_method(runs_as))  # stage_seconds: no one-time library load
                     with measure() as cost:
                         info = unlearn_stage(orig, ds, sdir / "split", mdir, runs_as, settings)
                 model, _ = load_checkpoint(mdir)
@@ -363,7 +368,7 @@ def run_bench(
                     "total_params": info.total_params,
                     "peak_rss_mb": cost["peak_rss_mb"],
                     "peak_cuda_mb": cost["peak_cuda_mb"],
-                    "cuda_rise_mb": cost.get("cuda_rise_mb"),
+                    "cuda_rise_mb": cost["cuda_rise_mb"],
                     "samples_per_s": (len(split.retain) + len(split.forget)) / max(info.seconds, 1e-9)
                     if method != "original"
                     else None,

@@ -165,8 +165,8 @@ def run(
 
 
 def load_libraries(cls: type[UnlearnMethod]) -> None:
-    """Import what the method loads lazily (RFAU: peft), so that neither its clock nor a memory
-    measurement of its run counts a one-time library load."""
+    """Import what the method loads lazily (RFAU: peft), so that neither its clock nor a caller
+    timing the whole stage (the bench's ``stage_seconds``) counts a one-time library load."""
     for library in cls.libraries:
         importlib.import_module(library)
 

@@ -29,7 +29,7 @@ def measure(interval: float = 0.02) -> Iterator[dict]:
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    start_cuda = torch.cuda.memory_allocated() if cuda else 0
+        start_cuda = torch.cuda.memory_allocated()
     t = threading.Thread(target=sample, daemon=True)
     out: dict = {}
     start = time.perf_counter()
@@ -43,6 +43,8 @@ def measure(interval: float = 0.02) -> Iterator[dict]:
         stop.set()
         t.join()
         out["peak_rss_mb"] = max(peak[0], proc.memory_info().rss) / 2**20
-        peak_cuda = torch.cuda.max_memory_allocated() if cuda else None
-        out["peak_cuda_mb"] = peak_cuda / 2**20 if peak_cuda is not None else None
-        out["cuda_rise_mb"] = (peak_cuda - start_cuda) / 2**20 if peak_cuda is not None else None
+        out["peak_cuda_mb"] = out["cuda_rise_mb"] = None
+        if cuda:
+            peak_cuda = torch.cuda.max_memory_allocated()
+            out["peak_cuda_mb"] = peak_cuda / 2**20
+            out["cuda_rise_mb"] = (peak_cuda - start_cuda) / 2**20
