@@ -138,7 +138,7 @@ class UnlearnInfo(Record):
     retain_budget: int | None = None
     cached_prefix_stages: int | None = None
     unseen_reference: int | None = None  # class-wise forget samples the original never saw, held out
-    stopped_after_epochs: int | None = None  # epochs trained when the unseen reference stopped it
+    stopped_after_epochs: int | None = None  # epochs trained when the early stop (unseen_stop) ended it
     forget_loss_cap: float | None = None  # neggrad
     salient_params: int | None = None  # salun
     dampened_params: int | None = None  # ssd

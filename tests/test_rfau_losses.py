@@ -316,6 +316,14 @@ def test_the_stop_rule_waits_until_the_forget_samples_look_like_the_unseen_ones(
     assert not forgotten_like(recognised, y, ref)
 
 
+def test_without_a_reference_the_stop_rule_waits_until_no_forget_sample_is_recognised():
+    y = torch.zeros(4, dtype=torch.long)
+    forgotten = _outputs([3, 3, 5, 1])  # every row predicted as another class, whatever its loss
+    assert forgotten_like(forgotten, y, None)
+    forgotten[2] = torch.tensor([30.0, 0.0, 0.0])  # one training sample of the class still recognised
+    assert not forgotten_like(forgotten, y, None)
+
+
 def test_the_unseen_reference_only_for_all_class_wise_requests_with_enough_samples():
     x = torch.zeros(30, 1, 2, 2, dtype=torch.uint8)
     y = torch.zeros(30, dtype=torch.long)

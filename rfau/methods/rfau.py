@@ -15,7 +15,9 @@ tapped feature, ``h_l(x) = h_l^0(x) + r_l(x)``. Training asks for:
   slice's images of the class) get no forget loss: they are an unseen reference, and training
   stops at the first epoch where none of them is recognised any more and the other forget
   samples' median loss has reached theirs (``unseen_stop``). Fitting the forget samples beyond
-  that point gives them a higher loss than unseen images of the class (the "Streisand" mark);
+  that point gives them a higher loss than unseen images of the class (the "Streisand" mark).
+  Without enough such samples it stops at the first epoch where no forget sample is recognised
+  (what retraining gives: a model that never saw the class never predicts it);
 - forget, sample-wise (scattered samples): a residual that makes the samples look *unseen*, not
   wrong. Per class, forget samples are ranked by the original model's margin and matched with
   the holdout sample (data the model never saw) at the same quantile of true-label confidence;
@@ -99,7 +101,8 @@ class RFAUConfig(MethodConfig):
     unseen_stop: bool = Field(
         True,
         description="class-wise requests: hold out the forget samples the original never saw and stop "
-        f"when the others look like them (needs {MIN_UNSEEN_REFERENCE}; else every epoch runs)",
+        f"when the others look like them (with fewer than {MIN_UNSEEN_REFERENCE} of them: stop when no "
+        "forget sample is recognised)",
     )
     epochs: int = Field(30, ge=1, description="passes over the retain budget (at most)")
     retain_budget: int = Field(5000, ge=1, description="retain samples cached and visited per epoch")
@@ -225,7 +228,9 @@ class RFAU(EpochMethod):
         self.kl_rows = ~classwise if features else torch.ones_like(classwise)
         self.shift_rows = classwise if features else torch.zeros_like(classwise)
         self.hooks = Taps(self.inner, self.taps)
-        self.reference = unseen_reference(data, classwise) if cfg.unseen_stop else None
+        # the early stop: class-wise requests only (a sample-wise target is not 'unrecognised')
+        self.stops = cfg.unseen_stop and len(classwise) > 0 and bool(classwise.all())
+        self.reference = unseen_reference(data, classwise) if self.stops else None
         if self.reference is not None:  # held out of the forget loss
             self.kl_rows &= ~self.reference
             self.shift_rows &= ~self.reference
@@ -243,7 +248,7 @@ class RFAU(EpochMethod):
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
 
     def finished(self, epoch: int) -> bool:
-        if self.reference is None or not looks_unseen(self, self.reference):
+        if not self.stops or not looks_unseen(self, self.reference):
             return False
         self.info["stopped_after_epochs"] = epoch
         return True
@@ -334,18 +339,20 @@ def unseen_reference(data: UnlearnData, classwise: torch.Tensor) -> torch.Tensor
     return ref if int(ref.sum()) >= MIN_UNSEEN_REFERENCE else None
 
 
-def looks_unseen(method: RFAU, reference: torch.Tensor) -> bool:
-    """True when the adapted model recognises none of the reference samples any more and the
-    other forget samples' median loss has reached the reference's (they look unseen)."""
+def looks_unseen(method: RFAU, reference: torch.Tensor | None) -> bool:
+    """True when the adapted model's outputs on the forget set pass ``forgotten_like``."""
     o, y = method.orig, method.data.y_forget
     with torch.no_grad(), autocast(method.device):
         logits = run_from(method.inner, o.h_f, o.cut).float().cpu()
     return forgotten_like(logits, y, reference)
 
 
-def forgotten_like(logits: torch.Tensor, y: torch.Tensor, reference: torch.Tensor) -> bool:
+def forgotten_like(logits: torch.Tensor, y: torch.Tensor, reference: torch.Tensor | None) -> bool:
     """The stop rule on outputs: no reference row predicted as its class, and the median loss of
-    the other rows at least the reference rows' median loss."""
+    the other rows at least the reference rows' median loss. Without a reference: no row
+    predicted as its class."""
+    if reference is None:
+        return not bool((logits.argmax(1) == y).any())
     loss = F.cross_entropy(logits, y, reduction="none")
     recognised = bool((logits[reference].argmax(1) == y[reference]).any())
     return not recognised and bool(loss[~reference].median() >= loss[reference].median())
