@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,7 +144,9 @@ def _client(endpoint: str, token: str | None, namespace: str | None = None):
     try:
         # namespace: where multi-user KFP files the experiment and runs (a Profile namespace)
         kwargs = {"namespace": namespace} if namespace else {}
-        client = kfp.Client(host=endpoint, existing_token=token, **kwargs)
+        with warnings.catch_warnings():  # kfp's "works with v2.0.0-beta.2 and later" notice on every call
+            warnings.filterwarnings("ignore", category=FutureWarning, module="kfp")
+            client = kfp.Client(host=endpoint, existing_token=token, **kwargs)
         client.get_kfp_healthz()
     except Exception as e:
         raise RfauError(

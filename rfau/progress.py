@@ -25,6 +25,21 @@ def _fields(fields: dict[str, float]) -> str:
 
 
 @contextmanager
+def quiet_transformers_bars() -> Iterator[None]:
+    """transformers' own progress bars (loading weights) off under ``RFAU_QUIET``, like rfau's."""
+    if not _quiet():
+        yield
+        return
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.enable_progress_bar()
+
+
+@contextmanager
 def _log_lines(total: int, description: str) -> Iterator[Callable[..., None]]:
     """``advance`` writes "<description>: <done>/<total> <seconds>s <fields>" to stderr, flushed."""
     started, done = time.monotonic(), 0

@@ -171,6 +171,26 @@ def test_a_batch_whose_gate_failed_exits_1_and_its_json_says_why(run, tmp_path, 
     assert json.loads(broken.stdout)["problems"] and "FAIL" in broken.stderr
 
 
+def test_batch_register_exits_1_when_a_gate_failed_so_dvc_repro_fails(run, tmp_path, seed_state):
+    """The stage-by-stage batch (what dvc.yaml runs): the register stage of a batch whose gates
+    failed exits 1 like `batch run`, so `dvc repro` stops instead of reporting success."""
+    seed_state(tmp_path / ".rfau")
+    (tmp_path / "r.json").write_text(json.dumps(GOOD))
+    assert run("request", "add", "r.json").returncode == OK
+    for args in (
+        ("split", "--out", "b/data"),
+        ("unlearn", "--batch", "b/data", "--out", "b/model", "--set", "method=original"),
+        ("evaluate", "--batch", "b/data", "--model", "b/model", "--out", "b/evaluation"),
+    ):
+        r = run("batch", *args)
+        assert r.returncode == OK, r.stderr
+    stages = ("--batch", "b/data", "--model", "b/model", "--evaluation", "b/evaluation")
+    r = run("batch", "register", *stages, "--out", "b/registered", "--json")
+    assert r.returncode == CHECK_FAILED, r.stderr
+    assert json.loads(r.stdout)["gates_passed"] is False
+    assert json.loads(run("request", "list", "--json").stdout)[0]["state"] == "pending"
+
+
 def test_every_command_has_json_and_every_out_has_output():
     """--json on every command (each prints a result); an output path is always --out / --output
     (-o), never another name for the same thing."""

@@ -208,6 +208,42 @@ def test_a_mixed_split_is_evaluated_with_its_sample_part(digits_original):
     )
 
 
+def test_a_class_an_earlier_batch_forgot_is_not_held_against_a_later_sample_wise_batch(digits_original):
+    """Class 7 went whole in an earlier batch (its samples are in ``excluded``; its output is
+    masked, as a class-wise deletion leaves it). A later batch forgets scattered samples: class 7's
+    test images, now all misclassified, count neither as kept-class test error nor as unseen data
+    for the membership attack, so the sample-wise gates judge the batch on the classes still served."""
+    import torch
+
+    from rfau.data.split import excluded_classes
+    from rfau.metrics import evaluate_model
+    from rfau.models import load_checkpoint
+
+    seven = DS.classes.index("7")
+    sevens = [s for s in DS.split_ids("train") if DS.class_of(s) == "7"]
+    scattered = [s for s in DS.split_ids("train") if DS.class_of(s) != "7" and not in_holdout(s, 0.1)][::12]
+    split = make_split(DS, [_request("later", scattered)], excluded=sevens)
+    assert excluded_classes(split, DS) == ["7"]
+    assert excluded_classes(make_split(DS, [_request("later", scattered)], excluded=sevens[1:]), DS) == []
+    model, _ = load_checkpoint(digits_original / "model")
+    with torch.no_grad():
+        model.fc.bias[seven] -= 1e4
+    m = evaluate_model(model, DS, split)
+    assert m["regime"] == "sample" and m["per_class_test_accuracy"]["7"] == 0.0
+    served = [c for c in DS.classes if c != "7"]
+    kept_acc = sum(m["per_class_test_accuracy"][c] * _test_count(c) for c in served)
+    assert m["ta_kept_classes"] == pytest.approx(kept_acc / sum(_test_count(c) for c in served), abs=1e-3)
+    assert m["ta"] < m["ta_kept_classes"] - 5  # the whole test set still counts class 7's errors
+    assert m["ua_excluded"] == 100.0
+    results = {r.name: r for r in check_gates(m, None, regime_of(m), Gates())}
+    assert results["forget_error_gap"].passed, results["forget_error_gap"].reason
+    assert results["mia_gap"].passed, results["mia_gap"].reason
+
+
+def _test_count(cls: str) -> int:
+    return sum(DS.class_of(s) == cls for s in DS.split_ids("test"))
+
+
 SALUN_TINY = {"epochs": 3, "lr": 0.005, "augment_pad": 0, "augment_flip": False}
 
 

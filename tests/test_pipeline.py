@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -227,8 +228,12 @@ def test_cli_compile_writes_the_pipeline_and_rejects_bad_options(tmp_path):
 
 
 def test_cluster_commands_fail_clearly_without_an_endpoint(tmp_path):
-    r = _cli("pipeline", "submit", "--endpoint", "http://127.0.0.1:9", cwd=tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = _cli("pipeline", "submit", "--endpoint", "http://127.0.0.1:9", cwd=tmp_path)
     assert r.returncode == 3 and "does not answer" in r.stderr
+    # the error is the one line on stderr: kfp's client version notice is not shown before it
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
     r = _cli("pipeline", "schedule", "--endpoint", "http://127.0.0.1:9", "--cron", "0 2 * *", cwd=tmp_path)
     assert r.returncode == 2 and "5 or 6 fields" in r.stderr
     r = _cli("pipeline", "run", cwd=tmp_path)

@@ -103,12 +103,15 @@ def batch_register(
     set_: SetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """register: new registry version (champion only if gates pass), ledger record, request states."""
+    """register: new registry version (champion only if gates pass), ledger record, request states.
+
+    Exit code 1 when a gate failed (as `rfau batch run`): a script driving `dvc repro` sees it."""
     from rfau.batch import register
 
     p = load_params(params, set_)
     res = register(batch, model, evaluation, out_dir, tracking_settings(), p.gates, p.store)
     emit(as_json, res, lambda: print_registered(res))
+    exit_if_gates_failed(res)
 
 
 @batch_app.command("run")

@@ -153,10 +153,27 @@ def forget_regime(split: Split, dataset: ImageDataset) -> Regime:
     return "class" if whole == len(split.forget) else "mixed"
 
 
+def excluded_classes(split: Split, dataset: ImageDataset) -> list[str]:
+    """The classes earlier batches forgot whole: every training sample of the class is in
+    ``split.excluded``. Their test images are no longer the model's task: the evaluation keeps
+    them out of the kept classes and of the unseen references (they must stay forgotten)."""
+    if not split.excluded:
+        return []
+    gone = set(split.excluded)
+    total: dict[str, int] = {}
+    left: dict[str, int] = {}
+    for sid in dataset.split_ids("train"):
+        c = dataset.class_of(sid)
+        total[c] = total.get(c, 0) + 1
+        left[c] = left.get(c, 0) + (sid not in gone)
+    return [c for c in dataset.classes if total.get(c) and not left[c]]
+
+
 __all__ = [
     "REGIMES",
     "Regime",
     "Split",
+    "excluded_classes",
     "forget_regime",
     "make_split",
     "write_split",

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from rfau.data.datasets import ImageDataset
-from rfau.data.split import Split, forget_regime
+from rfau.data.split import Split, excluded_classes, forget_regime
 from rfau.train import predict_logits
 
 if TYPE_CHECKING:
@@ -73,7 +73,10 @@ def evaluate_model(
         logits_out.update({name: parts[name][0] for name in ("retain", "forget", "test")})
     (lr, yr), (lf, yf), (lt, yt) = parts["retain"], parts["forget"], parts["test"]
     forgotten = [ds.classes.index(c) for c in split.forget_classes]
-    kept = torch.tensor([int(c) not in forgotten for c in yt])
+    # classes earlier batches forgot whole: neither kept nor unseen data of a kept class any more
+    gone_before = torch.tensor([ds.classes.index(c) for c in excluded_classes(split, ds)], dtype=torch.long)
+    live = ~torch.isin(yt, gone_before)  # the test images of the classes the model still serves
+    kept = live & ~torch.isin(yt, torch.tensor(forgotten, dtype=torch.long))
     of_forget = torch.isin(yt, yf.unique())
     whole = torch.isin(yf, torch.tensor(forgotten, dtype=torch.long))  # forget samples of forgotten classes
     out = {
@@ -84,7 +87,7 @@ def evaluate_model(
         "ra": accuracy(lr, yr),
         "ta": accuracy(lt, yt),
         "ta_kept_classes": accuracy(lt[kept], yt[kept]),
-        "ta_forgotten_classes": accuracy(lt[~kept], yt[~kept]) if forgotten else None,
+        "ta_forgotten_classes": accuracy(lt[live & ~kept], yt[live & ~kept]) if forgotten else None,
         # test accuracy on the classes the forget samples belong to: collateral damage to a class
         "ta_forget_sample_classes": accuracy(lt[of_forget], yt[of_forget]) if len(yf) else None,
         "per_class_test_accuracy": {
@@ -106,11 +109,11 @@ def evaluate_model(
         relearn,
     )
     attacks = {}
-    for kind in FEATURES:
-        clf = attacks[kind] = fit_attack(lr, yr, lt, yt, kind, seed)
+    for kind in FEATURES:  # non-members: the test images of the classes the model still serves
+        clf = attacks[kind] = fit_attack(lr, yr, lt[live], yt[live], kind, seed)
         out[f"mia_{kind}"] = nonmember_share(clf, lf, yf, kind) if len(yf) else float("nan")
         # the same attack on the test set itself: what "looks unseen" scores (a gate reference)
-        out[f"mia_{kind}_test"] = nonmember_share(clf, lt, yt, kind)
+        out[f"mia_{kind}_test"] = nonmember_share(clf, lt[live], yt[live], kind)
         if split.excluded:  # forgotten by earlier batches: they must stay forgotten
             idx = ds.indices(split.excluded)
             le, ye = predict_logits(model, ds.x[idx]), ds.y[idx]

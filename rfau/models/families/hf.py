@@ -32,6 +32,7 @@ from rfau.models.families.base import (
     output_layer_name,
     refuse_pickles,
 )
+from rfau.progress import quiet_transformers_bars
 
 if TYPE_CHECKING:
     from rfau.data.datasets import ImageDataset
@@ -99,7 +100,8 @@ class _HFFamily(Family):
         if not any(source.glob("*.safetensors")):
             raise ModelError(f"{source}: no .safetensors weights; {HF_CONVERT}")
         try:
-            net = self._auto().from_pretrained(str(source), local_files_only=True, use_safetensors=True)
+            with quiet_transformers_bars():
+                net = self._auto().from_pretrained(str(source), local_files_only=True, use_safetensors=True)
         except (OSError, ValueError, KeyError) as e:
             raise ModelError(f"{source}: transformers cannot load it as {self.auto_class}: {e}") from None
         return net.eval()
