@@ -156,7 +156,7 @@ def forget_regime(split: Split, dataset: ImageDataset) -> Regime:
 def excluded_classes(split: Split, dataset: ImageDataset) -> list[str]:
     """The classes earlier batches forgot whole: every training sample of the class is in
     ``split.excluded``. Their test images are no longer the model's task: the evaluation keeps
-    them out of the kept classes and of the unseen references (they must stay forgotten)."""
+    them out of the kept classes and of the membership attack's non-members."""
     if not split.excluded:
         return []
     gone = set(split.excluded)
