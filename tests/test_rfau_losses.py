@@ -314,6 +314,9 @@ def test_the_stop_rule_waits_until_the_forget_samples_look_like_the_unseen_ones(
     recognised = level.clone()
     recognised[7] = torch.tensor([30.0, 0.0, 0.0])  # an unseen sample still predicted as its class
     assert not forgotten_like(recognised, y, ref)
+    recognised = level.clone()
+    recognised[0] = torch.tensor([30.0, 0.0, 0.0])  # a trained sample still predicted as its class
+    assert not forgotten_like(recognised, y, ref)
 
 
 def test_without_a_reference_the_stop_rule_waits_until_no_forget_sample_is_recognised():

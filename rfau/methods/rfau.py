@@ -13,11 +13,11 @@ tapped feature, ``h_l(x) = h_l^0(x) + r_l(x)``. Training asks for:
   the class is then unreadable in the features (a linear probe), not only in the output.
   When the whole request is class-wise, the forget samples the original never saw (the holdout
   slice's images of the class) get no forget loss: they are an unseen reference, and training
-  stops at the first epoch where none of them is recognised any more and the other forget
-  samples' median loss has reached theirs (``unseen_stop``). Fitting the forget samples beyond
+  stops at the first epoch where no forget sample is recognised any more (what retraining
+  gives: a model that never saw the class never predicts it) and the trained forget samples'
+  median loss has reached the reference's (``unseen_stop``). Fitting the forget samples beyond
   that point gives them a higher loss than unseen images of the class (the "Streisand" mark).
-  Without enough such samples it stops at the first epoch where no forget sample is recognised
-  (what retraining gives: a model that never saw the class never predicts it);
+  Without enough such samples it stops on the first condition alone;
 - forget, sample-wise (scattered samples): a residual that makes the samples look *unseen*, not
   wrong. Per class, forget samples are ranked by the original model's margin and matched with
   the holdout sample (data the model never saw) at the same quantile of true-label confidence;
@@ -100,9 +100,10 @@ class RFAUConfig(MethodConfig):
     )
     unseen_stop: bool = Field(
         True,
-        description="class-wise requests: hold out the forget samples the original never saw and stop "
-        f"when the others look like them (with fewer than {MIN_UNSEEN_REFERENCE} of them: stop when no "
-        "forget sample is recognised)",
+        description="class-wise requests: stop at the first epoch where no forget sample is recognised "
+        "and the trained ones' median loss has reached that of the forget samples the original never "
+        f"saw, held out of the loss as the unseen reference (fewer than {MIN_UNSEEN_REFERENCE} of them: "
+        "no reference, the first condition alone)",
     )
     epochs: int = Field(30, ge=1, description="passes over the retain budget (at most)")
     retain_budget: int = Field(5000, ge=1, description="retain samples cached and visited per epoch")
@@ -348,14 +349,15 @@ def looks_unseen(method: RFAU, reference: torch.Tensor | None) -> bool:
 
 
 def forgotten_like(logits: torch.Tensor, y: torch.Tensor, reference: torch.Tensor | None) -> bool:
-    """The stop rule on outputs: no reference row predicted as its class, and the median loss of
-    the other rows at least the reference rows' median loss. Without a reference: no row
-    predicted as its class."""
+    """The stop rule on outputs: no forget row predicted as its class (what retraining gives: a
+    model that never saw the class never predicts it) and, with a reference, the median loss of
+    the other rows at least the reference rows' median loss."""
+    if bool((logits.argmax(1) == y).any()):
+        return False
     if reference is None:
-        return not bool((logits.argmax(1) == y).any())
+        return True
     loss = F.cross_entropy(logits, y, reduction="none")
-    recognised = bool((logits[reference].argmax(1) == y[reference]).any())
-    return not recognised and bool(loss[~reference].median() >= loss[reference].median())
+    return bool(loss[~reference].median() >= loss[reference].median())
 
 
 # --- the forget targets ---------------------------------------------------------------------
