@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import shutil
 
@@ -138,6 +139,19 @@ def test_deterministic_on_cpu(work, ds):
         outs.append(res.model.state_dict())
     for k in outs[0]:
         torch.testing.assert_close(outs[0][k], outs[1][k], rtol=0, atol=0)
+
+
+def test_a_class_wise_run_with_an_unseen_reference_reports_it_apart_from_the_regimes(work, ds):
+    """The reference rows get no forget loss, but they are class-wise rows, not sample-wise ones
+    (the report once counted them as sample-wise)."""
+    from rfau.data.split import read_split
+
+    data = unlearn_data(ds, read_split(work["root"] / "split-class"))
+    data = dataclasses.replace(data, forget_unseen=torch.arange(len(data.y_forget)) < 12)  # never seen
+    model, _ = load_checkpoint(work["root"] / "original")
+    info = run_method("rfau", model, data, RFAUConfig(epochs=2)).info
+    assert info["unseen_reference"] == 12
+    assert (info["forget_classwise"], info["forget_samplewise"]) == (len(data.y_forget), 0)
 
 
 def test_regime_override_changes_the_target(work, ds):

@@ -227,7 +227,7 @@ class RFAU(EpochMethod):
             else None
         )
         self.kl_rows = ~classwise if features else torch.ones_like(classwise)
-        self.shift_rows = classwise if features else torch.zeros_like(classwise)
+        self.shift_rows = classwise.clone() if features else torch.zeros_like(classwise)
         self.hooks = Taps(self.inner, self.taps)
         # the early stop: class-wise requests only (a sample-wise target is not 'unrecognised')
         self.stops = cfg.unseen_stop and len(classwise) > 0 and bool(classwise.all())
