@@ -32,11 +32,13 @@ def quiet_transformers_bars() -> Iterator[None]:
         return
     from transformers.utils import logging
 
+    was_enabled = logging.is_progress_bar_enabled()
     logging.disable_progress_bar()
     try:
         yield
     finally:
-        logging.enable_progress_bar()
+        if was_enabled:  # a caller's own setting stays as it was
+            logging.enable_progress_bar()
 
 
 @contextmanager

@@ -157,16 +157,10 @@ def excluded_classes(split: Split, dataset: ImageDataset) -> list[str]:
     """The classes earlier batches forgot whole: every training sample of the class is in
     ``split.excluded``. Their test images are no longer the model's task: the evaluation keeps
     them out of the kept classes and of the membership attack's non-members."""
-    if not split.excluded:
-        return []
-    gone = set(split.excluded)
-    total: dict[str, int] = {}
-    left: dict[str, int] = {}
-    for sid in dataset.split_ids("train"):
-        c = dataset.class_of(sid)
-        total[c] = total.get(c, 0) + 1
-        left[c] = left.get(c, 0) + (sid not in gone)
-    return [c for c in dataset.classes if total.get(c) and not left[c]]
+    gone = {dataset.class_of(s) for s in split.excluded}
+    # the split partitions the training data: a class with no sample elsewhere went whole
+    still = {dataset.class_of(s) for s in (*split.retain, *split.holdout, *split.forget)} if gone else set()
+    return [c for c in dataset.classes if c in gone and c not in still]
 
 
 __all__ = [
