@@ -25,7 +25,7 @@ from pathlib import Path
 from rfau.batch import bootstrap, requested_samples, run_batch
 from rfau.data.datasets import ImageDataset, load_dataset
 from rfau.data.request_store import RequestState, RequestStore
-from rfau.data.split import HOLDOUT_FRACTION, in_holdout, read_split
+from rfau.data.split import HOLDOUT_FRACTION, HOLDOUT_SALT, in_holdout, read_split
 from rfau.errors import RfauError
 from rfau.io import write_json
 from rfau.metrics import GAP_METRICS, avg_gap
@@ -63,13 +63,18 @@ def demo_request(
     request_id: str | None = None,
     subject: str | None = None,
     holdout_fraction: float = HOLDOUT_FRACTION,
+    holdout_salt: str = HOLDOUT_SALT,
 ) -> Path:
     """Write a demo deletion request: 10% random training samples, or one whole class.
     ``exclude``: samples already forgotten (never drawn again); at most half the pool is drawn."""
     now = datetime.now(UTC).isoformat()
     if scenario == "random":
         # drawn from what the original model trained on (the holdout slice it never saw is left out)
-        pool = [s for s in ds.split_ids("train") if s not in exclude and not in_holdout(s, holdout_fraction)]
+        pool = [
+            s
+            for s in ds.split_ids("train")
+            if s not in exclude and not in_holdout(s, holdout_fraction, holdout_salt)
+        ]
         k = min(len(pool) // 2, round(fraction * len(ds.split_ids("train"))))
         req = {
             "request_id": request_id or f"demo-random-{seed}",

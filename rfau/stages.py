@@ -21,7 +21,6 @@ from rfau.data.split import (
     Split,
     forget_regime,
     ids_hash,
-    in_holdout,
     make_split,
     read_split,
     training_record,
@@ -49,10 +48,11 @@ def split_stage(
     requests: Sequence[str | Path],
     out_dir: str | Path,
     holdout_fraction: float = HOLDOUT_FRACTION,
+    holdout_salt: str = HOLDOUT_SALT,
 ) -> Split:
     """Deletion requests -> retain/forget/holdout/test manifests + split.json."""
     ds = _ds(dataset)
-    split = make_split(ds, load_requests(list(requests)), holdout_fraction)
+    split = make_split(ds, load_requests(list(requests)), holdout_fraction, holdout_salt=holdout_salt)
     write_split(split, out_dir)
     return split
 
@@ -63,12 +63,16 @@ def train_stage(
     cfg: TrainConfig | None = None,
     split_dir: str | Path | None = None,
     holdout_fraction: float = HOLDOUT_FRACTION,
+    holdout_salt: str = HOLDOUT_SALT,
 ) -> ModelCard:
     """Bootstrap: train the original model on the training split minus the holdout slice.
     With ``split_dir``: train on that split's retain set (this is "retrain")."""
     ds = _ds(dataset)
     cfg = cfg or TrainConfig.preset(ds.kind)
-    split = read_split(split_dir) if split_dir else make_split(ds, [], holdout_fraction)
+    if split_dir:
+        split = read_split(split_dir)
+    else:
+        split = make_split(ds, [], holdout_fraction, holdout_salt=holdout_salt)
     arch = cfg.architecture or default_architecture(ds.kind)
     kwargs = {"width": cfg.width} if cfg.width else {}
     idx = ds.indices(split.retain)
@@ -101,9 +105,7 @@ def unlearn_data(ds: ImageDataset, split: Split) -> UnlearnData:
         x_holdout=ds.x[h],
         y_holdout=ds.y[h],
         num_classes=len(ds.classes),
-        forget_unseen=torch.tensor(
-            [in_holdout(s, split.holdout_fraction) for s in split.forget], dtype=torch.bool
-        ),
+        forget_unseen=torch.tensor([split.is_holdout(s) for s in split.forget], dtype=torch.bool),
     )
 
 
@@ -134,10 +136,11 @@ def check_compatible(card: ModelCard, ds: ImageDataset, split: Split) -> None:
             f"model (classes {card.classes}, input {card.input_shape}) does not fit dataset "
             f"{ds.name!r} (classes {list(ds.classes)}, input {list(ds.input_shape)})"
         )
-    if abs(card.holdout_fraction - split.holdout_fraction) > 1e-12 or card.holdout_salt != HOLDOUT_SALT:
+    if abs(card.holdout_fraction - split.holdout_fraction) > 1e-12 or card.holdout_salt != split.holdout_salt:
         raise ModelError(
-            f"the split's holdout ({split.holdout_fraction}) differs from the model's "
-            f"({card.holdout_fraction}): the model may have trained on the calibration data"
+            f"the split's holdout ({split.holdout_fraction}, salt {split.holdout_salt!r}) differs from "
+            f"the model's ({card.holdout_fraction}, salt {card.holdout_salt!r}): the model may have "
+            "trained on the calibration data"
         )
 
 

@@ -625,3 +625,34 @@ def test_admit_requests_takes_largest_prefix_and_rejects_invalid():
     ]
     assert [r.request_id for _, r, _ in adm.rejected] == ["bad"]
     make_split(DIGITS, adm.admitted, 0.1)  # what was admitted splits
+
+
+def test_each_bench_seed_draws_its_own_holdout_and_a_model_refuses_another_draw(tmp_path):
+    from rfau.bench import holdout_salt, scenario_request
+    from rfau.data.split import HOLDOUT_SALT, training_record
+    from rfau.errors import ModelError
+    from rfau.models.checkpoint import ModelCard
+    from rfau.stages import check_compatible
+
+    ds = DIGITS
+    s0, s1 = (make_split(ds, [], 0.1, holdout_salt=holdout_salt(seed)) for seed in (0, 1))
+    assert s0.holdout_salt == HOLDOUT_SALT  # seed 0 keeps the pipeline's own slice
+    assert set(s0.holdout) != set(s1.holdout)
+    assert abs(len(s1.holdout) - len(s0.holdout)) < 0.05 * len(ds.split_ids("train"))
+    write_split(s1, tmp_path / "split")
+    assert read_split(tmp_path / "split").holdout_salt == holdout_salt(1)
+    # seed 1's random request draws only what seed 1's original trained on
+    req = json.loads(scenario_request(ds, "random", tmp_path / "req", 1, tmp_path / "unused").read_text())
+    assert req["sample_ids"] and not set(req["sample_ids"]) & set(s1.holdout)
+    # a model trained beside one draw is refused for a split of another: it saw that calibration data
+    card = ModelCard(
+        architecture="small_cnn",
+        classes=list(ds.classes),
+        input_shape=list(ds.input_shape),
+        dataset=ds.name,
+        weights_sha256="1" * 64,
+        **training_record(s0, {}, {"ra": 0.0, "ta": 0.0}, "original"),
+    )
+    check_compatible(card, ds, s0)
+    with pytest.raises(ModelError, match="salt"):
+        check_compatible(card, ds, s1)

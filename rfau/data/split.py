@@ -1,7 +1,8 @@
 """The split: training data -> retain / forget / holdout, plus the test split.
 
 The holdout ("calibration") slice is a fixed, id-hashed share of the training split that the
-original model is never trained on. It tells the sample-wise forgetting target what *unseen*
+original model is never trained on (the salt names the draw: ``HOLDOUT_SALT`` unless a caller
+draws another, as the bench does per seed). It tells the sample-wise forgetting target what *unseen*
 data of each class looks like to the model, without touching the test set used for evaluation.
 Because membership depends only on (id, salt, fraction), the bootstrap stage that trains the
 original model and every later split agree on it without storing lists.
@@ -47,8 +48,13 @@ class Split:
     forget_classes: list[str] = field(default_factory=list)
     request_ids: list[str] = field(default_factory=list)
     holdout_fraction: float = HOLDOUT_FRACTION
+    holdout_salt: str = HOLDOUT_SALT
     # forgotten by earlier batches: out of retain and holdout for good, so they stay forgotten
     excluded: list[str] = field(default_factory=list)
+
+    def is_holdout(self, sample_id: str) -> bool:
+        """Whether the id falls in this split's holdout draw (an id now in forget too)."""
+        return in_holdout(sample_id, self.holdout_fraction, self.holdout_salt)
 
     @property
     def forget_hash(self) -> str:
@@ -62,7 +68,7 @@ class Split:
             "forget_classes": self.forget_classes,
             "request_ids": self.request_ids,
             "holdout_fraction": self.holdout_fraction,
-            "holdout_salt": HOLDOUT_SALT,
+            "holdout_salt": self.holdout_salt,
         }
 
 
@@ -71,6 +77,7 @@ def make_split(
     requests: list[tuple[str, DeletionRequest]],
     holdout_fraction: float = HOLDOUT_FRACTION,
     excluded: list[str] | tuple[str, ...] = (),
+    holdout_salt: str = HOLDOUT_SALT,
 ) -> Split:
     """Validate the requests and partition the training split. Pure: writes nothing.
     ``excluded``: ids forgotten by earlier batches; they join neither retain nor holdout, and a
@@ -85,7 +92,7 @@ def make_split(
     for sid in dataset.split_ids("train"):
         if sid in fset:
             continue
-        (holdout if in_holdout(sid, holdout_fraction) else retain).append(sid)
+        (holdout if in_holdout(sid, holdout_fraction, holdout_salt) else retain).append(sid)
     if not retain:
         raise RequestError(
             f"the requests {[r.request_id for _, r in requests]} leave no retain samples "
@@ -100,6 +107,7 @@ def make_split(
         forget_classes=classes,
         request_ids=[r.request_id for _, r in requests],
         holdout_fraction=holdout_fraction,
+        holdout_salt=holdout_salt,
         excluded=sorted(gone),
     )
 
@@ -128,6 +136,7 @@ def read_split(split_dir: str | Path) -> Split:
         forget_classes=meta.get("forget_classes", []),
         request_ids=meta.get("request_ids", []),
         holdout_fraction=meta.get("holdout_fraction", HOLDOUT_FRACTION),
+        holdout_salt=meta.get("holdout_salt", HOLDOUT_SALT),
         **lists,
     )
     if split.forget_hash != meta["forget_sha256"]:
@@ -218,7 +227,7 @@ def training_record(split: Split, train_config: dict, metrics: dict, kind: str) 
         "train_manifest_sha256": ids_hash(split.retain),
         "train_samples": len(split.retain),
         "holdout_fraction": split.holdout_fraction,
-        "holdout_salt": HOLDOUT_SALT,
+        "holdout_salt": split.holdout_salt,
         "metrics": {k: metrics[k] for k in ("ra", "ta")},
         "lineage": {
             "kind": kind,

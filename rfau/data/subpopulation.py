@@ -23,7 +23,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from rfau.data.datasets import ImageDataset
-from rfau.data.split import HOLDOUT_FRACTION, in_holdout
+from rfau.data.split import HOLDOUT_FRACTION, HOLDOUT_SALT, in_holdout
 from rfau.errors import RfauError
 
 CLUSTERS = 3
@@ -37,6 +37,7 @@ def subpopulation_forget_set(
     share: float = SHARE,
     seed: int = 0,
     holdout_fraction: float = HOLDOUT_FRACTION,
+    holdout_salt: str = HOLDOUT_SALT,
 ) -> list[str]:
     """Ids of the sub-population of ``forget_class`` chosen by the module's rule (sorted)."""
     from rfau.metrics.evidence import logits_and_features, sample_features
@@ -49,7 +50,7 @@ def subpopulation_forget_set(
     ids = [
         s
         for s in ds.split_ids("train")
-        if ds.class_of(s) == forget_class and not in_holdout(s, holdout_fraction)
+        if ds.class_of(s) == forget_class and not in_holdout(s, holdout_fraction, holdout_salt)
     ]
     if len(ids) < 2 * CLUSTERS:
         raise RfauError(

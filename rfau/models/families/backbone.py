@@ -183,11 +183,12 @@ def finetune_original(
     cfg: TrainConfig,
     recipe: BackboneRecipe,
     holdout_fraction: float | None = None,
+    holdout_salt: str | None = None,
 ) -> ModelCard:
     """The original of the text demo: the backbone fine-tuned on the training split minus the
     holdout slice (as ``train_stage`` trains rfau's own), written as an hf-text model folder whose
     card records the backbone."""
-    from rfau.data.split import HOLDOUT_FRACTION, make_split, training_record
+    from rfau.data.split import HOLDOUT_FRACTION, HOLDOUT_SALT, make_split, training_record
     from rfau.data.text import TokenizerSpec
     from rfau.io import atomic_dir
     from rfau.metrics import evaluate_model
@@ -200,7 +201,12 @@ def finetune_original(
     max_length = min(recipe.max_length, limit)
     spec = TokenizerSpec.from_pretrained(folder)
     tds = ds.tokenized(spec, max_length)
-    split = make_split(tds, [], HOLDOUT_FRACTION if holdout_fraction is None else holdout_fraction)
+    split = make_split(
+        tds,
+        [],
+        HOLDOUT_FRACTION if holdout_fraction is None else holdout_fraction,
+        holdout_salt=holdout_salt or HOLDOUT_SALT,
+    )
     idx = tds.indices(split.retain)
     with atomic_dir(out_dir) as tmp:
         finetune(
