@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
@@ -48,6 +49,23 @@ def test_bench_digits_writes_table_csv_and_plots(tmp_path):
         "mia_hist_structured.png",
     ):
         assert (tmp_path / name).stat().st_size > 1000
+    # the memory each method needs, each in a fresh process over the run's saved original and split
+    res = run_cli("bench-memory", str(tmp_path), "--scenarios", "class", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = {r["method"]: r for r in json.loads((tmp_path / "memory.json").read_text())["rows"]}
+    assert set(rows) == {"original", "finetune", "rfau"}
+    assert all(r["baseline_rss_mb"] > 0 and r["cuda_rise_mb"] is None for r in rows.values())
+    assert (
+        rows["finetune"]["rss_rise_mb"] > 0
+        and rows["rfau"]["trainable_params"] < rows["finetune"]["total_params"]
+    )
+    assert "| class | rfau |" in (tmp_path / "memory.md").read_text()
+
+
+def test_bench_memory_without_a_bench_run_is_a_clear_error(tmp_path):
+    res = run_cli("bench-memory", str(tmp_path))
+    assert res.returncode != 0 and "no bench run" in res.stderr
+    assert not (tmp_path / "memory.json").exists()
 
 
 def test_missing_cifar10_is_a_clear_error(monkeypatch, tmp_path):

@@ -317,3 +317,38 @@ def bench(
 
     out.print(Markdown(markdown_table(cfg, aggregate(rows), rows[0]["config"])))
     out.print(f"results in {out_dir}/ (rows.csv, table.md, bench.json, gap_vs_time_*.png, mia_hist_*.png)")
+
+
+@app.command("bench-memory")
+def bench_memory(
+    out_dir: Annotated[Path, typer.Argument(help="The --out folder of a finished `rfau bench` run.")],
+    data: Annotated[
+        str | None, typer.Option(help="The dataset as given to that run (CIFAR-10 / Fashion-MNIST path).")
+    ] = None,
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated methods, each measured in its own fresh process.")
+    ] = "original,finetune,rfau",
+    scenarios: Annotated[str | None, typer.Option(help="Comma-separated (default: the run's).")] = None,
+    seed: Annotated[int, typer.Option(help="Which seed's saved originals and splits.")] = 0,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Memory each method's unlearn stage needs: a fresh process per method over a bench run's
+    saved models (RSS rise above the loaded data; CUDA rise on a GPU); writes memory.json/.md."""
+    from rfau.memory_bench import memory_rises, memory_table
+
+    rows = memory_rises(
+        out_dir,
+        data,
+        [m.strip() for m in methods.split(",") if m.strip()],
+        [s.strip() for s in scenarios.split(",")] if scenarios else None,
+        seed,
+        device,
+    )
+    if as_json:
+        emit(as_json, {"out": out_dir, "rows": rows})
+        return
+    from rich.markdown import Markdown
+
+    out.print(Markdown(memory_table(rows)))
+    out.print(f"results in {out_dir}/memory.json, memory.md")
