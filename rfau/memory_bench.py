@@ -43,21 +43,22 @@ def memory_rises(
             f"{out_dir} holds no bench run (no bench.json): run `rfau bench CONFIG --out {out_dir}`"
         )
     cfg = BenchConfig(**json.loads(meta.read_text())["config"])
-    methods = methods or [REFERENCE, "rfau"]
+    methods = methods or ["original", REFERENCE, "rfau"]
     unknown = sorted(set(methods) - set(cfg.methods))
     if unknown:
         raise UsageError(f"unknown methods for bench {cfg.name!r}: {unknown}")
     scenarios = scenarios or list(cfg.scenarios)
-    orig = Path(out_dir) / "work" / f"seed{seed}" / "original"
+    seed_dir = Path(out_dir) / "work" / f"seed{seed}"
+    orig = seed_dir / "original"
     for scenario in scenarios:
-        if not (Path(out_dir) / "work" / f"seed{seed}" / scenario / "split" / "split.json").is_file():
+        if not (seed_dir / scenario / "split" / "split.json").is_file():
             raise UsageError(f"{out_dir} has no seed-{seed} {scenario!r} split: run that bench first")
     if not (orig / "model.json").is_file():
         raise UsageError(f"{out_dir} has no seed-{seed} original model")
     rows = []
     ctx = multiprocessing.get_context("spawn")  # a new interpreter: no allocator state carried over
     for scenario in scenarios:
-        sdir = Path(out_dir) / "work" / f"seed{seed}" / scenario
+        sdir = seed_dir / scenario
         for method in methods:
             settings = {**cfg.methods[method], "seed": seed, "device": device}
             pool = ctx.Pool(1)

@@ -326,8 +326,11 @@ def bench_memory(
         str | None, typer.Option(help="The dataset as given to that run (CIFAR-10 / Fashion-MNIST path).")
     ] = None,
     methods: Annotated[
-        str, typer.Option(help="Comma-separated methods, each measured in its own fresh process.")
-    ] = "original,finetune,rfau",
+        str | None,
+        typer.Option(
+            help="Comma-separated methods, each in its own fresh process (default: original,finetune,rfau)."
+        ),
+    ] = None,
     scenarios: Annotated[str | None, typer.Option(help="Comma-separated (default: the run's).")] = None,
     seed: Annotated[int, typer.Option(help="Which seed's saved originals and splits.")] = 0,
     device: DeviceOpt = "auto",
@@ -340,7 +343,7 @@ def bench_memory(
     rows = memory_rises(
         out_dir,
         data,
-        [m.strip() for m in methods.split(",") if m.strip()],
+        [m.strip() for m in methods.split(",") if m.strip()] if methods else None,
         [s.strip() for s in scenarios.split(",")] if scenarios else None,
         seed,
         device,
