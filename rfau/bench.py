@@ -253,11 +253,12 @@ def load_bench_dataset(cfg: BenchConfig, data: str | None) -> ImageDataset:
     return subset_dataset(ds, cfg.train_per_class, cfg.test_per_class)
 
 
-def scenario_request(ds: ImageDataset, scenario: str, out_dir: Path, seed: int, original: Path) -> Path:
+def scenario_request(
+    ds: ImageDataset, scenario: str, out_dir: Path, seed: int, original: Path, salt: str
+) -> Path:
     """The scenario's deletion request: demo_request's class / 10% random, or the structured
     sub-population of the class scenario's class (chosen in the original's feature space); drawn
-    from what the seed's original trained on."""
-    salt = holdout_salt(seed)
+    from what the original trained on (the training split minus the holdout of ``salt``)."""
     if scenario != "structured":
         return demo_request(ds, scenario, out_dir, seed=seed, holdout_salt=salt)
     cls = ds.classes[STRUCTURED_CLASS_INDEX % len(ds.classes)]
@@ -330,18 +331,14 @@ def run_bench(
         )
         for scenario in cfg.scenarios:
             sdir = work / f"seed{seed}" / scenario
-            req = scenario_request(ds, scenario, sdir / "requests", seed, orig)
+            req = scenario_request(ds, scenario, sdir / "requests", seed, orig, salt)
             split_stage(ds, [req], sdir / "split", holdout_salt=salt)
             split = read_split(sdir / "split")
             logits = {}
             srows = []
             for method in [*methods, NOISE_FLOOR]:
                 runs_as = "retrain" if method == NOISE_FLOOR else method
-                settings = {**cfg.methods[runs_as], "seed": seed, "device": device}
-                if method == NOISE_FLOOR:
-                    settings["seed"] = seed + RETRAIN_2_SEED_OFFSET
-                if method == "original":
-                    settings = {}
+                settings = method_settings(cfg, method, seed, device)
                 mdir = sdir / method
                 if reuse and runs_as in ("original", "retrain") and (mdir / "unlearn.json").exists():
                     info = UnlearnInfo.read(mdir / "unlearn.json")  # an earlier run's reference model
@@ -396,6 +393,16 @@ def run_bench(
             _mia_histogram(ds, split, sdir, out / f"mia_hist_{scenario}.png", seed)
             write_outputs(cfg, rows, out, ds)  # after every scenario: a cut-off run keeps what it finished
     return rows
+
+
+def method_settings(cfg: BenchConfig, method: str, seed: int, device: str) -> dict:
+    """A method's settings in a bench run of ``seed`` (the noise floor retrains with another seed;
+    the original takes none)."""
+    if method == "original":
+        return {}
+    runs_as = "retrain" if method == NOISE_FLOOR else method
+    offset = RETRAIN_2_SEED_OFFSET if method == NOISE_FLOOR else 0
+    return {**cfg.methods[runs_as], "seed": seed + offset, "device": device}
 
 
 def _card_matches(model_dir: Path, cfg: TrainConfig, salt: str) -> bool:

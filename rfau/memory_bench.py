@@ -35,7 +35,7 @@ def memory_rises(
 ) -> list[dict]:
     """One fresh process per (scenario, method) over ``out_dir``'s saved bench run; writes
     memory.json and memory.md there and returns the rows."""
-    from rfau.bench import BenchConfig
+    from rfau.bench import BenchConfig, method_settings
 
     meta = Path(out_dir) / "bench.json"
     if not meta.is_file():
@@ -60,7 +60,7 @@ def memory_rises(
     for scenario in scenarios:
         sdir = seed_dir / scenario
         for method in methods:
-            settings = {**cfg.methods[method], "seed": seed, "device": device}
+            settings = method_settings(cfg, method, seed, device)
             pool = ctx.Pool(1)
             try:
                 r = pool.apply(_rise, (cfg.model_dump(), data, str(orig), str(sdir), method, settings))

@@ -642,7 +642,9 @@ def test_each_bench_seed_draws_its_own_holdout_and_a_model_refuses_another_draw(
     write_split(s1, tmp_path / "split")
     assert read_split(tmp_path / "split").holdout_salt == holdout_salt(1)
     # seed 1's random request draws only what seed 1's original trained on
-    req = json.loads(scenario_request(ds, "random", tmp_path / "req", 1, tmp_path / "unused").read_text())
+    req = json.loads(
+        scenario_request(ds, "random", tmp_path / "req", 1, tmp_path / "unused", s1.holdout_salt).read_text()
+    )
     assert req["sample_ids"] and not set(req["sample_ids"]) & set(s1.holdout)
     # a model trained beside one draw is refused for a split of another: it saw that calibration data
     card = ModelCard(
