@@ -46,7 +46,7 @@ from rfau.methods.runner import EpochMethod, Step, frozen_copy
 from rfau.models.families import NATIVE_DEFAULTS, default_modules, expand_module_names
 from rfau.models.families import ModuleDefaults as RFAUModules
 from rfau.models.families import prefix as frozen_prefix
-from rfau.train import autocast, even_batches, predict_logits, to_float
+from rfau.train import autocast, even_batches, inference_batch, predict_logits, to_float
 
 if TYPE_CHECKING:  # peft (and the transformers it imports) costs seconds: loaded when RFAU runs
     from peft import LoraConfig
@@ -606,8 +606,9 @@ def run_from(model: nn.Module, h: torch.Tensor, cut: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _prefix(model: nn.Module, x: torch.Tensor, cut: int, device, bs: int = 512) -> torch.Tensor:
+def _prefix(model: nn.Module, x: torch.Tensor, cut: int, device) -> torch.Tensor:
     """Float inputs of stage ``cut`` for uint8 images (the images themselves when cut is 0)."""
+    bs = inference_batch(device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     out = []
     for i in range(0, len(x), bs):
@@ -619,10 +620,9 @@ def _prefix(model: nn.Module, x: torch.Tensor, cut: int, device, bs: int = 512) 
 
 
 @torch.no_grad()
-def _features(
-    model: nn.Module, taps: list[str], h: torch.Tensor, cut: int, device, bs: int = 512
-) -> list[torch.Tensor]:
+def _features(model: nn.Module, taps: list[str], h: torch.Tensor, cut: int, device) -> list[torch.Tensor]:
     """Outputs of the tapped layers for prefix outputs ``h`` (from ``_prefix``), batched."""
+    bs = inference_batch(device)
     hooks = Taps(model, taps)
     chunks: list[list[torch.Tensor]] = [[] for _ in taps]
     for i in range(0, len(h), bs):

@@ -53,7 +53,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from rfau.errors import ModelError
-from rfau.train import autocast, to_float
+from rfau.train import autocast, inference_batch, to_float
 
 AUC_FOLDS = 5
 PROBE_FOLDS = 2
@@ -90,11 +90,12 @@ def output_layer(model: nn.Module) -> nn.Linear:
 
 @torch.no_grad()
 def logits_and_features(
-    model: nn.Module, x: torch.Tensor, batch_size: int = 1024
+    model: nn.Module, x: torch.Tensor, batch_size: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and penultimate features (the output layer's input), float32 on CPU, eval mode,
     for uint8 images: one pass for both."""
     device = next(model.parameters()).device
+    batch_size = batch_size or inference_batch(device)
     captured: list[torch.Tensor] = []
     hook = output_layer(model).register_forward_pre_hook(
         lambda _m, args: captured.append(args[0].float().cpu())
