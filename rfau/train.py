@@ -35,7 +35,8 @@ def autocast(device: torch.device):
 
 def inference_batch(device: torch.device) -> int:
     """Rows per batch of a no-grad pass: 128 on a CPU, whose caches then hold the activations
-    (a 1024-row batch ran 1.7-2.3x slower on the bench's ResNets, 2 cores), 1024 on a GPU."""
+    (a 1024-row batch ran 1.7-2.3x slower on the bench's ResNets, 2 cores, and RFAU's 512-row
+    prefix cache was most of its stage's memory), 1024 on a GPU."""
     return 1024 if device.type == "cuda" else 128
 
 
