@@ -137,8 +137,10 @@ def predict_logits(
     was_training = model.training
     model.eval()
     out = []
-    for i in range(0, len(x), batch_size):
-        with autocast(device):
-            out.append(model(to_float(x[i : i + batch_size].to(device))).float().cpu())
-    model.train(was_training)
+    try:
+        for i in range(0, len(x), batch_size):
+            with autocast(device):
+                out.append(model(to_float(x[i : i + batch_size].to(device))).float().cpu())
+    finally:
+        model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)

@@ -53,7 +53,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from rfau.errors import ModelError
-from rfau.train import autocast, inference_batch, to_float
+from rfau.train import predict_logits, to_float
 
 AUC_FOLDS = 5
 PROBE_FOLDS = 2
@@ -93,26 +93,16 @@ def logits_and_features(
     model: nn.Module, x: torch.Tensor, batch_size: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and penultimate features (the output layer's input), float32 on CPU, eval mode,
-    for uint8 images: one pass for both."""
-    device = next(model.parameters()).device
-    batch_size = batch_size or inference_batch(device)
+    for uint8 images: one ``predict_logits`` pass for both."""
     captured: list[torch.Tensor] = []
     hook = output_layer(model).register_forward_pre_hook(
         lambda _m, args: captured.append(args[0].float().cpu())
     )
-    was_training = model.training
-    model.eval()
-    logits = []
     try:
-        for i in range(0, len(x), batch_size):
-            with autocast(device):
-                logits.append(model(to_float(x[i : i + batch_size].to(device))).float().cpu())
+        logits = predict_logits(model, x, batch_size)
     finally:
         hook.remove()
-        model.train(was_training)
-    if not logits:
-        return torch.empty(0), torch.empty(0)
-    return torch.cat(logits), torch.cat(captured)
+    return logits, torch.cat(captured) if captured else torch.empty(0)
 
 
 def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
