@@ -7,11 +7,12 @@ import torch.nn.functional as F
 
 
 def js_divergence(logits_a: torch.Tensor, logits_b: torch.Tensor) -> float:
-    """Mean Jensen-Shannon divergence (nats) between the two models' softmax outputs."""
+    """Mean Jensen-Shannon divergence (nats) between the two models' softmax outputs; each row's
+    at least 0 (float32 sums of nearly equal outputs can fall a few 1e-9 below it)."""
     p, q = logits_a.float().softmax(1), logits_b.float().softmax(1)
     m = 0.5 * (p + q)
     kl = lambda a, b: (a * (a.clamp_min(1e-12).log() - b.clamp_min(1e-12).log())).sum(1)  # noqa: E731
-    return float((0.5 * kl(p, m) + 0.5 * kl(q, m)).mean())
+    return float((0.5 * kl(p, m) + 0.5 * kl(q, m)).clamp_min(0).mean())
 
 
 def activation_distance(logits_a: torch.Tensor, logits_b: torch.Tensor) -> float:
