@@ -221,11 +221,11 @@ def test_an_s3_outage_right_after_the_version_is_created_is_completed_by_the_nex
         if point == "register:version-created":
             proxy.cut()
 
-    monkeypatch.setattr(batch, "fault_point", outage)
+    monkeypatch.setattr(batch.registration, "fault_point", outage)
     with pytest.raises(RfauError, match="unreachable") as failed:
         batch.run_batch(tmp_path / "w1", BatchParams(store=store, method_config=FAST_CONFIG), settings)
     print(failed.value)  # what the operator reads
-    monkeypatch.setattr(batch, "fault_point", lambda point: None)
+    monkeypatch.setattr(batch.registration, "fault_point", lambda point: None)
     proxy.restore()
     assert AuditTrail.open(store, settings).records() == []  # nothing claims the deletion
     assert registry.champion(settings).version == 1  # the original still serves
@@ -281,11 +281,11 @@ def test_an_mlflow_outage_right_after_the_version_is_created_is_recovered(
         if point == "register:version-created":
             proxy.cut()
 
-    monkeypatch.setattr(batch, "fault_point", outage)
+    monkeypatch.setattr(batch.registration, "fault_point", outage)
     with pytest.raises(RfauError) as failed:
         batch.run_batch(tmp_path / "w1", BatchParams(store=store, method_config=FAST_CONFIG), settings)
     print(failed.value)
-    monkeypatch.setattr(batch, "fault_point", lambda point: None)
+    monkeypatch.setattr(batch.registration, "fault_point", lambda point: None)
     proxy.restore()
     assert AuditTrail.open(store, settings).records() == []
     assert registry.champion(settings).version == 1

@@ -51,7 +51,7 @@ def import_graph() -> dict[str, set[str]]:
 def test_graph_sees_the_project():
     graph = import_graph()
     assert {"rfau.batch", "rfau.stages", "components.evaluate", "pipelines.run"} <= set(graph)
-    assert "rfau.stages" in graph["rfau.batch"]
+    assert "rfau.stages" in graph["rfau.batch.evaluation"]
 
 
 def test_no_import_cycle():
