@@ -74,9 +74,9 @@ def test_an_s3_model_becomes_the_bootstrap_champion_and_its_lineage_is_accepted_
     assert base.lineage["kind"] == "imported" and base.lineage["source_sha256"] == {
         "model.safetensors": source_sha
     }
-    tags = registry.version_tags(settings)[1]
+    tags = registry.Registry(settings).version_tags()[1]
     assert tags["rfau.source_sha256"] == source_sha and tags["rfau.weights_sha256"] == base.weights_sha256
-    assert registry.champion(settings).version == 1  # type: ignore[union-attr]
+    assert registry.Registry(settings).champion().version == 1  # type: ignore[union-attr]
 
     # the champion's own model, named again (as every scheduled run of the pipeline does), as the
     # save_pretrained folder or as the folder `rfau model import` wrote: nothing new is imported
@@ -85,7 +85,7 @@ def test_an_s3_model_becomes_the_bootstrap_champion_and_its_lineage_is_accepted_
     for again in (uri, str(vit_dir), str(imported)):
         with staged_base_model(again, DS, settings) as original:
             assert original is None
-    assert sorted(registry.version_tags(settings)) == [1]
+    assert sorted(registry.Registry(settings).version_tags()) == [1]
 
 
 def test_a_missing_s3_prefix_is_refused(s3_env, tmp_path):
@@ -127,7 +127,7 @@ def test_a_bad_base_model_fails_the_batch_before_anything_is_claimed(cli, tmp_pa
 
 def test_a_champion_is_never_replaced_by_another_base_model(cli, seed_state, vit_dir, tmp_path):
     settings = seed_state(tmp_path / ".rfau")
-    champion = registry.champion(settings)
+    champion = registry.Registry(settings).champion()
     assert cli("request", "add", str(request(tmp_path / "r.json", "r1", POOL[:4]))).returncode == 0
     r = cli("batch", "run", "--set", f"base_model_uri={vit_dir}", "--json")
     assert r.returncode == 3, r.stderr
@@ -136,7 +136,10 @@ def test_a_champion_is_never_replaced_by_another_base_model(cli, seed_state, vit
     assert "never takes another base model" in r.stderr
     state = RequestStore.from_uri(str(tmp_path / ".rfau" / "store")).get("r1")
     assert state.state is RequestState.PENDING and len(state.history) == 1
-    assert sorted(registry.version_tags(settings)) == [1] and registry.champion(settings) == champion
+    assert (
+        sorted(registry.Registry(settings).version_tags()) == [1]
+        and registry.Registry(settings).champion() == champion
+    )
 
 
 def test_base_model_uri_is_a_parameter_made_absolute_for_local_runs(tmp_path):

@@ -94,7 +94,7 @@ def test_three_batches_three_versions_champion_moves_only_on_passing_gates(scena
     assert not b2.gates_passed and b2.champion == 2  # the champion did not move
     assert b3.gates_passed and b3.champion == 4
     assert b3.request_ids == ["r2", "r3"]  # r2 waited for the next batch and went with r3
-    tags = registry.version_tags(scenario["settings"])
+    tags = registry.Registry(scenario["settings"]).version_tags()
     assert sorted(tags) == [1, 2, 3, 4]
     assert tags[3]["rfau.gates_passed"] == "false" and "forget_error_gap" in tags[3]["rfau.gate_failures"]
     # every batch started from the champion of its time
@@ -193,7 +193,7 @@ def _mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
 def test_a_thousand_mutations_of_the_ledger_are_each_detected(scenario):
     trail = AuditTrail.open(scenario["store"], scenario["settings"])
     data = trail.ledger_bytes()
-    tags = registry.version_tags(scenario["settings"])
+    tags = registry.Registry(scenario["settings"]).version_tags()
     anchors = [
         {"seq": int(t["rfau.ledger_seq"]), "hash": t["rfau.ledger_hash"]}
         for t in tags.values()
@@ -227,7 +227,7 @@ def test_verify_catches_a_stale_copy_and_swapped_weights(scenario, tmp_path):
     v4 = [
         w
         for w in weights
-        if registry.version_tags(settings)[4]["rfau.weights_sha256"]
+        if registry.Registry(settings).version_tags()[4]["rfau.weights_sha256"]
         == __import__("rfau.io", fromlist=["sha256_file"]).sha256_file(w)
     ]
     assert v4
@@ -246,7 +246,7 @@ def test_nothing_pending_exits_at_once(scenario):
     t0 = time.time()
     res = run_batch(scenario["root"] / "b4", BatchParams(store=scenario["store"]), scenario["settings"])
     assert res.skipped and res.request_ids == []
-    assert sorted(registry.version_tags(scenario["settings"])) == [1, 2, 3, 4]
+    assert sorted(registry.Registry(scenario["settings"]).version_tags()) == [1, 2, 3, 4]
     assert len(AuditTrail.open(scenario["store"], scenario["settings"]).records()) == 3
     print(f"empty batch: {time.time() - t0:.1f} s")
 
@@ -367,4 +367,4 @@ def test_a_batch_that_fails_after_the_split_puts_its_requests_back_at_once(tmp_p
         run_batch(tmp_path / "w", BatchParams(store=store, method_config={"rank": 0}), settings)
     st = reqs.get("r7")
     assert st.state is RequestState.PENDING and "failed" in st.detail
-    assert sorted(registry.version_tags(settings)) == [1]  # only the bootstrap original
+    assert sorted(registry.Registry(settings).version_tags()) == [1]  # only the bootstrap original

@@ -77,7 +77,7 @@ def _audit(root: Path):
     store = str(root / ".rfau" / "store")
     trail = AuditTrail.open(store, settings)
     assert trail.verify(check_weights=False) == []
-    return trail.records(), RequestStore.from_uri(store), registry.champion(settings).version
+    return trail.records(), RequestStore.from_uri(store), registry.Registry(settings).champion().version
 
 
 def _claims(reqs: RequestStore, rid: str) -> list[str]:

@@ -58,7 +58,7 @@ def _state(root: Path):
     settings = TrackingSettings(state_dir=root / ".rfau")
     store = str(root / ".rfau" / "store")
     records = AuditTrail.open(store, settings).records()
-    return settings, records, RequestStore.from_uri(store), registry.champion(settings)
+    return settings, records, RequestStore.from_uri(store), registry.Registry(settings).champion()
 
 
 @pytest.mark.parametrize("point", ["register:version-created", "register:record-appended"])
@@ -127,7 +127,7 @@ def test_register_refuses_a_batch_that_lost_its_claims(tmp_path, seed_state):
     assert reg.returncode != 0 and "no longer holds its requests" in reg.stderr
     settings, records, reqs, _ = _state(tmp_path)
     assert records == [] and reqs.get("req-1").state is RequestState.PENDING
-    assert sorted(registry.version_tags(settings)) == [1]  # the bootstrap original only
+    assert sorted(registry.Registry(settings).version_tags()) == [1]  # the bootstrap original only
 
 
 def test_the_audit_sees_orphans_unrecorded_passes_and_a_foreign_champion():
@@ -228,7 +228,7 @@ def test_an_s3_outage_right_after_the_version_is_created_is_completed_by_the_nex
     monkeypatch.setattr(batch.registration, "fault_point", lambda point: None)
     proxy.restore()
     assert AuditTrail.open(store, settings).records() == []  # nothing claims the deletion
-    assert registry.champion(settings).version == 1  # the original still serves
+    assert registry.Registry(settings).champion().version == 1  # the original still serves
 
     monkeypatch.setenv("RFAU_STALE_AFTER_HOURS", "0.0001")  # whatever the failed batch left claimed
     time.sleep(1)
@@ -236,7 +236,7 @@ def test_an_s3_outage_right_after_the_version_is_created_is_completed_by_the_nex
     assert done.registered is not None and done.registered.promoted
     records = AuditTrail.open(store, settings).records()
     assert [r["request_ids"] for r in records] == [["req-1"]]  # forgotten once, recorded once
-    assert registry.champion(settings).version == records[0]["model"]["after"]["version"]
+    assert registry.Registry(settings).champion().version == records[0]["model"]["after"]["version"]
     assert RequestStore.from_uri(store).get("req-1").state is RequestState.FULFILLED
     verify = run_cli(
         "audit",
@@ -288,23 +288,23 @@ def test_an_mlflow_outage_right_after_the_version_is_created_is_recovered(
     monkeypatch.setattr(batch.registration, "fault_point", lambda point: None)
     proxy.restore()
     assert AuditTrail.open(store, settings).records() == []
-    assert registry.champion(settings).version == 1
-    orphan = registry.version_tags(settings)[2]
+    assert registry.Registry(settings).champion().version == 1
+    orphan = registry.Registry(settings).version_tags()[2]
     assert orphan["rfau.gates_passed"] == "true" and "rfau.abandoned" not in orphan  # the server was down
 
     reqs = RequestStore.from_uri(store)
     assert reqs.get("req-1").state is RequestState.PENDING  # the local store took the release
     # what the next batch does before it claims: its batch holds no request, so it is abandoned
     assert batch._abandon_orphans(settings, store, reqs) == [2]
-    assert registry.version_tags(settings)[2]["rfau.abandoned"]
+    assert registry.Registry(settings).version_tags()[2]["rfau.abandoned"]
     done = batch.run_batch(tmp_path / "w2", BatchParams(store=store, method_config=FAST_CONFIG), settings)
     assert done.registered is not None and done.registered.promoted
     records = AuditTrail.open(store, settings).records()
     assert [r["request_ids"] for r in records] == [["req-1"]]
     # unlearning is deterministic: the same weights are the same version, taken up again and no
     # longer marked abandoned
-    assert registry.champion(settings).version == records[0]["model"]["after"]["version"] == 2
-    assert "rfau.abandoned" not in registry.version_tags(settings)[2]
+    assert registry.Registry(settings).champion().version == records[0]["model"]["after"]["version"] == 2
+    assert "rfau.abandoned" not in registry.Registry(settings).version_tags()[2]
     assert RequestStore.from_uri(store).get("req-1").state is RequestState.FULFILLED
     env = {"RFAU_STATE_DIR": str(tmp_path / ".rfau"), "RFAU_REQUEST_STORE": store}
     env |= {"RFAU_TRACKING_URI": tracking["tracking_uri"], "RFAU_MODEL_NAME": tracking["model_name"]}

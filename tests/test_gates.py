@@ -282,7 +282,7 @@ def test_a_class_request_unlearned_with_salun_is_gated_class_wise(tmp_path, seed
     assert verdict["passed"], [g["reason"] for g in verdict["gates"] if not g["passed"]]
     assert res.registered is not None
     assert res.registered.gates_passed and res.registered.champion == res.registered.version == 2
-    assert registry.version_tags(settings)[2]["rfau.regime"] == "class"
+    assert registry.Registry(settings).version_tags()[2]["rfau.regime"] == "class"
     assert RequestStore.from_uri(store).get("forget-3").state is RequestState.FULFILLED
     flat = json.loads((tmp_path / "work" / "evaluation" / "metrics.json").read_text())
     assert flat["ta_forgotten_classes"] == 0.0 and "probe_forgotten_class_acc" in flat

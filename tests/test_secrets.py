@@ -166,7 +166,7 @@ def test_a_users_model_through_the_local_pipeline_keeps_its_lineage_and_leaks_no
         if k.startswith("AWS_"):
             monkeypatch.setenv(k, v)
     settings = TrackingSettings(tracking_uri=mlflow_server["url"], model_name=name)
-    tags = registry.version_tags(settings)
+    tags = registry.Registry(settings).version_tags()
     source_sha = sha256_file(vit / "model.safetensors")
     assert sorted(tags) == [1, 2] and result["version"] == 2
     assert tags[1]["rfau.method"] == "imported" and tags[1]["rfau.source_sha256"] == source_sha

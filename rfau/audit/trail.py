@@ -156,7 +156,8 @@ class AuditTrail:
         from rfau.tracking import registry
 
         data = self.ledger_bytes()
-        tags = registry.version_tags(self.settings)
+        reg = registry.Registry(self.settings)  # one connection for the whole audit
+        tags = reg.version_tags()
         anchors = [
             {"seq": int(t["rfau.ledger_seq"]), "hash": t["rfau.ledger_hash"]}
             for t in tags.values()
@@ -168,7 +169,7 @@ class AuditTrail:
         if problems:
             return problems
         records = parse_records(data)
-        champ = registry.champion(self.settings)
+        champ = reg.champion()
         problems += registry_problems(records, tags, champ.model_dump() if champ else None)
         slots = self.store.list("audit/records/")
         if len(slots) != len(records):
@@ -195,9 +196,7 @@ class AuditTrail:
             if check_weights:
                 with tempfile.TemporaryDirectory() as d:
                     try:
-                        got = read_card(
-                            registry.fetch_version(self.settings, v, Path(d) / "m")
-                        ).weights_sha256
+                        got = read_card(reg.fetch_version(v, Path(d) / "m")).weights_sha256
                     except RfauError as e:
                         problems.append(f"record {r['seq']}: version {v}: {e}")
                         continue

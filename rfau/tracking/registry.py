@@ -227,6 +227,10 @@ class Registry:
                 )
         return Path(out_dir)
 
+    def version_tags(self) -> dict[int, dict]:
+        """Every version's tags, by version number."""
+        return {int(v.version): dict(v.tags) for v in self.versions()}
+
     def set_version_tags(self, version: int, tags: dict) -> None:
         for k, v in tags.items():
             self.client.set_model_version_tag(self.name, str(version), f"rfau.{k}", _short(v))
@@ -474,23 +478,3 @@ def list_versions(settings: TrackingSettings) -> list[VersionRow]:
         ),
         key=lambda row: row.version,
     )
-
-
-def champion(settings: TrackingSettings) -> VersionRef | None:
-    """The served version, or None when the registry has none."""
-    return Registry(settings).champion()
-
-
-def fetch_version(settings: TrackingSettings, version: int, out_dir: str | Path) -> Path:
-    """Download a version's weights and model card into ``out_dir`` (atomically) and check that
-    the weights hash to what the card (and the version's tag) says."""
-    return Registry(settings).fetch_version(version, out_dir)
-
-
-def version_tags(settings: TrackingSettings) -> dict[int, dict]:
-    """Every version's ``rfau.*`` tags, by version number."""
-    return {int(v.version): dict(v.tags) for v in Registry(settings).versions()}
-
-
-def set_version_tags(settings: TrackingSettings, version: int, tags: dict) -> None:
-    Registry(settings).set_version_tags(version, tags)
