@@ -9,10 +9,15 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 .PHONY: setup run test test-fast lint clean browser fashion-mnist fortunes text checkov
 setup: $(VENV)/.installed
 
-# torch is installed first and pinned (2.13.0, CPU build): an open range would pull a multi-GB CUDA build.
+# torch is installed first, pinned to the CPU build from PyTorch's CPU index: PyPI's torch==2.13.0 is
+# the multi-GB CUDA build (triton and 18 nvidia packages). Where that index is unreachable, a local
+# wheel folder (pip's find-links) must hold 2.13.0+cpu. Another build: e.g.
+#   make setup TORCH=torch==2.13.0 TORCH_INDEX=https://download.pytorch.org/whl/cu130
+TORCH ?= torch==2.13.0+cpu
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -c constraints.txt torch==2.13.0
+	$(PIP) install --retries 1 --timeout 20 --extra-index-url $(TORCH_INDEX) -c constraints.txt '$(TORCH)'
 	$(PIP) install -c constraints.txt -e '.[dev]'
 	touch $@
 
