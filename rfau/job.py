@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rfau.batch import bootstrap, requested_samples, run_batch
-from rfau.data.datasets import ImageDataset, load_dataset
+from rfau.data.base import Dataset
+from rfau.data.datasets import load_dataset
 from rfau.data.request_store import RequestState, RequestStore
 from rfau.data.split import HOLDOUT_FRACTION, HOLDOUT_SALT, in_holdout, read_split
 from rfau.errors import RfauError
@@ -53,7 +54,7 @@ RFAU_DIR, RETRAIN_DIR, METRICS_DIR = "rfau", "retrain", "metrics"
 
 
 def demo_request(
-    ds: ImageDataset,
+    ds: Dataset,
     scenario: str,
     out_dir: Path,
     seed: int | str = 0,
@@ -153,7 +154,7 @@ def run_job(
 
 
 def _summary(
-    ds: ImageDataset, wd: Path, requests: list[Path], meta: BatchMeta, retrain: bool, seed: int
+    ds: Dataset, wd: Path, requests: list[Path], meta: BatchMeta, retrain: bool, seed: int
 ) -> RunSummary:
     """The columns: the batch's base (the original) and its model (RFAU), evaluated by the batch,
     and retrain on the batch's split; the avg gap of each to retrain."""

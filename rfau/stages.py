@@ -13,7 +13,8 @@ import torch
 from pydantic import ValidationError
 
 from rfau.config import TrainConfig
-from rfau.data.datasets import ImageDataset, load_dataset
+from rfau.data.base import Dataset
+from rfau.data.datasets import load_dataset
 from rfau.data.requests import load_requests
 from rfau.data.split import (
     HOLDOUT_FRACTION,
@@ -36,15 +37,15 @@ from rfau.models.families import check_method, get_family
 from rfau.records import Evaluation, UnlearnInfo
 from rfau.train import train_model
 
-Dataset = str | ImageDataset
+DatasetRef = str | Dataset
 
 
-def _ds(dataset: Dataset) -> ImageDataset:
-    return dataset if isinstance(dataset, ImageDataset) else load_dataset(dataset)
+def _ds(dataset: DatasetRef) -> Dataset:
+    return dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
 
 
 def split_stage(
-    dataset: Dataset,
+    dataset: DatasetRef,
     requests: Sequence[str | Path],
     out_dir: str | Path,
     holdout_fraction: float = HOLDOUT_FRACTION,
@@ -58,7 +59,7 @@ def split_stage(
 
 
 def train_stage(
-    dataset: Dataset,
+    dataset: DatasetRef,
     out_dir: str | Path,
     cfg: TrainConfig | None = None,
     split_dir: str | Path | None = None,
@@ -93,7 +94,7 @@ def train_stage(
     return card
 
 
-def unlearn_data(ds: ImageDataset, split: Split) -> UnlearnData:
+def unlearn_data(ds: Dataset, split: Split) -> UnlearnData:
     r, f, h = (ds.indices(getattr(split, m)) for m in ("retain", "forget", "holdout"))
     forgotten = {ds.classes.index(c) for c in split.forget_classes}
     return UnlearnData(
@@ -109,9 +110,7 @@ def unlearn_data(ds: ImageDataset, split: Split) -> UnlearnData:
     )
 
 
-def method_config(
-    method: str, config: dict | None, ds: ImageDataset | None = None, card: ModelCard | None = None
-):
+def method_config(method: str, config: dict | None, ds: Dataset | None = None, card: ModelCard | None = None):
     """Validate a method's settings (pydantic) -> its config object.
 
     Retrain starts from the card's recipe (or the dataset's preset); without a card only the given
@@ -130,7 +129,7 @@ def method_config(
         raise UsageError(f"invalid settings for method {method!r}: {validation_problems(e)}") from None
 
 
-def check_compatible(card: ModelCard, ds: ImageDataset, split: Split) -> None:
+def check_compatible(card: ModelCard, ds: Dataset, split: Split) -> None:
     if list(ds.classes) != card.classes or list(ds.input_shape) != card.input_shape:
         raise ModelError(
             f"model (classes {card.classes}, input {card.input_shape}) does not fit dataset "
@@ -146,7 +145,7 @@ def check_compatible(card: ModelCard, ds: ImageDataset, split: Split) -> None:
 
 def unlearn_stage(
     model_dir: str | Path,
-    dataset: Dataset,
+    dataset: DatasetRef,
     split_dir: str | Path,
     out_dir: str | Path,
     method: str = "rfau",
@@ -207,7 +206,7 @@ def _save_adapter(adapter: torch.nn.Module, out_dir: Path) -> None:
 
 
 def evaluate_stage(
-    model_dir: str | Path, dataset: Dataset, split_dir: str | Path, out_path: str | Path, seed: int = 0
+    model_dir: str | Path, dataset: DatasetRef, split_dir: str | Path, out_path: str | Path, seed: int = 0
 ) -> Evaluation:
     """UA, RA, TA, per-class accuracy and MIA-efficacy of one model on one split -> JSON."""
     ds = _ds(dataset)

@@ -1,7 +1,9 @@
 """No import cycle among the project's modules (rfau, components, pipelines).
 
 The graph is read from the source with ``ast`` (nothing is imported), counting every import, also
-those inside functions: a cycle hidden in a function body still ties the modules together.
+those inside functions, and every string that names a project module (``import_module("rfau.x")``,
+a lazy table's ``"rfau.x:loader"``): a cycle hidden in a function body or a string still ties the
+modules together.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def _imports(path: Path, name: str, modules: set[str]) -> set[str]:
                 base = ".".join(anchor + ([base] if base else []))
             found.add(base)
             found |= {f"{base}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.add(node.value.partition(":")[0])  # a lazy import by name
     return {m for m in found if m in modules and m != name}
 
 

@@ -6,9 +6,8 @@ The names below load on first use (PEP 562): commands that only read requests or
 
 from importlib import import_module
 
-from rfau.data.sources import SOURCE_LOADERS, is_text_source
-
 _EXPORTS = {
+    "Dataset": "rfau.data.base",
     "ImageDataset": "rfau.data.datasets",
     "load_dataset": "rfau.data.datasets",
     "DeletionRequest": "rfau.data.requests",
@@ -21,13 +20,6 @@ _EXPORTS = {
     "TextDataset": "rfau.data.text",
     "load_text_dataset": "rfau.data.text",
 }
-
-
-def _load_text(source: str):
-    return import_module("rfau.data.text").load_text_dataset(source)
-
-
-SOURCE_LOADERS.append((is_text_source, _load_text))  # load_dataset takes CSV/JSONL/Parquet records
 
 
 def __getattr__(name: str):

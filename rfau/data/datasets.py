@@ -18,13 +18,17 @@ import hashlib
 import io
 import os
 import tarfile
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from rfau.data.sources import SOURCE_LOADERS
+from rfau.data.base import Dataset
+from rfau.data.base import subset_dataset as subset_dataset  # re-exported: the bench imports it here
+from rfau.data.sources import is_fortunes_source, is_saved_dataset, is_text_source
 from rfau.errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -32,47 +36,34 @@ SPLITS = ("train", "test")
 
 
 @dataclass(frozen=True)
-class ImageDataset:
-    """All samples of a dataset: ``x`` is uint8 [N, C, H, W], ``y`` int64 [N]."""
-
-    name: str
-    ids: tuple[str, ...]
-    x: torch.Tensor
-    y: torch.Tensor
-    is_test: torch.Tensor
-    classes: tuple[str, ...]
-    kind: str  # "digits" or "imagefolder": picks default model and augmentation
-    index: dict[str, int] = field(repr=False, compare=False, default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.index:
-            object.__setattr__(self, "index", {sid: i for i, sid in enumerate(self.ids)})
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x.shape[1:])  # type: ignore[return-value]
-
-    def split_ids(self, split: str) -> list[str]:
-        want = split == "test"
-        return [sid for sid, t in zip(self.ids, self.is_test.tolist()) if t == want]
-
-    def indices(self, ids: list[str] | tuple[str, ...]) -> torch.Tensor:
-        try:
-            return torch.tensor([self.index[s] for s in ids], dtype=torch.long)
-        except KeyError as e:
-            raise DatasetError(f"dataset {self.name!r} has no sample with id {e.args[0]!r}") from None
-
-    def class_of(self, sample_id: str) -> str:
-        return self.classes[int(self.y[self.index[sample_id]])]
+class ImageDataset(Dataset):
+    """Images: ``x`` is uint8 [N, C, H, W]."""
 
 
-def load_dataset(source: str, cache_dir: str | Path | None = None) -> ImageDataset:
+# the kinds of data other than images, by source name: (accepts, "module:loader"), imported only
+# when such a source is loaded (text needs neither torch's image code nor these modules otherwise)
+OTHER_SOURCES: tuple[tuple[Callable[[str], bool], str], ...] = (
+    (is_fortunes_source, "rfau.data.fortunes:load_fortunes_source"),
+    (is_saved_dataset, "rfau.data.saved:load_saved_dataset"),
+    (is_text_source, "rfau.data.text:load_text_dataset"),
+)
+
+
+def _other_loader(source: str) -> Callable[[str], Dataset] | None:
+    for accepts, target in OTHER_SOURCES:
+        if accepts(source):
+            module, _, name = target.partition(":")
+            return getattr(import_module(module), name)
+    return None
+
+
+def load_dataset(source: str, cache_dir: str | Path | None = None) -> Dataset:
     """Load ``digits`` or an ImageFolder directory/archive. Raises DatasetError with the reason."""
     if source == "digits":
         return _load_digits()
-    for accepts, load in SOURCE_LOADERS:  # other kinds of data, e.g. text records (rfau.data.text)
-        if accepts(source):
-            return load(source)
+    load = _other_loader(source)  # other kinds of data, e.g. text records (rfau.data.text)
+    if load is not None:
+        return load(source)
     if source == FASHION_MNIST:
         return load_fashion_mnist(find_fashion_mnist())
     if source.startswith("s3://"):  # an archive in the object store (cluster pods share no disk)
@@ -382,26 +373,3 @@ def _load_imagefolder_archive(path: Path, cache_dir: Path) -> ImageDataset:
     )
     tmp.replace(cached)
     return ds
-
-
-def subset_dataset(ds: ImageDataset, train_per_class: int | None, test_per_class: int | None) -> ImageDataset:
-    """The first N training and M test samples of each class (in id order): a smaller benchmark."""
-    if train_per_class is None and test_per_class is None:
-        return ds
-    keep, seen = [], {}
-    for i, (t, c) in enumerate(zip(ds.is_test.tolist(), ds.y.tolist())):
-        cap = test_per_class if t else train_per_class
-        key = (t, c)
-        if cap is None or seen.get(key, 0) < cap:
-            seen[key] = seen.get(key, 0) + 1
-            keep.append(i)
-    idx = torch.tensor(keep)
-    return ImageDataset(
-        name=f"{ds.name}[train {train_per_class}/class, test {test_per_class}/class]",
-        ids=tuple(ds.ids[i] for i in keep),
-        x=ds.x[idx].contiguous(),
-        y=ds.y[idx],
-        is_test=ds.is_test[idx],
-        classes=ds.classes,
-        kind=ds.kind,
-    )

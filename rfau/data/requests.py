@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rfau.errors import RequestError, RfauError, validation_problems
-from rfau.storage import check_key
+from rfau.data.ids import unsafe_id_reason
+from rfau.errors import RequestError, validation_problems
 
 if TYPE_CHECKING:  # torch: imported only where a dataset is loaded
-    from rfau.data.datasets import ImageDataset
+    from rfau.data.base import Dataset
 
 
 class DeletionRequest(BaseModel):
@@ -92,22 +92,8 @@ def _parse_file(f: Path) -> list[tuple[str, DeletionRequest]]:
     return out
 
 
-def unsafe_id_reason(sample_id: str) -> str | None:
-    """Why an id looks like a path trick (absolute, ``..``, backslashes...), or None if clean.
-
-    Sample ids become store keys and file paths, so the rules are the store's (``check_key``).
-    """
-    if not sample_id:
-        return "empty sample id"
-    try:
-        check_key(sample_id)
-    except RfauError as e:
-        return str(e).rsplit(": ", 1)[-1]  # check_key says "invalid store key '<key>': <problem>"
-    return None
-
-
 def resolve_forget_set(
-    requests: list[tuple[str, DeletionRequest]], dataset: ImageDataset
+    requests: list[tuple[str, DeletionRequest]], dataset: Dataset
 ) -> tuple[list[str], list[str]]:
     """Check every request against the dataset -> (forget ids sorted, whole classes forgotten).
 

@@ -21,7 +21,7 @@ from rfau.errors import RequestError, RfauError
 from rfau.io import atomic_dir
 
 if TYPE_CHECKING:  # torch: imported only where a dataset is loaded
-    from rfau.data.datasets import ImageDataset
+    from rfau.data.base import Dataset
 
 MANIFESTS = ("retain", "forget", "holdout", "test")
 HOLDOUT_SALT = "rfau-holdout-v1"
@@ -73,7 +73,7 @@ class Split:
 
 
 def make_split(
-    dataset: ImageDataset,
+    dataset: Dataset,
     requests: list[tuple[str, DeletionRequest]],
     holdout_fraction: float = HOLDOUT_FRACTION,
     excluded: list[str] | tuple[str, ...] = (),
@@ -148,7 +148,7 @@ Regime = Literal["none", "class", "sample", "mixed"]
 REGIMES: tuple[Regime, ...] = ("none", "class", "sample", "mixed")
 
 
-def forget_regime(split: Split, dataset: ImageDataset) -> Regime:
+def forget_regime(split: Split, dataset: Dataset) -> Regime:
     """What the split asks to forget, whatever method unlearns it: ``class`` when every forget
     sample belongs to a class forgotten whole, ``sample`` when none does, ``mixed`` for both in
     one batch, ``none`` for an empty forget set. The one place the regime is decided; the
@@ -162,7 +162,7 @@ def forget_regime(split: Split, dataset: ImageDataset) -> Regime:
     return "class" if whole == len(split.forget) else "mixed"
 
 
-def excluded_classes(split: Split, dataset: ImageDataset) -> list[str]:
+def excluded_classes(split: Split, dataset: Dataset) -> list[str]:
     """The classes earlier batches forgot whole: every training sample of the class is in
     ``split.excluded``. Their test images are no longer the model's task: the evaluation keeps
     them out of the kept classes and of the membership attack's non-members."""
@@ -196,7 +196,7 @@ class Admission:
 
 
 def admit_requests(
-    dataset: ImageDataset,
+    dataset: Dataset,
     requests: list[tuple[str, DeletionRequest]],
     holdout_fraction: float = HOLDOUT_FRACTION,
     excluded: list[str] | tuple[str, ...] = (),

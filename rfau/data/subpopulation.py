@@ -22,7 +22,7 @@ from sklearn.cluster import KMeans
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from rfau.data.datasets import ImageDataset
+from rfau.data.base import Dataset
 from rfau.data.split import HOLDOUT_FRACTION, HOLDOUT_SALT, in_holdout
 from rfau.errors import RfauError
 
@@ -31,7 +31,7 @@ SHARE = 0.3
 
 
 def subpopulation_forget_set(
-    ds: ImageDataset,
+    ds: Dataset,
     model: nn.Module,
     forget_class: str,
     share: float = SHARE,

@@ -6,9 +6,10 @@ split column the test split is a seeded draw *by id*: a record is a test record 
 sha256("rfau-text-split:<seed>:<id>") falls below the test fraction; the rule is written into the
 dataset's ``split_rule`` (and name), and records added later never move existing ones.
 
-A ``TextDataset`` is an ``ImageDataset`` whose ``x`` holds, once tokenised with the model's own
-tokenizer (``tokenized``, cached on disk), token ids and attention mask stacked as int64
-[N, 2, L]; before that ``x`` is empty [N, 0] (splitting and requests need ids and labels only).
+A ``TextDataset`` is a ``Dataset`` (a sibling of ``ImageDataset``) whose ``x`` holds, once
+tokenised with the model's own tokenizer (``tokenized``, cached on disk), token ids and attention
+mask stacked as int64 [N, 2, L]; before that ``x`` is empty [N, 0] (splitting and requests need ids
+and labels only).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rfau.data.datasets import ImageDataset
+from rfau.data.base import Dataset, subset_dataset
 from rfau.data.sources import is_text_source
 from rfau.errors import DatasetError, ModelError
 
@@ -34,7 +35,7 @@ CACHE_VERSION = "v1"
 
 
 @dataclass(frozen=True)
-class TextDataset(ImageDataset):
+class TextDataset(Dataset):
     texts: tuple[str, ...] = ()
     source_sha256: str = ""
     split_rule: str = ""
@@ -127,8 +128,6 @@ def subset_text_dataset(
 ) -> TextDataset:
     """``subset_dataset`` (the first N training and M test records of each class, in id order)
     that keeps the texts; the subset's ids enter ``source_sha256`` (the tokenised cache's key)."""
-    from rfau.data.datasets import subset_dataset
-
     sub = subset_dataset(ds, train_per_class, test_per_class)
     if sub is ds:
         return ds
@@ -228,7 +227,7 @@ def _read_parquet(path: Path) -> list[dict]:
 def _assemble(
     name: str, records: list[dict], rule: str, fraction: float, seed: int, digest: str
 ) -> TextDataset:
-    from rfau.data.requests import unsafe_id_reason
+    from rfau.data.ids import unsafe_id_reason
 
     if not records:
         raise DatasetError(f"text dataset {name!r} holds no records")

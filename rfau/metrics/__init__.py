@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from rfau.data.datasets import ImageDataset
+from rfau.data.base import Dataset
 from rfau.data.split import Split, excluded_classes, forget_regime
 from rfau.train import predict_logits
 
@@ -46,7 +46,7 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 def evaluate_model(
     model: nn.Module,
-    ds: ImageDataset,
+    ds: Dataset,
     split: Split,
     seed: int = 0,
     logits_out: dict | None = None,

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import torch
 
-from rfau.data.datasets import ImageDataset
+from rfau.data.base import Dataset
 from rfau.data.split import Split
 from rfau.models.checkpoint import load_checkpoint_for
 from rfau.train import predict_logits
 
 
-def confidence_histogram(ds: ImageDataset, split: Split, models: dict[str, Path], path: Path) -> Path:
+def confidence_histogram(ds: Dataset, split: Split, models: dict[str, Path], path: Path) -> Path:
     """True-label confidence of forget vs test samples, one panel per model: what the
     confidence-based membership attack sees."""
     import matplotlib

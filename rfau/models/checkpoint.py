@@ -15,7 +15,7 @@ from rfau.io import sha256_file
 from rfau.models.families import DEFAULT_FAMILY, get_family
 
 if TYPE_CHECKING:
-    from rfau.data.datasets import ImageDataset
+    from rfau.data.base import Dataset
 
 WEIGHTS = "model.safetensors"
 CARD = "model.json"
@@ -107,7 +107,7 @@ def load_checkpoint(model_dir: str | Path) -> tuple[nn.Module, ModelCard]:
     return model, card
 
 
-def load_checkpoint_for(model_dir: str | Path, ds: ImageDataset) -> tuple[nn.Module, ModelCard, ImageDataset]:
+def load_checkpoint_for(model_dir: str | Path, ds: Dataset) -> tuple[nn.Module, ModelCard, Dataset]:
     """``load_checkpoint`` and the dataset as this model takes it (a text model's tokenised)."""
     model, card = load_checkpoint(model_dir)
     return model, card, get_family(card.family).prepare_dataset(ds, card)

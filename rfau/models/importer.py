@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rfau.data.datasets import ImageDataset
+from rfau.data.base import Dataset
 from rfau.data.split import HOLDOUT_FRACTION, HOLDOUT_SALT
 from rfau.errors import ModelError
 from rfau.io import atomic_dir, sha256_file
@@ -28,7 +28,7 @@ def source_digest(source: Path) -> dict[str, str]:
 def import_model(
     source: str | Path,
     family: str,
-    ds: ImageDataset,
+    ds: Dataset,
     out_dir: str | Path,
     holdout_fraction: float = HOLDOUT_FRACTION,
     options: dict[str, Any] | None = None,
@@ -114,7 +114,7 @@ def model_identities(folder: Path) -> set[str]:
 
 
 def import_model_folder(
-    folder: Path, ds: ImageDataset, out_dir: Path, holdout_fraction: float = HOLDOUT_FRACTION, uri: str = ""
+    folder: Path, ds: Dataset, out_dir: Path, holdout_fraction: float = HOLDOUT_FRACTION, uri: str = ""
 ) -> ModelCard:
     """A base_model_uri's folder -> an rfau model folder ``out_dir``, checked as `rfau model import`
     checks: an rfau model folder is copied once its weights match its card and its classes are the

@@ -19,7 +19,7 @@ from rfau.models.families.native import NATIVE_DEFAULTS, NativeFamily
 from rfau.models.families.vision import TimmFamily, TorchvisionFamily
 
 if TYPE_CHECKING:
-    from rfau.data.datasets import ImageDataset
+    from rfau.data.base import Dataset
 
 FAMILIES: dict[str, Family] = {
     f.name: f for f in (NativeFamily(), HFImageFamily(), HFTextFamily(), TorchvisionFamily(), TimmFamily())
@@ -43,7 +43,7 @@ def default_modules(model: nn.Module) -> ModuleDefaults | None:
     return family.default_modules(model) if family else None
 
 
-def check_method(family: str, method: str, cfg: Any, dataset: ImageDataset) -> None:
+def check_method(family: str, method: str, cfg: Any, dataset: Dataset) -> None:
     """Refuse, with the reason, a method that cannot run on this family or this data."""
     why = get_family(family).unsupported.get(method)
     if why:

@@ -22,7 +22,7 @@ from rfau.errors import ModelError
 from rfau.models.arch import Normalize
 
 if TYPE_CHECKING:
-    from rfau.data.datasets import ImageDataset
+    from rfau.data.base import Dataset
 
 
 class ModelCard(Protocol):
@@ -83,7 +83,7 @@ class Family:
     def save_weights(self, model: nn.Module, path: Path) -> None:
         raise NotImplementedError
 
-    def import_model(self, source: Path, ds: ImageDataset, options: dict[str, Any]) -> Imported:
+    def import_model(self, source: Path, ds: Dataset, options: dict[str, Any]) -> Imported:
         raise ModelError(f"family {self.name!r} cannot import outside models")
 
     def owns(self, model: nn.Module) -> bool:
@@ -97,7 +97,7 @@ class Family:
         float32 images in [0, 1] of the card's input shape."""
         return np.random.default_rng(0).random((n, *card.input_shape), dtype=np.float32)
 
-    def prepare_dataset(self, ds: ImageDataset, card: ModelCard) -> ImageDataset:
+    def prepare_dataset(self, ds: Dataset, card: ModelCard) -> Dataset:
         """The dataset as this model takes it (a text model tokenises it here)."""
         from rfau.data.text import TextDataset
 
@@ -125,7 +125,7 @@ def refuse_pickles(source: Path, how_to_convert: str) -> None:
         )
 
 
-def check_labels(model_classes: list[str], ds: ImageDataset, where: str) -> None:
+def check_labels(model_classes: list[str], ds: Dataset, where: str) -> None:
     """The model's outputs must be the dataset's classes, in the dataset's order."""
     if list(model_classes) != list(ds.classes):
         raise ModelError(

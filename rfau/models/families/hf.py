@@ -35,7 +35,7 @@ from rfau.models.families.base import (
 from rfau.progress import quiet_transformers_bars
 
 if TYPE_CHECKING:
-    from rfau.data.datasets import ImageDataset
+    from rfau.data.base import Dataset
     from rfau.models.families.base import ModelCard
 
 HF_CONVERT = (
@@ -159,7 +159,7 @@ class HFImageFamily(_HFFamily):
     def build(self, card: ModelCard) -> nn.Module:
         return ImageClassifier(self.name, self.net_from_card(card), card.preprocessing)
 
-    def import_model(self, source: Path, ds: ImageDataset, options: dict[str, Any]) -> Imported:
+    def import_model(self, source: Path, ds: Dataset, options: dict[str, Any]) -> Imported:
         net = self.load_pretrained(source)
         check_labels(model_labels(net), ds, str(source))
         prep = image_preprocessing(source, net)
@@ -234,7 +234,7 @@ class HFTextFamily(_HFFamily):
     def build(self, card: ModelCard) -> nn.Module:
         return TextClassifier(self.net_from_card(card), backbone=getattr(card, "backbone", None))
 
-    def import_model(self, source: Path, ds: ImageDataset, options: dict[str, Any]) -> Imported:
+    def import_model(self, source: Path, ds: Dataset, options: dict[str, Any]) -> Imported:
         from rfau.data.text import TextDataset, TokenizerSpec
 
         if not isinstance(ds, TextDataset):
@@ -262,7 +262,7 @@ class HFTextFamily(_HFFamily):
         ids = np.random.default_rng(0).integers(0, vocab, (n, 1, card.input_shape[1]))
         return np.concatenate([ids, np.ones_like(ids)], 1).astype(np.int64)
 
-    def prepare_dataset(self, ds: ImageDataset, card: ModelCard) -> ImageDataset:
+    def prepare_dataset(self, ds: Dataset, card: ModelCard) -> Dataset:
         from rfau.data.text import TextDataset, TokenizerSpec
 
         if not isinstance(ds, TextDataset):

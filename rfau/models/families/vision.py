@@ -32,7 +32,7 @@ from rfau.models.families.base import (
 from rfau.models.families.hf import NOT_FROM_BACKBONE
 
 if TYPE_CHECKING:
-    from rfau.data.datasets import ImageDataset
+    from rfau.data.base import Dataset
     from rfau.models.families.base import ModelCard
 
 STATE_DICT_CONVERT = (
@@ -77,7 +77,7 @@ class _NamedVisionFamily(Family):
     def default_modules(self, model: nn.Module) -> ModuleDefaults | None:
         return last_block_defaults("net", inner_net(model))
 
-    def import_model(self, source: Path, ds: ImageDataset, options: dict[str, Any]) -> Imported:
+    def import_model(self, source: Path, ds: Dataset, options: dict[str, Any]) -> Imported:
         """``source``: a .safetensors state dict (or a folder holding model.safetensors); options:
         ``arch`` (the model's name, required), ``labels`` (else the file's metadata "classes"),
         ``image_mean``/``image_std`` (ImageNet's by default), ``image_size`` (the dataset's)."""
