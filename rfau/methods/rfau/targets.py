@@ -1,0 +1,160 @@
+"""Where the forget samples go: the forget targets, the regime mask and the unseen reference of
+the class-wise early stop (pure functions of tensors and the cached original features)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rfau.errors import ModelError
+from rfau.methods.base import UnlearnData
+from rfau.methods.rfau.config import MIN_HOLDOUT_PER_CLASS, MIN_UNSEEN_REFERENCE
+from rfau.methods.rfau.features import OriginalFeatures
+from rfau.train import predict_logits
+
+
+def unseen_reference(data: UnlearnData, classwise: torch.Tensor) -> torch.Tensor | None:
+    """The forget samples held out as the unseen reference: those the original never saw, when
+    every forget sample is forgotten class-wise and there are enough of them; else None."""
+    if data.forget_unseen is None or not bool(classwise.all()):
+        return None
+    ref = data.forget_unseen  # every row is class-wise here
+    return ref if int(ref.sum()) >= MIN_UNSEEN_REFERENCE else None
+
+
+def forgotten_like(logits: torch.Tensor, y: torch.Tensor, reference: torch.Tensor | None) -> bool:
+    """The stop rule on outputs: no forget row predicted as its class (what retraining gives: a
+    model that never saw the class never predicts it) and, with a reference, the median loss of
+    the other rows at least the reference rows' median loss."""
+    if bool((logits.argmax(1) == y).any()):
+        return False
+    if reference is None:
+        return True
+    loss = F.cross_entropy(logits, y, reduction="none")
+    return bool(loss[~reference].median() >= loss[reference].median())
+
+
+def calibrated_targets(
+    logits_f: torch.Tensor,
+    y_f: torch.Tensor,
+    logits_h: torch.Tensor,
+    y_h: torch.Tensor,
+    pool: float = 1.0,
+) -> torch.Tensor:
+    """Target output distributions that make forget samples look like unseen (holdout) data.
+
+    Per class, the forget sample at rank u (by the original's margin) is matched with the
+    holdout sample at quantile u (by true-label confidence) of that class's unseen reference:
+    the class's own holdout samples with weight ``1 - pool`` mixed with the whole holdout with
+    weight ``pool`` (the whole holdout alone for a class with fewer than
+    ``MIN_HOLDOUT_PER_CLASS`` holdout samples). The target takes the matched sample's whole
+    output profile: its true-label confidence, and its off-class probabilities in descending
+    order, placed on the forget sample's own off-classes in the original's order. Confidence,
+    entropy and correctness (so the error rate) follow the unseen data.
+    """
+    if len(y_h) == 0:
+        raise ModelError("sample-wise forgetting needs holdout data (holdout_fraction > 0)")
+    n, c = logits_f.shape
+    ar = torch.arange(n)
+    p_h = logits_h.softmax(1)
+    conf_h = p_h[torch.arange(len(y_h)), y_h]
+    off = logits_f.clone()
+    off[ar, y_f] = float("-inf")
+    margin = logits_f[ar, y_f] - off.logsumexp(1)  # no saturation, unlike confidence
+    by_conf = conf_h.argsort()
+    matched = torch.empty(n, dtype=torch.long)
+    for k in y_f.unique():
+        idx = (y_f == k).nonzero().squeeze(1)
+        own = (y_h == k).float()
+        share = pool if own.sum() >= MIN_HOLDOUT_PER_CLASS else 1.0
+        weight = share / len(y_h) + (1 - share) * own / own.sum().clamp_min(1)
+        ref = by_conf[weight[by_conf] > 0]  # the reference's samples, least confident first
+        cdf = weight[ref].double().cumsum(0) / weight[ref].double().sum()
+        u = (margin[idx].argsort().argsort().double() + 0.5) / len(idx)
+        matched[idx] = ref[torch.searchsorted(cdf, u).clamp_max(len(ref) - 1)]  # its u-quantile
+    p_m, y_m = p_h[matched], y_h[matched]
+    p_off = p_m.clone()
+    p_off[ar, y_m] = -1.0
+    off_sorted = p_off.sort(1, descending=True).values[:, : c - 1]  # holdout profile, off-class
+    order = off.argsort(1, descending=True)[:, : c - 1]  # forget sample's off-classes, best first
+    q = torch.zeros(n, c)
+    q[ar, y_f] = p_m[ar, y_m]
+    q.scatter_(1, order, off_sorted)
+    return q
+
+
+def centroid_shift_targets(
+    orig: OriginalFeatures, data: UnlearnData, classwise: torch.Tensor, keep: float
+) -> list[torch.Tensor]:
+    """Class-wise feature targets (``centroid_shift``), per tap: ``mu[dest] + keep * (h - mu[y])``
+    with ``h`` the sample's original features, ``mu[y]`` its forgotten class's centroid (over the
+    class-wise forget rows), ``mu[dest]`` the retain-budget centroid of the kept class with the
+    original's highest logit for the sample. Rows of sample-wise forgetting get their own
+    features (they are masked out of this loss)."""
+    rows, y_f = classwise.to(orig.feats_f[0].device), data.y_forget.to(orig.feats_f[0].device)
+    c = data.num_classes
+    present = torch.bincount(orig.y_r, minlength=c) > 0
+    ranked = orig.logits_f.clone()
+    ranked[:, ~present] = float("-inf")  # forgotten classes have no retain sample
+    ranked[:, data.y_forget[classwise].unique()] = float("-inf")
+    dest = ranked.argmax(1).to(y_f.device)
+    out = []
+    for fr, ff in zip(orig.feats_r, orig.feats_f):
+        fr, ff = fr.float(), ff.float()
+        mu = class_means(fr, orig.y_r.to(fr.device), c)
+        mu_forgotten = class_means(ff[rows], y_f[rows], c)
+        mu = torch.where(torch.isnan(mu_forgotten[:, :1]), mu, mu_forgotten)
+        moved = mu[dest] + keep * (ff - mu[y_f])
+        out.append(torch.where(rows[:, None], moved, ff))
+    return out
+
+
+def class_means(x: torch.Tensor, y: torch.Tensor, c: int) -> torch.Tensor:
+    """[c, dim] mean of the rows of each class; NaN for a class with no row."""
+    sums = torch.zeros(c, x.shape[1], device=x.device).index_add_(0, y, x)
+    counts = torch.bincount(y, minlength=c).to(x.dtype)
+    return sums / counts[:, None]  # 0 / 0 = NaN marks an absent class
+
+
+def masked_targets(logits_f: torch.Tensor, y_f: torch.Tensor, forgotten: torch.Tensor) -> torch.Tensor:
+    """Class-wise targets: the original's output with the sample's own class and every forgotten
+    class removed and the rest renormalised: what a model that never saw those classes predicts."""
+    z = logits_f.clone()
+    z[:, forgotten] = float("-inf")
+    z[torch.arange(len(y_f)), y_f] = float("-inf")
+    return z.softmax(1)
+
+
+def output_targets(
+    frozen: nn.Module,
+    data: UnlearnData,
+    logits_f: torch.Tensor,
+    classwise: torch.Tensor,
+    classwise_target: str,
+    pool: float = 1.0,
+) -> torch.Tensor:
+    """Target output distribution of the forget samples (``logits_f``: the original's outputs);
+    rows of samples that get no output-level shift stay zero and are masked out of the loss."""
+    n, c = len(data.y_forget), data.num_classes
+    q = torch.zeros(n, c)
+    sw = (~classwise).nonzero().squeeze(1)
+    cw = classwise.nonzero().squeeze(1)
+    if len(sw):
+        logits_h = predict_logits(frozen, data.x_holdout)
+        q[sw] = calibrated_targets(logits_f[sw], data.y_forget[sw], logits_h, data.y_holdout, pool)
+    if len(cw) and classwise_target == "masked_output":
+        forgotten = data.y_forget[data.forget_classwise].unique()  # whole classes the request names
+        if len(forgotten) >= c:
+            raise ModelError("class-wise forgetting of every class leaves nothing to predict")
+        q[cw] = masked_targets(logits_f[cw], data.y_forget[cw], forgotten)
+    return q.to(next(frozen.parameters()).device)
+
+
+def regime_mask(forget_classwise: torch.Tensor, regime: str) -> torch.Tensor:
+    """Which forget samples are forgotten class-wise: as the request says (auto), or all/none."""
+    if regime == "class":
+        return torch.ones_like(forget_classwise)
+    if regime == "sample":
+        return torch.zeros_like(forget_classwise)
+    return forget_classwise.clone()
