@@ -193,19 +193,14 @@ def schedule(
     service_account: str | None = None,
     namespace: str | None = None,
 ) -> dict:
-    """A recurring run: the pipeline every ``cron`` (KFP's 6-field cron, seconds first), one at a
+    """A recurring run: the pipeline every ``cron`` (5 or KFP's 6 fields, or a descriptor), one at a
     time (max_concurrency 1: two batches never claim requests at once), no catch-up."""
     import tempfile
 
-    fields = cron.split()
-    if len(fields) not in (5, 6):
-        raise UsageError(f"--cron must have 5 or 6 fields, got {cron!r}")
-    check_namespace(namespace)
-    if len(fields) == 5:  # standard cron -> KFP's, with seconds first
-        cron = "0 " + cron
-    from rfau.devices import check_cron
+    from rfau.devices import kfp_cron
 
-    check_cron(cron)  # every field in range, before any connection
+    cron = kfp_cron(cron)  # every field in range, before any connection
+    check_namespace(namespace)
     client = _client(endpoint, token, namespace)
     exp = client.create_experiment(experiment, namespace=namespace)  # its runs run in that namespace
     with tempfile.TemporaryDirectory() as d:

@@ -31,6 +31,38 @@ def check_device(device: str) -> str:
     return device
 
 
+# what KFP's scheduler (robfig/cron) takes besides fields: descriptors, and names of months and weekdays
+CRON_DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+_EVERY = re.compile(r"^@every ((\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+)$")
+_CRON_NAMES = {
+    "month": {m: i + 1 for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())},
+    "day of week": {d: i for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split())},
+}
+
+
+def kfp_cron(expr: str) -> str:
+    """A schedule as KFP's recurring runs take it: a descriptor (``@daily``, ``@every 6h``...) as
+    it is, standard 5-field cron with a seconds field put first, or KFP's own 6 fields; every
+    field checked (numbers, ranges, steps, ``*``/``?``, month and weekday names like ``MON-FRI``)."""
+    expr = " ".join(expr.split())
+    if expr.startswith("@"):
+        if expr.lower() in CRON_DESCRIPTORS or _EVERY.match(expr):
+            return expr
+        raise UsageError(
+            f"cron {expr!r}: unknown descriptor; use one of {', '.join(CRON_DESCRIPTORS)} or "
+            "'@every <duration>' (e.g. @every 6h), or cron fields"
+        )
+    fields = expr.split()
+    if len(fields) not in (5, 6):
+        raise UsageError(
+            f"cron {expr!r} has {len(fields)} fields: give 5 or 6 fields (standard cron, or KFP's with "
+            "seconds first) or a descriptor such as @daily"
+        )
+    if len(fields) == 5:  # standard cron -> KFP's, with seconds first
+        expr = "0 " + expr
+    return check_cron(expr)
+
+
 def check_cron(expr: str) -> str:
     """Validate a KFP recurring-run cron (6 fields: second minute hour day-of-month month day-of-week)."""
     fields = expr.split()
@@ -48,11 +80,15 @@ def _check_cron_part(part: str, name: str, lo: int, hi: int, expr: str) -> None:
     base, _, step = part.partition("/")
     if step and not (step.isdigit() and int(step) > 0):
         raise UsageError(f"cron {expr!r}: step {step!r} in the {name} field is not a positive number")
-    if base in ("*", "?"):
+    if base == "*" or (base == "?" and name.startswith("day")):
         return
-    bounds = base.split("-")
+    names = _CRON_NAMES.get(name, {})
+    bounds = [str(names.get(b.upper(), b)) for b in base.split("-")]
     if len(bounds) > 2 or not all(b.isdigit() for b in bounds):
-        raise UsageError(f"cron {expr!r}: {part!r} in the {name} field is not a number, range or '*'")
+        raise UsageError(
+            f"cron {expr!r}: {part!r} in the {name} field is not a number, range or '*'"
+            + (f" (names: {', '.join(names)})" if names else "")
+        )
     for b in bounds:
         if not lo <= int(b) <= hi:
             raise UsageError(f"cron {expr!r}: {b} is outside {lo}-{hi} in the {name} field")

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from rfau.devices import check_cron, check_device
+from rfau.devices import check_cron, check_device, kfp_cron
 from rfau.errors import RfauError
 from rfau.io import OUTPUT_MARKER, atomic_dir, output_kind, work_lock
 
@@ -97,6 +97,26 @@ def test_check_cron_rejects(expr):
 
 def test_check_cron_accepts():
     assert check_cron("0 0 */6 * * 1-5") == "0 0 */6 * * 1-5"
+
+
+@pytest.mark.parametrize(
+    ("given", "kfp"),
+    [
+        ("@daily", "@daily"),
+        ("@every 6h30m", "@every 6h30m"),
+        ("0 2 * * MON-FRI", "0 0 2 * * MON-FRI"),
+        ("0 0 2 1 jan,jul ?", "0 0 2 1 jan,jul ?"),
+        ("*/15  * * * *", "0 */15 * * * *"),
+    ],
+)
+def test_kfp_cron_takes_descriptors_names_and_five_fields(given, kfp):
+    assert kfp_cron(given) == kfp
+
+
+@pytest.mark.parametrize("expr", ["@reboot", "@every soon", "0 2 * * MON-FUN", "0 2 * * *  * *", "? 2 * * *"])
+def test_kfp_cron_rejects_what_kfp_would_not_run(expr):
+    with pytest.raises(RfauError, match="cron"):
+        kfp_cron(expr)
 
 
 def test_request_file_too_deep_and_too_big(tmp_path, monkeypatch):
