@@ -32,7 +32,7 @@ from rfau.io import atomic_dir
 from rfau.methods import UnlearnData, get_method, run_method
 from rfau.metrics import evaluate_model
 from rfau.models.arch import build_model, default_architecture
-from rfau.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
+from rfau.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint, save_serving_example
 from rfau.models.families import check_method, get_family
 from rfau.records import Evaluation, UnlearnInfo
 from rfau.train import train_model
@@ -91,6 +91,7 @@ def train_stage(
             **training_record(split, cfg.model_dump(), metrics, "retrain" if split_dir else "original"),
         )
         card = save_checkpoint(model, card, tmp)
+        save_serving_example(ds, tmp)
     return card
 
 
@@ -192,6 +193,7 @@ def unlearn_stage(
         if result.adapter is not None:
             _save_adapter(result.adapter, tmp / "adapter")
         save_checkpoint(result.model.cpu(), new_card, tmp)
+        save_serving_example(ds, tmp)
         info.write(tmp / "unlearn.json")
     return info
 

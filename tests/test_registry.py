@@ -17,6 +17,7 @@ from rfau.errors import RfauError
 from rfau.gates import Gates
 from rfau.job import demo_request
 from rfau.models import load_checkpoint
+from rfau.models.checkpoint import SERVING_EXAMPLE
 from rfau.stages import evaluate_stage, split_stage, unlearn_stage
 from rfau.tracking.registry import list_versions, register, rollback
 from rfau.tracking.settings import TrackingSettings
@@ -76,11 +77,25 @@ def test_gates_fail_then_pass_idempotent_rollback_and_serving(mlflow_server, s3_
         f"mlflow.set_tracking_uri({mlflow_server['url']!r})\n"
         f"m = mlflow.pyfunc.load_model('models:/{st.model_name}@champion')\n"
         f"np.save({str(tmp_path / 'y.npy')!r}, np.asarray(m.predict(np.load({str(tmp_path / 'x.npy')!r}))))\n"
+        # the contract: the classes and the value range travel with the model, and the graph
+        # refuses pixels sent as 0-255 instead of answering them
+        "print(m.metadata.metadata['rfau']['classes'], m.metadata.metadata['rfau']['input']['range'])\n"
+        "try:\n"
+        f"    m.predict(np.load({str(tmp_path / 'x.npy')!r}) * 255)\n"
+        "    print('answered 0-255 pixels')\n"
+        "except Exception as e:\n"
+        "    print('refused:', e)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", serve], capture_output=True, text=True, env=subprocess_env(**S3_ENV)
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{list(ds.classes)} [0.0, 1.0]" in done.stdout
+    assert "refused:" in done.stdout and "outside the served model's range [0.0, 1.0]" in done.stdout
+    # its input example is real data: the dataset's first test images, as the model takes them
+    first = ds.indices(ds.split_ids("test")[:2])
+    example = np.load(models / "rfau" / SERVING_EXAMPLE, allow_pickle=False)
+    np.testing.assert_array_equal(example, (ds.x[first].float() / 255).numpy())
     model, _ = load_checkpoint(models / "rfau")
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).softmax(1).numpy()

@@ -97,7 +97,8 @@ def _append_record(
     )
     stored = trail.append(fields.model_dump(exclude={"held_back"} if held_back is None else set()))
     record = RecordedBatch.model_validate(stored)
-    registry.Registry(settings).set_version_tags(reg.version,
+    registry.Registry(settings).set_version_tags(
+        reg.version,
         {"ledger_seq": record.seq, "ledger_hash": record.hash, "batch_id": meta.batch_id},
     )
     trail.log_to_mlflow(stored)

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 WEIGHTS = "model.safetensors"
 CARD = "model.json"
+# a few real inputs as the served model takes them: MLflow's input example (no pickle: np.save)
+SERVING_EXAMPLE = "serving_example.npy"
+SERVING_EXAMPLE_ROWS = 2  # torch.export keeps a batch dimension of 1 static; 2 makes it dynamic
 
 
 class ModelCard(BaseModel):
@@ -61,6 +64,18 @@ def save_checkpoint(model: nn.Module, card: ModelCard, out_dir: str | Path) -> M
     card = card.model_copy(update={"weights_sha256": sha256_file(out / WEIGHTS)})
     (out / CARD).write_text(card.model_dump_json(indent=2) + "\n")
     return card
+
+
+def save_serving_example(ds: Dataset, out_dir: str | Path) -> None:
+    """The dataset's first test inputs, as the served model takes them (images in [0, 1], token
+    ids as they are), into ``out_dir``: the registered model's input example is real data."""
+    import numpy as np
+
+    from rfau.train import to_float
+
+    ids = ds.split_ids("test")[:SERVING_EXAMPLE_ROWS]
+    if len(ids) == SERVING_EXAMPLE_ROWS:
+        np.save(Path(out_dir) / SERVING_EXAMPLE, to_float(ds.x[ds.indices(ids)]).numpy(), allow_pickle=False)
 
 
 def read_card(model_dir: str | Path) -> ModelCard:

@@ -1,18 +1,53 @@
 """The model a serving team loads: MLflow's standard PyTorch flavor in the ``pt2`` format
 (torch.export: a traced graph, no pickle, no rfau code), so ``models:/NAME@champion`` loads with
-mlflow and torch alone. Input: float32 images (N, C, H, W) in [0, 1]; output: class
-probabilities (N, classes). The safetensors weights and the model card travel beside it as extra
-files: they are the audit's evidence (their sha256 is checked on every fetch)."""
+mlflow and torch alone. Input: float32 images (N, C, H, W) in [0, 1] (a text model: int64 token
+ids and mask); output: class probabilities (N, classes), in the order of the model metadata's
+``rfau.classes``. The graph refuses input outside the documented range (e.g. pixels sent as
+0-255) with an error naming the contract, instead of answering confidently wrong. The
+safetensors weights and the model card travel beside it as extra files: they are the audit's
+evidence (their sha256 is checked on every fetch)."""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
-from rfau.models.checkpoint import CARD, WEIGHTS, load_checkpoint
+from rfau.models.checkpoint import CARD, SERVING_EXAMPLE, SERVING_EXAMPLE_ROWS, WEIGHTS, load_checkpoint
 from rfau.models.families import get_family
 
-EXAMPLE_BATCH = 2  # torch.export keeps a batch dimension of 1 static; 2 makes it dynamic
+
+def _guarded(model, contract: dict[str, Any]):
+    """``model`` behind a check of the contract's value range, traced into the exported graph."""
+    import torch
+
+    lo, hi = contract["range"]
+    message = (
+        f"input outside the served model's range [{lo}, {hi}] ({contract['dtype']}, "
+        f"{contract['layout']}; scaling: {contract['scaling']})"
+    )
+
+    class InputRange(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            torch._assert_async((x.min() >= lo) & (x.max() <= hi), message)
+            return x
+
+    return torch.nn.Sequential(InputRange(), model, torch.nn.Softmax(dim=1)).eval()
+
+
+def serving_example(model_dir: Path, card) -> Any:
+    """The model folder's real example inputs (written when it was trained or unlearned), else
+    the family's synthetic ones of the right shape and range."""
+    import numpy as np
+
+    family = get_family(card.family)
+    synthetic = family.serving_example(card, SERVING_EXAMPLE_ROWS)
+    path = Path(model_dir) / SERVING_EXAMPLE
+    if path.is_file():
+        real = np.load(path, allow_pickle=False)
+        if real.shape == synthetic.shape and real.dtype == synthetic.dtype:
+            return real
+    return synthetic
 
 
 def log_served_model(model_dir: Path):
@@ -23,8 +58,9 @@ def log_served_model(model_dir: Path):
     from mlflow.models import infer_signature
 
     model, card = load_checkpoint(model_dir)  # verifies the weights against the card
-    served = torch.nn.Sequential(model, torch.nn.Softmax(dim=1)).eval()
-    example = get_family(card.family).serving_example(card, EXAMPLE_BATCH)  # images, or token ids
+    contract = get_family(card.family).serving_contract(card)
+    served = _guarded(model, contract)
+    example = serving_example(model_dir, card)
     with torch.no_grad():
         probs = served(torch.from_numpy(example)).numpy()
     with warnings.catch_warnings():  # torch.export's notes on the traced graph
@@ -35,6 +71,7 @@ def log_served_model(model_dir: Path):
             serialization_format="pt2",
             signature=infer_signature(example, probs),
             input_example=example,
+            metadata={"rfau": {"input": contract, "output": "class probabilities", "classes": card.classes}},
             extra_files=[str(Path(model_dir) / f) for f in (WEIGHTS, CARD)],
             pip_requirements=[
                 f"torch=={torch.__version__.split('+')[0]}",

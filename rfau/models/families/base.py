@@ -93,9 +93,20 @@ class Family:
         return None
 
     def serving_example(self, card: ModelCard, n: int) -> np.ndarray:
-        """An input batch the served model takes (for MLflow's signature and torch.export):
-        float32 images in [0, 1] of the card's input shape."""
+        """An input batch the served model takes (for MLflow's signature and torch.export, where
+        the model folder carries no real one): float32 images in [0, 1] of the card's input shape."""
         return np.random.default_rng(0).random((n, *card.input_shape), dtype=np.float32)
+
+    def serving_contract(self, card: ModelCard) -> dict[str, Any]:
+        """What a caller of the served model must send: dtype, layout and the value range the
+        served graph enforces (a request outside it is refused, not answered)."""
+        return {
+            "dtype": "float32",
+            "shape": ["batch", *card.input_shape],
+            "layout": "NCHW images",
+            "range": [0.0, 1.0],
+            "scaling": "pixel / 255 (no mean/std normalisation: the model does its own)",
+        }
 
     def prepare_dataset(self, ds: Dataset, card: ModelCard) -> Dataset:
         """The dataset as this model takes it (a text model tokenises it here)."""

@@ -256,6 +256,16 @@ class HFTextFamily(_HFFamily):
             preprocessing=prep,
         )
 
+    def serving_contract(self, card: ModelCard) -> dict[str, Any]:
+        vocab = int(card.family_config.get("vocab_size", 2))
+        return {
+            "dtype": "int64",
+            "shape": ["batch", 2, card.input_shape[1]],
+            "layout": "[:, 0] token ids from the card's tokenizer, [:, 1] attention mask (1 = token)",
+            "range": [0, vocab - 1],
+            "scaling": "none: token ids as the tokenizer gives them, padded to max_length",
+        }
+
     def serving_example(self, card: ModelCard, n: int) -> np.ndarray:
         """int64 [n, 2, max_length]: token ids (random, within the vocabulary) and a full mask."""
         vocab = int(card.family_config.get("vocab_size", 2))
