@@ -396,14 +396,14 @@ class ChampionMove(BaseModel):
 
 
 class VersionRow(BaseModel):
-    """One registered version as ``rfau models`` lists it (its ``rfau.*`` tags, as MLflow keeps
-    them: strings, None where a version lacks the tag)."""
+    """One registered version as ``rfau models`` lists it (its ``rfau.*`` tags; None where a
+    version lacks the tag)."""
 
     model_config = ConfigDict(extra="forbid")
 
     version: int
     aliases: list[str]
-    gates_passed: str | None
+    gates_passed: bool | None  # the tag's "true"/"false" as a JSON boolean; None: no verdict (bootstrap)
     gate_failures: str | None
     method: str | None
     requests: str | None

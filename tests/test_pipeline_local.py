@@ -59,7 +59,9 @@ def test_local_run_as_a_new_user(tmp_path):
     assert not (tmp_path / "mlruns").exists()  # artifacts go beside the store, not into the working folder
     with contextlib.chdir(tmp_path):  # the user's next commands, in-process (no 8 s of imports each)
         models = run_cli("models")
+        rows = json.loads(run_cli("models", "--json").stdout)
         listed = run_cli("request", "list", "--json")
     assert "champion" in models.stdout and "rfau" in models.stdout
+    assert [r["gates_passed"] for r in rows] == [True, True]  # JSON booleans, not "true" strings
     assert '"fulfilled"' in listed.stdout
     print(f"local pipeline run (bootstrap + batch): {seconds:.0f} s")  # timing is reported, not asserted

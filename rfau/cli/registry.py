@@ -98,7 +98,7 @@ def models(name: ModelNameOpt = None, tracking_uri: TrackingOpt = None, as_json:
         t.add_row(
             str(r.version),
             ", ".join(r.aliases),
-            str(r.gates_passed),
+            {True: "passed", False: "failed"}.get(r.gates_passed, "-"),
             str(r.method),
             str(r.requests),
             str(r.gate_failures),
