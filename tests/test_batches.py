@@ -68,7 +68,10 @@ def scenario(tmp_path_factory, seed_state):
     def batch(n, gates=None):
         t0 = time.time()
         res = run_batch(
-            root / f"b{n}", BatchParams(store=store, method_config=FAST, gates=gates or Gates()), settings
+            root / f"b{n}",
+            # one rung: these batches test RFAU's own verdicts (the ladder: tests/test_ladder.py)
+            BatchParams(store=store, method_config=FAST, gates=gates or Gates(), escalation=["rfau"]),
+            settings,
         )
         out["runs"].append((res, time.time() - t0))
         return res
