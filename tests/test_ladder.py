@@ -154,3 +154,41 @@ def test_no_request_loops_past_max_attempts(tmp_path, seed_state):
     st = reqs.get("stuck")
     assert st.state is RequestState.NEEDS_RETRAIN and "max_attempts" in st.detail, st
     assert res.registered is None and len(_records(store, settings)) == 2
+
+
+def test_one_kfp_local_run_fulfils_it_by_the_retrain_rung(tmp_path, seed_state):
+    """The same ladder as one Kubeflow graph run by kfp.local: unlearn -> evaluate -> (gates
+    failed) retrain -> evaluate -> register-retrain."""
+    from rfau.pipelines.run import pipeline_arguments, run_local
+
+    settings = seed_state(tmp_path / ".rfau")
+    store = str(tmp_path / ".rfau" / "store")
+    _queue(tmp_path, store, "c3")
+    res, run_dir = run_local(pipeline_arguments(_params(store), local=True), tmp_path / "runs", settings)
+    assert res.promoted, res  # type: ignore[union-attr]
+    ran = {p.name for p in run_dir.iterdir() if p.is_dir()}
+    # kfp.local names the output folders by task: the exact branch's evaluate and register are the
+    # pipeline's second ones (display names evaluate-retrain, register-retrain)
+    assert {"unlearn", "evaluate", "retrain", "evaluate-2", "register-2"} <= ran, ran
+    assert "register" not in ran
+    assert RequestStore.from_uri(store).get("c3").state is RequestState.FULFILLED
+    (record,) = _records(store, settings)
+    assert [(a["method"], a["gates_passed"]) for a in record["attempts"]] == [("rfau", False), ("retrain", True)]
+    assert record["exact"] is True
+    with contextlib.chdir(tmp_path):
+        verify = run_cli("audit", "verify", "--no-weights", RFAU_STATE_DIR=str(tmp_path / ".rfau"))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_an_overdue_request_left_unfulfilled_fails_the_scheduled_run(tmp_path, seed_state):
+    seed_state(tmp_path / ".rfau")
+    env = {"RFAU_STATE_DIR": str(tmp_path / ".rfau")}
+    _queue(tmp_path, str(tmp_path / ".rfau" / "store"), "late", deadline_days=1)  # received in November
+    with contextlib.chdir(tmp_path):
+        # "original" forgets nothing: the class-wise gates fail, the request stays unfulfilled
+        r = run_cli("batch", "run", "--set", "method=original", "--set", 'escalation=["original"]', **env)
+        listed = run_cli("request", "list", "--json", **env)
+    assert r.returncode == 1 and "overdue" in r.stderr and "late" in r.stderr, r.stderr
+    (row,) = json.loads(listed.stdout)
+    assert row["overdue"] is True and row["failed_batches"] == 1 and row["due"].startswith("2026-11-28")
+    assert [a["method"] for a in row["attempts"]] == ["original"]

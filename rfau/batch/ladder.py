@@ -169,3 +169,36 @@ __all__ = [
     "should_escalate",
     "split_plan",
 ]
+
+
+# --- the KFP tasks: the approximate rungs, then (when their gates fail) the exact one -------------
+
+
+def approximate_rungs(batch_dir: str | Path, out_dir: str | Path, gates: Gates) -> None:
+    """The unlearn task: the batch's rungs before the exact one (only the exact one for a batch
+    that goes straight to it) -> ``out_dir``: the first that passes, else the last one (which the
+    evaluate task evaluates; earlier ones are evaluated here to choose)."""
+    import tempfile
+
+    b, out = Path(batch_dir), Path(out_dir)
+    meta = read_batch(b)
+    approx, exact = split_plan(rungs_of(meta, BatchParams()))
+    tried: list[Attempt] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, rung in enumerate(approx[:-1]):
+            model_dir, eval_dir = Path(tmp) / f"rung-{i}" / "model", Path(tmp) / f"rung-{i}" / "evaluation"
+            unlearn_rung(b, model_dir, rung, tried, approx[i + 1 :] + exact)
+            evaluate(b, model_dir, eval_dir, gates)
+            tried.append(attempt_of(model_dir, eval_dir))
+            if tried[-1].gates_passed:
+                copy_folder(model_dir, out)
+                return
+    unlearn_rung(b, out, approx[-1], tried, exact)
+
+
+def next_rung(batch_dir: str | Path, model_dir: str | Path, eval_dir: str | Path, out_dir: str | Path) -> None:
+    """The retrain task: the rung after the one in ``model_dir`` (evaluated in ``eval_dir``),
+    from the same base and split -> ``out_dir``."""
+    prior = attempts_of(Path(model_dir), Path(eval_dir))
+    remaining = ladder_of(Path(model_dir))["remaining"]
+    unlearn_rung(Path(batch_dir), Path(out_dir), remaining[0], prior, remaining[1:])
