@@ -147,7 +147,9 @@ def build_pipeline(gpu: GpuSpec | None = None, retries: int = 2):
         _common(reg, name, CPU_TASKS["register"], retries).set_caching_options(False)
         # not optional: without the secret the pod fails to start instead of hashing subjects
         # with a fresh salt of its own (rfau.audit refuses a missing salt on a cluster too)
-        kubernetes.use_secret_as_env(reg, AUDIT_SECRET, {"RFAU_AUDIT_SALT": "RFAU_AUDIT_SALT"}, optional=False)
+        kubernetes.use_secret_as_env(
+            reg, AUDIT_SECRET, {"RFAU_AUDIT_SALT": "RFAU_AUDIT_SALT"}, optional=False
+        )
         return reg
 
     @dsl.pipeline(
@@ -165,7 +167,9 @@ def build_pipeline(gpu: GpuSpec | None = None, retries: int = 2):
             ev = evaluate(batch=batch, model=forget.outputs["model"], gates=gates)
             _common(ev, "evaluate", CPU_TASKS["evaluate"], retries).set_caching_options(True)
             with dsl.If(ev.outputs["Output"] != ESCALATE, name="certified-or-final"):
-                register_task(batch, forget.outputs["model"], ev.outputs["evaluation"], store, gates, "register")
+                register_task(
+                    batch, forget.outputs["model"], ev.outputs["evaluation"], store, gates, "register"
+                )
             with dsl.Else(name="gates-failed-escalate"):
                 # the exact rung: retrain without the data, on its own GPU node and deadline
                 exact = on_gpu(
@@ -174,9 +178,16 @@ def build_pipeline(gpu: GpuSpec | None = None, retries: int = 2):
                     gpu.retrain_timeout_seconds,
                 )
                 ev_exact = evaluate(batch=batch, model=exact.outputs["retrained"], gates=gates)
-                _common(ev_exact, "evaluate-retrain", CPU_TASKS["evaluate"], retries).set_caching_options(True)
+                _common(ev_exact, "evaluate-retrain", CPU_TASKS["evaluate"], retries).set_caching_options(
+                    True
+                )
                 register_task(
-                    batch, exact.outputs["retrained"], ev_exact.outputs["evaluation"], store, gates, "register-retrain"
+                    batch,
+                    exact.outputs["retrained"],
+                    ev_exact.outputs["evaluation"],
+                    store,
+                    gates,
+                    "register-retrain",
                 )
 
     @dsl.pipeline(

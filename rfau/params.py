@@ -102,7 +102,6 @@ class BatchParams(BaseModel):
     def _null_is_empty(cls, v: Any) -> Any:
         return "" if v is None else v  # `store: null` in params.yaml: the default store
 
-
     @model_validator(mode="after")
     def _method_on_the_ladder(self) -> BatchParams:
         """`method` (with `method_config`) is a rung, never silently replaced by the default ladder."""
@@ -167,7 +166,9 @@ def check_method(p: BatchParams) -> None:
     methods = [r.method for r in ladder]
     for i, r in enumerate(ladder, 1):
         if EXACT in methods[: i - 1]:
-            raise UsageError(f"escalation {methods}: rung {i} ({r.method}) after the exact rung is never tried")
+            raise UsageError(
+                f"escalation {methods}: rung {i} ({r.method}) after the exact rung is never tried"
+            )
         try:
             method_config(r.method, r.config)
         except UsageError as e:

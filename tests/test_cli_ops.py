@@ -153,7 +153,9 @@ def test_a_batch_whose_gate_failed_exits_1_and_its_json_says_why(run, tmp_path, 
     (tmp_path / "r.json").write_text(json.dumps(GOOD))
     assert run("request", "add", "r.json").returncode == OK
     # "original" leaves the model as it is: the class is not forgotten, the class-wise gates fail
-    r = run("batch", "run", "-w", "work", "--set", "method=original", "--set", 'escalation=["original"]', "--json")
+    r = run(
+        "batch", "run", "-w", "work", "--set", "method=original", "--set", 'escalation=["original"]', "--json"
+    )
     assert r.returncode == CHECK_FAILED, r.stderr
     outcome = json.loads(r.stdout)
     assert outcome["request_ids"] == ["r1"] and outcome["registered"]["promoted"] is False

@@ -105,7 +105,9 @@ def test_an_imported_model_has_no_recipe_to_retrain(tmp_path):
     from tests.test_families import save_vit
 
     digits = load_dataset("digits")
-    card = import_model(save_vit(tmp_path / "vit", list(digits.classes)), "hf-image", digits, tmp_path / "model")
+    card = import_model(
+        save_vit(tmp_path / "vit", list(digits.classes)), "hf-image", digits, tmp_path / "model"
+    )
     assert "train_config" not in card.lineage
     why = retrain_refusal(card)
     assert why and "cannot be retrained" in why and "hf-image" in why
@@ -173,7 +175,10 @@ def test_one_kfp_local_run_fulfils_it_by_the_retrain_rung(tmp_path, seed_state):
     assert "register" not in ran
     assert RequestStore.from_uri(store).get("c3").state is RequestState.FULFILLED
     (record,) = _records(store, settings)
-    assert [(a["method"], a["gates_passed"]) for a in record["attempts"]] == [("rfau", False), ("retrain", True)]
+    assert [(a["method"], a["gates_passed"]) for a in record["attempts"]] == [
+        ("rfau", False),
+        ("retrain", True),
+    ]
     assert record["exact"] is True
     with contextlib.chdir(tmp_path):
         verify = run_cli("audit", "verify", "--no-weights", RFAU_STATE_DIR=str(tmp_path / ".rfau"))
@@ -192,3 +197,37 @@ def test_an_overdue_request_left_unfulfilled_fails_the_scheduled_run(tmp_path, s
     (row,) = json.loads(listed.stdout)
     assert row["overdue"] is True and row["failed_batches"] == 1 and row["due"].startswith("2026-11-28")
     assert [a["method"] for a in row["attempts"]] == ["original"]
+
+
+def test_a_request_that_failed_max_attempts_batches_is_taken_alone_on_the_exact_rung(tmp_path, seed_state):
+    """Fair scheduling: it never drags the requests queued with it down again, and goes straight
+    to retrain; should that fail too, it needs retraining (the batch says so in advance)."""
+    from rfau.batch import data_split
+
+    settings = seed_state(tmp_path / ".rfau")
+    store = str(tmp_path / ".rfau" / "store")
+    _queue(tmp_path, store, "old", "2026-11-20T00:00:00Z")
+    reqs = RequestStore.from_uri(store)
+    for n in range(2):  # two batches failed it at their gates
+        reqs.claim_pending(f"b{n}")
+        reqs.release("old", f"b{n}", "version 9 failed gates ['forget_accuracy']")
+    _queue(tmp_path, store, "new", sample_ids=[f"digits/{i}" for i in range(1, 40) if i % 5])
+    meta = data_split(tmp_path / "batch", "digits", store, settings, params=_params(store, max_attempts=2))
+    assert meta.request_ids == ["old"] and [d.request_id for d in meta.deferred] == ["new"]
+    assert "taken alone" in meta.deferred[0].reason and reqs.get("new").state is RequestState.PENDING
+    assert meta.plan == [{"rung": 2, "method": "retrain", "config": {"epochs": 3}}]
+    assert "max_attempts" in (meta.exact_only or "") and "failed too" in (meta.if_failed or "")
+
+
+def test_a_request_inadmissible_even_alone_is_rejected_not_deferred_forever():
+    from rfau.data.datasets import load_dataset
+    from rfau.data.requests import DeletionRequest
+    from rfau.data.split import admit_requests
+
+    ds = load_dataset("digits")
+    # nine classes forgotten earlier: forgetting the tenth would leave nothing to retain
+    excluded = [s for s in ds.split_ids("train") if ds.y[ds.indices([s])[0]] < 9]
+    last = DeletionRequest(request_id="last", classes=[ds.classes[9]], reason="r", received_at=RECEIVED)
+    adm = admit_requests(ds, [("request last", last)], 0.1, excluded)
+    assert not adm.deferred and [r.request_id for _, r, _ in adm.rejected] == ["last"], adm
+    assert "even alone" in adm.rejected[0][2]

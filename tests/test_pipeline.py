@@ -112,7 +112,9 @@ def test_the_ladder_is_in_the_graph_gates_failed_then_retrain_on_a_gpu(compiled)
         "evaluate-2": {"retrain"},
         "register-2": {"retrain", "evaluate-2"},
     }
-    assert "'escalate'" in conditions[sorted(branches)[0]] and conditions[sorted(branches)[1]].startswith("!(")
+    assert "'escalate'" in conditions[sorted(branches)[0]] and conditions[sorted(branches)[1]].startswith(
+        "!("
+    )
     assert _task(spec, "register-2")["inputs"]["artifacts"]["model"]["taskOutputArtifact"] == {
         "producerTask": "retrain",
         "outputArtifactKey": "retrained",
@@ -136,7 +138,10 @@ def test_every_task_has_requests_limits_labels_and_only_unlearn_a_gpu(compiled):
         assert res["cpuLimit"] >= res["cpuRequest"] and res["memoryLimit"] >= res["memoryRequest"], name
         plat = platform.get(label, {})
         # the NetworkPolicies of infra/k8s admit pods with this label to MLflow and MinIO
-        assert plat["podMetadata"]["labels"] == {"rfau.io/client": "true", "rfau.io/task": shown.get(name, name)}
+        assert plat["podMetadata"]["labels"] == {
+            "rfau.io/client": "true",
+            "rfau.io/task": shown.get(name, name),
+        }
         if name in ("unlearn", "retrain"):
             assert (
                 res["accelerator"]["resourceType"] == "nvidia.com/gpu"

@@ -113,7 +113,9 @@ def attempts_of(model_dir: Path, eval_dir: Path) -> list[Attempt]:
 
 def should_escalate(model_dir: Path, eval_dir: Path) -> bool:
     """This rung failed its gates and a rung remains (the exact one)."""
-    return bool(ladder_of(model_dir)["remaining"]) and not GateReport.read(Path(eval_dir) / "gates.json").passed
+    return (
+        bool(ladder_of(model_dir)["remaining"]) and not GateReport.read(Path(eval_dir) / "gates.json").passed
+    )
 
 
 def rungs_of(meta: BatchMeta, p: BatchParams) -> list[dict[str, Any]]:
@@ -146,7 +148,9 @@ def copy_folder(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, dirs_exist_ok=True)
 
 
-def deadlines(meta: BatchMeta, requests: dict, fulfilled: bool, default_days: int) -> dict[str, dict[str, Any]]:
+def deadlines(
+    meta: BatchMeta, requests: dict, fulfilled: bool, default_days: int
+) -> dict[str, dict[str, Any]]:
     """Per request: its due date and whether this batch met it (fulfilled by then)."""
     from rfau.data.request_store import due_at
 
@@ -196,7 +200,9 @@ def approximate_rungs(batch_dir: str | Path, out_dir: str | Path, gates: Gates) 
     unlearn_rung(b, out, approx[-1], tried, exact)
 
 
-def next_rung(batch_dir: str | Path, model_dir: str | Path, eval_dir: str | Path, out_dir: str | Path) -> None:
+def next_rung(
+    batch_dir: str | Path, model_dir: str | Path, eval_dir: str | Path, out_dir: str | Path
+) -> None:
     """The retrain task: the rung after the one in ``model_dir`` (evaluated in ``eval_dir``),
     from the same base and split -> ``out_dir``."""
     prior = attempts_of(Path(model_dir), Path(eval_dir))

@@ -63,9 +63,8 @@ def _append_record(
 ) -> RecordedBatch:
     """The batch's ledger record, anchored on the version it produced and logged to MLflow.
     ``held_back``: why a version that passed its gates is not promoted (recorded as such)."""
-    from rfau.tracking import registry
-
     from rfau.batch.ladder import attempts_of, deadlines
+    from rfau.tracking import registry
 
     unl = UnlearnInfo.read(model_dir / "unlearn.json")
     promoted = reg.gates_passed and not held_back
@@ -103,11 +102,14 @@ def _append_record(
         mlflow_run_id=registry.Registry.active_run_id(),
         attempts=[a.model_dump() for a in attempts_of(model_dir, eval_dir)],
         exact=bool(promoted and unl.method == EXACT),
-        deadlines=deadlines(meta, requests, bool(promoted), meta.deadline_days or BatchParams().deadline_days),
+        deadlines=deadlines(
+            meta, requests, bool(promoted), meta.deadline_days or BatchParams().deadline_days
+        ),
     )
     stored = trail.append(fields.model_dump(exclude={"held_back"} if held_back is None else set()))
     record = RecordedBatch.model_validate(stored)
-    registry.Registry(settings).set_version_tags(reg.version,
+    registry.Registry(settings).set_version_tags(
+        reg.version,
         {"ledger_seq": record.seq, "ledger_hash": record.hash, "batch_id": meta.batch_id},
     )
     trail.log_to_mlflow(stored)

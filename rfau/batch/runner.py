@@ -21,7 +21,8 @@ def run_batch(
     workdir: str | Path, params: BatchParams | None = None, settings: TrackingSettings | None = None
 ) -> BatchOutcome:
     """The four stages in order in this process (what the KFP pipeline runs as tasks: unlearn and
-    evaluate once per rung of the escalation ladder until one passes), with the batch's parameters (``rfau.params.BatchParams``: params.yaml, the pipeline's parameters)."""
+    evaluate once per rung of the escalation ladder until one passes), with the batch's
+    parameters (``rfau.params.BatchParams``: params.yaml, the pipeline's parameters)."""
     wd = Path(workdir)
     p = params or BatchParams()
     settings = settings or TrackingSettings.from_env()

@@ -106,7 +106,9 @@ def _claim_and_split(
         excluded, prior = requested_samples(reqs, ds, {RequestState.FULFILLED})
         p = claim.params
         stuck, escalate = _stuck(claimed, p)
-        by_src = {f"request {st.request_id}": st for st in [*stuck, *claimed] if st.request_id not in escalate}
+        by_src = {
+            f"request {st.request_id}": st for st in [*stuck, *claimed] if st.request_id not in escalate
+        }
         adm = admit_requests(
             ds, [(src, st.request) for src, st in by_src.items()], holdout_fraction, excluded
         )
@@ -114,7 +116,9 @@ def _claim_and_split(
         rejected = [(by_src[src], why) for src, _, why in adm.rejected]
         deferred = [(by_src[src], why) for src, _, why in adm.deferred]
         if stuck and valid and valid[0] is stuck[0]:  # taken alone: it never drags others down again
-            waits = f"waits: request {stuck[0].request_id} is taken alone after failing {p.max_attempts} batches"
+            waits = (
+                f"waits: request {stuck[0].request_id} is taken alone after failing {p.max_attempts} batches"
+            )
             deferred += [(st, waits) for st in valid[1:]]
             valid = valid[:1]
         meta = BatchMeta(

@@ -97,7 +97,9 @@ def request_list(
     for r, row in zip(rows, shown, strict=True):
         due = row["due"][:10] + (" [red]OVERDUE[/]" if row["overdue"] else "")
         rungs = ", ".join(f"{a['method']} {'ok' if a['gates_passed'] else 'failed'}" for a in row["attempts"])
-        t.add_row(r.request_id, r.state.value, due, r.updated_at[:19], r.batch_id or "-", rungs or "-", r.detail)
+        t.add_row(
+            r.request_id, r.state.value, due, r.updated_at[:19], r.batch_id or "-", rungs or "-", r.detail
+        )
     out.print(t)
 
 
