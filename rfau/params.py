@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from rfau.data.split import HOLDOUT_FRACTION
 from rfau.errors import UsageError, validation_problems
@@ -107,9 +108,10 @@ class BatchParams(BaseModel):
         """`method` (with `method_config`) is a rung, never silently replaced by the default ladder."""
         methods = [r.method if isinstance(r, Rung) else r for r in self.escalation]
         if self.method not in methods:
-            raise ValueError(
+            raise PydanticCustomError(
+                "not_a_rung",
                 f"method {self.method!r} is not a rung of escalation {methods}: set escalation to "
-                f'e.g. ["{self.method}", "{EXACT}"] (or ["{self.method}"] for no exact fallback)'
+                f'e.g. ["{self.method}", "{EXACT}"] (or ["{self.method}"] for no exact fallback)',
             )
         return self
 

@@ -181,7 +181,17 @@ def test_batch_register_exits_1_when_a_gate_failed_so_dvc_repro_fails(run, tmp_p
     assert run("request", "add", "r.json").returncode == OK
     for args in (
         ("split", "--out", "b/data"),
-        ("unlearn", "--batch", "b/data", "--out", "b/model", "--set", "method=original"),
+        (
+            "unlearn",
+            "--batch",
+            "b/data",
+            "--out",
+            "b/model",
+            "--set",
+            "method=original",
+            "--set",
+            'escalation=["original"]',
+        ),
         ("evaluate", "--batch", "b/data", "--model", "b/model", "--out", "b/evaluation"),
     ):
         r = run("batch", *args)
