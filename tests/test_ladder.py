@@ -15,7 +15,8 @@ from conftest import run_cli
 
 from rfau.audit.trail import AuditTrail
 from rfau.batch import run_batch
-from rfau.data.request_store import RequestState, RequestStore, failed_batches
+from rfau.data.deadlines import failed_batches
+from rfau.data.request_store import RequestState, RequestStore
 from rfau.gates import Gates
 from rfau.params import BatchParams
 from rfau.tracking.settings import TrackingSettings

@@ -152,7 +152,7 @@ def deadlines(
     meta: BatchMeta, requests: dict, fulfilled: bool, default_days: int
 ) -> dict[str, dict[str, Any]]:
     """Per request: its due date and whether this batch met it (fulfilled by then)."""
-    from rfau.data.request_store import due_at
+    from rfau.data.deadlines import due_at
 
     now = datetime.now(UTC)
     out = {}

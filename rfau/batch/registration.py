@@ -6,7 +6,8 @@ from pathlib import Path
 
 from rfau.batch.common import BATCH, EVIDENCE, _now, _skip, read_batch
 from rfau.batch.recovery import _complete_promotion
-from rfau.data.request_store import FAILED_GATES, RequestState, RequestStore
+from rfau.data.deadlines import FAILED_GATES
+from rfau.data.request_store import RequestState, RequestStore
 from rfau.errors import RfauError
 from rfau.faults import fault_point
 from rfau.gates import Gates

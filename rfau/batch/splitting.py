@@ -180,7 +180,7 @@ def _claim_and_split(
 def _stuck(claimed: list, p: BatchParams) -> tuple[list, dict]:
     """(the claimed requests that failed max_attempts batches, oldest first: the first is taken
     alone on the exact rung; {those that cannot be: the ladder has no exact rung -> why})."""
-    from rfau.data.request_store import failed_batches
+    from rfau.data.deadlines import failed_batches
 
     stuck = [st for st in claimed if failed_batches(st) >= p.max_attempts]
     if EXACT in [r.method for r in p.ladder()]:
@@ -198,7 +198,7 @@ def _plan_ladder(meta: BatchMeta, base: Path, p: BatchParams, requests: list, st
     retrain_lead_days or one that failed max_attempts batches; never retrain on a base model
     without a recipe (its requests then need retraining should every other rung fail)."""
     from rfau.batch.ladder import plan, retrain_refusal
-    from rfau.data.request_store import due_at
+    from rfau.data.deadlines import due_at
     from rfau.models.checkpoint import read_card
 
     meta.deadline_days = p.deadline_days

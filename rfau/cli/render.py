@@ -46,7 +46,8 @@ def print_registered(res: Registered | Skipped) -> None:
 def exit_if_overdue(store: str, deadline_days: int) -> None:
     """A scheduled run that leaves a request past its due date unfulfilled fails loudly: one line
     naming them, exit CHECK_FAILED (the batch itself has completed and recorded what it did)."""
-    from rfau.data.request_store import RequestStore, unfinished_overdue
+    from rfau.data.deadlines import unfinished_overdue
+    from rfau.data.request_store import RequestStore
 
     late = unfinished_overdue(RequestStore.from_uri(store), deadline_days)
     if late:

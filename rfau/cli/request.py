@@ -118,7 +118,8 @@ def _schedule_json(status, deadline_days: int, tried: dict[str, list[dict]]) -> 
     """Due date, overdue flag, failed batches and rungs tried, as `request list` shows them."""
     from datetime import UTC, datetime
 
-    from rfau.data.request_store import RequestState, due_at, failed_batches
+    from rfau.data.deadlines import due_at, failed_batches
+    from rfau.data.request_store import RequestState
 
     due = due_at(status.request, deadline_days)
     settled = (RequestState.FULFILLED, RequestState.REJECTED, RequestState.CANCELLED)

@@ -25,8 +25,7 @@ States and the only legal moves::
     pending --cancel--> cancelled                             (final: the requester withdrew)
     needs-retrain --operator_reject--> rejected               (final)
 
-Every request is due ``received_at + deadline_days`` (the request's own, else the batch's
-parameter); ``failed_batches`` counts the batches whose gates failed it (its releases that say so).
+Due dates and failed-batch counts: ``rfau.data.deadlines``.
 
 ``store.json`` at the root marks an initialised store (written by ``add``); batch runs open the
 store with ``open(uri, create=False)`` so a mistyped folder or prefix is an error, not "nothing to do".
@@ -69,35 +68,6 @@ class RequestState(StrEnum):
     REJECTED = "rejected"
     CANCELLED = "cancelled"
     NEEDS_RETRAIN = "needs-retrain"
-
-
-# the phrase in a release that counts as a failed batch (rfau.batch.registration writes it)
-FAILED_GATES = "failed gates"
-
-
-def failed_batches(status: RequestStatus) -> int:
-    """How many batches failed this request at their gates (releases that say so)."""
-    return sum(
-        1
-        for ev in status.history
-        if ev["state"] == RequestState.PENDING.value and ev["batch_id"] and FAILED_GATES in ev["detail"]
-    )
-
-
-def due_at(req: DeletionRequest, default_days: int) -> datetime:
-    """When the deletion is due: received_at + its own deadline_days, else ``default_days``."""
-    return _received_key(req) + timedelta(days=req.deadline_days or default_days)
-
-
-def unfinished_overdue(store: RequestStore, default_days: int, now: datetime | None = None) -> list[str]:
-    """Ids of the requests past their due date that are not fulfilled (nor rejected or cancelled)."""
-    now = now or datetime.now(UTC)
-    open_states = (RequestState.PENDING, RequestState.IN_PROGRESS, RequestState.NEEDS_RETRAIN)
-    return [
-        st.request_id
-        for st in store.list()
-        if st.state in open_states and due_at(st.request, default_days) < now
-    ]
 
 
 MARKER = "store.json"
