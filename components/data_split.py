@@ -13,6 +13,12 @@ def data_split(
     train: dict,
     holdout_fraction: float,
     base_model_uri: str,
+    method: str,
+    method_config: dict,
+    escalation: list,
+    deadline_days: int,
+    retrain_lead_days: int,
+    max_attempts: int,
     batch: Output[Dataset],
     summary: Output[Markdown],
 ):
@@ -29,6 +35,12 @@ def data_split(
             "train": train,
             "holdout_fraction": holdout_fraction,
             "base_model_uri": base_model_uri,
+            "method": method,
+            "method_config": method_config,
+            "escalation": escalation,
+            "deadline_days": deadline_days,
+            "retrain_lead_days": retrain_lead_days,
+            "max_attempts": max_attempts,
         }
     )
     settings = TrackingSettings.from_env()
@@ -40,6 +52,7 @@ def data_split(
         p.holdout_fraction,
         p.train or None,
         base_model_uri=p.base_model_uri,
+        params=p,
     )
     batch.metadata.update(meta.model_dump(include={"batch_id", "empty", "forget_count", "forget_md5"}))
     lines = [

@@ -16,7 +16,9 @@ def evaluate(
     confusion: Output[ClassificationMetrics],
     report: Output[Markdown],
     plots: Output[HTML],
-):
+) -> str:
+    """-> "passed", "failed", "escalate" (failed, and the escalation ladder's exact rung remains)
+    or "skipped" (nothing to evaluate)."""
     import base64
     from pathlib import Path
 
@@ -30,7 +32,7 @@ def evaluate(
         metrics.log_metric("skipped", 1.0)
         Path(report.path).write_text(f"Nothing to evaluate: {flat.reason}\n")
         Path(plots.path).write_text("<p>nothing to evaluate</p>")
-        return
+        return "skipped"
     for k, v in flat.numbers().items():
         metrics.log_metric(k, v)
     cm = Confusion.read(out / "confusion.json")
@@ -40,3 +42,8 @@ def evaluate(
     Path(plots.path).write_text(
         f'<h3>True-label confidence, forget vs test</h3><img src="data:image/png;base64,{png}">'
     )
+    from rfau.batch.ladder import should_escalate
+
+    if flat.gates_passed:
+        return "passed"
+    return "escalate" if should_escalate(Path(model.path), out) else "failed"

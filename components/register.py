@@ -50,7 +50,10 @@ def register(
     elif res.gates_passed:
         verdict = "gates passed, held back: the champion moved while the batch ran; requests pending"
     else:
-        verdict = "a gate failed: champion unchanged, requests pending"
+        verdict = (
+            "a gate failed: champion unchanged, requests pending (needs-retrain where no rung "
+            "can certify them: `rfau request list`)"
+        )
     Path(receipt.path).write_text(
         f"# {res.model} version {res.version}\n\n{verdict}; champion is version {res.champion}.\n\n"
         f"Ledger record {res.ledger_seq} ({res.ledger_hash}); "

@@ -1,4 +1,5 @@
-"""unlearn: forget the batch's forget set from the champion (RFAU by default) -> model folder."""
+"""unlearn: forget the batch's forget set from the champion -> model folder. The escalation
+ladder's approximate rungs (RFAU by default) run here; the exact one runs in the retrain task."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
@@ -7,19 +8,23 @@ from rfau.components.image import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def unlearn(
-    batch: Input[Dataset], method: str, method_config: dict, model: Output[Model], metrics: Output[Metrics]
-):
-    from rfau.batch import unlearn as stage
+def unlearn(batch: Input[Dataset], gates: dict, model: Output[Model], metrics: Output[Metrics]):
+    from rfau.batch import read_batch
+    from rfau.batch.ladder import approximate_rungs
     from rfau.params import parse_params
-    from rfau.records import Skipped
+    from rfau.records import UnlearnInfo
 
-    p = parse_params({"method": method, "method_config": method_config})
-    info = stage(batch.path, model.path, p.method, p.method_config or None)
-    if isinstance(info, Skipped):
+    meta = read_batch(batch.path)
+    if meta.empty:  # the skip marker, as the other stages write theirs
+        from rfau.batch import unlearn as stage
+
+        stage(batch.path, model.path)
         metrics.log_metric("skipped", 1.0)
         return
-    model.metadata.update({"method": p.method, "framework": "pytorch", "format": "safetensors"})
+    # the rungs were chosen at data-split (batch.json's plan); the gates choose between them
+    approximate_rungs(batch.path, model.path, parse_params({"gates": gates}).gates)
+    info = UnlearnInfo.read(f"{model.path}/unlearn.json")
+    model.metadata.update({"method": info.method, "framework": "pytorch", "format": "safetensors"})
     cost = info.model_dump(include={"seconds", "trainable_params", "total_params", "trainable_share"})
     for k, v in cost.items():
         metrics.log_metric(k, float(v))

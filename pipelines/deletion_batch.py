@@ -1,4 +1,6 @@
-"""The deletion-batch pipeline: data-split -> [unlearn (GPU node) -> evaluate -> register], with
+"""The deletion-batch pipeline: data-split -> [unlearn (GPU node) -> evaluate -> register, or when
+the gates failed and the escalation ladder's exact rung remains: retrain (GPU node) -> evaluate ->
+register], with
 an exit task (cleanup) that releases the batch's claimed requests when anything after data-split
 failed or the run was cancelled.
 
@@ -27,8 +29,11 @@ from rfau.components.data_split import data_split
 from rfau.components.evaluate import evaluate
 from rfau.components.image import CUDA_IMAGE
 from rfau.components.register import register
+from rfau.components.retrain import retrain
 from rfau.components.unlearn import unlearn
 from rfau.params import defaults
+
+ESCALATE = "escalate"  # the evaluate task's verdict when its rung failed and the exact one remains
 
 # the pipeline's parameters are rfau.params.BatchParams' fields; KFP reads a literal signature,
 # so the defaults below are read from BatchParams (tests/test_params.py checks names and values)
@@ -78,6 +83,7 @@ class GpuSpec(BaseModel):
     cpu_limit: str = "8"
     memory_limit: str = "24Gi"
     timeout_seconds: int = 2 * 3600
+    retrain_timeout_seconds: int = 12 * 3600  # the exact rung trains a whole model again
 
 
 def _common(task: dsl.PipelineTask, name: str, res: Resources, retries: int) -> dsl.PipelineTask:
@@ -120,40 +126,69 @@ def build_pipeline(gpu: GpuSpec | None = None, retries: int = 2):
         cpu=gpu.cpu, memory=gpu.memory, cpu_limit=gpu.cpu_limit, memory_limit=gpu.memory_limit
     )
 
+    def on_gpu(task: dsl.PipelineTask, name: str, timeout_seconds: int) -> dsl.PipelineTask:
+        _common(task, name, gpu_resources, retries).set_caching_options(True)
+        task.set_accelerator_type(gpu.accelerator).set_accelerator_limit(gpu.count)
+        task.set_container_image(CUDA_IMAGE)
+        kubernetes.add_node_selector(task, gpu.node_selector_key, gpu.node_selector_value)
+        kubernetes.add_toleration(task, key=gpu.toleration_key, operator="Exists", effect="NoSchedule")
+        kubernetes.set_timeout(task, timeout_seconds)
+        return task
+
+    def register_task(batch, model, evaluation, store: str, gates: dict, name: str):
+        reg = register(
+            batch=batch,
+            model=model,
+            evaluation=evaluation,
+            store=store,
+            gates=gates,
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
+        _common(reg, name, CPU_TASKS["register"], retries).set_caching_options(False)
+        # not optional: without the secret the pod fails to start instead of hashing subjects
+        # with a fresh salt of its own (rfau.audit refuses a missing salt on a cluster too)
+        kubernetes.use_secret_as_env(
+            reg, AUDIT_SECRET, {"RFAU_AUDIT_SALT": "RFAU_AUDIT_SALT"}, optional=False
+        )
+        return reg
+
     @dsl.pipeline(
         name="after-split",
-        description="unlearn -> evaluate -> register for one claimed batch; "
+        description="unlearn -> evaluate -> register (or retrain -> evaluate -> register when the "
+        "gates failed) for one claimed batch; "
         "its claims are released on failure.",
     )
-    def after_split(batch: Input[Dataset], method: str, method_config: dict, store: str, gates: dict):
+    def after_split(batch: Input[Dataset], store: str, gates: dict):
         release = _common(cleanup(batch=batch), "cleanup", CPU_TASKS["cleanup"], retries)
         release.set_caching_options(False)
         with dsl.ExitHandler(release, name="release-on-failure"):
-            forget = unlearn(batch=batch, method=method, method_config=method_config)
-            _common(forget, "unlearn", gpu_resources, retries).set_caching_options(True)
-            forget.set_accelerator_type(gpu.accelerator).set_accelerator_limit(gpu.count)
-            forget.set_container_image(CUDA_IMAGE)
-            kubernetes.add_node_selector(forget, gpu.node_selector_key, gpu.node_selector_value)
-            kubernetes.add_toleration(forget, key=gpu.toleration_key, operator="Exists", effect="NoSchedule")
-            kubernetes.set_timeout(forget, gpu.timeout_seconds)
-
+            # the escalation ladder's approximate rungs (the plan in batch.json, from data-split)
+            forget = on_gpu(unlearn(batch=batch, gates=gates), "unlearn", gpu.timeout_seconds)
             ev = evaluate(batch=batch, model=forget.outputs["model"], gates=gates)
             _common(ev, "evaluate", CPU_TASKS["evaluate"], retries).set_caching_options(True)
-
-            reg = register(
-                batch=batch,
-                model=forget.outputs["model"],
-                evaluation=ev.outputs["evaluation"],
-                store=store,
-                gates=gates,
-                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            )
-            _common(reg, "register", CPU_TASKS["register"], retries).set_caching_options(False)
-            # not optional: without the secret the pod fails to start instead of hashing subjects
-            # with a fresh salt of its own (rfau.audit refuses a missing salt on a cluster too)
-            kubernetes.use_secret_as_env(
-                reg, AUDIT_SECRET, {"RFAU_AUDIT_SALT": "RFAU_AUDIT_SALT"}, optional=False
-            )
+            with dsl.If(ev.outputs["Output"] != ESCALATE, name="certified-or-final"):
+                register_task(
+                    batch, forget.outputs["model"], ev.outputs["evaluation"], store, gates, "register"
+                )
+            with dsl.Else(name="gates-failed-escalate"):
+                # the exact rung: retrain without the data, on its own GPU node and deadline
+                exact = on_gpu(
+                    retrain(batch=batch, model=forget.outputs["model"], evaluation=ev.outputs["evaluation"]),
+                    "retrain",
+                    gpu.retrain_timeout_seconds,
+                )
+                ev_exact = evaluate(batch=batch, model=exact.outputs["retrained"], gates=gates)
+                _common(ev_exact, "evaluate-retrain", CPU_TASKS["evaluate"], retries).set_caching_options(
+                    True
+                )
+                register_task(
+                    batch,
+                    exact.outputs["retrained"],
+                    ev_exact.outputs["evaluation"],
+                    store,
+                    gates,
+                    "register-retrain",
+                )
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -169,23 +204,30 @@ def build_pipeline(gpu: GpuSpec | None = None, retries: int = 2):
         train: dict = DEFAULTS["train"],
         holdout_fraction: float = DEFAULTS["holdout_fraction"],
         base_model_uri: str = DEFAULTS["base_model_uri"],
+        escalation: list = DEFAULTS["escalation"],
+        deadline_days: int = DEFAULTS["deadline_days"],
+        retrain_lead_days: int = DEFAULTS["retrain_lead_days"],
+        max_attempts: int = DEFAULTS["max_attempts"],
     ):
+        # data-split claims the requests and chooses the ladder's rungs for them (batch.json)
         split = data_split(
             dataset=dataset,
             store=store,
             train=train,
             holdout_fraction=holdout_fraction,
             base_model_uri=base_model_uri,
+            method=method,
+            method_config=method_config,
+            escalation=escalation,
+            deadline_days=deadline_days,
+            retrain_lead_days=retrain_lead_days,
+            max_attempts=max_attempts,
         )
         _common(split, "data-split", CPU_TASKS["data-split"], retries).set_caching_options(False)
 
-        after_split(
-            batch=split.outputs["batch"],
-            method=method,
-            method_config=method_config,
-            store=store,
-            gates=gates,
-        ).set_display_name("unlearn-evaluate-register")
+        after_split(batch=split.outputs["batch"], store=store, gates=gates).set_display_name(
+            "unlearn-evaluate-register"
+        )
 
     return deletion_batch
 

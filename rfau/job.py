@@ -133,6 +133,7 @@ def run_job(
         store=str((wd / STORE).resolve()),
         method="rfau",
         method_config={"seed": seed, **(rfau_config or {})},
+        escalation=["rfau"],  # the experiment measures RFAU itself (retrain is its own column)
         train={"seed": seed, **(train or {})},
     )
     if model_dir is not None:  # the given original instead of one trained by the batch

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from rfau.data.split import HOLDOUT_FRACTION
 from rfau.errors import UsageError, validation_problems
@@ -27,6 +28,18 @@ from rfau.gates import Gates
 RENAMED = {"dataset_uri": "dataset", "requests_uri": "store", "train_config": "train"}
 # earlier pipeline parameters that are tracking settings now -> the variable that sets them
 MOVED_TO_SETTINGS = {"model_name": "RFAU_MODEL_NAME", "tracking_uri": "RFAU_TRACKING_URI"}
+
+
+class Rung(BaseModel):
+    """One rung of the escalation ladder: a method (`rfau methods`) and its settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field(min_length=1)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+EXACT = "retrain"  # the exact rung: retraining without the data, exact by construction
 
 
 class BatchParams(BaseModel):
@@ -54,6 +67,20 @@ class BatchParams(BaseModel):
         description="your own model to start from (first batch only): a folder or s3://bucket/prefix "
         "holding a save_pretrained model or an `rfau model import` folder; '': train one",
     )
+    escalation: list[str | Rung] = Field(
+        default_factory=lambda: ["rfau", EXACT],
+        min_length=1,
+        description="the ladder a batch climbs from the same base and split until a rung passes its "
+        "gates: method names, or {method, config}; a bare name equal to `method` takes "
+        "`method_config`; 'retrain' (exact) belongs last",
+    )
+    deadline_days: int = Field(30, ge=1, description="a request is due this many days after received_at")
+    retrain_lead_days: int = Field(
+        3, ge=0, description="a batch holding a request due within this many days goes straight to retrain"
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="failed batches after which a request is taken alone, on the exact rung"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -75,6 +102,29 @@ class BatchParams(BaseModel):
     @classmethod
     def _null_is_empty(cls, v: Any) -> Any:
         return "" if v is None else v  # `store: null` in params.yaml: the default store
+
+    @model_validator(mode="after")
+    def _method_on_the_ladder(self) -> BatchParams:
+        """`method` (with `method_config`) is a rung, never silently replaced by the default ladder."""
+        methods = [r.method if isinstance(r, Rung) else r for r in self.escalation]
+        if self.method not in methods:
+            raise PydanticCustomError(
+                "not_a_rung",
+                f"method {self.method!r} is not a rung of escalation {methods}: set escalation to "
+                f'e.g. ["{self.method}", "{EXACT}"] (or ["{self.method}"] for no exact fallback)',
+            )
+        return self
+
+    def ladder(self) -> list[Rung]:
+        """The escalation rungs with their settings (a bare name equal to ``method`` takes
+        ``method_config``)."""
+        out = []
+        for r in self.escalation:
+            if isinstance(r, Rung):
+                out.append(r)
+            else:
+                out.append(Rung(method=r, config=self.method_config if r == self.method else {}))
+        return out
 
 
 def defaults() -> dict[str, Any]:
@@ -114,6 +164,17 @@ def check_method(p: BatchParams) -> None:
     from rfau.stages import method_config  # torch: only when parameters are checked
 
     method_config(p.method, p.method_config)
+    ladder = p.ladder()
+    methods = [r.method for r in ladder]
+    for i, r in enumerate(ladder, 1):
+        if EXACT in methods[: i - 1]:
+            raise UsageError(
+                f"escalation {methods}: rung {i} ({r.method}) after the exact rung is never tried"
+            )
+        try:
+            method_config(r.method, r.config)
+        except UsageError as e:
+            raise UsageError(f"escalation rung {i}: {e}") from None
 
 
 def load_params(path: Path | None, sets: list[str] | None = None, **overrides) -> BatchParams:

@@ -87,12 +87,20 @@ class BatchMeta(Record):
     forget_md5: str | None = None
     base: BaseVersion | None = None
     already_forgotten: bool | None = None
+    # the escalation ladder (rfau.batch.ladder): the rungs this batch climbs, in order, each
+    # {"rung": position on the ladder (1-based), "method", "config"}; None: the one `method`
+    plan: list[dict[str, Any]] | None = None
+    exact_only: str | None = None  # why the batch goes straight to the exact rung
+    if_failed: str | None = None  # why its requests need retraining should every rung fail
+    deadline_days: int | None = None  # the batch's default (a request may carry its own)
 
     @property
     def rejected_ids(self) -> list[str]:
         return [r.request_id for r in self.rejected]
 
     def skip_reason(self) -> str:
+        if self.plan == [] and self.if_failed:
+            return f"no rung can certify it: {self.if_failed}"
         return "no pending requests" if not self.request_ids else "nothing left to forget"
 
     def require_base(self) -> BaseVersion:
@@ -360,6 +368,12 @@ class BatchRecord(BaseModel):
     started_at: str
     finished_at: str
     mlflow_run_id: str | None
+    # the escalation ladder: every rung tried ({"rung", "method", "config", "seconds",
+    # "gates_passed", "failed_gates", "why"}), whether the promoted model is the exact (retrained)
+    # one, and per request its due date and whether this batch met it
+    attempts: list[dict[str, Any]] = []
+    exact: bool = False
+    deadlines: dict[str, dict[str, Any]] = {}
 
 
 class RecordedBatch(BaseModel):
@@ -376,6 +390,8 @@ class RecordedBatch(BaseModel):
     mlflow_run_id: str | None = None
     model: LedgerModel | None = None
     gates: list[GateResult] = []
+    attempts: list[dict[str, Any]] = []  # records before the escalation ladder have none
+    exact: bool = False
 
     @property
     def version(self) -> int:

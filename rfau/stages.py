@@ -186,6 +186,7 @@ def unlearn_stage(
                 "method": method,
                 "forget_sha256": split.forget_hash,
                 "request_ids": split.request_ids,
+                **_recipe(card, method, cfg),
             },
         }
     )
@@ -196,6 +197,15 @@ def unlearn_stage(
         save_serving_example(ds, tmp)
         info.write(tmp / "unlearn.json")
     return info
+
+
+def _recipe(card: ModelCard, method: str, cfg) -> dict:
+    """The training recipe carried down the lineage, so that a later retrain reruns it: retrain's
+    own, else the parent's (an imported model has none)."""
+    if method == "retrain" and isinstance(cfg, TrainConfig):
+        return {"train_config": cfg.model_dump()}
+    recipe = card.lineage.get("train_config")
+    return {"train_config": recipe} if recipe else {}
 
 
 def _save_adapter(adapter: torch.nn.Module, out_dir: Path) -> None:

@@ -68,7 +68,10 @@ def scenario(tmp_path_factory, seed_state):
     def batch(n, gates=None):
         t0 = time.time()
         res = run_batch(
-            root / f"b{n}", BatchParams(store=store, method_config=FAST, gates=gates or Gates()), settings
+            root / f"b{n}",
+            # one rung: these batches test RFAU's own verdicts (the ladder: tests/test_ladder.py)
+            BatchParams(store=store, method_config=FAST, gates=gates or Gates(), escalation=["rfau"]),
+            settings,
         )
         out["runs"].append((res, time.time() - t0))
         return res
@@ -323,13 +326,10 @@ def test_each_batch_is_one_mlflow_run_tree(scenario):
         children = client.search_runs(
             [exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
         )
-        assert sorted(r.info.run_name for r in children) == [
-            "audit",
-            "data-split",
-            "evaluate",
-            "register",
-            "unlearn",
-        ]
+        rungs = [f"rung {a['rung']}: {a['method']}" for a in rec["attempts"]]  # the escalation ladder
+        assert sorted(r.info.run_name for r in children) == sorted(
+            ["audit", "data-split", "evaluate", "register", "unlearn", *rungs]
+        )
         unl = next(r for r in children if r.info.run_name == "unlearn")
         steps = client.get_metric_history(unl.info.run_id, "rfau.retain_loss")  # per-epoch losses
         assert len(steps) == FAST["epochs"]

@@ -153,7 +153,9 @@ def test_a_batch_whose_gate_failed_exits_1_and_its_json_says_why(run, tmp_path, 
     (tmp_path / "r.json").write_text(json.dumps(GOOD))
     assert run("request", "add", "r.json").returncode == OK
     # "original" leaves the model as it is: the class is not forgotten, the class-wise gates fail
-    r = run("batch", "run", "-w", "work", "--set", "method=original", "--json")
+    r = run(
+        "batch", "run", "-w", "work", "--set", "method=original", "--set", 'escalation=["original"]', "--json"
+    )
     assert r.returncode == CHECK_FAILED, r.stderr
     outcome = json.loads(r.stdout)
     assert outcome["request_ids"] == ["r1"] and outcome["registered"]["promoted"] is False
@@ -179,7 +181,17 @@ def test_batch_register_exits_1_when_a_gate_failed_so_dvc_repro_fails(run, tmp_p
     assert run("request", "add", "r.json").returncode == OK
     for args in (
         ("split", "--out", "b/data"),
-        ("unlearn", "--batch", "b/data", "--out", "b/model", "--set", "method=original"),
+        (
+            "unlearn",
+            "--batch",
+            "b/data",
+            "--out",
+            "b/model",
+            "--set",
+            "method=original",
+            "--set",
+            'escalation=["original"]',
+        ),
         ("evaluate", "--batch", "b/data", "--model", "b/model", "--out", "b/evaluation"),
     ):
         r = run("batch", *args)

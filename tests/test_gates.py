@@ -265,7 +265,9 @@ def test_a_class_request_unlearned_with_salun_is_gated_class_wise(tmp_path, seed
     )
     RequestStore.from_uri(store).add([req], DS)
     res = run_batch(
-        tmp_path / "work", BatchParams(store=store, method="salun", method_config=SALUN_TINY), settings
+        tmp_path / "work",
+        BatchParams(store=store, method="salun", method_config=SALUN_TINY, escalation=["salun"]),
+        settings,
     )
     unlearned = json.loads((tmp_path / "work" / "model" / "unlearn.json").read_text())
     assert unlearned["method"] == "salun" and unlearned["regime"] == "class"

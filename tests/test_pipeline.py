@@ -79,7 +79,7 @@ def test_stages_in_order_inside_an_exit_handler(compiled):
     assert {n: set(t.get("dependentTasks", [])) for n, t in inside.items()} == {
         "unlearn": set(),
         "evaluate": {"unlearn"},
-        "register": {"unlearn", "evaluate"},
+        "condition-branches-2": {"unlearn", "evaluate"},  # register, or retrain (tests/test_pipeline.py)
     }
     exit_task = after["cleanup"]
     assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
@@ -91,15 +91,46 @@ def test_stages_in_order_inside_an_exit_handler(compiled):
     assert exit_task["inputs"]["artifacts"]["batch"] == {"componentInputArtifact": "batch"}
     handler = after["exit-handler-1"]["inputs"]["artifacts"]  # the handler's group passes it on
     assert handler["pipelinechannel--batch"] == {"componentInputArtifact": "batch"}
-    for stage in ("unlearn", "evaluate", "register"):
-        assert inside[stage]["inputs"]["artifacts"]["batch"] == {
+    for stage in ("unlearn", "evaluate", "register", "retrain", "evaluate-2", "register-2"):
+        assert _task(spec, stage)["inputs"]["artifacts"]["batch"] == {
             "componentInputArtifact": "pipelinechannel--batch"
         }
 
 
+def test_the_ladder_is_in_the_graph_gates_failed_then_retrain_on_a_gpu(compiled):
+    """unlearn -> evaluate -> dsl.If (certified or final: register) / dsl.Else (gates failed and
+    the exact rung remains: retrain on its own GPU node and deadline -> evaluate -> register)."""
+    spec, platform = compiled
+    branches = _dags(spec)["comp-condition-branches-2"]
+    conditions = {n: t["triggerPolicy"]["condition"] for n, t in branches.items()}
+    verdict = "inputs.parameter_values['pipelinechannel--evaluate-Output']"
+    assert len(conditions) == 2 and all(verdict in c for c in conditions.values()), conditions
+    certified, escalated = (_dags(spec)[branches[n]["componentRef"]["name"]] for n in sorted(branches))
+    assert set(certified) == {"register"}
+    assert {n: set(t.get("dependentTasks", [])) for n, t in escalated.items()} == {
+        "retrain": set(),
+        "evaluate-2": {"retrain"},
+        "register-2": {"retrain", "evaluate-2"},
+    }
+    assert "'escalate'" in conditions[sorted(branches)[0]] and conditions[sorted(branches)[1]].startswith(
+        "!("
+    )
+    assert _task(spec, "register-2")["inputs"]["artifacts"]["model"]["taskOutputArtifact"] == {
+        "producerTask": "retrain",
+        "outputArtifactKey": "retrained",
+    }
+    label, container = _executor(spec, "retrain")
+    assert container["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert int(container["resources"]["accelerator"]["resourceCount"]) == 1
+    assert platform[label]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+    assert int(platform[label]["activeDeadlineSeconds"]) == GpuSpec().retrain_timeout_seconds
+    assert container["image"].endswith("-cuda")
+
+
 def test_every_task_has_requests_limits_labels_and_only_unlearn_a_gpu(compiled):
     spec, platform = compiled
-    for name in [*STAGES, "cleanup"]:
+    shown = {"evaluate-2": "evaluate-retrain", "register-2": "register-retrain"}  # their pod labels
+    for name in [*STAGES, "cleanup", "retrain", *shown]:
         label, container = _executor(spec, name)
         res = container["resources"]
         for key in ("resourceCpuRequest", "resourceMemoryRequest", "resourceCpuLimit", "resourceMemoryLimit"):
@@ -107,8 +138,11 @@ def test_every_task_has_requests_limits_labels_and_only_unlearn_a_gpu(compiled):
         assert res["cpuLimit"] >= res["cpuRequest"] and res["memoryLimit"] >= res["memoryRequest"], name
         plat = platform.get(label, {})
         # the NetworkPolicies of infra/k8s admit pods with this label to MLflow and MinIO
-        assert plat["podMetadata"]["labels"] == {"rfau.io/client": "true", "rfau.io/task": name}
-        if name == "unlearn":
+        assert plat["podMetadata"]["labels"] == {
+            "rfau.io/client": "true",
+            "rfau.io/task": shown.get(name, name),
+        }
+        if name in ("unlearn", "retrain"):
             assert (
                 res["accelerator"]["resourceType"] == "nvidia.com/gpu"
                 and int(res["accelerator"]["resourceCount"]) == 1
@@ -117,7 +151,8 @@ def test_every_task_has_requests_limits_labels_and_only_unlearn_a_gpu(compiled):
             assert plat["tolerations"] == [
                 {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
             ]
-            assert int(plat["activeDeadlineSeconds"]) == GpuSpec().timeout_seconds
+            deadline = GpuSpec().timeout_seconds if name == "unlearn" else GpuSpec().retrain_timeout_seconds
+            assert int(plat["activeDeadlineSeconds"]) == deadline
             assert container["image"].endswith("-cuda")
         else:
             assert "accelerator" not in res, f"{name} asks for an accelerator"
@@ -161,13 +196,15 @@ def test_parameters_and_artifacts_wire_through(compiled):
 
     for p in ("dataset", "store", "train", "holdout_fraction"):
         assert inputs("data-split")["parameters"][p]["componentInputParameter"] == p
+    # data-split chooses the ladder's rungs for the requests it claims (batch.json's plan)
+    for p in ("method", "method_config", "escalation", "deadline_days", "retrain_lead_days", "max_attempts"):
+        assert inputs("data-split")["parameters"][p]["componentInputParameter"] == p
     root_params = _task(spec, "after-split")["inputs"]["parameters"]
-    for p in ("method", "method_config", "gates", "store"):
+    for p in ("gates", "store"):
         assert root_params[p]["componentInputParameter"] == p
     # inside the exit handler's group KFP names the sub-pipeline's inputs pipelinechannel--NAME
     for stage, p in [
-        ("unlearn", "method"),
-        ("unlearn", "method_config"),
+        ("unlearn", "gates"),
         ("register", "gates"),
         ("register", "store"),
         ("evaluate", "gates"),
@@ -182,7 +219,12 @@ def test_parameters_and_artifacts_wire_through(compiled):
         for n in STAGES
     }
     assert arts["evaluate"] == {"model": ("unlearn", "model")}
-    assert arts["register"] == {"model": ("unlearn", "model"), "evaluation": ("evaluate", "evaluation")}
+    # register sits in a branch of the ladder's condition: its inputs are the branch's, by producer
+    assert {k: v["componentInputArtifact"] for k, v in inputs("register")["artifacts"].items()} == {
+        "batch": "pipelinechannel--batch",
+        "model": "pipelinechannel--unlearn-model",
+        "evaluation": "pipelinechannel--evaluate-evaluation",
+    }
     types = {
         k: v["artifactType"]["schemaTitle"]
         for k, v in spec["components"]["comp-evaluate"]["outputDefinitions"]["artifacts"].items()

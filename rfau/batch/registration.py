@@ -6,12 +6,14 @@ from pathlib import Path
 
 from rfau.batch.common import BATCH, EVIDENCE, _now, _skip, read_batch
 from rfau.batch.recovery import _complete_promotion
+from rfau.data.deadlines import FAILED_GATES
 from rfau.data.request_store import RequestState, RequestStore
 from rfau.errors import RfauError
 from rfau.faults import fault_point
 from rfau.gates import Gates
 from rfau.io import atomic_dir
 from rfau.models.checkpoint import read_card
+from rfau.params import EXACT, BatchParams
 from rfau.records import (
     BatchMeta,
     BatchMetrics,
@@ -32,7 +34,8 @@ from rfau.tracking.settings import TrackingSettings
 
 def _log_stages(reg, batch_dir: Path, model_dir: Path, eval_dir: Path, meta: BatchMeta) -> None:
     """The batch's stages as nested MLflow runs under the batch's parent run."""
-    from rfau.tracking.stage_runs import log_data_split, log_evaluate, log_unlearn
+    from rfau.batch.ladder import attempts_of
+    from rfau.tracking.stage_runs import log_data_split, log_evaluate, log_rungs, log_unlearn
 
     log_data_split(
         reg,
@@ -46,6 +49,7 @@ def _log_stages(reg, batch_dir: Path, model_dir: Path, eval_dir: Path, meta: Bat
         BatchMetrics.read(eval_dir / "metrics.json").model_dump(exclude_none=True),
         artifacts=[eval_dir / f for f in (*EVIDENCE, "before.json", "after.json")],
     )
+    log_rungs(reg, attempts_of(model_dir, eval_dir))  # the escalation ladder: one run per rung tried
 
 
 def _append_record(
@@ -60,9 +64,12 @@ def _append_record(
 ) -> RecordedBatch:
     """The batch's ledger record, anchored on the version it produced and logged to MLflow.
     ``held_back``: why a version that passed its gates is not promoted (recorded as such)."""
+    from rfau.batch.ladder import attempts_of, deadlines
     from rfau.tracking import registry
 
     unl = UnlearnInfo.read(model_dir / "unlearn.json")
+    promoted = reg.gates_passed and not held_back
+    requests = {rid: reqs.get(rid).request for rid in meta.request_ids}
     after, before = Evaluation.read(eval_dir / "after.json"), Evaluation.read(eval_dir / "before.json")
     base = meta.require_base()
     fields = BatchRecord(
@@ -94,6 +101,11 @@ def _append_record(
         started_at=meta.started_at,
         finished_at=_now(),
         mlflow_run_id=registry.Registry.active_run_id(),
+        attempts=[a.model_dump() for a in attempts_of(model_dir, eval_dir)],
+        exact=bool(promoted and unl.method == EXACT),
+        deadlines=deadlines(
+            meta, requests, bool(promoted), meta.deadline_days or BatchParams().deadline_days
+        ),
     )
     stored = trail.append(fields.model_dump(exclude={"held_back"} if held_back is None else set()))
     record = RecordedBatch.model_validate(stored)
@@ -214,7 +226,12 @@ def register(
             )
         else:
             failed = [g.name for g in record.gates if not g.passed]
-            why = record.held_back or f"version {reg.version} failed gates {failed}"
+            why = record.held_back or f"version {reg.version} {FAILED_GATES} {failed}"
+            if record.attempts and not record.held_back:  # the escalation ladder: every rung failed
+                why = f"{len(record.attempts)} rung(s) tried, none passed; {why}"
+            if meta.if_failed and not record.held_back:  # no rung left that could certify it
+                reqs.needs_retrain(rid, meta.batch_id, f"{meta.if_failed}; {why}"[:1000])
+                continue
             reqs.release(
                 rid,
                 meta.batch_id,

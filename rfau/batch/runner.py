@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from rfau.batch.common import _release_or_say_so
-from rfau.batch.evaluation import evaluate
+from rfau.batch.ladder import climb, rungs_of
 from rfau.batch.recovery import abort
 from rfau.batch.registration import register
 from rfau.batch.splitting import data_split
-from rfau.batch.unlearning import unlearn
 from rfau.errors import RfauError
 from rfau.faults import fault_point
 from rfau.io import work_lock
@@ -21,8 +20,9 @@ from rfau.tracking.settings import TrackingSettings
 def run_batch(
     workdir: str | Path, params: BatchParams | None = None, settings: TrackingSettings | None = None
 ) -> BatchOutcome:
-    """The four stages in order in this process (what the KFP pipeline runs as four tasks), with
-    the batch's parameters (``rfau.params.BatchParams``: params.yaml, the pipeline's parameters)."""
+    """The four stages in order in this process (what the KFP pipeline runs as tasks: unlearn and
+    evaluate once per rung of the escalation ladder until one passes), with the batch's
+    parameters (``rfau.params.BatchParams``: params.yaml, the pipeline's parameters)."""
     wd = Path(workdir)
     p = params or BatchParams()
     settings = settings or TrackingSettings.from_env()
@@ -37,6 +37,7 @@ def run_batch(
             p.holdout_fraction,
             p.train,
             base_model_uri=p.base_model_uri,
+            params=p,
         )
         taken = BatchOutcome(
             batch_id=meta.batch_id,
@@ -47,12 +48,11 @@ def run_batch(
         if meta.empty:
             return taken
         try:
-            unlearn(wd / "batch", wd / "model", p.method, p.method_config)
+            # the escalation ladder: each rung from the same base and split, until one passes
+            model_dir, eval_dir = climb(wd / "batch", wd, rungs_of(meta, p), p.gates)
             fault_point("unlearned")
-            metrics = evaluate(wd / "batch", wd / "model", wd / "evaluation", p.gates)
-            reg = register(
-                wd / "batch", wd / "model", wd / "evaluation", wd / "registered", settings, p.gates, store
-            )
+            metrics = BatchMetrics.read(eval_dir / "metrics.json")
+            reg = register(wd / "batch", model_dir, eval_dir, wd / "registered", settings, p.gates, store)
         except BaseException as e:
             reason = str(e) or type(e).__name__
             _release_or_say_so(e, lambda: abort(wd / "batch", reason, settings))

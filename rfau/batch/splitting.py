@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import rfau
@@ -18,6 +18,7 @@ from rfau.data.requests import resolve_forget_set
 from rfau.data.split import HOLDOUT_FRACTION, admit_requests, make_split, write_split
 from rfau.errors import RfauError
 from rfau.io import atomic_dir, md5_file, write_json
+from rfau.params import EXACT, BatchParams
 from rfau.records import BatchMeta, Rejection
 from rfau.tracking.settings import TrackingSettings
 
@@ -55,17 +56,19 @@ def data_split(
     batch_id: str | None = None,
     stale_after_hours: float | None = None,
     base_model_uri: str = "",
+    params: BatchParams | None = None,
 ) -> BatchMeta:
     """Claim the pending requests -> ``out_dir`` with batch.json, requests/, split/ and base/.
     ``base_model_uri``: the user's own model, the bootstrap champion where the registry has none
-    (checked before anything is claimed, see ``staged_base_model``)."""
+    (checked before anything is claimed, see ``staged_base_model``). ``params``: the escalation
+    ladder and the deadlines (the rungs this batch climbs are decided here, see ``rfau.batch.ladder``)."""
     settings = settings or TrackingSettings.from_env()
     ds = load_dataset(dataset)
     uri = store or default_store(settings)
     reqs = RequestStore.open(uri)  # a store never initialised is a misconfiguration, not "nothing to do"
     recover(uri, settings)  # finish what a crashed register left half done before claiming more
     with staged_base_model(base_model_uri, ds, settings, holdout_fraction) as original:
-        claim = Claim(dataset, uri, reqs, holdout_fraction, train, original)
+        claim = Claim(dataset, uri, reqs, holdout_fraction, train, original, params or BatchParams())
         return _claim_and_split(Path(out_dir), ds, claim, settings, batch_id, stale_after_hours)
 
 
@@ -79,6 +82,7 @@ class Claim:
     holdout_fraction: float
     train: dict | None
     original: Path | None
+    params: BatchParams
 
 
 def _claim_and_split(
@@ -100,13 +104,23 @@ def _claim_and_split(
     done: list = []
     try:
         excluded, prior = requested_samples(reqs, ds, {RequestState.FULFILLED})
-        by_src = {f"request {st.request_id}": st for st in claimed}
+        p = claim.params
+        stuck, escalate = _stuck(claimed, p)
+        by_src = {
+            f"request {st.request_id}": st for st in [*stuck, *claimed] if st.request_id not in escalate
+        }
         adm = admit_requests(
             ds, [(src, st.request) for src, st in by_src.items()], holdout_fraction, excluded
         )
         valid = [by_src[src] for src, _ in adm.admitted]
         rejected = [(by_src[src], why) for src, _, why in adm.rejected]
         deferred = [(by_src[src], why) for src, _, why in adm.deferred]
+        if stuck and valid and valid[0] is stuck[0]:  # taken alone: it never drags others down again
+            waits = (
+                f"waits: request {stuck[0].request_id} is taken alone after failing {p.max_attempts} batches"
+            )
+            deferred += [(st, waits) for st in valid[1:]]
+            valid = valid[:1]
         meta = BatchMeta(
             batch_id=batch_id,
             dataset=ds.name,
@@ -139,6 +153,7 @@ def _claim_and_split(
                     meta.base = ensure_base(
                         ds, tmp / "base", settings, claim.train, holdout_fraction, claim.original
                     )
+                    _plan_ladder(meta, tmp / "base", p, [st.request for st in valid], stuck)
                 else:  # every named sample was forgotten by an earlier batch
                     done = valid
                     meta.already_forgotten = True
@@ -154,4 +169,55 @@ def _claim_and_split(
         reqs.release(st.request_id, batch_id, why[:500])
     for st in done:
         reqs.fulfil(st.request_id, batch_id, "already forgotten by an earlier batch")
+    for rid, why in escalate.items():
+        reqs.needs_retrain(rid, batch_id, why)
+    if meta.plan == [] and meta.if_failed:  # nothing can certify it
+        for rid in meta.request_ids:
+            reqs.needs_retrain(rid, batch_id, meta.if_failed)
     return meta
+
+
+def _stuck(claimed: list, p: BatchParams) -> tuple[list, dict]:
+    """(the claimed requests that failed max_attempts batches, oldest first: the first is taken
+    alone on the exact rung; {those that cannot be: the ladder has no exact rung -> why})."""
+    from rfau.data.deadlines import failed_batches
+
+    stuck = [st for st in claimed if failed_batches(st) >= p.max_attempts]
+    if EXACT in [r.method for r in p.ladder()]:
+        return stuck, {}
+    why = (
+        f"failed {p.max_attempts} batches (max_attempts) and escalation "
+        f"{[r.method for r in p.ladder()]} has no exact rung: add '{EXACT}' to escalation, then "
+        "`rfau request requeue`"
+    )
+    return [], {st.request_id: why for st in stuck}
+
+
+def _plan_ladder(meta: BatchMeta, base: Path, p: BatchParams, requests: list, stuck: list) -> None:
+    """The rungs this batch climbs: straight to the exact one for a request due within
+    retrain_lead_days or one that failed max_attempts batches; never retrain on a base model
+    without a recipe (its requests then need retraining should every other rung fail)."""
+    from rfau.batch.ladder import plan, retrain_refusal
+    from rfau.data.deadlines import due_at
+    from rfau.models.checkpoint import read_card
+
+    meta.deadline_days = p.deadline_days
+    has_exact = EXACT in [r.method for r in p.ladder()]
+    soon = datetime.now(UTC) + timedelta(days=p.retrain_lead_days)
+    due = [r for r in requests if due_at(r, p.deadline_days) <= soon]
+    if stuck and meta.request_ids == [stuck[0].request_id]:
+        meta.exact_only = f"request {stuck[0].request_id} failed {p.max_attempts} batches (max_attempts)"
+        meta.if_failed = f"{meta.exact_only} and the exact rung ({EXACT}) failed too"
+    elif due and has_exact:
+        meta.exact_only = (
+            f"request {due[0].request_id} is due {due_at(due[0], p.deadline_days):%Y-%m-%d %H:%M} UTC, "
+            f"within retrain_lead_days ({p.retrain_lead_days})"
+        )
+    refused = retrain_refusal(read_card(base)) if has_exact else None
+    if refused:
+        meta.if_failed = refused
+        if meta.exact_only and stuck:  # nothing left to try: the batch skips its stages
+            meta.plan, meta.empty = [], True
+            return
+        meta.exact_only = None
+    meta.plan = plan(p, meta.exact_only, refused)

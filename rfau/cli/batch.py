@@ -19,7 +19,7 @@ from rfau.cli.common import (
     store_uri,
     tracking_settings,
 )
-from rfau.cli.render import exit_if_gates_failed, print_registered, print_split
+from rfau.cli.render import exit_if_gates_failed, exit_if_overdue, print_registered, print_split
 from rfau.params import BatchParams, load_params
 from rfau.tracking.settings import TrackingSettings
 
@@ -45,7 +45,14 @@ def batch_split(
     settings = tracking_settings()
     check_before_claiming(p, settings, device_here=False)
     meta = data_split(
-        out_dir, p.dataset, p.store, settings, p.holdout_fraction, p.train, base_model_uri=p.base_model_uri
+        out_dir,
+        p.dataset,
+        p.store,
+        settings,
+        p.holdout_fraction,
+        p.train,
+        base_model_uri=p.base_model_uri,
+        params=p,
     )
     print_split(meta)
     emit(as_json, meta)
@@ -140,8 +147,10 @@ def batch_run(
         err.print(f"[yellow]deferred {r.request_id}:[/] {r.reason}")
     if res.registered is None:
         emit(as_json, res, lambda: out.print(f"batch {res.batch_id}: nothing to do"))
+        exit_if_overdue(store_uri(p.store), p.deadline_days)
         return
     emit(as_json, res, lambda: print_registered(res.registered))
+    exit_if_overdue(store_uri(p.store), p.deadline_days)
     exit_if_gates_failed(res.registered)
 
 

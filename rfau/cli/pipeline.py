@@ -17,7 +17,7 @@ from rfau.cli.common import (
     store_uri,
     tracking_settings,
 )
-from rfau.cli.render import exit_if_gates_failed, print_registered
+from rfau.cli.render import exit_if_gates_failed, exit_if_overdue, print_registered
 from rfau.errors import UsageError
 from rfau.params import load_params
 from rfau.records import Registered
@@ -109,6 +109,7 @@ def pipeline_run(
         {"demo_request": demo_request, "result": res, "run_dir": run_dir},
         lambda: _print_local_run(res, run_dir),
     )
+    exit_if_overdue(store_uri(p.store), p.deadline_days)
     exit_if_gates_failed(res)
 
 

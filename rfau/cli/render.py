@@ -43,6 +43,18 @@ def print_registered(res: Registered | Skipped) -> None:
     )
 
 
+def exit_if_overdue(store: str, deadline_days: int) -> None:
+    """A scheduled run that leaves a request past its due date unfulfilled fails loudly: one line
+    naming them, exit CHECK_FAILED (the batch itself has completed and recorded what it did)."""
+    from rfau.data.deadlines import unfinished_overdue
+    from rfau.data.request_store import RequestStore
+
+    late = unfinished_overdue(RequestStore.from_uri(store), deadline_days)
+    if late:
+        err.print(f"[red]overdue:[/] request(s) past their due date and not fulfilled: {', '.join(late)}")
+        raise typer.Exit(code=ExitCode.CHECK_FAILED)
+
+
 def exit_if_gates_failed(res: Registered | Skipped) -> None:
     """A batch that completed but failed a gate (its version registered, not champion; its requests
     pending again) exits with CHECK_FAILED. One held back because the champion moved meanwhile

@@ -53,15 +53,30 @@ def request_add(
     )
 
 
+DeadlineOpt = Annotated[
+    int,
+    typer.Option(
+        "--deadline-days",
+        min=1,
+        envvar="RFAU_DEADLINE_DAYS",
+        help="Days from received_at to a request's due date where it names none (the batch "
+        "parameter deadline_days; $RFAU_DEADLINE_DAYS).",
+    ),
+]
+
+
 @request_app.command("list")
 def request_list(
     store: StoreOpt = None,
     state: Annotated[
-        str | None, typer.Option(help="Only this state: pending, in-progress, fulfilled or rejected.")
+        str | None,
+        typer.Option(help="Only this state: pending, in-progress, needs-retrain, fulfilled or rejected."),
     ] = None,
+    deadline_days: DeadlineOpt = 30,
     as_json: JsonOpt = False,
 ) -> None:
-    """Requests with their states (and why: the batch, the model version, or the rejection reason)."""
+    """Requests with their states (and why: the batch, the model version, or the rejection reason),
+    their due dates (overdue: past due and not fulfilled) and the escalation rungs tried for them."""
     from rfau.data.request_store import RequestState, RequestStore
 
     try:
@@ -73,13 +88,47 @@ def request_list(
     reqs = RequestStore.from_uri(store_uri(store))
     rows = reqs.list(want)
     warn_stuck(reqs)
+    tried = _attempts_by_request(reqs)
+    shown = [{**_status_json(r), **_schedule_json(r, deadline_days, tried)} for r in rows]
     if as_json:
-        emit(as_json, [_status_json(r) for r in rows])
+        emit(as_json, shown)
         return
-    t = Table("request", "state", "updated", "batch", "detail")
-    for r in rows:
-        t.add_row(r.request_id, r.state.value, r.updated_at[:19], r.batch_id or "-", r.detail)
+    t = Table("request", "state", "due", "updated", "batch", "attempts", "detail")
+    for r, row in zip(rows, shown, strict=True):
+        due = row["due"][:10] + (" [red]OVERDUE[/]" if row["overdue"] else "")
+        rungs = ", ".join(f"{a['method']} {'ok' if a['gates_passed'] else 'failed'}" for a in row["attempts"])
+        t.add_row(
+            r.request_id, r.state.value, due, r.updated_at[:19], r.batch_id or "-", rungs or "-", r.detail
+        )
     out.print(t)
+
+
+def _attempts_by_request(reqs) -> dict[str, list[dict]]:
+    """The escalation rungs the ledger records for each request, oldest batch first."""
+    from rfau.audit.trail import AuditTrail
+
+    by: dict[str, list[dict]] = {}
+    for rec in AuditTrail.open(reqs.store.uri).records():
+        for rid in rec.get("request_ids", []):
+            by.setdefault(rid, []).extend({"batch_id": rec["batch_id"], **a} for a in rec.get("attempts", []))
+    return by
+
+
+def _schedule_json(status, deadline_days: int, tried: dict[str, list[dict]]) -> dict:
+    """Due date, overdue flag, failed batches and rungs tried, as `request list` shows them."""
+    from datetime import UTC, datetime
+
+    from rfau.data.deadlines import due_at, failed_batches
+    from rfau.data.request_store import RequestState
+
+    due = due_at(status.request, deadline_days)
+    settled = (RequestState.FULFILLED, RequestState.REJECTED, RequestState.CANCELLED)
+    return {
+        "due": due.isoformat(),
+        "overdue": status.state not in settled and due < datetime.now(UTC),
+        "failed_batches": failed_batches(status),
+        "attempts": tried.get(status.request_id, []),
+    }
 
 
 def _status_json(status) -> dict:
@@ -160,4 +209,18 @@ def request_cancel(
     from rfau.data.request_store import RequestStore
 
     st = RequestStore.open(store_uri(store)).cancel(request_id, reason)
+    emit(as_json, _status_json(st), lambda: out.print(f"{st.request_id}: {st.state.value}"))
+
+
+@request_app.command("requeue")
+def request_requeue(
+    request_id: Annotated[str, typer.Argument(help="A request in needs-retrain.")],
+    reason: Annotated[str, typer.Option(help="Kept in the request's history.")] = "re-queued by operator",
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Put a needs-retrain request back to pending (e.g. once its model can be retrained)."""
+    from rfau.data.request_store import RequestStore
+
+    st = RequestStore.open(store_uri(store)).requeue(request_id, reason)
     emit(as_json, _status_json(st), lambda: out.print(f"{st.request_id}: {st.state.value}"))

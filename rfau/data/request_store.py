@@ -16,9 +16,16 @@ States and the only legal moves::
     in-progress(batch) --fulfil(batch)--> fulfilled          (final)
     in-progress(batch) --reject(batch)--> rejected           (final)
     in-progress(batch) --release(batch)--> pending           (e.g. the new model failed its gates)
+    in-progress(batch) --needs_retrain(batch)--> needs-retrain (no rung can certify it: the exact
+                                                              rung is refused or failed; the reason says why)
+    needs-retrain --requeue--> pending                        (an operator re-queues it, e.g. after
+                                                              adding a retrainable recipe)
     in-progress(any) --operator_release--> pending           (an operator frees a stuck request)
     pending|in-progress --operator_reject--> rejected         (final)
     pending --cancel--> cancelled                             (final: the requester withdrew)
+    needs-retrain --operator_reject--> rejected               (final)
+
+Due dates and failed-batch counts: ``rfau.data.deadlines``.
 
 ``store.json`` at the root marks an initialised store (written by ``add``); batch runs open the
 store with ``open(uri, create=False)`` so a mistyped folder or prefix is an error, not "nothing to do".
@@ -60,6 +67,7 @@ class RequestState(StrEnum):
     FULFILLED = "fulfilled"
     REJECTED = "rejected"
     CANCELLED = "cancelled"
+    NEEDS_RETRAIN = "needs-retrain"
 
 
 MARKER = "store.json"
@@ -98,6 +106,11 @@ def _now() -> str:
 def _received_key(req: DeletionRequest) -> datetime:
     t = req.received_at
     return t if t.tzinfo else t.replace(tzinfo=UTC)  # a naive time is taken as UTC
+
+
+def _unset_optional(req: DeletionRequest) -> set[str]:
+    """Fields added later, left off when unset (request files stay as earlier versions wrote them)."""
+    return {"deadline_days"} if req.deadline_days is None else set()
 
 
 class RequestStore:
@@ -181,7 +194,9 @@ class RequestStore:
                 rid = req.request_id
                 try:
                     self.store.put_bytes(
-                        self._request_key(rid), canonical_json(req.model_dump(mode="json")), exclusive=True
+                        self._request_key(rid),
+                        canonical_json(req.model_dump(mode="json", exclude=_unset_optional(req))),
+                        exclusive=True,
                     )
                 except AlreadyExists:
                     raise RequestError(
@@ -332,6 +347,9 @@ class RequestStore:
     def release(self, request_id: str, batch_id: str, reason: str) -> RequestStatus:
         return self._move(request_id, batch_id, RequestState.PENDING, reason)
 
+    def needs_retrain(self, request_id: str, batch_id: str, reason: str) -> RequestStatus:
+        return self._move(request_id, batch_id, RequestState.NEEDS_RETRAIN, reason)
+
     def _check_batch(self, batch_id: str) -> None:
         if not isinstance(batch_id, str) or not batch_id.strip():
             raise RequestError(f"batch id must be a non-empty string, got {batch_id!r}")
@@ -344,6 +362,7 @@ class RequestStore:
             RequestState.FULFILLED: "fulfil",
             RequestState.REJECTED: "reject",
             RequestState.PENDING: "release",
+            RequestState.NEEDS_RETRAIN: "escalate",
         }[to]
         if status.state != RequestState.IN_PROGRESS:
             raise RequestError(
@@ -389,8 +408,13 @@ class RequestStore:
         """pending or in-progress -> rejected (final), with the operator's reason."""
         if not str(reason).strip():
             raise RequestError("a rejection needs a reason")
-        allowed = (RequestState.PENDING, RequestState.IN_PROGRESS)
+        allowed = (RequestState.PENDING, RequestState.IN_PROGRESS, RequestState.NEEDS_RETRAIN)
         return self._operator_move(request_id, allowed, RequestState.REJECTED, reason)
+
+    def requeue(self, request_id: str, reason: str = "re-queued by operator") -> RequestStatus:
+        """needs-retrain -> pending: the next batch takes it up again (alone, on the exact rung,
+        once it has failed max_attempts batches)."""
+        return self._operator_move(request_id, (RequestState.NEEDS_RETRAIN,), RequestState.PENDING, reason)
 
     def cancel(self, request_id: str, reason: str = "withdrawn by the requester") -> RequestStatus:
         """pending -> cancelled (final): the requester withdrew before any batch took it."""

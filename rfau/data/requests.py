@@ -33,6 +33,8 @@ class DeletionRequest(BaseModel):
     received_at: datetime
     # who the data is about (user id, email...): the audit ledger keeps only a salted hash of it
     subject: str | None = Field(None, min_length=1, max_length=500)
+    # days from received_at to the deletion's due date; None: the batch's deadline_days
+    deadline_days: int | None = Field(None, ge=1)
 
 
 def load_requests(paths: list[str | Path]) -> list[tuple[str, DeletionRequest]]:

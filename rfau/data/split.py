@@ -214,7 +214,10 @@ def admit_requests(
         try:
             make_split(dataset, [*out.admitted, (src, req)], holdout_fraction, excluded)
         except RequestError as e:
-            out.deferred.append((src, req, f"deferred: together with the requests before it: {e}"))
+            if not out.admitted:  # alone, on what is left after earlier deletions: never admissible
+                out.rejected.append((src, req, f"cannot be forgotten even alone: {e}"))
+            else:  # admissible once the requests before it are settled (the next batch)
+                out.deferred.append((src, req, f"deferred: together with the requests before it: {e}"))
             continue
         out.admitted.append((src, req))
     return out

@@ -41,3 +41,17 @@ def log_evaluate(reg: Registry, metrics: dict[str, Any], artifacts: Sequence[Pat
         metrics={k: v for k, v in metrics.items() if not isinstance(v, bool)},
         artifacts=list(artifacts),
     )
+
+
+def log_rungs(reg: Registry, attempts: Sequence[Any]) -> list[str]:
+    """One nested run per rung of the escalation ladder the batch tried (``rfau.batch.ladder.Attempt``):
+    its method and settings, its cost, its gate verdict and why it failed."""
+    return [
+        reg.log_stage(
+            f"rung {a.rung}: {a.method}",
+            params={"rung": a.rung, "method": a.method, **a.config},
+            metrics={"seconds": a.seconds, "gates_passed": float(a.gates_passed)},
+            tags={"rfau.failed_gates": ",".join(a.failed_gates), "rfau.why": a.why[:5000]},
+        )
+        for a in attempts
+    ]
