@@ -95,7 +95,11 @@ def _append_record(
         finished_at=_now(),
         mlflow_run_id=registry.Registry.active_run_id(),
     )
-    stored = trail.append(fields.model_dump(exclude={"held_back"} if held_back is None else set()))
+    # the claims again, under the store's lock, right before the record: an operator who released
+    # a request while this batch ran gets it back pending, never "fulfilled" by this record
+    with reqs.locked(f"batch {meta.batch_id} register"):
+        _check_claims(reqs, meta, registered=reg.version)
+        stored = trail.append(fields.model_dump(exclude={"held_back"} if held_back is None else set()))
     record = RecordedBatch.model_validate(stored)
     registry.Registry(settings).set_version_tags(
         reg.version,
@@ -120,6 +124,10 @@ def _champion_moved(settings: TrackingSettings, meta: BatchMeta) -> str | None:
     )
 
 
+class LostClaims(RfauError):
+    """The batch no longer holds every request it claimed."""
+
+
 def _check_claims(reqs: RequestStore, meta: BatchMeta, registered: int | None = None) -> None:
     """A batch registers only while it still holds every request it claimed: a batch whose
     requests were released (by an operator, a failure or the stale window) must not write a
@@ -131,7 +139,7 @@ def _check_claims(reqs: RequestStore, meta: BatchMeta, registered: int | None = 
             lost.append(f"{rid} ({st.state.value}, batch {st.batch_id or '-'})")
     if lost:
         done = "nothing was registered" if registered is None else f"version {registered} is abandoned"
-        raise RfauError(
+        raise LostClaims(
             f"batch {meta.batch_id} no longer holds its requests: {', '.join(lost)}; {done}, "
             "no ledger record written (run a new batch to forget them)"
         )
@@ -229,15 +237,11 @@ def register(
             reg = register_version()
             fault_point("register:version-created")
             held_back = _champion_moved(settings, meta)
-            # the claims again, under the store's lock: an operator who released a request while
-            # this batch ran gets it back pending, never "fulfilled" by this record
-            with reqs.locked(f"batch {meta.batch_id} register"):
-                try:
-                    _check_claims(reqs, meta, registered=reg.version)
-                except RfauError as e:
-                    run_registry.set_version_tags(reg.version, {"abandoned": str(e)[:400]})
-                    raise
+            try:
                 record = _append_record(trail, reqs, meta, reg, model_dir, eval_dir, settings, held_back)
+            except LostClaims as e:
+                run_registry.set_version_tags(reg.version, {"abandoned": str(e)[:400]})
+                raise
             if record.promoted and not reg.new:  # the same weights again, promoted by a newer record
                 _clear_rolled_back(run_registry, reg.version)
     else:  # this stage ran before (a retry): the version and the record exist

@@ -73,7 +73,9 @@ class RequestState(StrEnum):
 
 MARKER = "store.json"
 LOCK = "locks/requests.lock"
-LOCK_WAIT_S, LOCK_STALE_S = 60.0, 600.0  # a holder that died leaves the lock; it is broken after this
+# held for a few store operations; a holder that died (or lost the store) leaves the lock behind,
+# and it is broken once older than LOCK_STALE_S, which a waiter always outlasts
+LOCK_WAIT_S, LOCK_STALE_S = 90.0, 60.0
 STALE_AFTER_HOURS_DEFAULT = 6.0
 
 
