@@ -196,8 +196,10 @@ class AuditTrail:
         from rfau.tracking import registry
 
         data = self.ledger_bytes()
-        reg = registry.Registry(self.settings)  # one connection for the whole audit
-        tags = reg.version_tags()
+        s = self.settings  # no local registry and an empty ledger: nothing to create just to look
+        exists = bool(s.tracking_uri) or (s.state_dir / "mlflow.db").is_file() or bool(data)
+        reg = registry.Registry(s) if exists else None  # one connection for the whole audit
+        tags = reg.version_tags() if reg else {}
         anchors = [
             {"seq": int(t["rfau.ledger_seq"]), "hash": t["rfau.ledger_hash"]}
             for t in tags.values()
@@ -216,7 +218,7 @@ class AuditTrail:
         if problems:
             return problems
         records = parse_records(data)
-        champ = reg.champion()
+        champ = reg.champion() if reg else None
         problems += registry_problems(records, tags, champ.model_dump() if champ else None)
         problems += self._state_problems(records, tags, reg, champ.version if champ else None)
         slots = self.store.list("audit/records/")
@@ -268,7 +270,7 @@ class AuditTrail:
         problems = consistency.request_problems(records, statuses)
         for r in records:
             problems += consistency.evidence_problems(r, self.store, self.local_dir)
-        problems += consistency.alias_problems(reg.aliases(), tags, fulfilled)
+        problems += consistency.alias_problems(reg.aliases() if reg else {}, tags, fulfilled)
         problems += consistency.promotion_problems(records, tags, champion)
         return problems
 

@@ -34,14 +34,16 @@ def _open_audited(store: str | None):
     from rfau.data.request_store import RequestStore
 
     settings = tracking_settings()
-    if not settings.tracking_uri and not (settings.state_dir / "mlflow.db").is_file():
-        raise UsageError(
-            f"no registry in state folder {str(settings.state_dir)!r} (RFAU_STATE_DIR): mlflow.db is "
-            "missing; check the path (or set RFAU_TRACKING_URI)"
-        )
     uri = store_uri(store)
     RequestStore.open(uri)  # never initialised: a UsageError naming it
-    return AuditTrail.open(uri, settings)
+    trail = AuditTrail.open(uri, settings)
+    no_registry = not settings.tracking_uri and not (settings.state_dir / "mlflow.db").is_file()
+    if no_registry and trail.ledger_bytes():
+        raise UsageError(
+            f"no registry in state folder {str(settings.state_dir)!r} (RFAU_STATE_DIR) for the ledger in "
+            f"{uri}: mlflow.db is missing; check the path (or set RFAU_TRACKING_URI)"
+        )
+    return trail
 
 
 @audit_app.command("verify")
