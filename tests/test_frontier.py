@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import S3_ENV, run_cli
 
 from rfau.audit.trail import AuditTrail
 from rfau.batch import run_batch
@@ -249,7 +249,7 @@ def test_verify_and_show_fail_on_an_edited_evidence_file_and_a_deleted_mirror(lo
     assert local.rfau("audit", "verify", "--no-weights").returncode == 0
 
 
-def test_a_mistyped_state_or_store_is_an_error_and_nothing_is_created(local, tmp_path):
+def test_a_mistyped_state_or_store_is_an_error_and_nothing_is_created(local, tmp_path, s3_server):
     with contextlib.chdir(tmp_path):
         typo = run_cli("audit", "verify", RFAU_STATE_DIR=str(tmp_path / ".rfua"))
         assert typo.returncode == 2 and typo.stderr.count("\n") == 1 and ".rfua" in typo.stderr
@@ -262,4 +262,12 @@ def test_a_mistyped_state_or_store_is_an_error_and_nothing_is_created(local, tmp
         assert store.returncode == 2 and "never been initialised" in store.stderr
         listed = run_cli("request", "list", "--store", str(tmp_path / "st"))
         assert listed.returncode == 2 and listed.stdout == "" and "never been initialised" in listed.stderr
+        s3 = {**S3_ENV, "AWS_ENDPOINT_URL": s3_server["endpoint"], "RFAU_AUDIT_SALT": "s"}
+        prefix = f"s3://{s3_server['bucket']}/no-such-prefix-{tmp_path.name}"
+        typo = run_cli(
+            "audit", "verify", RFAU_STATE_DIR=str(local.settings.state_dir), RFAU_REQUEST_STORE=prefix, **s3
+        )
+        assert (
+            typo.returncode == 2 and "never been initialised" in typo.stderr and "intact" not in typo.stdout
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no sqlite store, no folder

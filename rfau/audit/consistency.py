@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from rfau.audit.moves import ALREADY_FORGOTTEN, HELD_ALIASES_OK, held_requests
+from rfau.audit.kinds import ALREADY_FORGOTTEN, HELD_ALIASES_OK, held_requests
 from rfau.storage import NotFound, Store
 
 

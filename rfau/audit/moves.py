@@ -13,18 +13,10 @@ from contextlib import nullcontext
 from datetime import UTC, datetime
 
 import rfau
+from rfau.audit.kinds import MOVE, held_requests
 from rfau.errors import RfauError, UsageError
 from rfau.records import ChampionMove
 from rfau.tracking.settings import TrackingSettings
-
-MOVE = "champion-move"  # ``kind`` of a ledger record written by an operator move
-ALREADY_FORGOTTEN = "already-forgotten"  # ``kind`` of a record settling requests nothing had to forget
-HELD_ALIASES_OK = ("previous", "candidate")  # rollback targets and failed versions: never served
-
-
-def held_requests(fulfilled: list[str], frontier: set[str]) -> list[str]:
-    """The fulfilled requests whose data a version with ``frontier`` still holds."""
-    return sorted(set(fulfilled) - frontier)
 
 
 def move_champion(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rfau.audit.moves import ALREADY_FORGOTTEN
+from rfau.audit.kinds import ALREADY_FORGOTTEN
 from rfau.batch.common import BATCH, _batch_records
 from rfau.data.request_store import RequestState, RequestStore, default_store
 from rfau.errors import RfauError, UsageError

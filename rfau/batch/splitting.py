@@ -197,7 +197,7 @@ def _check_frontier(reqs: RequestStore, claim: Claim) -> None:
 def _settle_already_forgotten(meta: BatchMeta, done: list, claim: Claim, settings: TrackingSettings) -> None:
     """Requests naming only samples the base model no longer holds: the base's frontier grows by
     them, one ledger record says so, and they are fulfilled naming it."""
-    from rfau.audit.moves import ALREADY_FORGOTTEN
+    from rfau.audit.kinds import ALREADY_FORGOTTEN
     from rfau.audit.trail import AuditTrail
     from rfau.tracking.registry import Registry, frontier_value
 
