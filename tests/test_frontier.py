@@ -94,9 +94,6 @@ def test_promote_and_rollback_refuse_a_version_holding_fulfilled_data_and_reopen
     assert s.batch().registered.version == 2
     s.add("req-2", R2)
     assert s.batch().registered.version == 3
-    assert (s.frontier(1), s.frontier(2), s.frontier(3)) == (set(), {"req-1"}, {"req-1", "req-2"})
-    tags = registry.Registry(s.settings).version_tags()
-    assert json.loads(tags[3][registry.VersionTags.FRONTIER]) == ["req-1", "req-2"]
 
     # the original (trained on every deleted sample) and v2 (still knows req-2) are refused
     refused = s.rfau("promote", "1")
@@ -105,6 +102,9 @@ def test_promote_and_rollback_refuse_a_version_holding_fulfilled_data_and_reopen
     assert refused.returncode == 2 and "req-2" in refused.stderr and "req-1" not in refused.stderr
     assert s.champion() == 3
     assert s.rfau("audit", "verify", "--no-weights").returncode == 0
+    assert (s.frontier(1), s.frontier(2), s.frontier(3)) == (set(), {"req-1"}, {"req-1", "req-2"})
+    tags = registry.Registry(s.settings).version_tags()
+    assert json.loads(tags[3][registry.VersionTags.FRONTIER]) == ["req-1", "req-2"]
 
     # --reopen: v2 serves, req-2 goes back to pending with the reason, the ledger records the move
     moved = s.rfau("rollback", "--reopen", "--reason", "v3 misbehaves", "--json")
