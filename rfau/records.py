@@ -334,7 +334,7 @@ class LedgerModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    before: VersionRef
+    before: VersionRef | None  # None: an operator move while no champion was set
     after: VersionRef
 
 
@@ -387,6 +387,8 @@ class RecordedBatch(BaseModel):
     batch_id: str
     promoted: bool = False
     held_back: str | None = None
+    kind: str | None = None  # None: a deletion batch; "champion-move", "already-forgotten"
+    request_ids: list[str] = []
     mlflow_run_id: str | None = None
     model: LedgerModel | None = None
     gates: list[GateResult] = []
@@ -409,6 +411,8 @@ class ChampionMove(BaseModel):
     model: str
     champion: int
     rolled_back: int | None = None  # rollback: the version that lost the alias
+    reopened: list[str] = []  # fulfilled requests the new champion holds data of, back to pending
+    ledger_seq: int | None = None  # the ledger record of the move (None: the store has no ledger)
 
 
 class VersionRow(BaseModel):

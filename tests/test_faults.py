@@ -74,6 +74,11 @@ def test_a_batch_killed_during_register_is_completed_and_never_lies(tmp_path, po
         # the crash window: the record promises the new version, the alias has not moved yet
         assert len(records) == 1 and records[0]["promoted"]
         assert champ.version != records[0]["model"]["after"]["version"]
+        # until the next batch completes it, the audit says so, and the proof says what serves
+        pending = _rfau(tmp_path, "audit", "verify", "--no-weights")
+        assert pending.returncode == 1 and "the promotion is pending" in pending.stderr, pending.stderr
+        shown = _rfau(tmp_path, "audit", "show", "req-1")
+        assert shown.returncode == 0 and f"now serving: version {champ.version}" in shown.stdout
     # the next scheduled batch (its requests taken up after the stale window) completes it
     again = _rfau(tmp_path, "batch", "run", *FAST, RFAU_STALE_AFTER_HOURS="0.0001")
     assert again.returncode == 0, again.stderr
@@ -128,6 +133,85 @@ def test_register_refuses_a_batch_that_lost_its_claims(tmp_path, seed_state):
     settings, records, reqs, _ = _state(tmp_path)
     assert records == [] and reqs.get("req-1").state is RequestState.PENDING
     assert sorted(registry.Registry(settings).version_tags()) == [1]  # the bootstrap original only
+
+
+def test_register_checks_the_models_lineage_and_the_claims_when_it_commits(tmp_path, seed_state, monkeypatch):
+    from rfau import batch
+    from rfau.models.checkpoint import CARD
+
+    seed_state(tmp_path / ".rfau")
+    _queue(tmp_path)
+    wd = _stages_before_register(tmp_path)
+    # a model whose card says it was unlearned for another request
+    card = wd / "model" / CARD
+    saved = card.read_text()
+    other = json.loads(saved)
+    other["lineage"]["request_ids"] = ["req-2"]
+    card.write_text(json.dumps(other))
+    reg = _rfau(tmp_path, "batch", "register", *_register_args(wd))
+    assert reg.returncode == 3 and "was not made for batch" in reg.stderr and "['req-2']" in reg.stderr
+    card.write_text(saved)
+    settings, records, reqs, champ = _state(tmp_path)
+    assert records == [] and sorted(registry.Registry(settings).version_tags()) == [1]
+
+    # an operator releases the request while register runs (the version exists, no record yet)
+    def release(point: str) -> None:
+        if point == "register:version-created":
+            reqs.operator_release("req-1", reason="the requester asked to wait")
+
+    monkeypatch.setattr(batch.registration, "fault_point", release)
+    reg = _rfau(tmp_path, "batch", "register", *_register_args(wd))
+    assert reg.returncode == 3 and "no longer holds its requests" in reg.stderr
+    assert "version 2 is abandoned" in reg.stderr
+    settings, records, reqs, champ = _state(tmp_path)
+    assert records == [] and champ.version == 1 and reqs.get("req-1").state is RequestState.PENDING
+    assert registry.Registry(settings).version_tags()[2]["rfau.abandoned"]
+    verify = _rfau(tmp_path, "audit", "verify", "--no-weights")
+    assert verify.returncode == 0, verify.stderr
+
+
+def test_a_cut_between_the_record_slot_and_the_ledger_is_appended_as_recovered(
+    tmp_path, seed_state, monkeypatch
+):
+    """The ledger write fails after the batch took its record slot: the batch fails and releases
+    its request; the next batch appends the dead batch's record marked recovered and unpromoted
+    (its version never served), then its own."""
+    from rfau import batch
+    from rfau.audit.trail import LEDGER_KEY
+    from rfau.errors import RfauError
+    from rfau.storage import LocalStore
+
+    settings = seed_state(tmp_path / ".rfau")
+    _queue(tmp_path)
+    store = str(tmp_path / ".rfau" / "store")
+    real, cut = LocalStore.put_bytes, []
+
+    def put_bytes(self, key, data, *, exclusive=False):
+        if key == LEDGER_KEY and not cut:
+            cut.append(key)
+            raise RfauError("the object store is unreachable (cut)")
+        return real(self, key, data, exclusive=exclusive)
+
+    monkeypatch.setattr(LocalStore, "put_bytes", put_bytes)
+    params = BatchParams(store=store, method_config=FAST_CONFIG)
+    with pytest.raises(RfauError, match="cut"):
+        batch.run_batch(tmp_path / "w1", params, settings)
+    assert (Path(store) / "audit" / "records" / "000001.json").is_file()
+    _, records, reqs, champ = _state(tmp_path)
+    assert records == [] and champ.version == 1 and reqs.get("req-1").state is RequestState.PENDING
+
+    done = batch.run_batch(tmp_path / "w2", params, settings)
+    assert done.registered.promoted
+    _, records, reqs, champ = _state(tmp_path)
+    dead, own = records
+    assert dead["recovered"] and not dead["promoted"] and dead["champion_after"] == 1
+    assert (
+        own["promoted"]
+        and own["batch_id"] == done.batch_id
+        and champ.version == own["model"]["after"]["version"]
+    )
+    verify = _rfau(tmp_path, "audit", "verify", "--no-weights")
+    assert verify.returncode == 0, verify.stderr
 
 
 def test_the_audit_sees_orphans_unrecorded_passes_and_a_foreign_champion():

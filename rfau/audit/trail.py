@@ -128,9 +128,49 @@ class AuditTrail:
                 f"{self.store.uri}/{key} holds a record that does not extend the ledger; "
                 "run `rfau audit verify` and resolve it by hand"
             )
+        recovered = self._recovered(parse_records(slot)[0], current)
+        if recovered is not None:
+            fixed = recovered
+            self.store.put_bytes(key, fixed.splitlines(keepends=True)[-1].rstrip(b"\n"))
         self.store.put_bytes(LEDGER_KEY, fixed)
         self._mirror(fixed)
         return fixed
+
+    def _recovered(self, record: dict, current: bytes) -> bytes | None:
+        """A slot left by a batch that is over (none of its requests is still in progress for it:
+        it failed and released them, or they went stale) is appended as a recovered record that
+        says so and was never promoted -> the new ledger bytes. None: its batch still holds its
+        requests and settles them as its record says (appended as written)."""
+        from rfau.audit.ledger import RESERVED
+        from rfau.data.request_store import RequestState, RequestStore
+        from rfau.errors import UnknownRequestError
+        from rfau.tracking.registry import Registry
+
+        after = (record.get("model") or {}).get("after") or {}
+        if after.get("version") is None:
+            return None
+        reqs = RequestStore(self.store)
+        for rid in record.get("request_ids", []):
+            try:
+                st = reqs.get(rid)
+            except UnknownRequestError:
+                continue
+            if st.state is RequestState.IN_PROGRESS and st.batch_id == record.get("batch_id"):
+                return None
+        champ = Registry(self.settings).champion()
+        abandoned = "its requests were released"
+        fields = {k: v for k, v in record.items() if k not in RESERVED}
+        fields |= {
+            "promoted": False,
+            "champion_after": champ.version if champ else None,
+            "recovered": f"appended by a later batch: batch {record.get('batch_id')} failed after taking "
+            f"record slot {record.get('seq')} ({abandoned}); version {after['version']} was never promoted",
+        }
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / "ledger.jsonl"
+            p.write_bytes(current)
+            Ledger(p).append(fields)
+            return p.read_bytes()
 
     def _mirror(self, data: bytes) -> None:
         self.mirror.parent.mkdir(parents=True, exist_ok=True)
@@ -156,26 +196,37 @@ class AuditTrail:
         from rfau.tracking import registry
 
         data = self.ledger_bytes()
-        reg = registry.Registry(self.settings)  # one connection for the whole audit
-        tags = reg.version_tags()
+        s = self.settings  # no local registry and an empty ledger: nothing to create just to look
+        exists = bool(s.tracking_uri) or (s.state_dir / "mlflow.db").is_file() or bool(data)
+        reg = registry.Registry(s) if exists else None  # one connection for the whole audit
+        tags = reg.version_tags() if reg else {}
         anchors = [
             {"seq": int(t["rfau.ledger_seq"]), "hash": t["rfau.ledger_hash"]}
             for t in tags.values()
             if "rfau.ledger_seq" in t
         ]
         problems = verify_bytes(data, anchors)
+        self.notes: list[str] = []
         if self.mirror.exists() and self.mirror.read_bytes() != data:
             problems.append(f"the local copy {self.mirror} differs from the object store's {LEDGER_KEY}")
+        elif data and not self.mirror.exists():
+            missing = f"the local copy {self.mirror} of the ledger is missing"
+            if "://" in self.store.uri:  # a remote store: this machine may never have appended
+                self.notes.append(f"{missing}; only the object store's copy was verified")
+            else:  # a local store keeps its mirror beside it: a missing one was deleted
+                problems.append(missing)
         if problems:
             return problems
         records = parse_records(data)
-        champ = reg.champion()
+        champ = reg.champion() if reg else None
         problems += registry_problems(records, tags, champ.model_dump() if champ else None)
+        problems += self._state_problems(records, tags, reg, champ.version if champ else None)
         slots = self.store.list("audit/records/")
         if len(slots) != len(records):
             problems.append(
                 f"{len(slots)} record objects under audit/records/ but {len(records)} ledger records"
             )
+        fetched: set[int] = set()
         for r in records:
             key = f"audit/records/{r['seq']:06d}.json"
             try:
@@ -193,7 +244,8 @@ class AuditTrail:
                 continue
             if t.get("rfau.weights_sha256") != after["weights_sha256"]:
                 problems.append(f"record {r['seq']}: version {v}'s weights tag differs from the ledger")
-            if check_weights:
+            if check_weights and v not in fetched:
+                fetched.add(v)
                 with tempfile.TemporaryDirectory() as d:
                     try:
                         got = read_card(reg.fetch_version(v, Path(d) / "m")).weights_sha256
@@ -205,6 +257,21 @@ class AuditTrail:
                         f"record {r['seq']}: version {v}'s weights hash {got[:12]} "
                         f"is not the ledger's {after['weights_sha256'][:12]}"
                     )
+        return problems
+
+    def _state_problems(self, records: list[dict], tags: dict, reg, champion: int | None) -> list[str]:
+        """Requests against records, evidence files, the frontier of every served alias, and a
+        promotion the registry does not show yet (rfau.audit.consistency)."""
+        from rfau.audit import consistency
+        from rfau.data.request_store import RequestState, RequestStore
+
+        statuses = RequestStore(self.store).list()
+        fulfilled = [st.request_id for st in statuses if st.state is RequestState.FULFILLED]
+        problems = consistency.request_problems(records, statuses)
+        for r in records:
+            problems += consistency.evidence_problems(r, self.store, self.local_dir)
+        problems += consistency.alias_problems(reg.aliases() if reg else {}, tags, fulfilled)
+        problems += consistency.promotion_problems(records, tags, champion)
         return problems
 
 

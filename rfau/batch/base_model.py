@@ -132,6 +132,27 @@ def _check_in_lineage(
     )
 
 
+def base_frontier(settings: TrackingSettings) -> tuple[VersionRef | None, set[str]]:
+    """The champion a batch starts from and its deletion frontier (the requests whose data it no
+    longer holds). (None, {}) where the registry has no version yet (the bootstrap comes); a
+    registry with versions but no champion (its version deleted) is an error naming the way out."""
+    from rfau.tracking import registry
+
+    if not _has_registry(settings):
+        return None, set()
+    reg = registry.Registry(settings)
+    champ = reg.champion()
+    if champ is None:
+        versions = sorted(reg.version_tags())
+        if versions:
+            raise RfauError(
+                f"model {settings.model_name!r} has versions {versions} but no champion (was its "
+                "version deleted?): choose one with `rfau promote VERSION` (the ledger records it)"
+            )
+        return None, set()
+    return champ, reg.frontier(champ.version)
+
+
 def ensure_base(
     ds: Dataset,
     out_dir: Path,
@@ -139,14 +160,20 @@ def ensure_base(
     train: dict | None = None,
     holdout_fraction: float = HOLDOUT_FRACTION,
     original: Path | None = None,
+    version: int | None = None,
 ) -> BaseVersion:
     """The model this batch starts from: the registry's champion, downloaded into ``out_dir``.
     Where the registry has none (the first batch), ``original`` (an imported model), else one
-    trained here, is registered as the bootstrap champion."""
+    trained here, is registered as the bootstrap champion. ``version``: the champion the batch's
+    split was made for (its frontier), fetched even if the alias moved meanwhile."""
     from rfau.tracking import registry
 
     reg = registry.Registry(settings)
     champ = reg.champion()
+    if version is not None:
+        champ = VersionRef(
+            version=version, weights_sha256=reg.version(version).tags.get("rfau.weights_sha256", "")
+        )
     if champ is None:
         work = out_dir.with_name(out_dir.name + ".bootstrap")
         bootstrap(ds, work, settings, train, holdout_fraction, original)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rfau.audit.kinds import ALREADY_FORGOTTEN
 from rfau.batch.common import BATCH, _batch_records
 from rfau.data.request_store import RequestState, RequestStore, default_store
-from rfau.errors import RfauError
+from rfau.errors import RfauError, UsageError
 from rfau.records import BatchMeta, RecordedBatch
 from rfau.tracking.settings import TrackingSettings
 
@@ -47,7 +48,11 @@ def _complete_promotion(settings: TrackingSettings, trail, record: RecordedBatch
         return  # a later batch promoted its own version since
     version = record.version
     reg = Registry(settings)
-    if reg.version(version).tags.get("rfau.rolled_back") == "true":
+    try:
+        tags = reg.version(version).tags
+    except UsageError:  # the version was deleted: nothing to serve; an operator move is recorded
+        return
+    if tags.get("rfau.rolled_back") == "true":
         return
     champ = reg.alias_version("champion")
     if champ is None or int(champ.version) != version:
@@ -69,18 +74,27 @@ def recover(store: str | None = None, settings: TrackingSettings | None = None) 
     if promoted:
         from rfau.tracking.registry import Registry
 
-        before = Registry(settings).alias_version("champion")
+        reg = Registry(settings)
+        before = reg.alias_version("champion")
         _complete_promotion(settings, trail, promoted[-1])
-        after = Registry(settings).alias_version("champion")
+        after = reg.alias_version("champion")
         if (before and before.version) != (after and after.version):
             done.append(f"champion moved to version {after.version} as ledger record {promoted[-1].seq} says")
+        elif promoted[-1].version not in reg.version_tags():
+            done.append(
+                f"ledger record {promoted[-1].seq} promotes version {promoted[-1].version}, which no longer "
+                "exists: `rfau promote VERSION` (or rollback) chooses the champion and records it"
+            )
     by_batch = {r.batch_id: r for r in records}
     reqs = RequestStore.from_uri(uri)
     for st in reqs.list(RequestState.IN_PROGRESS):
         r = by_batch.get(st.batch_id or "")
         if r is None:
             continue
-        if r.promoted:
+        if r.kind == ALREADY_FORGOTTEN:
+            reqs.fulfil(st.request_id, r.batch_id, f"already forgotten (ledger record {r.seq})")
+            done.append(f"request {st.request_id} fulfilled (ledger record {r.seq})")
+        elif r.promoted:
             reqs.fulfil(
                 st.request_id,
                 r.batch_id,

@@ -107,7 +107,11 @@ def _append_record(
             meta, requests, bool(promoted), meta.deadline_days or BatchParams().deadline_days
         ),
     )
-    stored = trail.append(fields.model_dump(exclude={"held_back"} if held_back is None else set()))
+    # the claims again, under the store's lock, right before the record: an operator who released
+    # a request while this batch ran gets it back pending, never "fulfilled" by this record
+    with reqs.locked(f"batch {meta.batch_id} register"):
+        _check_claims(reqs, meta, registered=reg.version)
+        stored = trail.append(fields.model_dump(exclude={"held_back"} if held_back is None else set()))
     record = RecordedBatch.model_validate(stored)
     registry.Registry(settings).set_version_tags(
         reg.version,
@@ -132,7 +136,11 @@ def _champion_moved(settings: TrackingSettings, meta: BatchMeta) -> str | None:
     )
 
 
-def _check_claims(reqs: RequestStore, meta: BatchMeta) -> None:
+class LostClaims(RfauError):
+    """The batch no longer holds every request it claimed."""
+
+
+def _check_claims(reqs: RequestStore, meta: BatchMeta, registered: int | None = None) -> None:
     """A batch registers only while it still holds every request it claimed: a batch whose
     requests were released (by an operator, a failure or the stale window) must not write a
     version or a ledger record for them."""
@@ -142,9 +150,43 @@ def _check_claims(reqs: RequestStore, meta: BatchMeta) -> None:
         if st.batch_id != meta.batch_id or st.state not in (RequestState.IN_PROGRESS, RequestState.FULFILLED):
             lost.append(f"{rid} ({st.state.value}, batch {st.batch_id or '-'})")
     if lost:
+        done = "nothing was registered" if registered is None else f"version {registered} is abandoned"
+        raise LostClaims(
+            f"batch {meta.batch_id} no longer holds its requests: {', '.join(lost)}; {done}, "
+            "no ledger record written (run a new batch to forget them)"
+        )
+
+
+def _clear_rolled_back(reg, version: int) -> None:
+    """A version rolled back by hand and then made again (the same weights) by a batch whose record
+    promotes it: the record is newer than the rollback, so ``recover`` may promote it."""
+    from rfau.tracking.registry import VersionTags
+
+    if reg.version(version).tags.get(VersionTags.ROLLED_BACK):
+        reg.client.delete_model_version_tag(reg.name, str(version), VersionTags.ROLLED_BACK)
+
+
+def _check_lineage(meta: BatchMeta, batch_dir: Path, model_dir: Path) -> None:
+    """The model must have been made for this batch: its card names the batch's requests, its
+    forget set and (for an unlearned model) the batch's base version's weights."""
+    from rfau.data.split import read_split
+
+    lineage = read_card(model_dir).lineage
+    base, split = meta.require_base(), read_split(batch_dir / "split")
+    wrong = []
+    if sorted(lineage.get("request_ids", [])) != sorted(meta.request_ids):
+        wrong.append(f"requests {lineage.get('request_ids', [])}, not the batch's {meta.request_ids}")
+    if lineage.get("forget_sha256") != split.forget_hash:
+        wrong.append("another forget set")
+    parent = lineage.get("parent_weights_sha256")
+    if (parent or lineage.get("kind") == "unlearned") and parent != base.weights_sha256:
+        wrong.append(
+            f"base weights {str(parent)[:12]}, not version {base.version}'s {base.weights_sha256[:12]}"
+        )
+    if wrong:
         raise RfauError(
-            f"batch {meta.batch_id} no longer holds its requests: {', '.join(lost)}; nothing was "
-            "registered (run a new batch to forget them)"
+            f"{model_dir} was not made for batch {meta.batch_id}: its card names {'; '.join(wrong)}; "
+            "nothing was registered"
         )
 
 
@@ -175,9 +217,15 @@ def register(
     record = RecordedBatch.model_validate(found) if found is not None else None
     if record is None:
         _check_claims(reqs, meta)
+        _check_lineage(meta, Path(batch_dir), model_dir)
 
-    # the batch (and the KFP run it belongs to) named on its MLflow run and on its version
-    batch_tags = {"batch_id": meta.batch_id, **({"kfp_run_id": kfp_run_id} if kfp_run_id else {})}
+    # the batch (and the KFP run it belongs to) named on its MLflow run and on its version; the
+    # base version: the new version's deletion frontier is its base's plus this batch's requests
+    batch_tags = {
+        "batch_id": meta.batch_id,
+        "base_version": str(meta.require_base().version),
+        **({"kfp_run_id": kfp_run_id} if kfp_run_id else {}),
+    }
 
     def register_version() -> Registration:  # the alias moves later, once the record exists
         after, before = eval_dir / "after.json", eval_dir / "before.json"
@@ -201,7 +249,13 @@ def register(
             reg = register_version()
             fault_point("register:version-created")
             held_back = _champion_moved(settings, meta)
-            record = _append_record(trail, reqs, meta, reg, model_dir, eval_dir, settings, held_back)
+            try:
+                record = _append_record(trail, reqs, meta, reg, model_dir, eval_dir, settings, held_back)
+            except LostClaims as e:
+                run_registry.set_version_tags(reg.version, {"abandoned": str(e)[:400]})
+                raise
+            if record.promoted and not reg.new:  # the same weights again, promoted by a newer record
+                _clear_rolled_back(run_registry, reg.version)
     else:  # this stage ran before (a retry): the version and the record exist
         reg = register_version()
     fault_point("register:record-appended")

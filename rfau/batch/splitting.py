@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import rfau
-from rfau.batch.base_model import ensure_base, staged_base_model
+from rfau.batch.base_model import base_frontier, ensure_base, staged_base_model
 from rfau.batch.common import BATCH, _now, _release_or_say_so, new_batch_id
 from rfau.batch.recovery import _abandon_orphans, recover
 from rfau.data.datasets import ImageDataset, load_dataset
@@ -19,7 +19,7 @@ from rfau.data.split import HOLDOUT_FRACTION, admit_requests, make_split, write_
 from rfau.errors import RfauError
 from rfau.io import atomic_dir, md5_file, write_json
 from rfau.params import EXACT, BatchParams
-from rfau.records import BatchMeta, Rejection
+from rfau.records import BatchMeta, Rejection, VersionRef
 from rfau.tracking.settings import TrackingSettings
 
 
@@ -68,7 +68,18 @@ def data_split(
     reqs = RequestStore.open(uri)  # a store never initialised is a misconfiguration, not "nothing to do"
     recover(uri, settings)  # finish what a crashed register left half done before claiming more
     with staged_base_model(base_model_uri, ds, settings, holdout_fraction) as original:
-        claim = Claim(dataset, uri, reqs, holdout_fraction, train, original, params or BatchParams())
+        base, frontier = base_frontier(settings)
+        claim = Claim(
+            dataset,
+            uri,
+            reqs,
+            holdout_fraction,
+            train,
+            original,
+            params or BatchParams(),
+            base,
+            frozenset(frontier),
+        )
         return _claim_and_split(Path(out_dir), ds, claim, settings, batch_id, stale_after_hours)
 
 
@@ -83,6 +94,8 @@ class Claim:
     train: dict | None
     original: Path | None
     params: BatchParams
+    base: VersionRef | None = None  # the champion the split is made for (None: bootstrap comes)
+    frontier: frozenset[str] = frozenset()  # the requests whose data it no longer holds
 
 
 def _claim_and_split(
@@ -100,10 +113,13 @@ def _claim_and_split(
     _release_stale(reqs, stale_after_hours if stale_after_hours is not None else stale_window())
     with contextlib.suppress(RfauError):  # housekeeping: a registry that is down fails the batch below
         _abandon_orphans(settings, uri, reqs)
+    _check_frontier(reqs, claim)
     claimed = reqs.claim_pending(batch_id)
     done: list = []
     try:
-        excluded, prior = requested_samples(reqs, ds, {RequestState.FULFILLED})
+        # "already deleted" means: the base model's lineage excludes it (its deletion frontier),
+        # not merely "some request is fulfilled" (a rollback can bring data back)
+        excluded, prior = _frontier_samples(reqs, ds, claim.frontier)
         p = claim.params
         stuck, escalate = _stuck(claimed, p)
         by_src = {
@@ -151,7 +167,13 @@ def _claim_and_split(
                     meta.empty = False
                     meta.forget_md5 = md5_file(tmp / "split" / "forget.txt")
                     meta.base = ensure_base(
-                        ds, tmp / "base", settings, claim.train, holdout_fraction, claim.original
+                        ds,
+                        tmp / "base",
+                        settings,
+                        claim.train,
+                        holdout_fraction,
+                        claim.original,
+                        claim.base.version if claim.base else None,
                     )
                     _plan_ladder(meta, tmp / "base", p, [st.request for st in valid], stuck)
                 else:  # every named sample was forgotten by an earlier batch
@@ -167,8 +189,8 @@ def _claim_and_split(
         reqs.reject(st.request_id, batch_id, why)
     for st, why in deferred:  # admissible later, once other requests have been forgotten
         reqs.release(st.request_id, batch_id, why[:500])
-    for st in done:
-        reqs.fulfil(st.request_id, batch_id, "already forgotten by an earlier batch")
+    if done:
+        _settle_already_forgotten(meta, done, claim, settings)
     for rid, why in escalate.items():
         reqs.needs_retrain(rid, batch_id, why)
     if meta.plan == [] and meta.if_failed:  # nothing can certify it
@@ -221,3 +243,67 @@ def _plan_ladder(meta: BatchMeta, base: Path, p: BatchParams, requests: list, st
             return
         meta.exact_only = None
     meta.plan = plan(p, meta.exact_only, refused)
+
+
+def _frontier_samples(reqs: RequestStore, ds: ImageDataset, frontier: frozenset[str]):
+    """(sample ids, request ids) of the requests in the base model's frontier."""
+    ids: set[str] = set()
+    rids = []
+    for st in reqs.list():
+        if st.request_id in frontier:
+            ids.update(resolve_forget_set([(f"request {st.request_id}", st.request)], ds)[0])
+            rids.append(st.request_id)
+    return sorted(ids), rids
+
+
+def _check_frontier(reqs: RequestStore, claim: Claim) -> None:
+    """A champion that holds data of a fulfilled request (an alias moved outside rfau) is not a
+    base to build on: the batch stops before it claims, naming them and the way out."""
+    held = sorted(
+        st.request_id for st in reqs.list(RequestState.FULFILLED) if st.request_id not in claim.frontier
+    )
+    if held and claim.base is not None:
+        raise RfauError(
+            f"the champion (version {claim.base.version}) holds data of fulfilled request(s) "
+            f"{', '.join(held)}; nothing was claimed: `rfau promote {claim.base.version} --reopen` re-queues "
+            "them (recorded in the ledger), or promote a version that forgot them"
+        )
+
+
+def _settle_already_forgotten(meta: BatchMeta, done: list, claim: Claim, settings: TrackingSettings) -> None:
+    """Requests naming only samples the base model no longer holds: the base's frontier grows by
+    them, one ledger record says so, and they are fulfilled naming it."""
+    from rfau.audit.kinds import ALREADY_FORGOTTEN
+    from rfau.audit.trail import AuditTrail
+    from rfau.tracking.registry import Registry, frontier_value
+
+    ids = [st.request_id for st in done]
+    trail, base = AuditTrail.open(claim.store_uri, settings), claim.base
+    if base is None:  # no model yet has learned anything: nothing to record against
+        raise RfauError(f"batch {meta.batch_id}: requests {ids} name no sample and there is no model")
+    reg = Registry(settings)
+    reg.set_version_tags(base.version, {"frontier": frontier_value(reg.frontier(base.version) | set(ids))})
+    ref = base.model_dump()
+    record = trail.append(
+        {
+            "kind": ALREADY_FORGOTTEN,
+            "batch_id": meta.batch_id,
+            "request_ids": ids,
+            "subject_hashes": trail.subject_hashes([st.request for st in done]),
+            "dataset": meta.dataset,
+            "excluded_count": meta.excluded_count,
+            "model": {"name": settings.model_name, "before": ref, "after": ref},
+            "promoted": False,
+            "champion_after": base.version,
+            "code_version": meta.code_version,
+            "started_at": meta.started_at,
+            "finished_at": _now(),
+        }
+    )
+    for rid in ids:
+        claim.reqs.fulfil(
+            rid,
+            meta.batch_id,
+            f"already forgotten: {settings.model_name} version {base.version} no longer holds its data "
+            f"(ledger record {record['seq']})",
+        )

@@ -17,7 +17,7 @@ from rfau.cli.common import (
     store_uri,
     tracking_settings,
 )
-from rfau.errors import ExitCode, UnknownRequestError
+from rfau.errors import ExitCode, UnknownRequestError, UsageError
 
 audit_app = RfauTyper(
     help="The deletion ledger: verify it, show the proof for a request.", no_args_is_help=True
@@ -25,6 +25,25 @@ audit_app = RfauTyper(
 
 
 # --- audit ------------------------------------------------------------------------------------------
+
+
+def _open_audited(store: str | None):
+    """The audit trail of an existing state (exit 2 naming what is missing: a mistyped state
+    folder or store is never an empty ledger); a read command creates nothing."""
+    from rfau.audit.trail import AuditTrail
+    from rfau.data.request_store import RequestStore
+
+    settings = tracking_settings()
+    uri = store_uri(store)
+    RequestStore.open(uri)  # never initialised: a UsageError naming it
+    trail = AuditTrail.open(uri, settings)
+    no_registry = not settings.tracking_uri and not (settings.state_dir / "mlflow.db").is_file()
+    if no_registry and trail.ledger_bytes():
+        raise UsageError(
+            f"no registry in state folder {str(settings.state_dir)!r} (RFAU_STATE_DIR) for the ledger in "
+            f"{uri}: mlflow.db is missing; check the path (or set RFAU_TRACKING_URI)"
+        )
+    return trail
 
 
 @audit_app.command("verify")
@@ -38,13 +57,13 @@ def audit_verify(
     """Check the ledger's chain, its copies, the registry's anchors and the versions' weights.
 
     Exit code 1 when it finds problems (each one a FAIL line on stderr)."""
-    from rfau.audit.trail import AuditTrail
-
-    trail = AuditTrail.open(store_uri(store), tracking_settings())
+    trail = _open_audited(store)
     problems = trail.verify(check_weights=weights)
     n = len(trail.records()) if not problems else None
     for p in problems:
         err.print(f"[bold red]FAIL[/] {p}")
+    for note in getattr(trail, "notes", []):
+        err.print(f"[yellow]note[/] {note}")
     emit(
         as_json,
         {"intact": not problems, "records": n, "weights_checked": weights, "problems": problems},
@@ -74,19 +93,31 @@ def audit_show(
     """The proof of deletion for one request (Markdown on screen; Markdown + HTML with --out)."""
     import shutil
 
+    from rfau.audit.consistency import evidence_problems
     from rfau.audit.proof import render_proof
-    from rfau.audit.trail import AuditTrail
     from rfau.io import atomic_dir
 
-    trail = AuditTrail.open(store_uri(store), tracking_settings())
+    trail = _open_audited(store)
     records = trail.find_request(request_id)
     if not records:
         raise UnknownRequestError(
             f"request {request_id!r} is in no ledger record (still pending, rejected, or unknown)"
         ) from None
     record = records[-1]  # the batch that settled it (earlier ones failed a gate)
+    reopened = [
+        r for r in trail.records() if request_id in r.get("reopened", []) and r["seq"] > record["seq"]
+    ]
+    if reopened:
+        r = reopened[-1]
+        raise UsageError(
+            f"request {request_id!r} was reopened by ledger record {r['seq']} (the champion moved to "
+            f"version {r['model']['after']['version']}, which holds its data): no proof until a new "
+            "batch forgets it"
+        )
+    serving = _serving_note(record)
     evidence = trail.evidence_dir(record["batch_id"])
     md, html = render_proof(record, request_id, evidence)
+    bad = evidence_problems(record, trail.store, trail.local_dir)
     if out_dir:
         with atomic_dir(out_dir) as tmp:
             (tmp / "proof.md").write_text(md)
@@ -95,10 +126,41 @@ def audit_show(
                 for f in evidence.iterdir():
                     shutil.copy2(f, tmp / f.name)
     if as_json:
-        emit(as_json, {"request_id": request_id, "record": record, "proof_markdown": md, "out": out_dir})
-        return
-    from rich.markdown import Markdown
+        emit(
+            as_json,
+            {
+                "request_id": request_id,
+                "record": record,
+                "proof_markdown": md,
+                "out": out_dir,
+                "serving": serving,
+                "problems": bad,
+            },
+        )
+    else:
+        from rich.markdown import Markdown
 
-    out.print(Markdown(md))
-    if out_dir:
-        out.print(f"proof written to {out_dir}/proof.md and {out_dir}/proof.html")
+        out.print(Markdown(md))
+        if serving:
+            out.print(f"[yellow]now serving[/]: {serving}")
+        if out_dir:
+            out.print(f"proof written to {out_dir}/proof.md and {out_dir}/proof.html")
+    for p in bad:
+        err.print(f"[bold red]FAIL[/] {p}")
+    if bad:
+        raise typer.Exit(code=ExitCode.CHECK_FAILED)
+
+
+def _serving_note(record: dict) -> str | None:
+    """What serves when it is not what the record promoted (a pending promotion, a later batch or
+    an operator move) -> one line, else None."""
+    from rfau.tracking.registry import Registry
+
+    after = (record.get("model") or {}).get("after") or {}
+    champ = Registry(tracking_settings()).champion()
+    if not record.get("promoted") or champ is None or champ.version == after.get("version"):
+        return None
+    return (
+        f"version {champ.version} (ledger record {record['seq']} promoted version {after.get('version')}; "
+        "a later batch or move replaced it, or its promotion is still pending)"
+    )

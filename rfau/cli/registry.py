@@ -11,12 +11,14 @@ from rich.table import Table
 from rfau.cli.common import (
     JsonOpt,
     ModelNameOpt,
+    StoreOpt,
     TrackingOpt,
     app,
     emit,
     err,
     out,
     parse_overrides,
+    store_uri,
     tracking_settings,
 )
 from rfau.errors import ExitCode, UsageError
@@ -61,26 +63,51 @@ def register(
         raise typer.Exit(code=ExitCode.CHECK_FAILED)
 
 
+ReopenOpt = Annotated[
+    bool,
+    typer.Option(
+        "--reopen",
+        help="Move the alias even where the version holds data of fulfilled requests: they go back "
+        "to pending (a new batch forgets them from it) and the ledger records the move.",
+    ),
+]
+ReasonOpt = Annotated[str, typer.Option(help="Why (kept in the ledger record and the requests' history).")]
+
+
 @app.command()
 def promote(
     version: Annotated[int, typer.Argument(help="Version to make champion.")],
+    reopen: ReopenOpt = False,
+    reason: ReasonOpt = "",
+    store: StoreOpt = None,
     name: ModelNameOpt = None,
     tracking_uri: TrackingOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Make a version champion by hand; the old champion becomes 'previous'."""
-    from rfau.tracking.registry import promote as do_promote
+    """Make a version champion by hand; the old champion becomes 'previous'.
 
-    move = do_promote(tracking_settings(name, tracking_uri), version)
+    Refused (exit 2) when the version still holds data of a fulfilled request, unless --reopen."""
+    from rfau.audit.moves import move_champion
+
+    move = move_champion(tracking_settings(name, tracking_uri), store_uri(store), version, reopen, reason)
     emit(as_json, move, lambda: out.print_json(move.model_dump_json(exclude_none=True)))
 
 
 @app.command()
-def rollback(name: ModelNameOpt = None, tracking_uri: TrackingOpt = None, as_json: JsonOpt = False) -> None:
-    """Give the champion alias back to the 'previous' version."""
-    from rfau.tracking.registry import rollback as do_rollback
+def rollback(
+    reopen: ReopenOpt = False,
+    reason: ReasonOpt = "",
+    store: StoreOpt = None,
+    name: ModelNameOpt = None,
+    tracking_uri: TrackingOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give the champion alias back to the 'previous' version.
 
-    move = do_rollback(tracking_settings(name, tracking_uri))
+    Refused (exit 2) when that version still holds data of a fulfilled request, unless --reopen."""
+    from rfau.audit.moves import move_champion
+
+    move = move_champion(tracking_settings(name, tracking_uri), store_uri(store), None, reopen, reason)
     emit(as_json, move, lambda: out.print_json(move.model_dump_json()))
 
 

@@ -85,7 +85,7 @@ def request_list(
         raise UsageError(
             f"--state must be one of {', '.join(s.value for s in RequestState)}, got {state!r}"
         ) from None
-    reqs = RequestStore.from_uri(store_uri(store))
+    reqs = RequestStore.open(store_uri(store))  # a mistyped store: exit 2, never an empty table
     rows = reqs.list(want)
     warn_stuck(reqs)
     tried = _attempts_by_request(reqs)

@@ -13,7 +13,7 @@ A request's state is its last event's. ``000000-pending`` is written by ``add``.
 States and the only legal moves::
 
     pending --claim_pending(batch)--> in-progress(batch)
-    in-progress(batch) --fulfil(batch)--> fulfilled          (final)
+    in-progress(batch) --fulfil(batch)--> fulfilled          (final, unless reopened)
     in-progress(batch) --reject(batch)--> rejected           (final)
     in-progress(batch) --release(batch)--> pending           (e.g. the new model failed its gates)
     in-progress(batch) --needs_retrain(batch)--> needs-retrain (no rung can certify it: the exact
@@ -24,6 +24,12 @@ States and the only legal moves::
     pending|in-progress --operator_reject--> rejected         (final)
     pending --cancel--> cancelled                             (final: the requester withdrew)
     needs-retrain --operator_reject--> rejected               (final)
+    fulfilled --operator_reopen--> pending                    (the champion moved back to a version
+                                                              that holds its data: `--reopen`)
+
+Operator moves (and a batch's last check of its claims before its ledger record) hold the store's
+lock (``locked``: an object created exclusively, ``locks/requests.lock``), so a request released
+by an operator is never recorded as fulfilled by a batch at the same moment.
 
 Due dates and failed-batch counts: ``rfau.data.deadlines``.
 
@@ -40,6 +46,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -71,6 +80,10 @@ class RequestState(StrEnum):
 
 
 MARKER = "store.json"
+LOCK = "locks/requests.lock"
+# held for a few store operations; a holder that died (or lost the store) leaves the lock behind,
+# and it is broken once older than LOCK_STALE_S, which a waiter always outlasts
+LOCK_WAIT_S, LOCK_STALE_S = 90.0, 60.0
 STALE_AFTER_HOURS_DEFAULT = 6.0
 
 
@@ -384,8 +397,49 @@ class RequestStore:
             ) from None
         return self.get(request_id)
 
+    # -- the store's lock --------------------------------------------------------------------------
+    @contextmanager
+    def locked(self, holder: str) -> Iterator[None]:
+        """Hold the store's lock (waits up to LOCK_WAIT_S; a lock older than LOCK_STALE_S is a
+        dead holder's and is broken)."""
+        body = canonical_json({"holder": holder, "at": _now(), "pid": os.getpid()})
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                self.store.put_bytes(LOCK, body, exclusive=True)
+                break
+            except AlreadyExists:
+                try:
+                    info = json.loads(self.store.get_bytes(LOCK))
+                    age = (datetime.now(UTC) - datetime.fromisoformat(info["at"])).total_seconds()
+                except NotFound:
+                    continue
+                except (ValueError, KeyError, TypeError):
+                    info, age = {}, LOCK_STALE_S + 1
+                if age > LOCK_STALE_S:
+                    with suppress(NotFound):
+                        self.store.delete(LOCK)
+                    continue
+                if time.monotonic() > deadline:
+                    raise RfauError(
+                        f"request store {self.store.uri} is locked by {info.get('holder')!r} since "
+                        f"{info.get('at')}; try again"
+                    ) from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            with suppress(RfauError):
+                self.store.delete(LOCK)
+
     # -- operator moves and stuck requests ---------------------------------------------------------
     def _operator_move(
+        self, request_id: str, allowed: tuple[RequestState, ...], to: RequestState, detail: str
+    ):
+        with self.locked(f"operator {to.value} {request_id}"):
+            return self._operator_move_locked(request_id, allowed, to, detail)
+
+    def _operator_move_locked(
         self, request_id: str, allowed: tuple[RequestState, ...], to: RequestState, detail: str
     ):
         status = self.get(request_id)
@@ -419,6 +473,14 @@ class RequestStore:
     def cancel(self, request_id: str, reason: str = "withdrawn by the requester") -> RequestStatus:
         """pending -> cancelled (final): the requester withdrew before any batch took it."""
         return self._operator_move(request_id, (RequestState.PENDING,), RequestState.CANCELLED, reason)
+
+    def operator_reopen(self, request_id: str, reason: str) -> RequestStatus:
+        """fulfilled -> pending: the champion moved back to a version that still holds the
+        request's data (``rfau promote/rollback --reopen``); a new batch forgets it again. The
+        caller holds ``locked`` and writes the ledger record of the move."""
+        if not str(reason).strip():
+            raise RequestError("reopening a request needs a reason")
+        return self._operator_move_locked(request_id, (RequestState.FULFILLED,), RequestState.PENDING, reason)
 
     def stale_in_progress(self, older_than_hours: float | None = None) -> list[RequestStatus]:
         """In-progress requests whose last change is older than the window (for warnings)."""

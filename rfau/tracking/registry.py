@@ -32,6 +32,62 @@ from rfau.tracking.settings import TrackingSettings
 CHAMPION, PREVIOUS, CANDIDATE = "champion", "previous", "candidate"
 
 
+class VersionTags:
+    """The ``rfau.*`` version tag keys the audit reads (one place; older code spells some inline)."""
+
+    WEIGHTS = "rfau.weights_sha256"
+    PARENT = "rfau.parent_weights_sha256"
+    REQUEST_IDS = "rfau.request_ids"
+    REGIME = "rfau.regime"  # "none": the bootstrap original
+    GATES_PASSED = "rfau.gates_passed"
+    ABANDONED = "rfau.abandoned"
+    ROLLED_BACK = "rfau.rolled_back"
+    # the deletion frontier: a JSON list of the requests whose data this version no longer holds
+    # (its base's frontier plus its own requests when it passed its gates); never truncated
+    FRONTIER = "rfau.frontier"
+    BASE_VERSION = "rfau.base_version"  # the version a batch unlearned it from
+    MAX_VALUE = 100_000  # MLflow's limit for a model-version tag value
+
+
+def _tag_request_ids(value: str | None) -> set[str]:
+    return {r for r in (value or "").split(",") if r}
+
+
+def frontier_of(tags: dict[int, dict], version: int) -> set[str]:
+    """The requests whose data ``version`` no longer holds: its ``rfau.frontier`` tag, or for a
+    version registered before the tag existed, derived from its lineage (its own requests when it
+    passed its gates, plus its parent's frontier; the bootstrap original holds everything)."""
+    out: set[str] = set()
+    seen: set[int] = set()
+    by_weights = {t.get(VersionTags.WEIGHTS): v for v, t in tags.items()}
+    v: int | None = version
+    while v is not None and v not in seen and v in tags:
+        seen.add(v)
+        t = tags[v]
+        if VersionTags.FRONTIER in t:
+            try:
+                return out | set(json.loads(t[VersionTags.FRONTIER]))
+            except (ValueError, TypeError):
+                raise RfauError(f"version {v}'s {VersionTags.FRONTIER} tag is not a JSON list") from None
+        if t.get(VersionTags.REGIME) == "none":
+            return out
+        if t.get(VersionTags.GATES_PASSED) == "true":
+            out |= _tag_request_ids(t.get(VersionTags.REQUEST_IDS))
+        base = t.get(VersionTags.BASE_VERSION)
+        v = int(base) if base and base.isdigit() else by_weights.get(t.get(VersionTags.PARENT) or None)
+    return out
+
+
+def frontier_value(ids) -> str:
+    value = json.dumps(sorted(set(ids)), separators=(",", ":"))
+    if len(value) > VersionTags.MAX_VALUE:
+        raise RfauError(
+            f"the deletion frontier ({len(set(ids))} requests) no longer fits one version tag "
+            f"({VersionTags.MAX_VALUE} characters)"
+        )
+    return value
+
+
 def _mlflow():
     import mlflow
 
@@ -233,7 +289,13 @@ class Registry:
 
     def set_version_tags(self, version: int, tags: dict) -> None:
         for k, v in tags.items():
-            self.client.set_model_version_tag(self.name, str(version), f"rfau.{k}", _short(v))
+            self.client.set_model_version_tag(
+                self.name, str(version), f"rfau.{k}", _tag_value(f"rfau.{k}", v)
+            )
+
+    def frontier(self, version: int) -> set[str]:
+        """The requests whose data ``version`` no longer holds (see ``frontier_of``)."""
+        return frontier_of(self.version_tags(), version)
 
 
 def _numbers(metrics: dict) -> dict[str, float]:
@@ -303,6 +365,10 @@ def pipeline_run(settings: TrackingSettings, name: str, tags: dict | None = None
         yield reg
 
 
+def _tag_value(key: str, v) -> str:
+    return v if key == VersionTags.FRONTIER else _short(v)
+
+
 def _short(v) -> str:
     s = v if isinstance(v, str) else json.dumps(v, default=str)
     return s if len(s) <= 500 else s[:497] + "..."
@@ -364,11 +430,18 @@ def register(
         )
         or "none",
     }
+    if not bootstrap and VersionTags.FRONTIER not in tags:
+        tags[VersionTags.FRONTIER] = _frontier_for(reg, card, tags, passed)
+    elif bootstrap:
+        tags.setdefault(VersionTags.FRONTIER, "[]")
     existing = reg.find_version(key)
     if existing is not None:
+        if VersionTags.FRONTIER in existing.tags:  # requests added to it since are kept
+            had = frontier_of({int(existing.version): dict(existing.tags)}, int(existing.version))
+            tags[VersionTags.FRONTIER] = frontier_value(had | set(json.loads(tags[VersionTags.FRONTIER])))
         for k, v in tags.items():  # a registration interrupted while tagging is completed here
-            if existing.tags.get(k) != _short(v):
-                client.set_model_version_tag(name, existing.version, k, _short(v))
+            if existing.tags.get(k) != _tag_value(k, v):
+                client.set_model_version_tag(name, existing.version, k, _tag_value(k, v))
         if "rfau.abandoned" in existing.tags:  # the same weights, registered again by a live batch
             client.delete_model_version_tag(name, existing.version, "rfau.abandoned")
         champ = reg.alias_version(CHAMPION)
@@ -404,7 +477,7 @@ def register(
                 logged.model_uri,
                 name,
                 await_registration_for=60,
-                tags={k: _short(v) for k, v in tags.items()},
+                tags={k: _tag_value(k, v) for k, v in tags.items()},
             )
             version = mv.version
         if bootstrap:
@@ -432,6 +505,20 @@ def register(
         gates=results,
         champion=int(champ.version) if champ else None,
     )
+
+
+def _frontier_for(reg: Registry, card, tags: dict, passed: bool) -> str:
+    """A new version's frontier: its base's (the ``rfau.base_version`` a batch names, else the
+    version with its parent's weights) plus its own requests when it passed its gates."""
+    all_tags = reg.version_tags()
+    base = tags.get(VersionTags.BASE_VERSION)
+    if base is None:
+        parent = card.lineage.get("parent_weights_sha256")
+        base = next((v for v, t in all_tags.items() if parent and t.get(VersionTags.WEIGHTS) == parent), None)
+    ids = frontier_of(all_tags, int(base)) if base is not None else set()
+    if passed:
+        ids |= set(card.lineage.get("request_ids", []))
+    return frontier_value(ids)
 
 
 def promote(settings: TrackingSettings, version: int) -> ChampionMove:
