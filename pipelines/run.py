@@ -40,8 +40,13 @@ def pipeline_arguments(p: BatchParams, local: bool) -> dict:
 def task_environment(settings: TrackingSettings) -> Iterator[None]:
     """The tracking settings of this machine for kfp.local's task subprocesses (they inherit the
     environment), as the rfau-config ConfigMap gives them to the pods on a cluster; the tracking
-    URI made absolute, since the tasks need not run in this folder."""
-    given = {"RFAU_TRACKING_URI": settings.uri(), "RFAU_MODEL_NAME": settings.model_name}
+    URI and the state folder (the ledger's mirror, the audit salt) made absolute, since the tasks
+    need not run in this folder."""
+    given = {
+        "RFAU_TRACKING_URI": settings.uri(),
+        "RFAU_MODEL_NAME": settings.model_name,
+        "RFAU_STATE_DIR": str(Path(settings.state_dir).resolve()),
+    }
     before = {k: os.environ.get(k) for k in given}
     os.environ.update(given)
     try:

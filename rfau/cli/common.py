@@ -23,7 +23,7 @@ from rfau.errors import ExitCode, RfauError, UsageError, exit_code_of
 from rfau.params import parse_overrides
 
 out = Console(width=None if sys.stdout.isatty() else 130)  # wide tables in logs too
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one problem, one line: never wrapped at 80 columns
 
 EPILOG = "\n\n".join(
     [
