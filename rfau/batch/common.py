@@ -1,0 +1,61 @@
+"""What every batch stage shares: the batch folder, its id, releasing claims on failure."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rfau.errors import RfauError
+from rfau.io import atomic_dir
+from rfau.records import BatchMeta, RecordedBatch, Skipped
+from rfau.tracking.settings import TrackingSettings
+
+BATCH = "batch.json"
+EVIDENCE = ("metrics.json", "gates.json", "report.md", "confidence_hist.png")
+
+
+def new_batch_id() -> str:
+    return f"batch-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _release_or_say_so(failure: BaseException, release) -> None:
+    """Call ``release`` (put a failed batch's requests back); when that fails too (a full disk,
+    an unreachable store) raise an RfauError that names the batch's own failure first."""
+    try:
+        release()
+    except Exception as e:
+        raise RfauError(
+            f"{str(failure) or type(failure).__name__}; releasing its requests failed too "
+            f"({str(e) or type(e).__name__}): they stay in progress until `rfau request release`"
+        ) from failure
+
+
+def read_batch(batch_dir: str | Path) -> BatchMeta:
+    path = Path(batch_dir) / BATCH
+    if not path.is_file():
+        raise RfauError(
+            f"{batch_dir} is not a batch folder ({BATCH} is missing); run the data-split stage first"
+        )
+    return BatchMeta.read(path)
+
+
+def _skip(out_dir: Path, meta: BatchMeta, name: str) -> Skipped:
+    info = Skipped(batch_id=meta.batch_id, reason=meta.skip_reason())
+    with atomic_dir(out_dir) as tmp:
+        info.write(tmp / name)
+    return info
+
+
+def _has_registry(settings: TrackingSettings) -> bool:
+    """Whether a registry exists to be read (a local one is not created just to look)."""
+    return bool(settings.tracking_uri) or (settings.state_dir / "mlflow.db").is_file()
+
+
+def _batch_records(trail) -> list[RecordedBatch]:
+    """The ledger's batch records, as a batch reads them."""
+    return [RecordedBatch.model_validate(r) for r in trail.records()]

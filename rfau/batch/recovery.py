@@ -1,0 +1,153 @@
+"""Settling what a crashed or failed batch left: recovery from the ledger, orphans, abort."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rfau.batch.common import BATCH, _batch_records
+from rfau.data.request_store import RequestState, RequestStore, default_store
+from rfau.errors import RfauError
+from rfau.records import BatchMeta, RecordedBatch
+from rfau.tracking.settings import TrackingSettings
+
+
+def _abandon_orphans(settings: TrackingSettings, uri: str, reqs: RequestStore) -> list[int]:
+    """Versions whose batch failed before its ledger record while the registry was down (so the
+    failing batch could not tag them abandoned itself): once none of their requests is claimed
+    any more, that batch is over, and they are tagged abandoned here, so the audit tells them
+    from a version that claims a deletion nobody recorded. A batch still in register holds its
+    requests, so its version is never touched. -> the versions tagged."""
+    from rfau.audit.trail import AuditTrail
+    from rfau.tracking.registry import Registry
+
+    if not settings.tracking_uri and not (settings.state_dir / "mlflow.db").is_file():
+        return []  # no registry yet: nothing can be orphaned
+    recorded = {r.batch_id for r in _batch_records(AuditTrail.open(uri, settings))}
+    running = {st.batch_id for st in reqs.list(RequestState.IN_PROGRESS)}
+    reg, tagged = Registry(settings), []
+    for v in reg.versions():
+        t, version = v.tags, int(v.version)
+        batch = t.get("rfau.batch_id")  # set when a batch creates the version (not `rfau register`)
+        if not batch or batch in recorded or batch in running or t.get("rfau.abandoned"):
+            continue
+        reg.set_version_tags(version, {"abandoned": "its batch ended without a ledger record (found later)"})
+        tagged.append(version)
+    return tagged
+
+
+def _complete_promotion(settings: TrackingSettings, trail, record: RecordedBatch) -> None:
+    """Make the registry show what a ledger record claims: a promoted record that is the
+    ledger's latest promotion owns the champion alias, unless the version was rolled back."""
+    from rfau.tracking.registry import Registry
+
+    if not record.promoted:
+        return
+    latest = [r for r in _batch_records(trail) if r.promoted][-1]
+    if latest.seq != record.seq:
+        return  # a later batch promoted its own version since
+    version = record.version
+    reg = Registry(settings)
+    if reg.version(version).tags.get("rfau.rolled_back") == "true":
+        return
+    champ = reg.alias_version("champion")
+    if champ is None or int(champ.version) != version:
+        reg.move_champion(str(version))
+
+
+def recover(store: str | None = None, settings: TrackingSettings | None = None) -> list[str]:
+    """Finish what a crashed register left half done: the latest promoted ledger record gets
+    its champion alias, and requests still in progress for a batch the ledger already records
+    are settled as that record says. Returns what was done (run before every batch)."""
+    from rfau.audit.trail import AuditTrail
+
+    settings = settings or TrackingSettings.from_env()
+    uri = store or default_store(settings)
+    trail = AuditTrail.open(uri, settings)
+    records = _batch_records(trail)
+    done = []
+    promoted = [r for r in records if r.promoted]
+    if promoted:
+        from rfau.tracking.registry import Registry
+
+        before = Registry(settings).alias_version("champion")
+        _complete_promotion(settings, trail, promoted[-1])
+        after = Registry(settings).alias_version("champion")
+        if (before and before.version) != (after and after.version):
+            done.append(f"champion moved to version {after.version} as ledger record {promoted[-1].seq} says")
+    by_batch = {r.batch_id: r for r in records}
+    reqs = RequestStore.from_uri(uri)
+    for st in reqs.list(RequestState.IN_PROGRESS):
+        r = by_batch.get(st.batch_id or "")
+        if r is None:
+            continue
+        if r.promoted:
+            reqs.fulfil(
+                st.request_id,
+                r.batch_id,
+                f"{settings.model_name} version {r.version} "
+                f"(ledger record {r.seq}, completed after an interrupted register)",
+            )
+            done.append(f"request {st.request_id} fulfilled (ledger record {r.seq})")
+        else:
+            reqs.release(
+                st.request_id,
+                r.batch_id,
+                f"version {r.version} failed its gates (ledger record "
+                f"{r.seq}); the request waits for the next batch",
+            )
+            done.append(f"request {st.request_id} back to pending (ledger record {r.seq})")
+    return done
+
+
+def _recorded(meta: BatchMeta) -> bool:
+    """Whether the ledger already has this batch's record (best effort: an unreadable store
+    counts as no, and the requests are released as before)."""
+    from rfau.audit.ledger import parse_records
+    from rfau.audit.trail import LEDGER_KEY
+    from rfau.storage import NotFound, open_store
+
+    try:
+        data = open_store(meta.store).get_bytes(LEDGER_KEY)
+    except NotFound:
+        return False
+    except RfauError:
+        return False
+    return any(r.get("batch_id") == meta.batch_id for r in parse_records(data))
+
+
+def _mark_abandoned(meta: BatchMeta, reason: str, settings: TrackingSettings | None) -> None:
+    """A version this batch registered before it failed is tagged abandoned, so the audit can
+    tell it from an orphan (best effort: the registry may be what failed)."""
+    from rfau.tracking.registry import Registry
+
+    settings = settings or TrackingSettings.from_env(model_name=meta.model)
+    if not settings.tracking_uri and not (settings.state_dir / "mlflow.db").is_file():
+        return  # no registry here at all: nothing can have been registered
+    try:
+        reg = Registry(settings)
+        for v in reg.versions():  # the versions this batch created (tagged with its id at creation)
+            if v.tags.get("rfau.batch_id") == meta.batch_id and not v.tags.get("rfau.ledger_seq"):
+                reg.set_version_tags(int(v.version), {"abandoned": f"batch {meta.batch_id} failed: {reason}"})
+    except RfauError:
+        pass
+
+
+def abort(batch_dir: str | Path, reason: str, settings: TrackingSettings | None = None) -> list[str]:
+    """A batch that failed after data-split: its requests go back to pending at once (instead of
+    waiting for the stale timeout) -> the ids released. ``settings``: the batch's registry (default:
+    the environment's, as in a pipeline's exit task)."""
+    path = Path(batch_dir) / BATCH
+    if not path.is_file():
+        return []
+    meta = BatchMeta.read(path)
+    reqs = RequestStore.from_uri(meta.store)
+    if _recorded(meta):
+        return []  # the ledger holds this batch: the next batch's `recover` settles its requests
+    _mark_abandoned(meta, reason, settings)
+    released = []
+    for rid in meta.request_ids:
+        st = reqs.get(rid)
+        if st.state is RequestState.IN_PROGRESS and st.batch_id == meta.batch_id:
+            reqs.release(rid, meta.batch_id, f"batch {meta.batch_id} failed: {reason}"[:500])
+            released.append(rid)
+    return released

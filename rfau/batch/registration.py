@@ -1,0 +1,236 @@
+"""The register stage: a registry version, the ledger record, the request states."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rfau.batch.common import BATCH, EVIDENCE, _now, _skip, read_batch
+from rfau.batch.recovery import _complete_promotion
+from rfau.data.request_store import RequestState, RequestStore
+from rfau.errors import RfauError
+from rfau.faults import fault_point
+from rfau.gates import Gates
+from rfau.io import atomic_dir
+from rfau.models.checkpoint import read_card
+from rfau.records import (
+    BatchMeta,
+    BatchMetrics,
+    BatchRecord,
+    Evaluation,
+    GateReport,
+    LedgerModel,
+    RecordedBatch,
+    Registered,
+    Registration,
+    Skipped,
+    SummaryMetrics,
+    UnlearnInfo,
+    VersionRef,
+)
+from rfau.tracking.settings import TrackingSettings
+
+
+def _log_stages(reg, batch_dir: Path, model_dir: Path, eval_dir: Path, meta: BatchMeta) -> None:
+    """The batch's stages as nested MLflow runs under the batch's parent run."""
+    from rfau.tracking.stage_runs import log_data_split, log_evaluate, log_unlearn
+
+    log_data_split(
+        reg,
+        batch_dir / "split",
+        {"requests": meta.request_ids, "rejected": meta.rejected_ids},
+        artifacts=[batch_dir / BATCH],
+    )
+    log_unlearn(reg, model_dir)
+    log_evaluate(
+        reg,
+        BatchMetrics.read(eval_dir / "metrics.json").model_dump(exclude_none=True),
+        artifacts=[eval_dir / f for f in (*EVIDENCE, "before.json", "after.json")],
+    )
+
+
+def _append_record(
+    trail,
+    reqs: RequestStore,
+    meta: BatchMeta,
+    reg: Registration,
+    model_dir: Path,
+    eval_dir: Path,
+    settings: TrackingSettings,
+    held_back: str | None = None,
+) -> RecordedBatch:
+    """The batch's ledger record, anchored on the version it produced and logged to MLflow.
+    ``held_back``: why a version that passed its gates is not promoted (recorded as such)."""
+    from rfau.tracking import registry
+
+    unl = UnlearnInfo.read(model_dir / "unlearn.json")
+    after, before = Evaluation.read(eval_dir / "after.json"), Evaluation.read(eval_dir / "before.json")
+    base = meta.require_base()
+    fields = BatchRecord(
+        batch_id=meta.batch_id,
+        request_ids=meta.request_ids,
+        subject_hashes=trail.subject_hashes([reqs.get(r).request for r in meta.request_ids]),
+        rejected=meta.rejected_ids,
+        forget_md5=meta.forget_md5,
+        forget_count=meta.forget_count,
+        forget_classes=meta.forget_classes,
+        excluded_count=meta.excluded_count,
+        dataset=meta.dataset,
+        model=LedgerModel(
+            name=settings.model_name,
+            before=VersionRef(version=base.version, weights_sha256=base.weights_sha256),
+            after=VersionRef(version=reg.version, weights_sha256=read_card(model_dir).weights_sha256),
+        ),
+        promoted=reg.gates_passed and not held_back,
+        champion_after=reg.version if reg.gates_passed and not held_back else reg.champion,
+        held_back=held_back,
+        method=unl.method,
+        config=unl.config,
+        metrics=SummaryMetrics.of(after).model_dump(exclude_none=True),
+        baseline_metrics=SummaryMetrics.of(before).model_dump(exclude_none=True),
+        gates=GateReport.read(eval_dir / "gates.json").gates,
+        gates_passed=reg.gates_passed,
+        evidence=trail.keep_evidence(meta.batch_id, [eval_dir / f for f in EVIDENCE]),
+        code_version=meta.code_version,
+        started_at=meta.started_at,
+        finished_at=_now(),
+        mlflow_run_id=registry.Registry.active_run_id(),
+    )
+    stored = trail.append(fields.model_dump(exclude={"held_back"} if held_back is None else set()))
+    record = RecordedBatch.model_validate(stored)
+    registry.Registry(settings).set_version_tags(reg.version,
+        {"ledger_seq": record.seq, "ledger_hash": record.hash, "batch_id": meta.batch_id},
+    )
+    trail.log_to_mlflow(stored)
+    return record
+
+
+def _champion_moved(settings: TrackingSettings, meta: BatchMeta) -> str | None:
+    """Why a version that passed its gates may still not become champion: the champion is no
+    longer the version this batch started from (another batch promoted its own meanwhile, or an
+    operator rolled back), so the new version still knows what the other batch forgot."""
+    from rfau.tracking import registry
+
+    champ = registry.Registry(settings).champion()
+    if champ is None or meta.base is None or champ.version == meta.base.version:
+        return None
+    return (
+        f"the champion moved from version {meta.base.version} (this batch's base) to "
+        f"{champ.version} while the batch ran"
+    )
+
+
+def _check_claims(reqs: RequestStore, meta: BatchMeta) -> None:
+    """A batch registers only while it still holds every request it claimed: a batch whose
+    requests were released (by an operator, a failure or the stale window) must not write a
+    version or a ledger record for them."""
+    lost = []
+    for rid in meta.request_ids:
+        st = reqs.get(rid)
+        if st.batch_id != meta.batch_id or st.state not in (RequestState.IN_PROGRESS, RequestState.FULFILLED):
+            lost.append(f"{rid} ({st.state.value}, batch {st.batch_id or '-'})")
+    if lost:
+        raise RfauError(
+            f"batch {meta.batch_id} no longer holds its requests: {', '.join(lost)}; nothing was "
+            "registered (run a new batch to forget them)"
+        )
+
+
+def register(
+    batch_dir: str | Path,
+    model_dir: str | Path,
+    eval_dir: str | Path,
+    out_dir: str | Path,
+    settings: TrackingSettings | None = None,
+    gates: Gates | None = None,
+    store: str | None = None,
+    kfp_run_id: str | None = None,
+) -> Registered | Skipped:
+    """New registry version (champion only when every gate passes) -> ledger record -> request
+    states. Idempotent: registering a batch again returns its version and record.
+    ``kfp_run_id``: the KFP run this batch is part of, tagged on its MLflow run and version."""
+    from rfau.audit.trail import AuditTrail
+    from rfau.tracking import registry
+
+    meta = read_batch(batch_dir)
+    settings = settings or TrackingSettings.from_env()
+    if meta.empty:
+        return _skip(Path(out_dir), meta, "registered.json")
+    model_dir, eval_dir, gates = Path(model_dir), Path(eval_dir), gates or Gates()
+    reqs = RequestStore.from_uri(store or meta.store)
+    trail = AuditTrail.open(store or meta.store, settings)
+    found = trail.find_batch(meta.batch_id)
+    record = RecordedBatch.model_validate(found) if found is not None else None
+    if record is None:
+        _check_claims(reqs, meta)
+
+    # the batch (and the KFP run it belongs to) named on its MLflow run and on its version
+    batch_tags = {"batch_id": meta.batch_id, **({"kfp_run_id": kfp_run_id} if kfp_run_id else {})}
+
+    def register_version() -> Registration:  # the alias moves later, once the record exists
+        after, before = eval_dir / "after.json", eval_dir / "before.json"
+        return registry.register(
+            model_dir, after, settings, gates, before, promote=False, batch_tags=batch_tags
+        )
+
+    if record is None:
+        with registry.pipeline_run(
+            settings,
+            f"rfau-batch {meta.batch_id}",
+            tags={
+                **batch_tags,
+                "request_ids": ",".join(meta.request_ids),
+                "forget_md5": meta.forget_md5,
+                "base_model_version": meta.require_base().version,
+                "code_version": meta.code_version,
+            },
+        ) as run_registry:
+            _log_stages(run_registry, Path(batch_dir), model_dir, eval_dir, meta)
+            reg = register_version()
+            fault_point("register:version-created")
+            held_back = _champion_moved(settings, meta)
+            record = _append_record(trail, reqs, meta, reg, model_dir, eval_dir, settings, held_back)
+    else:  # this stage ran before (a retry): the version and the record exist
+        reg = register_version()
+    fault_point("register:record-appended")
+    # the record is written before the alias moves, so the ledger never names a champion the
+    # registry could not get to; a retry (or the next batch, see `recover`) completes the move
+    _complete_promotion(settings, trail, record)
+    champ = registry.Registry(settings).champion()
+    if champ is None:
+        raise RfauError(
+            f"model {settings.model_name!r} has no champion after registering batch {meta.batch_id}"
+        )
+    fault_point("register:promoted")
+    for rid in meta.request_ids:
+        st = reqs.get(rid)
+        if st.state is not RequestState.IN_PROGRESS or st.batch_id != meta.batch_id:
+            continue  # already settled by an earlier run of this stage
+        if record.promoted:  # what the ledger says, never a tag read back
+            reqs.fulfil(
+                rid,
+                meta.batch_id,
+                f"{settings.model_name} version {reg.version} (ledger record {record.seq})",
+            )
+        else:
+            failed = [g.name for g in record.gates if not g.passed]
+            why = record.held_back or f"version {reg.version} failed gates {failed}"
+            reqs.release(
+                rid,
+                meta.batch_id,
+                f"{why}; the champion is unchanged and the request waits for the next batch",
+            )
+    out = Registered(
+        batch_id=meta.batch_id,
+        model=settings.model_name,
+        version=reg.version,
+        gates_passed=reg.gates_passed,
+        promoted=record.promoted,
+        champion=champ.version,
+        mlflow_run_id=record.mlflow_run_id,
+        ledger_seq=record.seq,
+        ledger_hash=record.hash,
+        request_ids=meta.request_ids,
+    )
+    with atomic_dir(out_dir) as tmp:
+        out.write(tmp / "registered.json")
+    return out

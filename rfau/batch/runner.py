@@ -1,0 +1,62 @@
+"""The whole batch in one process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rfau.batch.common import _release_or_say_so
+from rfau.batch.evaluation import evaluate
+from rfau.batch.recovery import abort
+from rfau.batch.registration import register
+from rfau.batch.splitting import data_split
+from rfau.batch.unlearning import unlearn
+from rfau.errors import RfauError
+from rfau.faults import fault_point
+from rfau.io import work_lock
+from rfau.params import BatchParams
+from rfau.records import BatchMetrics, BatchOutcome, Registered
+from rfau.tracking.settings import TrackingSettings
+
+
+def run_batch(
+    workdir: str | Path, params: BatchParams | None = None, settings: TrackingSettings | None = None
+) -> BatchOutcome:
+    """The four stages in order in this process (what the KFP pipeline runs as four tasks), with
+    the batch's parameters (``rfau.params.BatchParams``: params.yaml, the pipeline's parameters)."""
+    wd = Path(workdir)
+    p = params or BatchParams()
+    settings = settings or TrackingSettings.from_env()
+    store = p.store or None
+    wd.mkdir(parents=True, exist_ok=True)
+    with work_lock(wd, holder="rfau batch run"):  # a second batch in this folder stops here, clearly
+        meta = data_split(
+            wd / "batch",
+            p.dataset,
+            store,
+            settings,
+            p.holdout_fraction,
+            p.train,
+            base_model_uri=p.base_model_uri,
+        )
+        taken = BatchOutcome(
+            batch_id=meta.batch_id,
+            request_ids=meta.request_ids,
+            rejected=meta.rejected,
+            deferred=meta.deferred,
+        )
+        if meta.empty:
+            return taken
+        try:
+            unlearn(wd / "batch", wd / "model", p.method, p.method_config)
+            fault_point("unlearned")
+            metrics = evaluate(wd / "batch", wd / "model", wd / "evaluation", p.gates)
+            reg = register(
+                wd / "batch", wd / "model", wd / "evaluation", wd / "registered", settings, p.gates, store
+            )
+        except BaseException as e:
+            reason = str(e) or type(e).__name__
+            _release_or_say_so(e, lambda: abort(wd / "batch", reason, settings))
+            raise
+    if not isinstance(metrics, BatchMetrics) or not isinstance(reg, Registered):
+        raise RfauError(f"batch {meta.batch_id}: a stage skipped a batch that has something to forget")
+    return taken.model_copy(update={"metrics": metrics, "registered": reg})

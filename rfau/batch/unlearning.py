@@ -1,0 +1,21 @@
+"""The unlearn stage: forget the batch's forget set from its base model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rfau.batch.common import _skip, read_batch
+from rfau.records import Skipped, UnlearnInfo
+
+
+def unlearn(
+    batch_dir: str | Path, out_dir: str | Path, method: str = "rfau", config: dict | None = None
+) -> UnlearnInfo | Skipped:
+    """Forget the batch's forget set from its base model (the champion) -> model folder."""
+    from rfau.stages import unlearn_stage
+
+    meta = read_batch(batch_dir)
+    if meta.empty:
+        return _skip(Path(out_dir), meta, "unlearn.json")
+    b = Path(batch_dir)
+    return unlearn_stage(b / "base", meta.dataset_uri, b / "split", out_dir, method, config)
