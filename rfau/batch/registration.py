@@ -10,7 +10,7 @@ from rfau.data.request_store import RequestState, RequestStore
 from rfau.errors import RfauError
 from rfau.faults import fault_point
 from rfau.gates import Gates
-from rfau.io import atomic_dir
+from rfau.io import atomic_dir, claim_output
 from rfau.models.checkpoint import read_card
 from rfau.records import (
     BatchMeta,
@@ -28,6 +28,8 @@ from rfau.records import (
     VersionRef,
 )
 from rfau.tracking.settings import TrackingSettings
+
+STAGE = "batch register"  # what its output folder is marked as written by
 
 
 def _log_stages(reg, batch_dir: Path, model_dir: Path, eval_dir: Path, meta: BatchMeta) -> None:
@@ -97,7 +99,8 @@ def _append_record(
     )
     stored = trail.append(fields.model_dump(exclude={"held_back"} if held_back is None else set()))
     record = RecordedBatch.model_validate(stored)
-    registry.Registry(settings).set_version_tags(reg.version,
+    registry.Registry(settings).set_version_tags(
+        reg.version,
         {"ledger_seq": record.seq, "ledger_hash": record.hash, "batch_id": meta.batch_id},
     )
     trail.log_to_mlflow(stored)
@@ -151,10 +154,11 @@ def register(
     from rfau.audit.trail import AuditTrail
     from rfau.tracking import registry
 
+    claim_output(out_dir, STAGE)  # before anything is registered or recorded
     meta = read_batch(batch_dir)
     settings = settings or TrackingSettings.from_env()
     if meta.empty:
-        return _skip(Path(out_dir), meta, "registered.json")
+        return _skip(Path(out_dir), meta, "registered.json", STAGE)
     model_dir, eval_dir, gates = Path(model_dir), Path(eval_dir), gates or Gates()
     reqs = RequestStore.from_uri(store or meta.store)
     trail = AuditTrail.open(store or meta.store, settings)
@@ -231,6 +235,6 @@ def register(
         ledger_hash=record.hash,
         request_ids=meta.request_ids,
     )
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, STAGE) as tmp:
         out.write(tmp / "registered.json")
     return out

@@ -12,10 +12,22 @@ from rfau.batch.splitting import data_split
 from rfau.batch.unlearning import unlearn
 from rfau.errors import RfauError
 from rfau.faults import fault_point
-from rfau.io import work_lock
+from rfau.io import reuse_dir, work_lock
 from rfau.params import BatchParams
 from rfau.records import BatchMetrics, BatchOutcome, Registered
 from rfau.tracking.settings import TrackingSettings
+
+RUN = "batch run"  # what its work folder is marked as written by
+
+
+def is_batch_workdir(folder: Path) -> bool:
+    """A work folder of `rfau batch run` from before output folders were marked (its lock file
+    names the command)."""
+    lock = folder / ".rfau-lock"
+    try:
+        return lock.is_file() and "rfau batch run" in lock.read_text()
+    except OSError:
+        return False
 
 
 def run_batch(
@@ -27,7 +39,7 @@ def run_batch(
     p = params or BatchParams()
     settings = settings or TrackingSettings.from_env()
     store = p.store or None
-    wd.mkdir(parents=True, exist_ok=True)
+    reuse_dir(wd, RUN, is_batch_workdir)  # a user's folder is refused before anything is claimed
     with work_lock(wd, holder="rfau batch run"):  # a second batch in this folder stops here, clearly
         meta = data_split(
             wd / "batch",

@@ -76,8 +76,10 @@ def audit_show(
 
     from rfau.audit.proof import render_proof
     from rfau.audit.trail import AuditTrail
-    from rfau.io import atomic_dir
+    from rfau.io import atomic_dir, claim_output
 
+    if out_dir:
+        claim_output(out_dir, "audit show")  # before the ledger is read
     trail = AuditTrail.open(store_uri(store), tracking_settings())
     records = trail.find_request(request_id)
     if not records:
@@ -88,7 +90,7 @@ def audit_show(
     evidence = trail.evidence_dir(record["batch_id"])
     md, html = render_proof(record, request_id, evidence)
     if out_dir:
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir, "audit show") as tmp:
             (tmp / "proof.md").write_text(md)
             (tmp / "proof.html").write_text(html)
             if evidence.is_dir():

@@ -20,6 +20,7 @@ from rfau.cli.common import (
     tracking_settings,
 )
 from rfau.cli.render import exit_if_gates_failed, print_registered, print_split
+from rfau.io import claim_output
 from rfau.params import BatchParams, load_params
 from rfau.tracking.settings import TrackingSettings
 
@@ -41,6 +42,7 @@ def batch_split(
     """data-split: claim the pending requests -> batch folder (requests/, split/, base/, batch.json)."""
     from rfau.batch import data_split
 
+    claim_output(out_dir, "batch split")  # before anything is claimed
     p = load_params(params, set_)
     settings = tracking_settings()
     check_before_claiming(p, settings, device_here=False)
@@ -63,6 +65,7 @@ def batch_unlearn(
     from rfau.batch import unlearn
     from rfau.records import Skipped
 
+    claim_output(out_dir, "batch unlearn")
     p = load_params(params, set_)
     info = unlearn(batch, out_dir, p.method, p.method_config)
     emit(
@@ -88,6 +91,7 @@ def batch_evaluate(
     """evaluate: new model vs champion, gate verdicts, plots, report."""
     from rfau.batch import evaluate
 
+    claim_output(out_dir, "batch evaluate")
     p = load_params(params, set_)
     flat = evaluate(batch, model, out_dir, p.gates)
     emit(as_json, flat, lambda: out.print_json(data=flat.model_dump(mode="json", exclude_none=True)))
@@ -108,6 +112,7 @@ def batch_register(
     Exit code 1 when a gate failed (as `rfau batch run`): a script driving `dvc repro` sees it."""
     from rfau.batch import register
 
+    claim_output(out_dir, "batch register")  # before anything is registered
     p = load_params(params, set_)
     res = register(batch, model, evaluation, out_dir, tracking_settings(), p.gates, p.store)
     emit(as_json, res, lambda: print_registered(res))
@@ -128,7 +133,9 @@ def batch_run(
     Exit code 1 when the batch completed but a gate failed: its version is not champion, its
     requests are pending again."""
     from rfau.batch import run_batch
+    from rfau.batch.runner import RUN, is_batch_workdir
 
+    claim_output(workdir, RUN, is_batch_workdir)  # before anything is claimed
     p = load_params(params, set_)
     settings = tracking_settings()
     check_before_claiming(p, settings, device_here=True)

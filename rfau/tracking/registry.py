@@ -204,7 +204,7 @@ class Registry:
 
         name = self.name
         mv = self.version(version)
-        with tempfile.TemporaryDirectory() as dl, atomic_dir(out_dir) as tmp:
+        with tempfile.TemporaryDirectory() as dl, atomic_dir(out_dir, "registry download") as tmp:
             try:
                 local = _mlflow().artifacts.download_artifacts(
                     artifact_uri=f"models:/{name}/{version}",
