@@ -223,3 +223,43 @@ def test_fresh_dir_puts_the_earlier_run_back_when_the_new_one_fails(tmp_path):
     with fresh_dir(out, "run"):
         (out / "summary.json").write_text("new")
     assert (out / "summary.json").read_text() == "new" and sorted(os.listdir(tmp_path)) == ["run"]
+
+
+# --- credentials in URIs ------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+# what a user types into a URI's userinfo unencoded: anything but whitespace (which ends a URI in
+# a log line) and "%" (an escape); the user name holds no ":" (that separates the password)
+SECRET = st.text(st.characters(blacklist_categories=("Z", "C"), blacklist_characters="%"), min_size=1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(user=SECRET.filter(lambda u: ":" not in u), password=SECRET)
+def test_no_printed_uri_holds_the_password(user, password):
+    from rfau.tracking.settings import TrackingSettings, redact
+
+    uri = f"http://{user}:{password}@mlflow.internal:5000/api"
+    line = f"error: cannot reach {uri}: connection refused; tracking URI {uri!r}"
+    shown = redact(line)
+    clean = "error: cannot reach http://***@mlflow.internal:5000/api: connection refused; tracking URI "
+    if password not in clean + repr("http://***@mlflow.internal:5000/api"):  # not a word of the rest
+        assert password not in shown, shown
+    settings_shown = TrackingSettings(tracking_uri=uri).redacted_uri()
+    assert settings_shown == "http://***@mlflow.internal:5000/api"
+    with pytest.MonkeyPatch.context() as m:
+        m.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+        m.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+        assert TrackingSettings(tracking_uri=uri).uri() == "http://mlflow.internal:5000/api"
+        assert os.environ["MLFLOW_TRACKING_PASSWORD"] == password  # all of it, for MLflow to send
+
+
+@pytest.mark.parametrize("password", ["pa/ss", "p@ss/w@rd", "s3cr3t:with:colons", "a'b\"c"])
+def test_an_error_line_never_shows_the_password(tmp_path, monkeypatch, password):
+    """Through the CLI: an invalid tracking URI, and an unreachable one (the service's message)."""
+    monkeypatch.chdir(tmp_path)
+    for uri in (f"foo://admin:{password}@mlflow:5000", f"http://admin:{password}@127.0.0.1:9"):
+        res = run_cli("models", RFAU_TRACKING_URI=uri, MLFLOW_TRACKING_PASSWORD=None)
+        assert res.returncode in (ExitCode.USAGE, ExitCode.RUNTIME), res.stderr
+        assert password not in res.stdout + res.stderr and "Traceback" not in res.stderr, res.stderr

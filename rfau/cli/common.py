@@ -69,7 +69,10 @@ def fail(message: str, code: ExitCode) -> NoReturn:
     read as rich markup: it may hold brackets) and exit with ``code``."""
     from rich.markup import escape
 
-    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    from rfau.tracking.settings import redact
+
+    # a service's own message may quote a URI with its credentials: they never reach a log
+    err.print(f"[bold red]error:[/] {escape(redact(message))}", soft_wrap=True)
     raise typer.Exit(code=code) from None
 
 
