@@ -10,11 +10,12 @@ from rfau.batch.recovery import abort
 from rfau.batch.registration import register
 from rfau.batch.splitting import data_split
 from rfau.batch.unlearning import unlearn
-from rfau.errors import RfauError
+from rfau.errors import RfauError, Terminated
 from rfau.faults import fault_point
 from rfau.io import reuse_dir, work_lock
 from rfau.params import BatchParams
 from rfau.records import BatchMetrics, BatchOutcome, Registered
+from rfau.signals import sigterm_raises
 from rfau.tracking.settings import TrackingSettings
 
 RUN = "batch run"  # what its work folder is marked as written by
@@ -40,7 +41,8 @@ def run_batch(
     settings = settings or TrackingSettings.from_env()
     store = p.store or None
     reuse_dir(wd, RUN, is_batch_workdir)  # a user's folder is refused before anything is claimed
-    with work_lock(wd, holder="rfau batch run"):  # a second batch in this folder stops here, clearly
+    # SIGTERM: the claims are released below and the error line says so
+    with sigterm_raises("the batch"), work_lock(wd, holder="rfau batch run"):
         meta = data_split(
             wd / "batch",
             p.dataset,
@@ -67,7 +69,13 @@ def run_batch(
             )
         except BaseException as e:
             reason = str(e) or type(e).__name__
-            _release_or_say_so(e, lambda: abort(wd / "batch", reason, settings))
+            released: list[str] = []
+            _release_or_say_so(e, lambda: released.extend(abort(wd / "batch", reason, settings)))
+            if isinstance(e, Terminated):
+                raise Terminated(
+                    f"batch {meta.batch_id} stopped by SIGTERM; requests released (pending again): "
+                    f"{', '.join(released) or 'none'}"
+                ) from None
             raise
     if not isinstance(metrics, BatchMetrics) or not isinstance(reg, Registered):
         raise RfauError(f"batch {meta.batch_id}: a stage skipped a batch that has something to forget")

@@ -169,6 +169,12 @@ def check_before_claiming(p: BatchParams, settings: TrackingSettings, device_her
         from rfau.methods.rfau import resolve_modules
 
         resolve_modules(_starting_model(p, settings), cfg)  # type: ignore[arg-type]
+    from rfau.batch.common import _has_registry
+
+    if _has_registry(settings):  # a store that is down or an experiment deleted fails here, not in register
+        from rfau.tracking.registry import Registry
+
+        Registry(settings)
 
 
 def _starting_model(p: BatchParams, settings: TrackingSettings):

@@ -263,6 +263,12 @@ def _connect(settings: TrackingSettings):
             exp_id = client.create_experiment(
                 settings.experiment, artifact_location=settings.artifact_location()
             )
+        elif exp.lifecycle_stage == "deleted":  # no run can start in it: fail before any work
+            raise RfauError(
+                f"the MLflow experiment {settings.experiment!r} (id {exp.experiment_id}) at "
+                f"{settings.redacted_uri()} is deleted; restore it (`mlflow experiments restore "
+                f"--experiment-id {exp.experiment_id}`) or delete it for good"
+            )
         else:
             exp_id = exp.experiment_id
     except _service_errors() as e:
