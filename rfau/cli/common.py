@@ -35,7 +35,8 @@ EPILOG = "\n\n".join(
         "[b]Exit codes[/b]: 0 success; 1 a check found problems (`audit verify`; a batch, `register` or "
         "`pipeline run --local` whose gates failed); 2 usage error (a bad option, argument "
         "or setting); 3 runtime failure (bad input data, a missing or corrupt file, an unreachable "
-        "service, a failed stage, a held lock). An error is one line on stderr, with --json too.",
+        "service, a failed stage, a held lock); 143 stopped by SIGTERM (its claimed requests released "
+        "first). An error is one line on stderr, with --json too.",
         "[b]--json[/b] (every command that prints a result): one JSON document on stdout, nothing else. "
         "[b]-q/--quiet[/b] (before the command): nothing on stdout but that document, no progress; "
         "RFAU_QUIET=1 turns off progress only. [b]--out[/b] is also spelled --output.",
