@@ -13,9 +13,11 @@ def unlearn(
     from rfau.batch import unlearn as stage
     from rfau.params import parse_params
     from rfau.records import Skipped
+    from rfau.signals import release_on_sigterm
 
     p = parse_params({"method": method, "method_config": method_config})
-    info = stage(batch.path, model.path, p.method, p.method_config or None)
+    with release_on_sigterm(batch.path, "the unlearn task"):  # a cancelled run releases its requests
+        info = stage(batch.path, model.path, p.method, p.method_config or None)
     if isinstance(info, Skipped):
         metrics.log_metric("skipped", 1.0)
         return

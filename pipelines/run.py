@@ -12,10 +12,11 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from rfau.errors import RfauError, UsageError
+from rfau.errors import RfauError, Terminated, UsageError
 from rfau.params import BatchParams
 from rfau.pipelines.deletion_batch import PIPELINE_NAME, GpuSpec, build_pipeline
 from rfau.records import BatchMeta, Registered, Skipped
+from rfau.signals import sigterm_raises
 from rfau.tracking.settings import TrackingSettings
 
 
@@ -124,6 +125,24 @@ def _pending_again(batch_dir: Path) -> list[str]:
     return [rid for rid in meta.request_ids if reqs.get(rid).state is RequestState.PENDING]
 
 
+def _stop_tasks(root: Path, started: float) -> str:
+    """After a SIGTERM: stop the task processes (each releases its batch's requests) and put back
+    whatever they left claimed -> what was released, for the error line."""
+    import psutil
+
+    tasks = psutil.Process().children(recursive=True)
+    for t in tasks:
+        with contextlib.suppress(psutil.Error):
+            t.terminate()
+    _, alive = psutil.wait_procs(tasks, timeout=30)
+    for t in alive:
+        with contextlib.suppress(psutil.Error):
+            t.kill()
+    batches = [b for b in root.rglob(BATCH_FILE) if b.stat().st_mtime >= started - 1]
+    released = _pending_again(batches[-1].parent) if batches else []
+    return f"requests released (pending again): {', '.join(released) or 'none'}"
+
+
 def run_local(
     arguments: dict, pipeline_root: str | Path, settings: TrackingSettings | None = None
 ) -> tuple[Registered | Skipped, Path]:
@@ -139,7 +158,11 @@ def run_local(
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=False)
     started = time.time()
     with task_environment(settings or TrackingSettings.from_env()):
-        build_pipeline(retries=0)(**arguments)
+        try:
+            with sigterm_raises("the local pipeline run"):
+                build_pipeline(retries=0)(**arguments)
+        except Terminated as e:
+            raise Terminated(f"{e}; {_stop_tasks(root, started)}") from None
     runs = sorted(
         (p for p in root.iterdir() if p.is_dir() and p.stat().st_mtime >= started - 1),
         key=lambda p: p.stat().st_mtime,

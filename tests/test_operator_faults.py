@@ -177,3 +177,24 @@ def test_sigterm_releases_the_claims_and_says_so(tmp_path, seed_state):
     assert proc.returncode == ExitCode.TERMINATED == 143 and "Traceback" not in stderr, stderr
     assert len(lines) == 1 and "SIGTERM" in lines[0] and "r1" in lines[0], stderr
     assert reqs.get("r1").state is RequestState.PENDING
+
+
+def test_a_pipeline_task_stopped_by_sigterm_releases_its_batch(tmp_path, monkeypatch, seed_state):
+    """A KFP task after data-split (unlearn, evaluate, register) told to stop: its batch's
+    requests are pending again at once and the error names them."""
+    from rfau.errors import Terminated
+    from rfau.signals import release_on_sigterm
+
+    monkeypatch.chdir(tmp_path)
+    seed_state(tmp_path / ".rfau")
+    reqs = _queue(tmp_path, tmp_path / ".rfau" / "store", GOOD)
+    assert _cli(tmp_path, "batch", "split", "--out", "b").returncode == 0
+    assert reqs.get("r1").state is RequestState.IN_PROGRESS
+    monkeypatch.setenv("RFAU_STATE_DIR", str(tmp_path / ".rfau"))
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated, match=r"the unlearn task stopped by SIGTERM; .*pending again\): r1"):
+        with release_on_sigterm(tmp_path / "b", "the unlearn task"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # interrupted by the handler
+    assert reqs.get("r1").state is RequestState.PENDING
+    assert signal.getsignal(signal.SIGTERM) == before  # the process's own handler is back
