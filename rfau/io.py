@@ -175,12 +175,12 @@ def reuse_dir(target: str | Path, command: str, own: Callable[[Path], bool] | No
 
 
 @contextmanager
-def fresh_dir(target: str | Path, command: str) -> Iterator[Path]:
+def fresh_dir(target: str | Path, command: str, own: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """A folder a command fills in place (paths inside it are recorded, so it cannot be built
     elsewhere and renamed): an earlier output of ``command`` is moved aside, the block fills a new
     folder, and on success the old one is removed; on error the new one is removed and the old
-    one put back."""
-    path = claim_output(target, command)
+    one put back. ``own``: as for :func:`claim_output`."""
+    path = claim_output(target, command, own)
     old = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

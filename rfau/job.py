@@ -120,12 +120,23 @@ def run_job(
     removed afterwards and the summary has no registry entry; ``settings``: only the model's
     name is taken from them (the registry is always the work folder's own)."""
     wd = Path(workdir)
-    _outside(claim_output(wd, RUN), [*(requests or []), *([Path(model_dir)] if model_dir else [])])
+    _outside(
+        claim_output(wd, RUN, is_run_folder), [*(requests or []), *([Path(model_dir)] if model_dir else [])]
+    )
     ds = load_dataset(dataset)
-    with fresh_dir(wd, RUN):  # an earlier run's folder is put back if this one fails
+    with fresh_dir(wd, RUN, is_run_folder):  # an earlier run's folder is put back if this one fails
         return _run(
             ds, dataset, wd, requests, scenario, model_dir, rfau_config, train, retrain, seed, track, settings
         )
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A work folder of `rfau run` from before output folders were marked: its summary.json."""
+    try:
+        RunSummary.read(folder / "summary.json")
+    except RfauError:
+        return False
+    return True
 
 
 def _outside(wd: Path, inputs: list[Path]) -> None:

@@ -237,9 +237,9 @@ def run(
 ) -> None:
     """The experiment: a deletion batch on a throwaway store and registry (bootstrap the original,
     unlearn with RFAU, evaluate, register behind the gates), then retrain, then a table."""
-    from rfau.job import RUN, run_job
+    from rfau.job import RUN, is_run_folder, run_job
 
-    claim_output(workdir, RUN)
+    claim_output(workdir, RUN, is_run_folder)
     if scenario not in ("random", "class"):
         raise UsageError(f"--scenario must be 'random' or 'class', got {scenario!r}")
     summary = run_job(
