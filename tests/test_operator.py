@@ -263,3 +263,12 @@ def test_an_error_line_never_shows_the_password(tmp_path, monkeypatch, password)
         res = run_cli("models", RFAU_TRACKING_URI=uri, MLFLOW_TRACKING_PASSWORD=None)
         assert res.returncode in (ExitCode.USAGE, ExitCode.RUNTIME), res.stderr
         assert password not in res.stdout + res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_a_path_with_an_at_sign_is_no_password():
+    from rfau.tracking.settings import TrackingSettings, redact
+
+    db = "sqlite:////home/u@corp/mlflow.db"
+    assert redact(f"store {db}") == f"store {db}"
+    assert TrackingSettings(tracking_uri=db).uri() == db
+    assert redact("at http:///:1@h:5000") == "at http://***@h:5000"  # a user named "/" is masked

@@ -24,20 +24,33 @@ from rfau.errors import RfauError, UsageError
 ACCEPTED_SCHEMES = ("http", "https", "sqlite", "file", "databricks", "postgresql", "mysql")
 # the whole userinfo, whatever it holds: up to the last "@" before the next whitespace (a password
 # with "/", "@" or ":" in it is not percent-encoded by everyone who types one)
-_URI_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?!/)\S*@")
+_URI_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<userinfo>\S*)@")
+# schemes whose URIs name a path after an empty authority (sqlite:////abs/db): an "@" there is
+# a path's, not a password's
+_PATH_SCHEMES = ("sqlite", "file")
+
+
+def _path_uri(scheme: str, rest: str) -> bool:
+    return rest.startswith("/") and scheme.lower().split("+")[0] in _PATH_SCHEMES
 
 
 def redact(text: str) -> str:
     """``text`` with the ``user:password@`` part of every URI in it replaced by ``***@``."""
-    return _URI_CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+    def mask(m: re.Match) -> str:
+        if _path_uri(m.group("scheme"), m.group("userinfo")):
+            return m.group(0)
+        return f"{m.group('scheme')}://***@"
+
+    return _URI_CREDENTIALS.sub(mask, text)
 
 
 def split_userinfo(uri: str) -> tuple[str | None, str]:
     """(``user:password`` or None, the URI without it). The userinfo runs to the last ``@`` of the
     URI, so a password holding ``/`` or ``@`` is taken whole (a path with an ``@`` in a tracking
-    URI is not a thing; an empty authority, as in ``sqlite:///``, has no userinfo)."""
+    URI is not a thing, but for sqlite:/// and file:/// URIs, whose authority is empty)."""
     scheme, sep, rest = uri.partition("://")
-    if not sep or rest.startswith("/") or "@" not in rest:
+    if not sep or "@" not in rest or _path_uri(scheme, rest):
         return None, uri
     userinfo, _, host = rest.rpartition("@")
     return userinfo, f"{scheme}://{host}"
