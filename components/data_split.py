@@ -24,6 +24,7 @@ def data_split(
 ):
     from rfau.batch import data_split as stage
     from rfau.params import parse_params
+    from rfau.signals import sigterm_raises
     from rfau.tracking.settings import TrackingSettings
 
     # the batch parameters by their own names (rfau.params.BatchParams); the registry and the
@@ -44,16 +45,17 @@ def data_split(
         }
     )
     settings = TrackingSettings.from_env()
-    meta = stage(
-        batch.path,
-        p.dataset,
-        p.store or None,
-        settings,
-        p.holdout_fraction,
-        p.train or None,
-        base_model_uri=p.base_model_uri,
-        params=p,
-    )
+    with sigterm_raises("the data-split task"):  # its claims are released as on any failure
+        meta = stage(
+            batch.path,
+            p.dataset,
+            p.store or None,
+            settings,
+            p.holdout_fraction,
+            p.train or None,
+            base_model_uri=p.base_model_uri,
+            params=p,
+        )
     batch.metadata.update(meta.model_dump(include={"batch_id", "empty", "forget_count", "forget_md5"}))
     lines = [
         f"# Batch {meta.batch_id}",

@@ -25,8 +25,10 @@ def evaluate(
     from rfau.batch import evaluate as stage
     from rfau.params import parse_params
     from rfau.records import Confusion, Skipped
+    from rfau.signals import release_on_sigterm
 
-    flat = stage(batch.path, model.path, evaluation.path, parse_params({"gates": gates}).gates)
+    with release_on_sigterm(batch.path, "the evaluate task"):  # a cancelled run releases its requests
+        flat = stage(batch.path, model.path, evaluation.path, parse_params({"gates": gates}).gates)
     out = Path(evaluation.path)
     if isinstance(flat, Skipped):
         metrics.log_metric("skipped", 1.0)

@@ -25,19 +25,22 @@ def register(
     from rfau.batch import register as stage
     from rfau.params import parse_params
     from rfau.records import Skipped
+    from rfau.signals import release_on_sigterm
     from rfau.tracking.settings import TrackingSettings
 
     p = parse_params({"store": store, "gates": gates})
-    res = stage(
-        batch.path,
-        model.path,
-        evaluation.path,
-        registered.path,
-        TrackingSettings.from_env(),  # the registry and the model's name: the pod's rfau-config
-        p.gates,
-        p.store or None,
-        kfp_run_id or None,
-    )
+    # a cancelled run releases its requests (none once the ledger holds the batch: see abort)
+    with release_on_sigterm(batch.path, "the register task"):
+        res = stage(
+            batch.path,
+            model.path,
+            evaluation.path,
+            registered.path,
+            TrackingSettings.from_env(),  # the registry and the model's name: the pod's rfau-config
+            p.gates,
+            p.store or None,
+            kfp_run_id or None,
+        )
     if isinstance(res, Skipped):
         Path(receipt.path).write_text(f"Nothing registered: {res.reason}\n")
         return ""

@@ -17,8 +17,10 @@ def retrain(
 ):
     from rfau.batch.ladder import next_rung
     from rfau.records import UnlearnInfo
+    from rfau.signals import release_on_sigterm
 
-    next_rung(batch.path, model.path, evaluation.path, retrained.path)
+    with release_on_sigterm(batch.path, "the retrain task"):  # a cancelled run releases its requests
+        next_rung(batch.path, model.path, evaluation.path, retrained.path)
     info = UnlearnInfo.read(f"{retrained.path}/unlearn.json")
     retrained.metadata.update({"method": info.method, "framework": "pytorch", "format": "safetensors"})
     metrics.log_metric("seconds", float(info.seconds))

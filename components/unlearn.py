@@ -13,6 +13,7 @@ def unlearn(batch: Input[Dataset], gates: dict, model: Output[Model], metrics: O
     from rfau.batch.ladder import approximate_rungs
     from rfau.params import parse_params
     from rfau.records import UnlearnInfo
+    from rfau.signals import release_on_sigterm
 
     meta = read_batch(batch.path)
     if meta.empty:  # the skip marker, as the other stages write theirs
@@ -22,7 +23,8 @@ def unlearn(batch: Input[Dataset], gates: dict, model: Output[Model], metrics: O
         metrics.log_metric("skipped", 1.0)
         return
     # the rungs were chosen at data-split (batch.json's plan); the gates choose between them
-    approximate_rungs(batch.path, model.path, parse_params({"gates": gates}).gates)
+    with release_on_sigterm(batch.path, "the unlearn task"):  # a cancelled run releases its requests
+        approximate_rungs(batch.path, model.path, parse_params({"gates": gates}).gates)
     info = UnlearnInfo.read(f"{model.path}/unlearn.json")
     model.metadata.update({"method": info.method, "framework": "pytorch", "format": "safetensors"})
     cost = info.model_dump(include={"seconds", "trainable_params", "total_params", "trainable_share"})

@@ -12,10 +12,11 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from rfau.errors import RfauError, UsageError
+from rfau.errors import RfauError, Terminated, UsageError
 from rfau.params import BatchParams
 from rfau.pipelines.deletion_batch import PIPELINE_NAME, GpuSpec, build_pipeline
 from rfau.records import BatchMeta, Registered, Skipped
+from rfau.signals import sigterm_raises
 from rfau.tracking.settings import TrackingSettings
 
 
@@ -59,15 +60,47 @@ def task_environment(settings: TrackingSettings) -> Iterator[None]:
                 os.environ[k] = v
 
 
+ROOT = "pipeline run"  # what a local run's pipeline root is marked as written by
+
+
+def is_compiled_pipeline(path: Path) -> bool:
+    """Whether ``path`` holds this pipeline as `rfau pipeline compile` writes it (KFP's header
+    comment names it), so that compiling again may replace it."""
+    try:
+        with open(path, errors="replace") as f:
+            head = [f.readline() for _ in range(3)]
+    except OSError:
+        return False
+    return head[0].strip() == "# PIPELINE DEFINITION" and f"# Name: {PIPELINE_NAME}\n" in head
+
+
+def is_pipeline_root(folder: Path) -> bool:
+    """A pipeline root of local runs from before output folders were marked: nothing but run
+    folders of this pipeline."""
+    entries = list(folder.iterdir())
+    return bool(entries) and all(p.is_dir() and p.name.startswith(f"{PIPELINE_NAME}-") for p in entries)
+
+
 def compile_pipeline(out: str | Path, gpu: GpuSpec | None = None) -> Path:
+    import tempfile
+
     from kfp import compiler
 
-    out = Path(out)
+    from rfau.io import claim_output_file
+
+    given = Path(out)
+    out = claim_output_file(out, "pipeline compile", is_compiled_pipeline)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.yaml")  # kfp insists on a .yaml suffix
-    compiler.Compiler().compile(build_pipeline(gpu), str(tmp))
-    tmp.replace(out)
-    return out
+    # a name of its own beside it (kfp insists on a .yaml suffix), removed if compiling fails
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem[:40]}.", suffix=".tmp.yaml", dir=out.parent)
+    os.close(fd)
+    try:
+        compiler.Compiler().compile(build_pipeline(gpu), tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return given
 
 
 def _plain_kfp_logs() -> None:
@@ -97,6 +130,24 @@ def _pending_again(batch_dir: Path) -> list[str]:
     return [rid for rid in meta.request_ids if reqs.get(rid).state is RequestState.PENDING]
 
 
+def _stop_tasks(root: Path, started: float) -> str:
+    """After a SIGTERM: stop the task processes (each releases its batch's requests) and put back
+    whatever they left claimed -> what was released, for the error line."""
+    import psutil
+
+    tasks = psutil.Process().children(recursive=True)
+    for t in tasks:
+        with contextlib.suppress(psutil.Error):
+            t.terminate()
+    _, alive = psutil.wait_procs(tasks, timeout=30)
+    for t in alive:
+        with contextlib.suppress(psutil.Error):
+            t.kill()
+    batches = [b for b in root.rglob(BATCH_FILE) if b.stat().st_mtime >= started - 1]
+    released = _pending_again(batches[-1].parent) if batches else []
+    return f"requests released (pending again): {', '.join(released) or 'none'}"
+
+
 def run_local(
     arguments: dict, pipeline_root: str | Path, settings: TrackingSettings | None = None
 ) -> tuple[Registered | Skipped, Path]:
@@ -105,13 +156,18 @@ def run_local(
     skip notice), and the folder every output went to."""
     from kfp import local
 
-    root = Path(pipeline_root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    from rfau.io import reuse_dir
+
+    root = reuse_dir(pipeline_root, ROOT, is_pipeline_root)
     _plain_kfp_logs()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=False)
     started = time.time()
     with task_environment(settings or TrackingSettings.from_env()):
-        build_pipeline(retries=0)(**arguments)
+        try:
+            with sigterm_raises("the local pipeline run"):
+                build_pipeline(retries=0)(**arguments)
+        except Terminated as e:
+            raise Terminated(f"{e}; {_stop_tasks(root, started)}") from None
     runs = sorted(
         (p for p in root.iterdir() if p.is_dir() and p.stat().st_mtime >= started - 1),
         key=lambda p: p.stat().st_mtime,

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     CHECK_FAILED = 1  # the command ran, and a check found problems (audit verify, a gate failed)
     USAGE = 2  # bad options, arguments or settings (click's own usage errors exit 2 too)
     RUNTIME = 3  # bad input data, a missing or corrupt file, an unreachable service, a failed stage
+    TERMINATED = 143  # stopped by SIGTERM (128 + 15, as a shell reports it), after releasing its claims
 
 
 def validation_problems(e, empty: str = "value") -> str:
@@ -58,6 +59,12 @@ class ModelSettingsError(ModelError, UsageError):
     (an unknown LoRA target module or tapped layer, an unknown device)."""
 
 
+class Terminated(RfauError):
+    """The process was told to stop (SIGTERM) and stopped cleanly (exit 143)."""
+
+
 def exit_code_of(error: RfauError) -> ExitCode:
     """The exit code for ``error``, by its type."""
+    if isinstance(error, Terminated):
+        return ExitCode.TERMINATED
     return ExitCode.USAGE if isinstance(error, UsageError) else ExitCode.RUNTIME

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 
 def fault_point(name: str) -> None:
-    """Kill this process with SIGKILL (no cleanup, like a node failure) when RFAU_FAULT_AT names ``name``."""
-    if os.environ.get("RFAU_FAULT_AT") == name:
+    """Kill this process with SIGKILL (no cleanup, like a node failure) when RFAU_FAULT_AT names
+    ``name``; with ``<name>:pause`` wait there instead (a test then signals the process)."""
+    at = os.environ.get("RFAU_FAULT_AT")
+    if at == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    elif at == f"{name}:pause":
+        time.sleep(600)

@@ -27,8 +27,8 @@ from rfau.data.base import Dataset
 from rfau.data.datasets import load_dataset
 from rfau.data.request_store import RequestState, RequestStore
 from rfau.data.split import HOLDOUT_FRACTION, HOLDOUT_SALT, in_holdout, read_split
-from rfau.errors import RfauError
-from rfau.io import write_json
+from rfau.errors import RfauError, UsageError
+from rfau.io import claim_output, fresh_dir, write_json
 from rfau.metrics import GAP_METRICS, avg_gap
 from rfau.metrics.plots import confidence_histogram
 from rfau.params import BatchParams
@@ -46,7 +46,8 @@ from rfau.records import (
 from rfau.stages import evaluate_stage, unlearn_stage
 from rfau.tracking.settings import TrackingSettings
 
-# what one run writes into its work folder (removed first: every run starts afresh)
+RUN = "run"  # what its work folder is marked as written by: a later run replaces only such a folder
+# what one run writes into its work folder (a new folder: every run starts afresh)
 STATE = "state"  # the run's own registry (MLflow sqlite + artifacts) and ledger copy
 STORE = "store"  # its request store and ledger
 BATCH_DIR = "batch"  # run_batch's work folder: batch/ (requests, split, base = the original), evaluation/...
@@ -120,9 +121,48 @@ def run_job(
     removed afterwards and the summary has no registry entry; ``settings``: only the model's
     name is taken from them (the registry is always the work folder's own)."""
     wd = Path(workdir)
+    _outside(
+        claim_output(wd, RUN, is_run_folder), [*(requests or []), *([Path(model_dir)] if model_dir else [])]
+    )
     ds = load_dataset(dataset)
-    for name in (STATE, STORE, BATCH_DIR, RFAU_DIR, RETRAIN_DIR, METRICS_DIR):
-        shutil.rmtree(wd / name, ignore_errors=True)
+    with fresh_dir(wd, RUN, is_run_folder):  # an earlier run's folder is put back if this one fails
+        return _run(
+            ds, dataset, wd, requests, scenario, model_dir, rfau_config, train, retrain, seed, track, settings
+        )
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A work folder of `rfau run` from before output folders were marked: its summary.json."""
+    try:
+        RunSummary.read(folder / "summary.json")
+    except RfauError:
+        return False
+    return True
+
+
+def _outside(wd: Path, inputs: list[Path]) -> None:
+    """The run's inputs may not live in the work folder it replaces."""
+    for p in inputs:
+        if p.resolve().is_relative_to(wd):
+            raise UsageError(
+                f"{str(p)!r} is inside the work folder {str(wd)!r}, which the run replaces; move it out"
+            )
+
+
+def _run(
+    ds: Dataset,
+    dataset: str,
+    wd: Path,
+    requests: list[Path] | None,
+    scenario: str,
+    model_dir: str | Path | None,
+    rfau_config: dict | None,
+    train: dict | None,
+    retrain: bool,
+    seed: int,
+    track: bool,
+    settings: TrackingSettings | None,
+) -> RunSummary:
     if not requests:
         requests = [demo_request(ds, scenario, wd / "requests", seed=seed)]
     RequestStore.from_uri(wd / STORE).add(list(requests), ds)  # validated: all or nothing

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rfau.errors import RfauError, validation_problems
 from rfau.gates import GateResult
+from rfau.io import write_text_atomic
 
 Regime = Literal["class", "sample", "mixed", "none"]  # rfau.data.split.REGIMES
 
@@ -30,11 +31,7 @@ class Record(BaseModel):
 
     def write(self, path: str | Path) -> None:
         """Atomically: a reader sees the old file or the whole new one."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.model_dump_json(indent=2, exclude_none=self.omit_none) + "\n")
-        tmp.replace(path)
+        write_text_atomic(path, self.model_dump_json(indent=2, exclude_none=self.omit_none) + "\n")
 
     @classmethod
     def read(cls, path: str | Path) -> Self:

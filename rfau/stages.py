@@ -28,7 +28,7 @@ from rfau.data.split import (
     write_split,
 )
 from rfau.errors import ModelError, RfauError, UsageError, validation_problems
-from rfau.io import atomic_dir
+from rfau.io import atomic_dir, claim_output, claim_output_file
 from rfau.methods import UnlearnData, get_method, run_method
 from rfau.metrics import evaluate_model
 from rfau.models.arch import build_model, default_architecture
@@ -79,7 +79,7 @@ def train_stage(
     idx = ds.indices(split.retain)
     torch.manual_seed(cfg.seed)
     model = build_model(arch, ds.input_shape[0], len(ds.classes), **kwargs)  # seeded init
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "train") as tmp:
         model = train_model(model, ds.x[idx], ds.y[idx], cfg, desc=f"train {arch}")
         metrics = evaluate_model(model, ds, split, seed=cfg.seed)
         card = ModelCard(
@@ -151,8 +151,11 @@ def unlearn_stage(
     out_dir: str | Path,
     method: str = "rfau",
     config: dict | None = None,
+    command: str = "unlearn",
 ) -> UnlearnInfo:
-    """Forget the split's forget set -> merged weights, model card, adapter (RFAU), unlearn.json."""
+    """Forget the split's forget set -> merged weights, model card, adapter (RFAU), unlearn.json.
+    ``command``: what the output folder is marked as written by (see rfau.io.claim_output)."""
+    claim_output(out_dir, command)  # before the model is read and unlearned
     ds = _ds(dataset)
     split = read_split(split_dir)
     model, card = load_checkpoint(model_dir)
@@ -190,7 +193,7 @@ def unlearn_stage(
             },
         }
     )
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, command) as tmp:
         if result.adapter is not None:
             _save_adapter(result.adapter, tmp / "adapter")
         save_checkpoint(result.model.cpu(), new_card, tmp)
@@ -220,7 +223,9 @@ def _save_adapter(adapter: torch.nn.Module, out_dir: Path) -> None:
 def evaluate_stage(
     model_dir: str | Path, dataset: DatasetRef, split_dir: str | Path, out_path: str | Path, seed: int = 0
 ) -> Evaluation:
-    """UA, RA, TA, per-class accuracy and MIA-efficacy of one model on one split -> JSON."""
+    """UA, RA, TA, per-class accuracy and MIA-efficacy of one model on one split -> JSON. An
+    existing ``out_path`` is replaced only when it is an evaluation already (see rfau.io)."""
+    claim_output_file(out_path, "evaluate", is_evaluation)  # before the model is evaluated
     ds = _ds(dataset)
     split = read_split(split_dir)
     model, card = load_checkpoint(model_dir)
@@ -231,6 +236,15 @@ def evaluate_stage(
     )
     metrics.write(out_path)
     return metrics
+
+
+def is_evaluation(path: Path) -> bool:
+    """Whether ``path`` holds an evaluation (what `rfau evaluate` writes), so may be replaced."""
+    try:
+        Evaluation.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 __all__ = ["split_stage", "train_stage", "unlearn_stage", "evaluate_stage"]

@@ -18,7 +18,7 @@ from rfau.cli import app
 from rfau.errors import ExitCode
 from tests.conftest import subprocess_env
 
-OK, CHECK_FAILED, USAGE, RUNTIME = ExitCode
+OK, CHECK_FAILED, USAGE, RUNTIME = ExitCode.OK, ExitCode.CHECK_FAILED, ExitCode.USAGE, ExitCode.RUNTIME
 GOOD = {"request_id": "r1", "classes": ["3"], "reason": "gdpr", "received_at": "2026-01-01T00:00:00Z"}
 
 

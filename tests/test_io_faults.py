@@ -32,12 +32,11 @@ def test_atomic_dir_replaces_same_kind_refuses_other_kind(tmp_path):
     with atomic_dir(out, "split") as tmp:
         (tmp / "b").write_text("2")
     assert not (out / "a").exists() and (out / "b").exists()
-    with pytest.raises(RfauError, match="rfau 'split' output"):
+    with pytest.raises(RfauError, match="written by `rfau split`, not `rfau unlearn`"):
         with atomic_dir(out, "unlearn"):
             pass
-    with atomic_dir(out, "unlearn", force=True):
-        pass
-    assert output_kind(out) == "unlearn"
+    assert output_kind(out) == "split" and (out / "b").exists()
+    assert _no_temp_left(tmp_path)
 
 
 @pytest.mark.parametrize("name", [".", "sub/..", "file"])

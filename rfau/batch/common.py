@@ -44,9 +44,9 @@ def read_batch(batch_dir: str | Path) -> BatchMeta:
     return BatchMeta.read(path)
 
 
-def _skip(out_dir: Path, meta: BatchMeta, name: str) -> Skipped:
+def _skip(out_dir: Path, meta: BatchMeta, name: str, command: str) -> Skipped:
     info = Skipped(batch_id=meta.batch_id, reason=meta.skip_reason())
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, command) as tmp:
         info.write(tmp / name)
     return info
 

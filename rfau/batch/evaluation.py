@@ -8,9 +8,11 @@ from rfau.batch.common import _skip, read_batch
 from rfau.data.datasets import load_dataset
 from rfau.data.split import read_split
 from rfau.gates import Gates, check_gates, regime_of
-from rfau.io import atomic_dir, write_json
+from rfau.io import atomic_dir, claim_output, write_json
 from rfau.records import BatchMetrics, GateReport, Skipped, UnlearnInfo
 from rfau.report import batch_report, confusion
+
+STAGE = "batch evaluate"  # what its output folder is marked as written by
 
 
 def evaluate(
@@ -26,14 +28,15 @@ def evaluate(
     from rfau.metrics.plots import confidence_histogram
     from rfau.stages import evaluate_stage
 
+    claim_output(out_dir, STAGE)  # before anything is evaluated
     meta = read_batch(batch_dir)
     if meta.empty:
-        return _skip(Path(out_dir), meta, "metrics.json")
+        return _skip(Path(out_dir), meta, "metrics.json", STAGE)
     b, model_dir, gates = Path(batch_dir), Path(model_dir), gates or Gates()
     ds = load_dataset(meta.dataset_uri)
     split = read_split(b / "split")
     unl = UnlearnInfo.read(model_dir / "unlearn.json")
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, STAGE) as tmp:
         after = evaluate_stage(model_dir, ds, b / "split", tmp / "after.json", seed)
         before = evaluate_stage(b / "base", ds, b / "split", tmp / "before.json", seed)
         regime = regime_of(after.model_dump())  # from the split (forget_regime), for every method

@@ -11,7 +11,7 @@ from rfau.data.request_store import RequestState, RequestStore
 from rfau.errors import RfauError
 from rfau.faults import fault_point
 from rfau.gates import Gates
-from rfau.io import atomic_dir
+from rfau.io import atomic_dir, claim_output
 from rfau.models.checkpoint import read_card
 from rfau.params import EXACT, BatchParams
 from rfau.records import (
@@ -30,6 +30,8 @@ from rfau.records import (
     VersionRef,
 )
 from rfau.tracking.settings import TrackingSettings
+
+STAGE = "batch register"  # what its output folder is marked as written by
 
 
 def _log_stages(reg, batch_dir: Path, model_dir: Path, eval_dir: Path, meta: BatchMeta) -> None:
@@ -206,10 +208,11 @@ def register(
     from rfau.audit.trail import AuditTrail
     from rfau.tracking import registry
 
+    claim_output(out_dir, STAGE)  # before anything is registered or recorded
     meta = read_batch(batch_dir)
     settings = settings or TrackingSettings.from_env()
     if meta.empty:
-        return _skip(Path(out_dir), meta, "registered.json")
+        return _skip(Path(out_dir), meta, "registered.json", STAGE)
     model_dir, eval_dir, gates = Path(model_dir), Path(eval_dir), gates or Gates()
     reqs = RequestStore.from_uri(store or meta.store)
     trail = AuditTrail.open(store or meta.store, settings)
@@ -303,6 +306,6 @@ def register(
         ledger_hash=record.hash,
         request_ids=meta.request_ids,
     )
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, STAGE) as tmp:
         out.write(tmp / "registered.json")
     return out

@@ -9,12 +9,25 @@ from rfau.batch.ladder import climb, rungs_of
 from rfau.batch.recovery import abort
 from rfau.batch.registration import register
 from rfau.batch.splitting import data_split
-from rfau.errors import RfauError
+from rfau.errors import RfauError, Terminated
 from rfau.faults import fault_point
-from rfau.io import work_lock
+from rfau.io import reuse_dir, work_lock
 from rfau.params import BatchParams
 from rfau.records import BatchMetrics, BatchOutcome, Registered
+from rfau.signals import sigterm_raises
 from rfau.tracking.settings import TrackingSettings
+
+RUN = "batch run"  # what its work folder is marked as written by
+
+
+def is_batch_workdir(folder: Path) -> bool:
+    """A work folder of `rfau batch run` from before output folders were marked (its lock file
+    names the command)."""
+    lock = folder / ".rfau-lock"
+    try:
+        return lock.is_file() and "rfau batch run" in lock.read_text()
+    except OSError:
+        return False
 
 
 def run_batch(
@@ -27,8 +40,9 @@ def run_batch(
     p = params or BatchParams()
     settings = settings or TrackingSettings.from_env()
     store = p.store or None
-    wd.mkdir(parents=True, exist_ok=True)
-    with work_lock(wd, holder="rfau batch run"):  # a second batch in this folder stops here, clearly
+    reuse_dir(wd, RUN, is_batch_workdir)  # a user's folder is refused before anything is claimed
+    # SIGTERM: the claims are released below and the error line says so
+    with sigterm_raises("the batch"), work_lock(wd, holder="rfau batch run"):
         meta = data_split(
             wd / "batch",
             p.dataset,
@@ -55,7 +69,13 @@ def run_batch(
             reg = register(wd / "batch", model_dir, eval_dir, wd / "registered", settings, p.gates, store)
         except BaseException as e:
             reason = str(e) or type(e).__name__
-            _release_or_say_so(e, lambda: abort(wd / "batch", reason, settings))
+            released: list[str] = []
+            _release_or_say_so(e, lambda: released.extend(abort(wd / "batch", reason, settings)))
+            if isinstance(e, Terminated):
+                raise Terminated(
+                    f"batch {meta.batch_id} stopped by SIGTERM; requests released (pending again): "
+                    f"{', '.join(released) or 'none'}"
+                ) from None
             raise
     if not isinstance(metrics, BatchMetrics) or not isinstance(reg, Registered):
         raise RfauError(f"batch {meta.batch_id}: a stage skipped a batch that has something to forget")

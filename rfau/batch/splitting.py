@@ -17,10 +17,12 @@ from rfau.data.request_store import stale_after_hours as stale_window
 from rfau.data.requests import resolve_forget_set
 from rfau.data.split import HOLDOUT_FRACTION, admit_requests, make_split, write_split
 from rfau.errors import RfauError
-from rfau.io import atomic_dir, md5_file, write_json
+from rfau.io import atomic_dir, claim_output, md5_file, write_json
 from rfau.params import EXACT, BatchParams
 from rfau.records import BatchMeta, Rejection, VersionRef
 from rfau.tracking.settings import TrackingSettings
+
+STAGE = "batch split"  # what its output folder is marked as written by
 
 
 def requested_samples(
@@ -62,6 +64,7 @@ def data_split(
     ``base_model_uri``: the user's own model, the bootstrap champion where the registry has none
     (checked before anything is claimed, see ``staged_base_model``). ``params``: the escalation
     ladder and the deadlines (the rungs this batch climbs are decided here, see ``rfau.batch.ladder``)."""
+    claim_output(out_dir, STAGE)  # before anything is claimed
     settings = settings or TrackingSettings.from_env()
     ds = load_dataset(dataset)
     uri = store or default_store(settings)
@@ -149,7 +152,7 @@ def _claim_and_split(
             rejected=[Rejection(request_id=st.request_id, reason=why) for st, why in rejected],
             deferred=[Rejection(request_id=st.request_id, reason=why) for st, why in deferred],
         )
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir, STAGE) as tmp:
             if valid:
                 split = make_split(
                     ds, [(f"request {st.request_id}", st.request) for st in valid], holdout_fraction, excluded

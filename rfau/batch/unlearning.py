@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from rfau.batch.common import _skip, read_batch
+from rfau.io import claim_output
 from rfau.records import Skipped, UnlearnInfo
+
+STAGE = "batch unlearn"  # what its output folder is marked as written by
 
 
 def unlearn(
@@ -14,8 +17,9 @@ def unlearn(
     """Forget the batch's forget set from its base model (the champion) -> model folder."""
     from rfau.stages import unlearn_stage
 
+    claim_output(out_dir, STAGE)
     meta = read_batch(batch_dir)
     if meta.empty:
-        return _skip(Path(out_dir), meta, "unlearn.json")
+        return _skip(Path(out_dir), meta, "unlearn.json", STAGE)
     b = Path(batch_dir)
-    return unlearn_stage(b / "base", meta.dataset_uri, b / "split", out_dir, method, config)
+    return unlearn_stage(b / "base", meta.dataset_uri, b / "split", out_dir, method, config, STAGE)

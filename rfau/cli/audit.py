@@ -95,8 +95,10 @@ def audit_show(
 
     from rfau.audit.consistency import evidence_problems
     from rfau.audit.proof import render_proof
-    from rfau.io import atomic_dir
+    from rfau.io import atomic_dir, claim_output
 
+    if out_dir:
+        claim_output(out_dir, "audit show")  # before the ledger is read
     trail = _open_audited(store)
     records = trail.find_request(request_id)
     if not records:
@@ -119,7 +121,7 @@ def audit_show(
     md, html = render_proof(record, request_id, evidence)
     bad = evidence_problems(record, trail.store, trail.local_dir)
     if out_dir:
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir, "audit show") as tmp:
             (tmp / "proof.md").write_text(md)
             (tmp / "proof.html").write_text(html)
             if evidence.is_dir():

@@ -20,6 +20,7 @@ from rfau.cli.common import (
     tracking_settings,
 )
 from rfau.cli.render import exit_if_gates_failed, exit_if_overdue, print_registered, print_split
+from rfau.io import claim_output
 from rfau.params import BatchParams, load_params
 from rfau.tracking.settings import TrackingSettings
 
@@ -41,6 +42,7 @@ def batch_split(
     """data-split: claim the pending requests -> batch folder (requests/, split/, base/, batch.json)."""
     from rfau.batch import data_split
 
+    claim_output(out_dir, "batch split")  # before anything is claimed
     p = load_params(params, set_)
     settings = tracking_settings()
     check_before_claiming(p, settings, device_here=False)
@@ -70,6 +72,7 @@ def batch_unlearn(
     from rfau.batch import unlearn
     from rfau.records import Skipped
 
+    claim_output(out_dir, "batch unlearn")
     p = load_params(params, set_)
     info = unlearn(batch, out_dir, p.method, p.method_config)
     emit(
@@ -95,6 +98,7 @@ def batch_evaluate(
     """evaluate: new model vs champion, gate verdicts, plots, report."""
     from rfau.batch import evaluate
 
+    claim_output(out_dir, "batch evaluate")
     p = load_params(params, set_)
     flat = evaluate(batch, model, out_dir, p.gates)
     emit(as_json, flat, lambda: out.print_json(data=flat.model_dump(mode="json", exclude_none=True)))
@@ -115,6 +119,7 @@ def batch_register(
     Exit code 1 when a gate failed (as `rfau batch run`): a script driving `dvc repro` sees it."""
     from rfau.batch import register
 
+    claim_output(out_dir, "batch register")  # before anything is registered
     p = load_params(params, set_)
     res = register(batch, model, evaluation, out_dir, tracking_settings(), p.gates, p.store)
     emit(as_json, res, lambda: print_registered(res))
@@ -135,7 +140,9 @@ def batch_run(
     Exit code 1 when the batch completed but a gate failed: its version is not champion, its
     requests are pending again."""
     from rfau.batch import run_batch
+    from rfau.batch.runner import RUN, is_batch_workdir
 
+    claim_output(workdir, RUN, is_batch_workdir)  # before anything is claimed
     p = load_params(params, set_)
     settings = tracking_settings()
     check_before_claiming(p, settings, device_here=True)
@@ -171,6 +178,12 @@ def check_before_claiming(p: BatchParams, settings: TrackingSettings, device_her
         from rfau.methods.rfau import resolve_modules
 
         resolve_modules(_starting_model(p, settings), cfg)  # type: ignore[arg-type]
+    from rfau.batch.common import _has_registry
+
+    if _has_registry(settings):  # a store that is down or an experiment deleted fails here, not in register
+        from rfau.tracking.registry import Registry
+
+        Registry(settings)
 
 
 def _starting_model(p: BatchParams, settings: TrackingSettings):

@@ -3,8 +3,10 @@ result printing (--json, --quiet) and common options."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -23,6 +25,9 @@ from rfau.errors import ExitCode, RfauError, UsageError, exit_code_of
 from rfau.params import parse_overrides
 
 out = Console(width=None if sys.stdout.isatty() else 130)  # wide tables in logs too
+# MLflow logs every database error with its whole traceback (a full disk: ~230 lines) before it
+# raises it; the command reports the error itself, as one line
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 err = Console(stderr=True, soft_wrap=True)  # one problem, one line: never wrapped at 80 columns
 
 EPILOG = "\n\n".join(
@@ -30,7 +35,8 @@ EPILOG = "\n\n".join(
         "[b]Exit codes[/b]: 0 success; 1 a check found problems (`audit verify`; a batch, `register` or "
         "`pipeline run --local` whose gates failed); 2 usage error (a bad option, argument "
         "or setting); 3 runtime failure (bad input data, a missing or corrupt file, an unreachable "
-        "service, a failed stage, a held lock). An error is one line on stderr, with --json too.",
+        "service, a failed stage, a held lock); 143 stopped by SIGTERM (its claimed requests released "
+        "first). An error is one line on stderr, with --json too.",
         "[b]--json[/b] (every command that prints a result): one JSON document on stdout, nothing else. "
         "[b]-q/--quiet[/b] (before the command): nothing on stdout but that document, no progress; "
         "RFAU_QUIET=1 turns off progress only. [b]--out[/b] is also spelled --output.",
@@ -46,6 +52,32 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
         except RfauError as e:
             fail(str(e), exit_code_of(e))
+        except OSError as e:  # a full disk, a name too long: the world (or a path typed) failed
+            fail(os_error_line(e), ExitCode.USAGE if e.errno == errno.ENAMETOOLONG else ExitCode.RUNTIME)
+        except Exception as e:
+            if not type(e).__module__.startswith(SERVICE_MODULES):
+                raise  # a bug: its traceback is what a bug report needs
+            fail(f"{type(e).__name__}: {_first_line(e)}", ExitCode.RUNTIME)
+
+
+# libraries whose errors are a service's or a store's failure, never rfau's bug (exit 3)
+SERVICE_MODULES = ("mlflow", "botocore", "boto3", "requests", "urllib3", "sqlalchemy", "sqlite3", "kfp")
+
+
+# SQLAlchemy's framing of a database error, around the line that says what failed
+_FRAMING = ("(raised as a result of", "[SQL:", "[parameters:", "(Background on this error")
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [x for x in str(e).strip().splitlines() if x.strip() and not x.startswith(_FRAMING)]
+    return lines[0][:300] if lines else type(e).__name__
+
+
+def os_error_line(e: OSError) -> str:
+    """An OSError as one line: what failed, on which path (a long one shortened)."""
+    name = str(e.filename or "")
+    name = name if len(name) <= 120 else name[:100] + "..."
+    return f"{e.strerror or _first_line(e)}" + (f": {name!r}" if name else "")
 
 
 class _Command(TyperCommand):
@@ -69,7 +101,10 @@ def fail(message: str, code: ExitCode) -> NoReturn:
     read as rich markup: it may hold brackets) and exit with ``code``."""
     from rich.markup import escape
 
-    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    from rfau.tracking.settings import redact
+
+    # a service's own message may quote a URI with its credentials: they never reach a log
+    err.print(f"[bold red]error:[/] {escape(redact(message))}", soft_wrap=True)
     raise typer.Exit(code=code) from None
 
 

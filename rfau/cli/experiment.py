@@ -23,6 +23,7 @@ from rfau.cli.common import (
 from rfau.cli.render import print_summary
 from rfau.config import TrainConfig
 from rfau.errors import UsageError
+from rfau.io import claim_output, claim_output_file, reuse_dir
 
 
 @app.command()
@@ -40,6 +41,8 @@ def split(
 ) -> None:
     """Validate deletion requests and write the retain/forget/holdout/test manifests."""
     from rfau.stages import split_stage
+
+    claim_output(out_dir, "split")
 
     summary = split_stage(dataset, list(requests), out_dir, holdout_fraction).summary()
     emit(as_json, summary, lambda: out.print_json(data=summary))
@@ -73,6 +76,8 @@ def train(
     """Train a model: the original (bootstrap) or, with --split, a retrained reference."""
     from rfau.data import load_dataset
     from rfau.stages import train_stage
+
+    claim_output(out_dir, "train")
 
     ds = load_dataset(dataset)
     cfg = TrainConfig.preset(
@@ -121,6 +126,7 @@ def unlearn(
     """Remove the split's forget set from a model (RFAU by default)."""
     from rfau.stages import unlearn_stage
 
+    claim_output(out_dir, "unlearn")
     settings = parse_overrides(config, set_)
     check_method_settings(method, settings)  # before the model and the data are read
     info = unlearn_stage(model_dir, dataset, split_dir, out_dir, method, settings)
@@ -146,10 +152,16 @@ def evaluate(
     """UA, RA, TA, per-class accuracy and MIA-efficacy of a model on a split.
 
     Prints a table of the headline metrics; --out and --json hold all of them."""
-    from rfau.stages import evaluate_stage
+    from rfau.stages import evaluate_stage, is_evaluation
 
+    claim_output_file(out_path, "evaluate", is_evaluation)
     m = evaluate_stage(model_dir, dataset, split_dir, out_path, seed)
     emit(as_json, m, lambda: out.print(_metrics_table(m, model_dir)))
+
+
+def is_bench_folder(folder: Path) -> bool:
+    """A results folder of `rfau bench` from before output folders were marked."""
+    return (folder / "bench.json").is_file()
 
 
 def _metrics_table(m, model_dir: Path) -> Table:
@@ -225,8 +237,9 @@ def run(
 ) -> None:
     """The experiment: a deletion batch on a throwaway store and registry (bootstrap the original,
     unlearn with RFAU, evaluate, register behind the gates), then retrain, then a table."""
-    from rfau.job import run_job
+    from rfau.job import RUN, is_run_folder, run_job
 
+    claim_output(workdir, RUN, is_run_folder)
     if scenario not in ("random", "class"):
         raise UsageError(f"--scenario must be 'random' or 'class', got {scenario!r}")
     summary = run_job(
@@ -292,6 +305,8 @@ def bench(
     if config not in CONFIGS:
         raise UsageError(f"unknown bench config {config!r}; known: {', '.join(CONFIGS)}")
     cfg = CONFIGS[config]
+    out_dir = out_dir or Path("results") / config
+    claim_output(out_dir, "bench", is_bench_folder)
     upd: dict = {}
     if seeds:
         upd["seeds"] = tuple(range(seeds))
@@ -308,7 +323,7 @@ def bench(
     if epochs:
         upd["train"] = cfg.train.model_copy(update={"epochs": epochs})
     cfg = cfg.model_copy(update=upd)
-    out_dir = out_dir or Path("results") / config
+    reuse_dir(out_dir, "bench", is_bench_folder)
     rows = run_bench(cfg, out_dir, data, methods.split(",") if methods else None, device, reuse)
     if as_json:
         emit(as_json, {"config": config, "out": out_dir, "aggregate": aggregate(rows), "rows": rows})
@@ -340,6 +355,7 @@ def bench_memory(
     saved models (RSS rise above the loaded data; CUDA rise on a GPU); writes memory.json/.md."""
     from rfau.memory_bench import memory_rises, memory_table
 
+    claim_output(out_dir, "bench", is_bench_folder)  # it adds memory.json/.md to a bench folder
     rows = memory_rises(
         out_dir,
         data,

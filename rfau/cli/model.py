@@ -72,8 +72,10 @@ def import_cmd(
     """Check the model's labels against the dataset's classes and write its model card (family,
     source, sha256 of the weights, classes, preprocessing) beside safetensors weights."""
     from rfau.data.datasets import load_dataset
+    from rfau.io import claim_output
     from rfau.models.importer import import_model
 
+    claim_output(out_dir, "model import")  # before the model is loaded
     settings = tracking_settings(name, tracking_uri) if register else None
     ds = load_dataset(dataset)
     options = {"arch": arch, "labels": _labels(labels), "max_length": max_length}

@@ -19,6 +19,7 @@ from rfau.cli.common import (
 )
 from rfau.cli.render import exit_if_gates_failed, exit_if_overdue, print_registered
 from rfau.errors import UsageError
+from rfau.io import claim_output, claim_output_file
 from rfau.params import load_params
 from rfau.records import Registered
 
@@ -47,8 +48,9 @@ def pipeline_compile(
 ) -> None:
     """Compile the pipeline to KFP v2 YAML (upload it in the KFP UI or `rfau pipeline submit --package`)."""
     from rfau.pipelines.deletion_batch import GpuSpec
-    from rfau.pipelines.run import compile_pipeline
+    from rfau.pipelines.run import compile_pipeline, is_compiled_pipeline
 
+    claim_output_file(out_path, "pipeline compile", is_compiled_pipeline)
     key, sep, value = node_selector.partition("=")
     if not sep or not key:
         raise UsageError(f"--node-selector expects KEY=VALUE, got {node_selector!r}")
@@ -89,12 +91,13 @@ def pipeline_run(
     from rfau.cli.batch import check_before_claiming
     from rfau.data.request_store import RequestStore
     from rfau.job import queue_demo_request
-    from rfau.pipelines.run import pipeline_arguments, run_local
+    from rfau.pipelines.run import ROOT, is_pipeline_root, pipeline_arguments, run_local
 
     if not local:
         raise UsageError(
             "only --local runs here; on a cluster use `rfau pipeline submit` or `rfau pipeline schedule`"
         )
+    claim_output(root, ROOT, is_pipeline_root)  # before anything is queued
     p = load_params(params, set_)
     # the tasks run here: settings that would fail the unlearn task fail now, before anything is queued
     check_before_claiming(p, tracking_settings(None, None), device_here=True)

@@ -147,6 +147,8 @@ def warn_stuck(reqs) -> None:
     from rfau.data.request_store import stale_after_hours
 
     stuck = reqs.stale_in_progress()
+    for line in dict.fromkeys(reqs.corrupt):  # found while listing: said once each
+        err.print(f"[yellow]warning:[/] {line}", soft_wrap=True)
     if stuck:
         err.print(
             f"[yellow]warning:[/] {len(stuck)} request(s) in progress for more than "

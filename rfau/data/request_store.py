@@ -55,8 +55,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from rfau.data.requests import DeletionRequest, load_requests, resolve_forget_set
-from rfau.errors import RequestError, RfauError, UnknownRequestError, UsageError
+from rfau.errors import RequestError, RfauError, UnknownRequestError, UsageError, validation_problems
 from rfau.io import canonical_json
 from rfau.storage import AlreadyExists, NotFound, Store, open_store
 
@@ -126,11 +128,33 @@ def _unset_optional(req: DeletionRequest) -> set[str]:
     return {"deadline_days"} if req.deadline_days is None else set()
 
 
+class CorruptPendingRequest(RequestError):
+    """A request not held by any batch or model (pending, rejected, cancelled) whose request.json
+    cannot be read: batches leave it alone (its file and events stay as they are: nothing is
+    lost) until it is repaired."""
+
+
+def _corrupt(rid: str, where: str, e: ValueError, keys: list[str]) -> RequestError:
+    """A corrupt request.json as one line. Pending (or rejected, cancelled: its last event by
+    name): batches skip it. In progress or fulfilled, it blocks: its samples must stay out of every
+    later model, and nobody can read them."""
+    problem = validation_problems(e) if isinstance(e, ValidationError) else str(e).splitlines()[0]
+    states = sorted((m.group(1), m.group(2)) for k in keys if (m := _EVENT.match(k.rsplit("/", 1)[-1])))
+    what = f"request {rid!r} is corrupt ({where}: {problem[:200]}); restore that file as received"
+    held = (RequestState.IN_PROGRESS.value, RequestState.FULFILLED.value)
+    if not states or states[-1][1] not in held:  # nothing of it is in or out of any model
+        return CorruptPendingRequest(f"{what}; batches skip it until then")
+    return RequestError(
+        f"{what}: it is {states[-1][1]}, so no batch can run until then (its samples must stay out)"
+    )
+
+
 class RequestStore:
     """Deletion requests and their states in a Store; safe to share between concurrent workers."""
 
     def __init__(self, store: Store):
         self.store = store
+        self.corrupt: list[str] = []  # why each corrupt pending request was left out of list()
 
     @classmethod
     def from_uri(cls, uri: str | Path) -> RequestStore:
@@ -253,7 +277,11 @@ class RequestStore:
         for rid, keys in by_id.items():
             if self._request_key(rid) not in keys:
                 continue  # an add that is still being written (or was undone)
-            status = self._status(rid, keys)
+            try:
+                status = self._status(rid, keys)
+            except CorruptPendingRequest as e:  # never claimed: left alone (and said) until repaired
+                self.corrupt.append(str(e))
+                continue
             if status is None:
                 continue
             if state is None or status.state == RequestState(state):
@@ -271,7 +299,7 @@ class RequestStore:
         except NotFound:
             return None  # removed since it was listed (an add being undone)
         except ValueError as e:
-            raise RequestError(f"{self.store.where(self._request_key(rid))}: corrupt request: {e}") from None
+            raise _corrupt(rid, self.store.where(self._request_key(rid)), e, keys) from None
         events: dict[int, tuple[str, RequestState]] = {}
         prefix = f"{ROOT}{rid}/events/"
         for key in sorted(keys):

@@ -57,7 +57,7 @@ def import_model(
         holdout_salt=HOLDOUT_SALT,
         lineage={"kind": "imported", "source": str(src.resolve()), "source_sha256": source_digest(src)},
     )
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "model import") as tmp:
         card = save_checkpoint(imported.model.eval(), card, tmp)
     return card
 
@@ -126,7 +126,7 @@ def import_model_folder(
         card = read_card(folder)
         verify_weights(folder)
         check_labels(card.classes, ds, str(folder))
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir, "model import") as tmp:
             for name in (WEIGHTS, CARD):
                 shutil.copyfile(folder / name, tmp / name)
         return card

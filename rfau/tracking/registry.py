@@ -260,7 +260,7 @@ class Registry:
 
         name = self.name
         mv = self.version(version)
-        with tempfile.TemporaryDirectory() as dl, atomic_dir(out_dir) as tmp:
+        with tempfile.TemporaryDirectory() as dl, atomic_dir(out_dir, "registry download") as tmp:
             try:
                 local = _mlflow().artifacts.download_artifacts(
                     artifact_uri=f"models:/{name}/{version}",
@@ -324,6 +324,12 @@ def _connect(settings: TrackingSettings):
         if exp is None:
             exp_id = client.create_experiment(
                 settings.experiment, artifact_location=settings.artifact_location()
+            )
+        elif exp.lifecycle_stage == "deleted":  # no run can start in it: fail before any work
+            raise RfauError(
+                f"the MLflow experiment {settings.experiment!r} (id {exp.experiment_id}) at "
+                f"{settings.redacted_uri()} is deleted; restore it (`mlflow experiments restore "
+                f"--experiment-id {exp.experiment_id}`) or delete it for good"
             )
         else:
             exp_id = exp.experiment_id

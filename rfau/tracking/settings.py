@@ -15,19 +15,45 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel
 
 from rfau.errors import RfauError, UsageError
 
 ACCEPTED_SCHEMES = ("http", "https", "sqlite", "file", "databricks", "postgresql", "mysql")
-_URI_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+# the whole userinfo, whatever it holds: up to the last "@" before the next whitespace (a password
+# with "/", "@" or ":" in it is not percent-encoded by everyone who types one)
+_URI_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<userinfo>\S*)@")
+# schemes whose URIs name a path after an empty authority (sqlite:////abs/db): an "@" there is
+# a path's, not a password's
+_PATH_SCHEMES = ("sqlite", "file")
+
+
+def _path_uri(scheme: str, rest: str) -> bool:
+    return rest.startswith("/") and scheme.lower().split("+")[0] in _PATH_SCHEMES
 
 
 def redact(text: str) -> str:
     """``text`` with the ``user:password@`` part of every URI in it replaced by ``***@``."""
-    return _URI_CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+    def mask(m: re.Match) -> str:
+        if _path_uri(m.group("scheme"), m.group("userinfo")):
+            return m.group(0)
+        return f"{m.group('scheme')}://***@"
+
+    return _URI_CREDENTIALS.sub(mask, text)
+
+
+def split_userinfo(uri: str) -> tuple[str | None, str]:
+    """(``user:password`` or None, the URI without it). The userinfo runs to the last ``@`` of the
+    URI, so a password holding ``/`` or ``@`` is taken whole (a path with an ``@`` in a tracking
+    URI is not a thing, but for sqlite:/// and file:/// URIs, whose authority is empty)."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or "@" not in rest or _path_uri(scheme, rest):
+        return None, uri
+    userinfo, _, host = rest.rpartition("@")
+    return userinfo, f"{scheme}://{host}"
 
 
 def clean_tracking_uri(uri: str) -> str:
@@ -36,20 +62,25 @@ def clean_tracking_uri(uri: str) -> str:
     MLflow prints its URI in "View run ... at:" lines and KFP dumps task inputs, so a URI with
     credentials inside would leak them to logs; the environment is where MLflow reads them from.
     """
-    parts = urlsplit(uri)
+    userinfo, clean = split_userinfo(uri)
+    try:
+        parts = urlsplit(clean)
+        hostname = parts.hostname
+    except ValueError:  # e.g. a bracketed host that is no IPv6 address
+        hostname, parts = None, urlsplit("")
     scheme = parts.scheme.split("+")[0]
-    if scheme not in ACCEPTED_SCHEMES or (scheme in ("http", "https") and not parts.hostname):
+    if scheme not in ACCEPTED_SCHEMES or (scheme in ("http", "https") and not hostname):
         raise UsageError(
             f"tracking URI {redact(uri)!r} is not valid: use one of {', '.join(ACCEPTED_SCHEMES)} "
             "(e.g. http://mlflow:5000 or sqlite:///path/mlflow.db)"
         )
-    if parts.username is None:
+    if userinfo is None:
         return uri
-    os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username)
-    if parts.password is not None:
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=netloc))
+    user, colon, password = userinfo.partition(":")
+    os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(user)
+    if colon:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(password)
+    return clean
 
 
 class TrackingSettings(BaseModel):
@@ -104,5 +135,9 @@ class TrackingSettings(BaseModel):
         return None
 
     def redacted_uri(self) -> str:
-        """The tracking URI without any user:password part, for logs and errors."""
+        """The tracking URI without any user:password part, for logs and errors (whatever the
+        password holds, and whether or not the URI is valid)."""
+        if self.tracking_uri:
+            userinfo, clean = split_userinfo(self.tracking_uri)
+            return clean if userinfo is None else clean.replace("://", "://***@", 1)
         return redact(self.uri())

@@ -208,7 +208,7 @@ def finetune_original(
         holdout_salt=holdout_salt or HOLDOUT_SALT,
     )
     idx = tds.indices(split.retain)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "train") as tmp:
         finetune(
             model, tds.x[idx], tds.y[idx], cfg, recipe.trainable_layers, desc=f"fine-tune {recipe.backbone}"
         )

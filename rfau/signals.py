@@ -1,0 +1,49 @@
+"""SIGTERM as an error: a batch that is told to stop (a pod deleted, `kill`, a scheduler's
+timeout) releases its claims and says so in one line, instead of dying silently with its
+requests left in progress until the stale timeout."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rfau.errors import Terminated
+
+
+@contextmanager
+def sigterm_raises(what: str) -> Iterator[None]:
+    """For the block, SIGTERM raises :class:`Terminated` in the main thread, so the block's own
+    error handling (releasing claims) runs; a second SIGTERM while it does is ignored (a
+    scheduler's SIGKILL after its grace period still ends the process). Outside the main thread
+    (where Python runs no signal handler) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated(f"{what} stopped by SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def release_on_sigterm(batch_dir: str | Path, what: str) -> Iterator[None]:
+    """A batch task after data-split (a KFP component, a local pipeline's task): on SIGTERM the
+    batch's in-progress requests go back to pending at once (``rfau.batch.abort``) and the error
+    names them, instead of waiting for the exit task or the stale timeout."""
+    try:
+        with sigterm_raises(what):
+            yield
+    except Terminated as e:
+        from rfau.batch import abort
+
+        released = abort(batch_dir, str(e))
+        raise Terminated(f"{e}; requests released (pending again): {', '.join(released) or 'none'}") from None
