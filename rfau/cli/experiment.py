@@ -269,7 +269,7 @@ def bench(
         str,
         typer.Argument(
             help="digits (CPU, minutes), fashion-mnist (CPU), cifar10-small (CPU), text-minilm (CPU, "
-            "`make text`) or cifar10 (GPU); their sizes and run times: README, Benchmark."
+            "`make text`) or cifar10 (GPU); their sizes and run times: docs/benchmarks.md."
         ),
     ],
     out_dir: Annotated[
