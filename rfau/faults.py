@@ -1,7 +1,14 @@
-"""Fault injection for tests: ``RFAU_FAULT_AT=<point>`` SIGKILLs the process at that point.
+"""Fault injection for tests: the commit points of a batch's register state machine, where a test
+crashes a real ``rfau batch run`` process to check that the next batch completes or undoes it.
 
-Without the variable :func:`fault_point` does nothing; it exists so tests can reproduce a crash
-at a chosen stage of a real ``rfau batch run`` subprocess.
+    unlearn done                     UNLEARNED        (nothing decided yet: the claims are released)
+    register 1: the version exists   VERSION_CREATED  (no ledger record: the version is abandoned)
+    register 2: the record appended  RECORD_APPENDED  (it claims the promotion: recover moves the alias)
+    register 3: the alias moved      PROMOTED         (recover settles the requests as the record says)
+
+``RFAU_FAULT_AT=<point>`` SIGKILLs the process there (no cleanup, like a node failure);
+``<point>:pause`` waits there instead (a test then signals the process). Both act only where the
+test switch ``RFAU_TEST_FAULTS=1`` is set too, so a stray variable in a pod never kills it.
 """
 
 from __future__ import annotations
@@ -9,13 +16,32 @@ from __future__ import annotations
 import os
 import signal
 import time
+from enum import StrEnum
+
+from rfau.errors import UsageError
+
+TEST_SWITCH = "RFAU_TEST_FAULTS"
+PAUSE = ":pause"
 
 
-def fault_point(name: str) -> None:
-    """Kill this process with SIGKILL (no cleanup, like a node failure) when RFAU_FAULT_AT names
-    ``name``; with ``<name>:pause`` wait there instead (a test then signals the process)."""
-    at = os.environ.get("RFAU_FAULT_AT")
-    if at == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif at == f"{name}:pause":
+class Fault(StrEnum):
+    UNLEARNED = "unlearned"
+    VERSION_CREATED = "register:version-created"
+    RECORD_APPENDED = "register:record-appended"
+    PROMOTED = "register:promoted"
+
+
+def fault_point(point: Fault) -> None:
+    """Crash (or pause) here when the test switch is on and RFAU_FAULT_AT names ``point``."""
+    at = os.environ.get("RFAU_FAULT_AT", "")
+    if not at or os.environ.get(TEST_SWITCH) != "1":
+        return
+    name = at.removesuffix(PAUSE)
+    if name not in set(Fault):
+        raise UsageError(f"RFAU_FAULT_AT={at!r} names no fault point: {', '.join(Fault)} (+ '{PAUSE}')")
+    if name != point:
+        return
+    if at.endswith(PAUSE):
         time.sleep(600)
+    else:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.e2e
 def _rfau(root: Path, *args, **env) -> subprocess.CompletedProcess | CliResult:
     """`rfau ARGS` in ``root``: a real process where a fault is to kill it, else in-process."""
     if "RFAU_FAULT_AT" in env:
-        return run_rfau(*args, cwd=root, RFAU_STATE_DIR=str(root / ".rfau"), **env)
+        return run_rfau(*args, cwd=root, RFAU_STATE_DIR=str(root / ".rfau"), RFAU_TEST_FAULTS="1", **env)
     with contextlib.chdir(root):
         return run_cli(*args, RFAU_STATE_DIR=str(root / ".rfau"), **env)
 

@@ -190,3 +190,25 @@ def test_bad_tracking_uri(uri):
 
     with pytest.raises(RfauError, match="use one of http"):
         TrackingSettings(tracking_uri=uri).uri()
+
+
+def test_a_fault_point_acts_only_under_the_test_switch(monkeypatch):
+    """RFAU_FAULT_AT alone (a stray variable in a pod) never kills a process; with the test switch
+    it kills at the named commit point, and a point that does not exist is a usage error."""
+    from rfau.errors import UsageError
+    from rfau.faults import Fault, fault_point
+    from tests.conftest import subprocess_env
+
+    code = "from rfau.faults import Fault, fault_point; fault_point(Fault.UNLEARNED); print('alive')"
+
+    def run(**env):
+        return subprocess.run([sys.executable, "-c", code], env=subprocess_env(**env), capture_output=True)
+
+    stray = run(RFAU_FAULT_AT="unlearned")
+    assert stray.returncode == 0 and b"alive" in stray.stdout
+    assert run(RFAU_FAULT_AT="register:promoted", RFAU_TEST_FAULTS="1").returncode == 0  # another point
+    assert run(RFAU_FAULT_AT="unlearned", RFAU_TEST_FAULTS="1").returncode == -9  # SIGKILL there
+    monkeypatch.setenv("RFAU_TEST_FAULTS", "1")
+    monkeypatch.setenv("RFAU_FAULT_AT", "register:version-creatd")
+    with pytest.raises(UsageError, match="names no fault point"):
+        fault_point(Fault.PROMOTED)

@@ -152,7 +152,9 @@ def test_sigterm_releases_the_claims_and_says_so(tmp_path, seed_state):
     seed_state(tmp_path / ".rfau")
     store = tmp_path / ".rfau" / "store"
     reqs = _queue(tmp_path, store, GOOD)
-    env = subprocess_env(RFAU_STATE_DIR=str(tmp_path / ".rfau"), RFAU_FAULT_AT="unlearned:pause")
+    env = subprocess_env(
+        RFAU_STATE_DIR=str(tmp_path / ".rfau"), RFAU_FAULT_AT="unlearned:pause", RFAU_TEST_FAULTS="1"
+    )
     proc = subprocess.Popen(
         [str(BIN / "rfau"), "batch", "run", "-w", "work"],
         cwd=tmp_path,

@@ -9,7 +9,7 @@ from rfau.batch.recovery import _complete_promotion
 from rfau.data.deadlines import FAILED_GATES
 from rfau.data.request_store import RequestState, RequestStore
 from rfau.errors import RfauError
-from rfau.faults import fault_point
+from rfau.faults import Fault, fault_point
 from rfau.gates import Gates
 from rfau.io import atomic_dir, claim_output
 from rfau.models.checkpoint import read_card
@@ -250,7 +250,7 @@ def register(
         ) as run_registry:
             _log_stages(run_registry, Path(batch_dir), model_dir, eval_dir, meta)
             reg = register_version()
-            fault_point("register:version-created")
+            fault_point(Fault.VERSION_CREATED)
             held_back = _champion_moved(settings, meta)
             try:
                 record = _append_record(trail, reqs, meta, reg, model_dir, eval_dir, settings, held_back)
@@ -261,7 +261,7 @@ def register(
                 _clear_rolled_back(run_registry, reg.version)
     else:  # this stage ran before (a retry): the version and the record exist
         reg = register_version()
-    fault_point("register:record-appended")
+    fault_point(Fault.RECORD_APPENDED)
     # the record is written before the alias moves, so the ledger never names a champion the
     # registry could not get to; a retry (or the next batch, see `recover`) completes the move
     _complete_promotion(settings, trail, record)
@@ -270,7 +270,7 @@ def register(
         raise RfauError(
             f"model {settings.model_name!r} has no champion after registering batch {meta.batch_id}"
         )
-    fault_point("register:promoted")
+    fault_point(Fault.PROMOTED)
     for rid in meta.request_ids:
         st = reqs.get(rid)
         if st.state is not RequestState.IN_PROGRESS or st.batch_id != meta.batch_id:

@@ -10,7 +10,7 @@ from rfau.batch.recovery import abort
 from rfau.batch.registration import register
 from rfau.batch.splitting import data_split
 from rfau.errors import RfauError, Terminated
-from rfau.faults import fault_point
+from rfau.faults import Fault, fault_point
 from rfau.io import reuse_dir, work_lock
 from rfau.params import BatchParams
 from rfau.records import BatchMetrics, BatchOutcome, Registered
@@ -64,7 +64,7 @@ def run_batch(
         try:
             # the escalation ladder: each rung from the same base and split, until one passes
             model_dir, eval_dir = climb(wd / "batch", wd, rungs_of(meta, p), p.gates)
-            fault_point("unlearned")
+            fault_point(Fault.UNLEARNED)
             metrics = BatchMetrics.read(eval_dir / "metrics.json")
             reg = register(wd / "batch", model_dir, eval_dir, wd / "registered", settings, p.gates, store)
         except BaseException as e:
