@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rfau.audit.kinds import ALREADY_FORGOTTEN, HELD_ALIASES_OK, held_requests
 from rfau.storage import NotFound, Store
+from rfau.tracking.tags import VersionTags
 
 
 def _settles(record: dict) -> bool:
@@ -113,7 +114,7 @@ def promotion_problems(records: list[dict], tags: dict[int, dict], champion: int
         return []
     last = promoted[-1]
     v = int(last["model"]["after"]["version"])
-    if v == champion or v not in tags or tags[v].get("rfau.rolled_back") == "true":
+    if v == champion or v not in tags or tags[v].get(VersionTags.ROLLED_BACK) == "true":
         return []
     return [
         f"ledger record {last['seq']} promotes version {v} but version {champion} serves: the promotion "

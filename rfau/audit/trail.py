@@ -26,6 +26,7 @@ from rfau.errors import RfauError
 from rfau.models.checkpoint import read_card
 from rfau.storage import NotFound, Store, open_store
 from rfau.tracking.settings import TrackingSettings
+from rfau.tracking.tags import VersionTags
 
 LEDGER_KEY = "audit/ledger.jsonl"
 
@@ -184,7 +185,11 @@ class AuditTrail:
 
         Registry(self.settings).log_files(
             "audit",
-            tags={"batch_id": record["batch_id"], "ledger_seq": record["seq"], "ledger_hash": record["hash"]},
+            tags={
+                VersionTags.BATCH_ID: record["batch_id"],
+                VersionTags.LEDGER_SEQ: record["seq"],
+                VersionTags.LEDGER_HASH: record["hash"],
+            },
             dicts={f"ledger/record-{record['seq']:06d}.json": record},
             files={"ledger": self.mirror},
         )
@@ -201,9 +206,9 @@ class AuditTrail:
         reg = registry.Registry(s) if exists else None  # one connection for the whole audit
         tags = reg.version_tags() if reg else {}
         anchors = [
-            {"seq": int(t["rfau.ledger_seq"]), "hash": t["rfau.ledger_hash"]}
+            {"seq": int(t[VersionTags.LEDGER_SEQ]), "hash": t[VersionTags.LEDGER_HASH]}
             for t in tags.values()
-            if "rfau.ledger_seq" in t
+            if VersionTags.LEDGER_SEQ in t
         ]
         problems = verify_bytes(data, anchors)
         self.notes: list[str] = []
@@ -242,7 +247,7 @@ class AuditTrail:
             if t is None:
                 problems.append(f"record {r['seq']}: registry version {v} no longer exists")
                 continue
-            if t.get("rfau.weights_sha256") != after["weights_sha256"]:
+            if t.get(VersionTags.WEIGHTS) != after["weights_sha256"]:
                 problems.append(f"record {r['seq']}: version {v}'s weights tag differs from the ledger")
             if check_weights and v not in fetched:
                 fetched.add(v)
@@ -284,11 +289,11 @@ def registry_problems(records: list[dict], tags: dict[int, dict], champion: dict
     promoted = {int(r["model"]["after"]["version"]) for r in records if r.get("promoted")}
     problems = []
     for v, t in sorted(tags.items()):
-        if v in named or t.get("rfau.regime") == "none" or t.get("rfau.abandoned"):
+        if v in named or t.get(VersionTags.REGIME) == "none" or t.get(VersionTags.ABANDONED):
             continue
-        if t.get("rfau.gates_passed") == "false" and t.get("rfau.gate_failures", "none") != "none":
+        if t.get(VersionTags.GATES_PASSED) == "false" and t.get(VersionTags.GATE_FAILURES, "none") != "none":
             continue
-        if t.get("rfau.gates_passed") == "true":
+        if t.get(VersionTags.GATES_PASSED) == "true":
             problems.append(f"registry version {v} claims it passed its gates but no ledger record names it")
         else:
             problems.append(
@@ -296,6 +301,6 @@ def registry_problems(records: list[dict], tags: dict[int, dict], champion: dict
             )
     if champion is not None:
         v = int(champion["version"])
-        if v not in promoted and tags.get(v, {}).get("rfau.regime") != "none":
+        if v not in promoted and tags.get(v, {}).get(VersionTags.REGIME) != "none":
             problems.append(f"champion version {v} is neither the original nor a version the ledger promoted")
     return problems

@@ -15,6 +15,7 @@ from rfau.errors import RfauError
 from rfau.models.checkpoint import read_card
 from rfau.records import BaseVersion, Registration, VersionRef
 from rfau.tracking.settings import TrackingSettings
+from rfau.tracking.tags import VersionTags
 
 
 def bootstrap(
@@ -42,7 +43,7 @@ def bootstrap(
     # an imported model's version names what it was imported from: a later base_model_uri is
     # checked against it (see champion_lineage)
     source = read_card(model).lineage.get("source_sha256")
-    tags = {"source_sha256": weights_identity(source)} if source else None
+    tags = {VersionTags.SOURCE: weights_identity(source)} if source else None
     reg = registry.register(model, work_dir / "metrics.json", settings, bootstrap=True, batch_tags=tags)
     shutil.rmtree(work_dir)
     return reg
@@ -60,14 +61,14 @@ def champion_lineage(settings: TrackingSettings) -> tuple[VersionRef, list[str]]
     if champ is None:
         return None
     tags = reg.version_tags()
-    by_weights = {t.get("rfau.weights_sha256"): v for v, t in tags.items()}
+    by_weights = {t.get(VersionTags.WEIGHTS): v for v, t in tags.items()}
     chain: list[int] = []
     version: int | None = champ.version
     while version is not None and version not in chain:
         chain.append(version)
-        parent = tags[version].get("rfau.parent_weights_sha256")
+        parent = tags[version].get(VersionTags.PARENT)
         version = by_weights.get(parent) if parent else None
-    hashes = [tags[v].get("rfau.weights_sha256", "") for v in chain]
+    hashes = [tags[v].get(VersionTags.WEIGHTS, "") for v in chain]
     source = _imported_from(settings, chain[-1], tags[chain[-1]])
     return champ, [h for h in (*hashes, source) if h]
 
@@ -80,9 +81,9 @@ def _imported_from(settings: TrackingSettings, version: int, tags: dict) -> str:
     from rfau.models.importer import weights_identity
     from rfau.tracking import registry
 
-    if tags.get("rfau.source_sha256"):
-        return tags["rfau.source_sha256"]
-    if tags.get("rfau.method") != "imported":
+    if tags.get(VersionTags.SOURCE):
+        return tags[VersionTags.SOURCE]
+    if tags.get(VersionTags.METHOD) != "imported":
         return ""
     with tempfile.TemporaryDirectory(prefix="rfau-lineage-") as tmp:
         card = read_card(registry.Registry(settings).fetch_version(version, Path(tmp) / "model"))
@@ -172,7 +173,7 @@ def ensure_base(
     champ = reg.champion()
     if version is not None:
         champ = VersionRef(
-            version=version, weights_sha256=reg.version(version).tags.get("rfau.weights_sha256", "")
+            version=version, weights_sha256=reg.version(version).tags.get(VersionTags.WEIGHTS, "")
         )
     if champ is None:
         work = out_dir.with_name(out_dir.name + ".bootstrap")

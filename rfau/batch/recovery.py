@@ -10,6 +10,7 @@ from rfau.data.request_store import RequestState, RequestStore, default_store
 from rfau.errors import RfauError, UsageError
 from rfau.records import BatchMeta, RecordedBatch
 from rfau.tracking.settings import TrackingSettings
+from rfau.tracking.tags import VersionTags
 
 
 def _abandon_orphans(settings: TrackingSettings, uri: str, reqs: RequestStore) -> list[int]:
@@ -28,10 +29,12 @@ def _abandon_orphans(settings: TrackingSettings, uri: str, reqs: RequestStore) -
     reg, tagged = Registry(settings), []
     for v in reg.versions():
         t, version = v.tags, int(v.version)
-        batch = t.get("rfau.batch_id")  # set when a batch creates the version (not `rfau register`)
-        if not batch or batch in recorded or batch in running or t.get("rfau.abandoned"):
+        batch = t.get(VersionTags.BATCH_ID)  # set when a batch creates the version (not `rfau register`)
+        if not batch or batch in recorded or batch in running or t.get(VersionTags.ABANDONED):
             continue
-        reg.set_version_tags(version, {"abandoned": "its batch ended without a ledger record (found later)"})
+        reg.set_version_tags(
+            version, {VersionTags.ABANDONED: "its batch ended without a ledger record (found later)"}
+        )
         tagged.append(version)
     return tagged
 
@@ -52,7 +55,7 @@ def _complete_promotion(settings: TrackingSettings, trail, record: RecordedBatch
         tags = reg.version(version).tags
     except UsageError:  # the version was deleted: nothing to serve; an operator move is recorded
         return
-    if tags.get("rfau.rolled_back") == "true":
+    if tags.get(VersionTags.ROLLED_BACK) == "true":
         return
     champ = reg.alias_version("champion")
     if champ is None or int(champ.version) != version:
@@ -140,8 +143,10 @@ def _mark_abandoned(meta: BatchMeta, reason: str, settings: TrackingSettings | N
     try:
         reg = Registry(settings)
         for v in reg.versions():  # the versions this batch created (tagged with its id at creation)
-            if v.tags.get("rfau.batch_id") == meta.batch_id and not v.tags.get("rfau.ledger_seq"):
-                reg.set_version_tags(int(v.version), {"abandoned": f"batch {meta.batch_id} failed: {reason}"})
+            if v.tags.get(VersionTags.BATCH_ID) == meta.batch_id and not v.tags.get(VersionTags.LEDGER_SEQ):
+                reg.set_version_tags(
+                    int(v.version), {VersionTags.ABANDONED: f"batch {meta.batch_id} failed: {reason}"}
+                )
     except Exception:  # noqa: BLE001 - a full disk or a broken registry raises anything; the release goes on
         pass
 

@@ -30,6 +30,7 @@ from rfau.records import (
     VersionRef,
 )
 from rfau.tracking.settings import TrackingSettings
+from rfau.tracking.tags import VersionTags
 
 STAGE = "batch register"  # what its output folder is marked as written by
 
@@ -117,7 +118,11 @@ def _append_record(
     record = RecordedBatch.model_validate(stored)
     registry.Registry(settings).set_version_tags(
         reg.version,
-        {"ledger_seq": record.seq, "ledger_hash": record.hash, "batch_id": meta.batch_id},
+        {
+            VersionTags.LEDGER_SEQ: record.seq,
+            VersionTags.LEDGER_HASH: record.hash,
+            VersionTags.BATCH_ID: meta.batch_id,
+        },
     )
     trail.log_to_mlflow(stored)
     return record
@@ -225,9 +230,9 @@ def register(
     # the batch (and the KFP run it belongs to) named on its MLflow run and on its version; the
     # base version: the new version's deletion frontier is its base's plus this batch's requests
     batch_tags = {
-        "batch_id": meta.batch_id,
-        "base_version": str(meta.require_base().version),
-        **({"kfp_run_id": kfp_run_id} if kfp_run_id else {}),
+        VersionTags.BATCH_ID: meta.batch_id,
+        VersionTags.BASE_VERSION: str(meta.require_base().version),
+        **({VersionTags.KFP_RUN_ID: kfp_run_id} if kfp_run_id else {}),
     }
 
     def register_version() -> Registration:  # the alias moves later, once the record exists
@@ -255,7 +260,7 @@ def register(
             try:
                 record = _append_record(trail, reqs, meta, reg, model_dir, eval_dir, settings, held_back)
             except LostClaims as e:
-                run_registry.set_version_tags(reg.version, {"abandoned": str(e)[:400]})
+                run_registry.set_version_tags(reg.version, {VersionTags.ABANDONED: str(e)[:400]})
                 raise
             if record.promoted and not reg.new:  # the same weights again, promoted by a newer record
                 _clear_rolled_back(run_registry, reg.version)

@@ -21,6 +21,7 @@ from rfau.io import atomic_dir, claim_output, md5_file, write_json
 from rfau.params import EXACT, BatchParams
 from rfau.records import BatchMeta, Rejection, VersionRef
 from rfau.tracking.settings import TrackingSettings
+from rfau.tracking.tags import VersionTags
 
 STAGE = "batch split"  # what its output folder is marked as written by
 
@@ -285,7 +286,9 @@ def _settle_already_forgotten(meta: BatchMeta, done: list, claim: Claim, setting
     if base is None:  # no model yet has learned anything: nothing to record against
         raise RfauError(f"batch {meta.batch_id}: requests {ids} name no sample and there is no model")
     reg = Registry(settings)
-    reg.set_version_tags(base.version, {"frontier": frontier_value(reg.frontier(base.version) | set(ids))})
+    reg.set_version_tags(
+        base.version, {VersionTags.FRONTIER: frontier_value(reg.frontier(base.version) | set(ids))}
+    )
     ref = base.model_dump()
     record = trail.append(
         {

@@ -28,25 +28,9 @@ from rfau.records import (
 )
 from rfau.tracking.served_model import log_served_model
 from rfau.tracking.settings import TrackingSettings
+from rfau.tracking.tags import PREFIX, VersionTags, tag_key
 
 CHAMPION, PREVIOUS, CANDIDATE = "champion", "previous", "candidate"
-
-
-class VersionTags:
-    """The ``rfau.*`` version tag keys the audit reads (one place; older code spells some inline)."""
-
-    WEIGHTS = "rfau.weights_sha256"
-    PARENT = "rfau.parent_weights_sha256"
-    REQUEST_IDS = "rfau.request_ids"
-    REGIME = "rfau.regime"  # "none": the bootstrap original
-    GATES_PASSED = "rfau.gates_passed"
-    ABANDONED = "rfau.abandoned"
-    ROLLED_BACK = "rfau.rolled_back"
-    # the deletion frontier: a JSON list of the requests whose data this version no longer holds
-    # (its base's frontier plus its own requests when it passed its gates); never truncated
-    FRONTIER = "rfau.frontier"
-    BASE_VERSION = "rfau.base_version"  # the version a batch unlearned it from
-    MAX_VALUE = 100_000  # MLflow's limit for a model-version tag value
 
 
 def _tag_request_ids(value: str | None) -> set[str]:
@@ -136,7 +120,7 @@ class Registry:
         mlflow = _mlflow()
         if nested is None:
             nested = mlflow.active_run() is not None
-        tags = {f"rfau.{k}": str(v) for k, v in (tags or {}).items()}
+        tags = {tag_key(k): str(v) for k, v in (tags or {}).items()}
         r = mlflow.start_run(run_name=name, nested=nested, experiment_id=self.experiment_id, tags=tags)
         try:
             yield r
@@ -166,14 +150,14 @@ class Registry:
         with self.run(name, nested=True) as run:
             for row in history or []:
                 mlflow.log_metrics(
-                    {f"rfau.{k}": float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])
+                    {PREFIX + k: float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])
                 )
             if params:
-                mlflow.log_params({f"rfau.{k}": _short(v) for k, v in params.items()})
+                mlflow.log_params({PREFIX + k: _short(v) for k, v in params.items()})
             if metrics:
                 mlflow.log_metrics(_numbers(metrics))
             if tags:
-                mlflow.set_tags({f"rfau.{k}": _short(v) for k, v in tags.items()})
+                mlflow.set_tags({tag_key(k): _short(v) for k, v in tags.items()})
             for a in artifacts or []:
                 if a.is_dir():
                     mlflow.log_artifacts(str(a), artifact_path=a.name)
@@ -251,7 +235,7 @@ class Registry:
         mv = self.alias_version(CHAMPION)
         if mv is None:
             return None
-        return VersionRef(version=int(mv.version), weights_sha256=mv.tags.get("rfau.weights_sha256", ""))
+        return VersionRef(version=int(mv.version), weights_sha256=mv.tags.get(VersionTags.WEIGHTS, ""))
 
     def fetch_version(self, version: int, out_dir: str | Path) -> Path:
         """Download a version's weights and card into ``out_dir`` (atomically); check their hash."""
@@ -276,7 +260,7 @@ class Registry:
             for f in (WEIGHTS, CARD):
                 (tmp / f).write_bytes((found[0].parent / f).read_bytes())
             digest = verify_weights(tmp)
-            tagged = mv.tags.get("rfau.weights_sha256")
+            tagged = mv.tags.get(VersionTags.WEIGHTS)
             if tagged and tagged != digest:
                 raise RfauError(
                     f"{name} version {version}: weights hash {digest[:12]} differs from its tag {tagged[:12]}"
@@ -289,9 +273,7 @@ class Registry:
 
     def set_version_tags(self, version: int, tags: dict) -> None:
         for k, v in tags.items():
-            self.client.set_model_version_tag(
-                self.name, str(version), f"rfau.{k}", _tag_value(f"rfau.{k}", v)
-            )
+            self.client.set_model_version_tag(self.name, str(version), tag_key(k), _tag_value(tag_key(k), v))
 
     def frontier(self, version: int) -> set[str]:
         """The requests whose data ``version`` no longer holds (see ``frontier_of``)."""
@@ -300,7 +282,7 @@ class Registry:
 
 def _numbers(metrics: dict) -> dict[str, float]:
     """The finite-or-not numeric entries (NaN left out), with the ``rfau.`` prefix."""
-    return {f"rfau.{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float) and v == v}
+    return {PREFIX + k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and v == v}
 
 
 def _connect(settings: TrackingSettings):
@@ -422,16 +404,16 @@ def register(
     client, name = reg.client, reg.name
     key = batch_key(model_dir)
     tags = {
-        "rfau.batch_key": key,
-        "rfau.weights_sha256": card.weights_sha256,
-        "rfau.forget_sha256": card.lineage.get("forget_sha256", ""),
-        "rfau.parent_weights_sha256": card.lineage.get("parent_weights_sha256", ""),
-        "rfau.request_ids": ",".join(card.lineage.get("request_ids", [])),
-        "rfau.method": card.lineage.get("method", card.lineage.get("kind", "")),
-        "rfau.regime": regime,
-        **{f"rfau.{k}": v for k, v in (batch_tags or {}).items()},  # on the version from its creation
-        "rfau.gates_passed": str(passed).lower(),
-        "rfau.gate_failures": "; ".join(
+        VersionTags.BATCH_KEY: key,
+        VersionTags.WEIGHTS: card.weights_sha256,
+        VersionTags.FORGET: card.lineage.get("forget_sha256", ""),
+        VersionTags.PARENT: card.lineage.get("parent_weights_sha256", ""),
+        VersionTags.REQUEST_IDS: ",".join(card.lineage.get("request_ids", [])),
+        VersionTags.METHOD: card.lineage.get("method", card.lineage.get("kind", "")),
+        VersionTags.REGIME: regime,
+        **{tag_key(k): v for k, v in (batch_tags or {}).items()},  # on the version from its creation
+        VersionTags.GATES_PASSED: str(passed).lower(),
+        VersionTags.GATE_FAILURES: "; ".join(
             f"{r.name}={r.value} > {r.bound} ({r.detail})" for r in results if not r.passed
         )
         or "none",
@@ -448,8 +430,8 @@ def register(
         for k, v in tags.items():  # a registration interrupted while tagging is completed here
             if existing.tags.get(k) != _tag_value(k, v):
                 client.set_model_version_tag(name, existing.version, k, _tag_value(k, v))
-        if "rfau.abandoned" in existing.tags:  # the same weights, registered again by a live batch
-            client.delete_model_version_tag(name, existing.version, "rfau.abandoned")
+        if VersionTags.ABANDONED in existing.tags:  # the same weights, registered again by a live batch
+            client.delete_model_version_tag(name, existing.version, VersionTags.ABANDONED)
         champ = reg.alias_version(CHAMPION)
         return Registration(
             model=name,
@@ -466,8 +448,8 @@ def register(
         with reg.run("register") as run:
             mlflow.log_params(
                 {
-                    "rfau.method": info.method if info else card.lineage.get("kind", ""),
-                    "rfau.regime": regime,
+                    VersionTags.METHOD: info.method if info else card.lineage.get("kind", ""),
+                    VersionTags.REGIME: regime,
                     **{f"rfau.gate.{k}": v for k, v in gates.model_dump().items()},
                 }
             )
@@ -477,7 +459,7 @@ def register(
             if (model_dir / "adapter").is_dir():
                 mlflow.log_artifacts(str(model_dir / "adapter"), artifact_path="adapter")
             logged = log_served_model(model_dir)
-            tags["rfau.run_id"] = run.info.run_id
+            tags[VersionTags.RUN_ID] = run.info.run_id
             # created with its tags in one call: a server that dies here leaves no untagged version
             mv = mlflow.register_model(
                 logged.model_uri,
@@ -546,7 +528,7 @@ def rollback(settings: TrackingSettings) -> ChampionMove:
     reg.client.set_registered_model_alias(name, CHAMPION, prev.version)
     reg.client.delete_registered_model_alias(name, PREVIOUS)
     if cur is not None:
-        reg.client.set_model_version_tag(name, cur.version, "rfau.rolled_back", "true")
+        reg.client.set_model_version_tag(name, cur.version, VersionTags.ROLLED_BACK, "true")
     return ChampionMove(model=name, champion=int(prev.version), rolled_back=int(cur.version) if cur else None)
 
 
@@ -561,10 +543,10 @@ def list_versions(settings: TrackingSettings) -> list[VersionRow]:
             VersionRow(
                 version=int(v.version),
                 aliases=sorted(by_version.get(str(v.version), [])),
-                gates_passed=v.tags.get("rfau.gates_passed"),
-                gate_failures=v.tags.get("rfau.gate_failures"),
-                method=v.tags.get("rfau.method"),
-                requests=v.tags.get("rfau.request_ids"),
+                gates_passed=v.tags.get(VersionTags.GATES_PASSED),
+                gate_failures=v.tags.get(VersionTags.GATE_FAILURES),
+                method=v.tags.get(VersionTags.METHOD),
+                requests=v.tags.get(VersionTags.REQUEST_IDS),
                 created=v.creation_timestamp,
             )
             for v in versions

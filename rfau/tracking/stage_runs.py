@@ -10,6 +10,7 @@ from typing import Any
 from rfau.io import read_json
 from rfau.records import UnlearnInfo
 from rfau.tracking.registry import Registry
+from rfau.tracking.tags import RunTags
 
 
 def log_data_split(
@@ -51,7 +52,7 @@ def log_rungs(reg: Registry, attempts: Sequence[Any]) -> list[str]:
             f"rung {a.rung}: {a.method}",
             params={"rung": a.rung, "method": a.method, **a.config},
             metrics={"seconds": a.seconds, "gates_passed": float(a.gates_passed)},
-            tags={"rfau.failed_gates": ",".join(a.failed_gates), "rfau.why": a.why[:5000]},
+            tags={RunTags.FAILED_GATES: ",".join(a.failed_gates), RunTags.WHY: a.why[:5000]},
         )
         for a in attempts
     ]
