@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, Field
 
+from rfau.bench_gates import gate_columns, write_gate_table
 from rfau.config import TrainConfig
 from rfau.data.datasets import (
     FASHION_MNIST,
@@ -44,7 +45,7 @@ from rfau.methods.runner import load_libraries
 from rfau.metrics import GAP_METRICS, avg_gap, evaluate_model
 from rfau.metrics.distance import activation_distance, js_divergence, loss_threshold_mia
 from rfau.metrics.efficiency import measure
-from rfau.metrics.evidence import EVIDENCE_KEYS
+from rfau.metrics.evidence import CLASSWISE_KEYS, EVIDENCE_KEYS
 from rfau.metrics.plots import confidence_histogram
 from rfau.models.checkpoint import load_checkpoint, read_card
 from rfau.models.families import get_family
@@ -282,7 +283,7 @@ ROW_METRICS: tuple[str, ...] = (
     "ta_forgotten_classes",
     "ta_forget_sample_classes",
 )
-ROW_METRICS += ("mia_confidence", "mia_entropy", *EVIDENCE_KEYS)
+ROW_METRICS += ("mia_confidence", "mia_entropy", *EVIDENCE_KEYS, *CLASSWISE_KEYS)
 
 
 def run_bench(
@@ -292,9 +293,11 @@ def run_bench(
     methods: list[str] | None = None,
     device: str = "auto",
     reuse: bool = False,
+    noise_floor: bool = True,
 ) -> list[dict]:
     """``reuse``: keep an earlier run's original and retrain models in ``out_dir`` (for tuning a
-    method without paying for the references again); their seconds are the earlier run's."""
+    method without paying for the references again); their seconds are the earlier run's.
+    ``noise_floor``: False skips the second retrain (``retrain_2``), e.g. for a gate table."""
     out = Path(out_dir)
     methods = methods or [m for m in ALL_METHODS if m in cfg.methods]
     unknown = set(methods) - set(cfg.methods)
@@ -336,7 +339,8 @@ def run_bench(
             split = read_split(sdir / "split")
             logits = {}
             srows = []
-            for method in [*methods, NOISE_FLOOR]:
+            evals: dict[str, dict] = {}
+            for method in [*methods, *([NOISE_FLOOR] if noise_floor else [])]:
                 runs_as = "retrain" if method == NOISE_FLOOR else method
                 settings = method_settings(cfg, method, seed, device)
                 mdir = sdir / method
@@ -360,6 +364,8 @@ def run_bench(
                 f_idx, r_idx, t_idx = (ds.indices(getattr(split, k)) for k in ("forget", "retain", "test"))
                 lf, lr, lt = (out_logits[k] for k in ("forget", "retain", "test"))
                 logits[method] = lf
+                evals[method] = m
+                write_json(mdir / "evaluation.json", m)  # to gate it again under other bounds
                 row = {
                     "config": cfg.name,
                     "scenario": scenario,
@@ -384,6 +390,10 @@ def run_bench(
                     "forget": len(split.forget),
                 }
                 srows.append(row)
+            # every model through the promotion gates, the original as the champion it came from
+            champion = evals.get("original") or evaluate_model(original_model, ds, split, seed=seed)
+            for r in srows:
+                r |= gate_columns(evals[r["method"]], champion)
             ref = next(r for r in srows if r["method"] == "retrain")
             for r in srows:
                 r["avg_gap"] = avg_gap(r, ref, GAP_METRICS)
@@ -436,6 +446,8 @@ AGG_KEYS = (
     # the evidence metrics, without their own spreads named like a seed spread (the member rate's
     # binomial ``_std`` would overwrite the spread over seeds that the tables show)
     *(k for k in EVIDENCE_KEYS if not k.endswith("_n") and not _own_spread(k)),
+    *(k for k in CLASSWISE_KEYS if not k.endswith("_n") and not k.endswith("_std")),
+    "gates_passed",
     "avg_gap",
     "seconds",
     "peak_rss_mb",
@@ -591,6 +603,7 @@ def write_outputs(cfg: BenchConfig, rows: list[dict], out: Path, ds: ImageDatase
         w.writerows(rows)
     agg = aggregate(rows)
     (out / "table.md").write_text(markdown_table(cfg, agg, ds.name) + "\n")
+    write_gate_table(out / "gates.md", cfg.name, rows, machine())
     write_json(
         out / "bench.json",
         {
