@@ -320,7 +320,7 @@ def bench(
     from rich.markdown import Markdown
 
     out.print(Markdown(markdown_table(cfg, aggregate(rows), rows[0]["config"])))
-    from rfau.bench_gates import gate_table
+    from rfau.bench.gates import gate_table
 
     out.print(Markdown(gate_table(cfg.name, rows, "this machine")))
     out.print(
@@ -347,7 +347,7 @@ def bench_memory(
 ) -> None:
     """Memory each method's unlearn stage needs: a fresh process per method over a bench run's
     saved models (RSS rise above the loaded data; CUDA rise on a GPU); writes memory.json/.md."""
-    from rfau.memory_bench import memory_rises, memory_table
+    from rfau.bench.memory import memory_rises, memory_table
 
     rows = memory_rises(
         out_dir,
