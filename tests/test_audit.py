@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import base64
-import html
 import copy
 import hashlib
+import html
 import json
 import os
 import random
