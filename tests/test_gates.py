@@ -295,6 +295,12 @@ def test_a_mixed_split_is_evaluated_with_its_sample_part(digits_original):
     assert part["forget_vs_unseen_n"] <= 40 and part["forget_member_rate_at_10fpr_std"] > 0
     results = {r.name: r for r in check_gates(m, None, regime_of(m), Gates())}
     assert results["forget_accuracy"].passed and results["forgotten_class_test_accuracy"].passed
+    # each part gated: the class's trained vs unseen images, and the scattered samples apart
+    assert m["forgotten_class_unseen_n"] == sum(
+        split.is_holdout(s) and DS.class_of(s) == "3" for s in split.forget
+    )
+    assert set(CLASS_EVIDENCE_GATES) <= set(results) and "forget_vs_unseen_auc" in results
+    assert results["forgotten_class_vs_test_auc"].n == m["forgotten_class_trained_vs_test_auc_n"]
     assert results["forget_error_gap"].value == pytest.approx(
         abs(part["ua"] - (100 - m["ta_kept_classes"])), abs=1e-3
     )
@@ -379,3 +385,26 @@ def test_a_class_request_unlearned_with_salun_is_gated_class_wise(tmp_path, seed
     assert RequestStore.from_uri(store).get("forget-3").state is RequestState.FULFILLED
     flat = json.loads((tmp_path / "work" / "evaluation" / "metrics.json").read_text())
     assert flat["ta_forgotten_classes"] == 0.0 and "probe_forgotten_class_acc" in flat
+
+
+def test_gate_lines_state_power_and_not_measurable_in_words():
+    from rfau.power import one_line, power_lines
+
+    few = {
+        **CLASS_OK,
+        "forgotten_class_trained_vs_unseen_auc": None,
+        "forgotten_class_trained_vs_unseen_auc_n": 4,
+    }
+    results = check_gates(few, CHAMPION, "class", Gates())
+    lines = power_lines(results)
+    assert any(
+        x.startswith("forgotten_class_vs_unseen_auc: not measurable here (only 4 samples") for x in lines
+    )
+    test_auc = next(x for x in lines if x.startswith("forgotten_class_vs_test_auc:"))
+    assert "at n = 200 per side the smallest value detectable (alpha 0.05, power 0.8) is 0.572" in test_auc
+    by_name = {r.name: r for r in results}
+    assert (
+        one_line(by_name["forgotten_class_vs_unseen_auc"])
+        == "forgotten_class_vs_unseen_auc: NOT MEASURABLE (n = 4)"
+    )
+    assert one_line(by_name["forget_accuracy"]) == "forget_accuracy: 0 <= 5 ok"
