@@ -249,7 +249,7 @@ def _rate_gate(
     if rate is None:
         n = m.get(f"{key}_n")
         have = "no" if n is None else str(n)
-        checks.unmeasurable(name, key, detail, f"{have} reference samples; a 10% threshold needs 10")
+        checks.unmeasurable(name, key, detail, f"{have} reference samples; a 10% threshold needs 10", n)
         return
     mde = detectable_member_rate(std)
     checks.add(

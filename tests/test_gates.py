@@ -151,7 +151,7 @@ def test_class_wise_evidence_too_few_unseen_images_is_visible_never_a_silent_pas
     for name in ("forgotten_class_vs_unseen_auc", "forgotten_class_member_rate"):
         r = results[name]
         assert not r.measurable and r.value is None and r.bound is None
-        assert "NOT MEASURABLE" in r.reason and "4" in r.reason
+        assert "NOT MEASURABLE" in r.reason and "4" in r.reason and r.n == 4
     assert results["forgotten_class_vs_test_auc"].measurable  # the test images still measure it
     old = {k: v for k, v in CLASS_OK.items() if not k.startswith("forgotten_class_")}
     with pytest.raises(RfauError, match="lacks 'forgotten_class_unseen_n'"):
