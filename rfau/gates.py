@@ -121,6 +121,10 @@ class Gates(BaseModel):
         "samples a retrained model's AUC ranges 0.33-0.67 between draws, and 0.55 + 1 x std "
         "failed retrain itself on 1 of 4 draws",
     )
+    widen_to_sample_step: bool = Field(
+        True,
+        description="sample-wise: gap bounds finer than the forget set's step (100/n points) widen to it",
+    )
     # --- both ------------------------------------------------------------------------------------------
     max_retain_drop: float = Field(
         2.0, ge=0, description="RA drop vs the champion the model was unlearned from, points"
@@ -319,7 +323,8 @@ def _sample_gates(checks: _Checks, m: dict, kept_test_acc: float, gates: Gates) 
     test_err = 100.0 - kept_test_acc
     ua = _need(m, "ua", "sample-wise")
     n = (m.get("counts") or {}).get("forget")
-    bound, note = widened(gates.max_forget_error_gap_samplewise, n)
+    n_step = n if gates.widen_to_sample_step else None
+    bound, note = widened(gates.max_forget_error_gap_samplewise, n_step)
     checks.add(
         "forget_error_gap",
         "|ua - test error|",
@@ -330,7 +335,7 @@ def _sample_gates(checks: _Checks, m: dict, kept_test_acc: float, gates: Gates) 
         n,
     )
     mia, mia_test = _need(m, "mia_confidence", "sample-wise"), _need(m, "mia_confidence_test", "sample-wise")
-    bound, note = widened(gates.max_mia_gap_samplewise, n)
+    bound, note = widened(gates.max_mia_gap_samplewise, n_step)
     checks.add(
         "mia_gap",
         "|mia_confidence - mia_confidence_test|",

@@ -170,6 +170,8 @@ def test_a_gap_finer_than_the_forget_sets_step_widens_and_says_so():
     many = {r.name: r for r in check_gates({**four, "counts": {"forget": 300}}, None, "sample", Gates())}
     assert many["forget_error_gap"].bound == 5.0 and "widened" not in many["forget_error_gap"].detail
     assert not many["forget_error_gap"].passed
+    kept = {r.name: r for r in check_gates(four, None, "sample", Gates(widen_to_sample_step=False))}
+    assert kept["forget_error_gap"].bound == 5.0 and not kept["forget_error_gap"].passed
 
 
 def test_sample_wise_gates_use_the_evidence_and_allow_for_its_spread():
