@@ -81,8 +81,8 @@ class Gates(BaseModel):
         5.0,
         ge=0,
         le=90,
-        description="class-wise: forgotten_class_member_rate_at_10fpr (and _test) may exceed 10% by "
-        "this many points plus spread_k x its binomial std",
+        description="class-wise: forgotten_class_member_rate_at_10fpr (vs the holdout) may exceed 10% "
+        "by this many points plus spread_k x its binomial std",
     )
     # --- sample-wise -----------------------------------------------------------------------------------
     max_forget_error_gap_samplewise: float = Field(
@@ -281,12 +281,12 @@ def _class_evidence_gates(checks: _Checks, m: dict, gates: Gates) -> None:
         _auc_gate(
             checks, m, name, key, gates.classwise_auc_tolerance, gates, f"{trained} {ref}", "class-wise"
         )
-    for name, key, ref in (
-        ("forgotten_class_member_rate", "forgotten_class_member_rate_at_10fpr", "unseen holdout images"),
-        ("forgotten_class_member_rate_test", "forgotten_class_member_rate_at_10fpr_test", "test images"),
-    ):
-        what = f"the forgotten classes' {ref}"
-        _rate_gate(checks, m, name, key, gates.classwise_member_rate_tolerance, gates, what, "class-wise")
+    # the member rate only against the holdout draw, the reference exchangeable with the trained
+    # images: against the test split a retrain measured 29.7% on digits (another draw of writers),
+    # so forgotten_class_member_rate_at_10fpr_test is reported, not gated
+    key, what = "forgotten_class_member_rate_at_10fpr", "the forgotten classes' unseen holdout images"
+    tol = gates.classwise_member_rate_tolerance
+    _rate_gate(checks, m, "forgotten_class_member_rate", key, tol, gates, what, "class-wise")
 
 
 def _class_gates(checks: _Checks, m: dict, gates: Gates) -> None:

@@ -50,7 +50,6 @@ CLASS_REMEMBERED = {
     "forgotten_class_trained_vs_unseen_auc": 0.80,
     "forgotten_class_trained_vs_test_auc": 0.81,
     "forgotten_class_member_rate_at_10fpr": 40.0,
-    "forgotten_class_member_rate_at_10fpr_test": 44.0,
 }
 SAMPLE_OK = {
     "regime": "sample",
@@ -107,7 +106,6 @@ CLASS_EVIDENCE_GATES = [
     "forgotten_class_vs_unseen_auc",
     "forgotten_class_vs_test_auc",
     "forgotten_class_member_rate",
-    "forgotten_class_member_rate_test",
 ]
 
 
@@ -122,6 +120,9 @@ def test_class_wise_evidence_passes_what_looks_unseen_and_fails_what_an_attacker
     assert results["forgotten_class_member_rate"].bound == pytest.approx(10 + 5 + 2 * 5.3)
     remembered = failed({**CLASS_OK, **CLASS_REMEMBERED})
     assert list(remembered) == CLASS_EVIDENCE_GATES
+    # against the test split the member rate is reported, not gated (not exchangeable: a retrain
+    # measured 29.7% on digits)
+    assert failed({**CLASS_OK, "forgotten_class_member_rate_at_10fpr_test": 44.0}) == {}
     reason = remembered["forgotten_class_vs_unseen_auc"]
     assert reason.startswith("forgotten_class_trained_vs_unseen_auc = 0.8 > bound 0.67")
     assert "trained images vs their unseen holdout images" in reason

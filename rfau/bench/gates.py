@@ -16,7 +16,6 @@ EVIDENCE_GATES = (
     "forgotten_class_vs_unseen_auc",
     "forgotten_class_vs_test_auc",
     "forgotten_class_member_rate",
-    "forgotten_class_member_rate_test",
     "forget_vs_unseen_auc",
     "forget_vs_test_auc",
     "forget_member_rate_at_10fpr",
