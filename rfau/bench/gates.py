@@ -34,9 +34,8 @@ def gate_columns(metrics: dict, champion: dict, gates: Gates | None = None) -> d
         "unmeasurable_gates": ";".join(r.name for r in results if not r.measurable),
     }
     by_name = {r.name: r for r in results}
-    for name in EVIDENCE_GATES:
-        if name in by_name:
-            cols[f"gate_{name}"] = _value_bound(by_name[name])
+    for name in EVIDENCE_GATES:  # every row the same columns (rows.csv): "" where the regime has none
+        cols[f"gate_{name}"] = _value_bound(by_name[name]) if name in by_name else ""
     return cols
 
 
@@ -73,7 +72,7 @@ def gate_table(name: str, rows: list[dict], machine: str) -> str:
     ]
     for scenario in dict.fromkeys(r["scenario"] for r in rows):
         srows = [r for r in rows if r["scenario"] == scenario]
-        shown = [g for g in EVIDENCE_GATES if any(f"gate_{g}" in r for r in srows)]
+        shown = [g for g in EVIDENCE_GATES if any(r.get(f"gate_{g}") for r in srows)]
         lines += [
             f"**{scenario}**",
             "",

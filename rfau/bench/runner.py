@@ -157,7 +157,7 @@ def run_bench(
                     "scenario": scenario,
                     "seed": seed,
                     "method": method,
-                    **{k: m[k] for k in ROW_METRICS},
+                    **{k: m.get(k) for k in ROW_METRICS},
                     "mia_loss_threshold": loss_threshold_mia(
                         lr, ds.y[r_idx], lt, ds.y[t_idx], lf, ds.y[f_idx]
                     ),

@@ -58,7 +58,12 @@ def evaluate_model(
     when given, receives the retain/forget/test logits so that callers need not run the model
     again. ``reference_model``: the model the deletion started from (the original or the
     champion); it sets the relearn target, and without it ``relearn_steps`` is None."""
-    from rfau.metrics.evidence import classwise_evidence, evidence_metrics, logits_and_features
+    from rfau.metrics.evidence import (
+        CLASSWISE_KEYS,
+        classwise_evidence,
+        evidence_metrics,
+        logits_and_features,
+    )
     from rfau.metrics.mia import FEATURES, fit_attack, nonmember_share
 
     parts = {}
@@ -109,6 +114,7 @@ def evaluate_model(
         seed,
         relearn,
     )
+    out |= dict.fromkeys(CLASSWISE_KEYS)  # None: no class forgotten whole
     if bool(whole.any()):  # the forgotten classes' trained images against their unseen ones
         unseen = torch.tensor([split.is_holdout(s) for s in split.forget], dtype=torch.bool)
         gone = live & ~kept
