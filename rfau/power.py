@@ -100,7 +100,8 @@ def power_lines(results: list[GateResult]) -> list[str]:
         if not r.measurable:
             lines.append(f"{r.name}: not measurable here ({r.reason.split('(', 1)[-1].split(')')[0]})")
         elif r.detectable is not None:
-            size = f"n = {r.n}" + (" per side" if "auc" in r.name else "") if r.n is not None else "this n"
+            side = " per side" if "auc" in r.name else " unseen reference samples"
+            size = f"n = {r.n}{side}" if r.n is not None else "this n"
             lines.append(
                 f"{r.name}: at {size} the smallest value detectable (alpha 0.05, power 0.8) is "
                 f"{r.detectable:.3g}; the gate's bound was {r.bound:.3g}, measured {r.value:.3g}"
