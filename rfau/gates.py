@@ -222,13 +222,13 @@ def _auc_gate(
     where: str,
     meaning: str = "",
 ) -> None:
-    auc, std = _need(m, key, where), m.get(f"{key}_cv_std")
+    auc = _need(m, key, where)
     n = m.get(f"{key}_n", m.get(key.removesuffix("_auc") + "_n"))
     detail = f"{what}; bound {AUC_UNSEEN} + {tolerance} + {gates.spread_k} x cv std"
     if auc is None:
         checks.unmeasurable(name, key, detail, f"only {n or 0} samples per side: too few to measure", n)
         return
-    mde = detectable_auc(n)
+    std, mde = float(_need(m, f"{key}_cv_std", where) or 0.0), detectable_auc(n)
     checks.add(
         name,
         key,
@@ -245,17 +245,17 @@ def _auc_gate(
 def _rate_gate(
     checks: _Checks, m: dict, name: str, key: str, tolerance: float, gates: Gates, what: str, where: str
 ) -> None:
-    rate, std = _need(m, key, where), m.get(f"{key}_std")
+    rate = _need(m, key, where)
     detail = (
         f"share called member by a loss threshold at 10% FPR on {what}; bound "
         f"{MEMBER_RATE_UNSEEN} + {tolerance} + {gates.spread_k} x binomial std"
     )
     if rate is None:
         n = m.get(f"{key}_n")
-        have = "no" if n is None else str(n)
-        checks.unmeasurable(name, key, detail, f"{have} reference samples; a 10% threshold needs 10", n)
+        checks.unmeasurable(name, key, detail, f"{n or 'no'} reference samples; a 10% threshold needs 10", n)
         return
-    mde = detectable_member_rate(std)
+    std = float(_need(m, f"{key}_std", where) or 0.0)
+    mde = detectable_member_rate(std) or 0.0
     checks.add(
         name,
         key,

@@ -28,9 +28,9 @@ def _text(v) -> str:
 
 
 def _after_version(record: dict):
-    model = record.get("model") if isinstance(record.get("model"), dict) else {}
-    after = model.get("after") if isinstance(model.get("after"), dict) else {}
-    return after.get("version")
+    model = record.get("model")
+    after = model.get("after") if isinstance(model, dict) else None
+    return after.get("version") if isinstance(after, dict) else None
 
 
 GATE_HEAD = ["Gate", "Value", "Bound", "n", "Detectable", "Verdict", "Detail"]
@@ -83,7 +83,7 @@ ATTEMPT_HEAD = ["Rung", "Method", "Seconds", "Gates passed", "Failed gates", "Wh
 
 
 def _attempt_rows(record: dict) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for a in record.get("attempts") or []:
         if not isinstance(a, dict):
             continue
