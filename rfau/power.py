@@ -22,10 +22,22 @@ both, so a reader sees what an attacker could still have had without the test no
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from rfau.gates import GateResult
+
+class GateResult(Protocol):
+    """What the wording reads of ``rfau.gates.GateResult`` (not imported: the gates import this)."""
+
+    name: str
+    passed: bool
+    value: float | None
+    bound: float | None
+    reason: str
+    measurable: bool
+    n: int | None
+    detectable: float | None
+
 
 ALPHA = 0.05
 POWER = 0.8
@@ -92,7 +104,7 @@ def one_line(r: GateResult) -> str:
     return f"{r.name}: {r.value:.4g} {op} {r.bound:.4g} {'ok' if r.passed else 'FAILED'}"
 
 
-def power_lines(results: list[GateResult]) -> list[str]:
+def power_lines(results: Sequence[GateResult]) -> list[str]:
     """What the evidence could have detected at this size: one line per evidence gate with a
     detectable value, and one per gate that could not be measured (rfau.power)."""
     lines = []
