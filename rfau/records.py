@@ -193,7 +193,7 @@ class Evaluation(Record):
     relearn_target_acc: float | None = None
     probe_forgotten_class_acc: float | None = None
     # classes forgotten whole: trained vs unseen images of those classes
-    # (rfau.metrics.evidence.CLASSWISE_KEYS); None where not measurable
+    # (rfau.metrics.classwise.CLASSWISE_KEYS); None where not measurable
     forgotten_class_unseen_n: int | None = None
     forgotten_class_trained_vs_unseen_auc: float | None = None
     forgotten_class_trained_vs_unseen_auc_cv_std: float | None = None

@@ -15,9 +15,9 @@ from threadpoolctl import threadpool_limits
 from rfau.config import TrainConfig
 from rfau.data.datasets import load_dataset
 from rfau.gates import Gates, check_gates
+from rfau.metrics.classwise import classwise_evidence
 from rfau.metrics.evidence import (
     RelearnConfig,
-    classwise_evidence,
     evidence_metrics,
     forget_vs_unseen_auc,
     logits_and_features,

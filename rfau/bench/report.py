@@ -16,7 +16,8 @@ from rfau.bench.configs import NOISE_FLOOR, BenchConfig, holdout_salt
 from rfau.bench.gates import write_gate_table
 from rfau.data.datasets import FASHION_MNIST, ImageDataset
 from rfau.io import write_json
-from rfau.metrics.evidence import CLASSWISE_KEYS, EVIDENCE_KEYS
+from rfau.metrics.classwise import CLASSWISE_KEYS
+from rfau.metrics.evidence import EVIDENCE_KEYS
 
 
 def _own_spread(key: str) -> bool:

@@ -28,9 +28,10 @@ from rfau.job import demo_request
 from rfau.methods import get_method
 from rfau.methods.runner import load_libraries
 from rfau.metrics import GAP_METRICS, avg_gap, evaluate_model
+from rfau.metrics.classwise import CLASSWISE_KEYS
 from rfau.metrics.distance import activation_distance, js_divergence, loss_threshold_mia
 from rfau.metrics.efficiency import measure
-from rfau.metrics.evidence import CLASSWISE_KEYS, EVIDENCE_KEYS
+from rfau.metrics.evidence import EVIDENCE_KEYS
 from rfau.metrics.plots import confidence_histogram
 from rfau.models.checkpoint import load_checkpoint, read_card
 from rfau.models.families import get_family

@@ -1,7 +1,7 @@
 """Unlearning metrics in percent: UA, RA, TA, per-class accuracy, MIA-efficacy, avg gap, and the
 per-sample evidence of ``rfau.metrics.evidence`` (forget vs unseen AUC, member rate, relearn steps,
 linear probe), and for classes forgotten whole the same attack on their trained images against
-their unseen ones (``rfau.metrics.evidence.classwise_evidence``).
+their unseen ones (``rfau.metrics.classwise``).
 
 Every evaluation records the split's ``regime`` (``rfau.data.split.forget_regime``: class, sample,
 mixed or none), which the promotion gates read. A mixed split (whole classes and scattered
@@ -58,12 +58,8 @@ def evaluate_model(
     when given, receives the retain/forget/test logits so that callers need not run the model
     again. ``reference_model``: the model the deletion started from (the original or the
     champion); it sets the relearn target, and without it ``relearn_steps`` is None."""
-    from rfau.metrics.evidence import (
-        CLASSWISE_KEYS,
-        classwise_evidence,
-        evidence_metrics,
-        logits_and_features,
-    )
+    from rfau.metrics.classwise import CLASSWISE_KEYS, classwise_evidence
+    from rfau.metrics.evidence import evidence_metrics, logits_and_features
     from rfau.metrics.mia import FEATURES, fit_attack, nonmember_share
 
     parts = {}
