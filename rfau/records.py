@@ -197,6 +197,21 @@ class Evaluation(Record):
     relearn_steps: int | None = None
     relearn_target_acc: float | None = None
     probe_forgotten_class_acc: float | None = None
+    # classes forgotten whole: trained vs unseen images of those classes
+    # (rfau.metrics.classwise.CLASSWISE_KEYS); None where not measurable
+    forgotten_class_unseen_n: int | None = None
+    forgotten_class_trained_vs_unseen_auc: float | None = None
+    forgotten_class_trained_vs_unseen_auc_cv_std: float | None = None
+    forgotten_class_trained_vs_unseen_auc_n: int | None = None
+    forgotten_class_trained_vs_test_auc: float | None = None
+    forgotten_class_trained_vs_test_auc_cv_std: float | None = None
+    forgotten_class_trained_vs_test_auc_n: int | None = None
+    forgotten_class_member_rate_at_10fpr: float | None = None
+    forgotten_class_member_rate_at_10fpr_std: float | None = None
+    forgotten_class_member_rate_at_10fpr_n: int | None = None
+    forgotten_class_member_rate_at_10fpr_test: float | None = None
+    forgotten_class_member_rate_at_10fpr_test_std: float | None = None
+    forgotten_class_member_rate_at_10fpr_test_n: int | None = None
     # MIA-efficacy (rfau.metrics.mia.FEATURES): on the forget set, the test set, and the samples
     # earlier batches forgot (only when there are any)
     mia_confidence: float
@@ -231,6 +246,9 @@ class SummaryMetrics(BaseModel):
     forget_vs_test_auc: float | None = None
     forget_member_rate_at_10fpr: float | None = None
     probe_forgotten_class_acc: float | None = None
+    forgotten_class_trained_vs_unseen_auc: float | None = None
+    forgotten_class_trained_vs_test_auc: float | None = None
+    forgotten_class_member_rate_at_10fpr: float | None = None
 
     @classmethod
     def of(cls, ev: Evaluation) -> SummaryMetrics:
@@ -254,6 +272,9 @@ class BatchMetrics(SummaryMetrics, Record):
     before_forget_vs_test_auc: float | None = None
     before_forget_member_rate_at_10fpr: float | None = None
     before_probe_forgotten_class_acc: float | None = None
+    before_forgotten_class_trained_vs_unseen_auc: float | None = None
+    before_forgotten_class_trained_vs_test_auc: float | None = None
+    before_forgotten_class_member_rate_at_10fpr: float | None = None
     gates_passed: bool
     forget_count: int
     unlearn_seconds: float

@@ -8,6 +8,7 @@ from pathlib import Path
 from rfau.data.datasets import ImageDataset
 from rfau.data.split import Split
 from rfau.gates import GateResult
+from rfau.power import power_lines, verdict_cell
 from rfau.records import BatchMeta, Confusion, Evaluation, Prediction
 
 
@@ -57,8 +58,27 @@ def batch_report(meta: BatchMeta, before: Evaluation, after: Evaluation, results
             lines.append(
                 f"| {label} | {then[k] if then[k] is not None else float('nan'):.2f} | {now[k]:.2f} |"
             )
-    lines += ["", "| gate | value | bound | verdict |", "|---|---:|---:|---|"]
-    lines += [f"| {r.name} | {r.value:.2f} | {r.bound} | {'pass' if r.passed else 'FAIL'} |" for r in results]
+    lines += ["", "| gate | value | bound | n | detectable | verdict |", "|---|---:|---:|---:|---:|---|"]
+    lines += [
+        f"| {r.name} | {_num(r.value)} | {_num(r.bound)} | {r.n if r.n is not None else ''} | "
+        f"{_num(r.detectable)} | {verdict_cell(r)} |"
+        for r in results
+    ]
+    power = power_lines(results)
+    if power:
+        lines += [
+            "",
+            "Evidence power (the smallest effect each test could have detected at this forget set's "
+            "size; a value below it is no evidence of forgetting, only of a test too small to see):",
+            "",
+            *(f"- {p}" for p in power),
+        ]
+    widened = [r for r in results if "bound widened" in r.detail]
+    lines += [f"- {r.name}: {r.detail.split('; ', 1)[-1]}" for r in widened]
     if meta.rejected:
         lines += ["", "Rejected requests:"] + [f"- {r.request_id}: {r.reason}" for r in meta.rejected]
     return "\n".join(lines) + "\n"
+
+
+def _num(v: float | None) -> str:
+    return "" if v is None else f"{v:.4g}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import html
 import json
 import os
 import random
@@ -531,9 +532,14 @@ def test_render_proof(tmp_path, evidence):
         assert fields["subject_hashes"][rid] in text
         assert "rfau audit verify" in text and "PASS" in text and "FAIL" in text
         assert text.count("✓ matches") == 2 and "✗" not in text.split("Evidence")[-1].split("Ledger")[0]
-    assert "| retain_drop | 2.70 | 2.00 | FAIL |" in md
+    assert "| retain_drop | 2.70 | 2.00 | — | — | FAIL |" in md
     assert "| UA | 93.50 | 0.80 | +92.70 |" in md
-    assert "| Version that had the data | 4 |" in md and "| Version that no longer knows it | 5 |" in md
+    assert "| Version that had the data | 4 |" in md and "| Version the batch produced | 5 |" in md
+    for text in (md, page):  # a failed version: the first sentence says the request is not fulfilled
+        assert "no longer knows" not in text
+    first = md.split("\n")[2]
+    assert first.startswith(f"Request {rid} was NOT fulfilled by batch batch-0004: model version 5 failed")
+    assert "(retain_drop)" in first and "the champion (version 4)" in first
     assert "| Promoted to champion | no |" in md
     assert "![confidence_hist.png](confidence_hist.png)" in md
 
@@ -576,3 +582,92 @@ def test_render_proof_tolerates_sparse_records():
     assert "r&1" in md and "not a plain file name" in md and "gates not recorded" in md
     assert "r&amp;1" in page and "b&lt;1&gt;" in page
     parse_html(page)
+
+
+def _first_sentence(record: dict, rid: str) -> str:
+    """The proof's first sentence, the same in the Markdown and in the HTML page."""
+    md, page = render_proof(record, rid, None)
+    first = md.split("\n")[2]
+    assert f"<p>{html.escape(first)}</p>" in page
+    return first
+
+
+def test_proof_words_approximate_and_exact_deletions_as_what_they_are():
+    approximate = {**batch_fields(2), "seq": 2}
+    rid = approximate["request_ids"][0]
+    first = _first_sentence(approximate, rid)
+    assert first == (
+        f"Request {rid} was fulfilled by batch batch-0002 (approximate: rfau; indistinguishable from "
+        "unseen data within the evidence below): model version 3 is the champion."
+    )
+    assert "exact" not in first and "no longer knows" not in render_proof(approximate, rid, None)[0]
+    for exact in ({**approximate, "exact": True}, {**approximate, "method": "retrain"}):
+        first = _first_sentence(exact, rid)
+        assert first.startswith(f"Request {rid} was fulfilled by batch batch-0002 (exact): model version 3")
+        assert "| Deletion | exact: retrained without the data |" in render_proof(exact, rid, None)[0]
+    # passed its gates, but the champion moved meanwhile: not fulfilled either
+    held = {**approximate, "promoted": False, "held_back": "the champion moved", "champion_after": 7}
+    assert _first_sentence(held, rid).startswith(
+        f"Request {rid} was NOT fulfilled by batch batch-0002: model version 3 passed its gates but "
+        "was not promoted (the champion moved); the champion (version 7) still holds the data."
+    )
+
+
+def test_proof_renders_attempts_deadlines_and_evidence_power_when_recorded():
+    record = {**batch_fields(2), "seq": 2, "method": "retrain", "exact": True}
+    rid = record["request_ids"][0]
+    record["attempts"] = [
+        {
+            "rung": 0,
+            "method": "rfau",
+            "config": {"epochs": 5},
+            "seconds": 4.2,
+            "gates_passed": False,
+            "failed_gates": ["forgotten_class_vs_unseen_auc"],
+            "why": "AUC 0.80 > bound 0.63",
+        },
+        {
+            "rung": 1,
+            "method": "retrain",
+            "config": {},
+            "seconds": 91.0,
+            "gates_passed": True,
+            "failed_gates": [],
+            "why": "",
+        },
+    ]
+    record["deadlines"] = {rid: {"due": "2026-12-30T00:00:00Z", "met": False}}
+    record["gates"] = [
+        *record["gates"],
+        {
+            "name": "forgotten_class_vs_unseen_auc",
+            "passed": True,
+            "value": 0.52,
+            "bound": 0.67,
+            "n": 30,
+            "detectable": 0.687,
+            "detail": "trained vs unseen",
+        },
+        {
+            "name": "forgotten_class_member_rate",
+            "passed": True,
+            "measurable": False,
+            "n": 4,
+            "reason": "forgotten_class_member_rate_at_10fpr: NOT MEASURABLE (4 reference samples)",
+            "detail": "member rate",
+        },
+    ]
+    md, page = render_proof(record, rid, None)
+    first = md.split("\n")[2]
+    assert "(exact)" in first and "It missed its deadline (due 2026-12-30T00:00:00Z)." in first
+    assert "Some evidence could not be measured at this size" in first
+    assert "## Attempts (escalation ladder)" in md and "<h2>Attempts (escalation ladder)</h2>" in page
+    assert "| 0 | rfau | 4.20 | no | forgotten_class_vs_unseen_auc | AUC 0.80 > bound 0.63 |" in md
+    assert "| Due | 2026-12-30T00:00:00Z |" in md and "| Deadline met | no |" in md
+    assert "## Evidence power" in md
+    assert "forgotten_class_vs_unseen_auc: at n = 30 the smallest value the test detects (alpha 0.05, " in md
+    assert "0.687" in md and "| NOT MEASURABLE |" in md and "NOT MEASURABLE (4 reference samples)" in md
+    parse_html(page)
+    # an old record without these keys: no attempts, no deadline, no power section
+    old_md = render_proof({**batch_fields(2), "seq": 2}, rid, None)[0]
+    assert "Attempts" not in old_md and "Deadline" not in old_md and "Evidence power" not in old_md

@@ -82,7 +82,7 @@ def scenario(tmp_path_factory, seed_state):
     batch(1)
     # batch 2: the new model fails a gate that cannot pass (forget error must equal test error exactly)
     reqs.add([_request(root / "r2.json", "r2", r2, "bob@example.com")], DS)
-    batch(2, Gates(max_forget_error_gap_samplewise=0.0))
+    batch(2, Gates(max_forget_error_gap_samplewise=0.0, widen_to_sample_step=False))
     # batch 3: r2 (back to pending) and r3 together, normal gates
     reqs.add([_request(root / "r3.json", "r3", r3, "carol@example.com")], DS)
     batch(3)

@@ -13,7 +13,7 @@ from tests.conftest import run_cli
 
 
 @pytest.mark.e2e
-def test_bench_digits_writes_table_csv_and_plots(tmp_path):
+def test_bench_digits_writes_table_csv_gates_and_plots(tmp_path):
     # the machinery on two methods and a short recipe; the full table is a benchmark, not a test
     res = run_cli(
         "bench",
@@ -42,6 +42,22 @@ def test_bench_digits_writes_table_csv_and_plots(tmp_path):
     assert all(int(r["trainable_params"]) / int(r["total_params"]) <= 0.05 for r in rfau_rows)
     table = (tmp_path / "table.md").read_text()
     assert "| rfau |" in table and "CPU only" in table
+    assert "gates pass %" in table and "s to certified" in table
+    for r in rows:  # every model through the default gates, the original as champion
+        assert r["gates_passed"] in ("0.0", "100.0")
+        if r["method"] == "original":
+            assert r["gates_passed"] == "0.0" and r["failed_gates"]  # doing nothing never passes
+            if r["scenario"] == "class":
+                assert "forget_accuracy" in r["failed_gates"] and r["gate_forgotten_class_vs_test_auc"]
+        else:  # the ladder [method, retrain]: its own seconds if it passes, plus retrain's if not
+            retrain = next(
+                float(x["seconds"])
+                for x in rows
+                if x["method"] == "retrain" and x["scenario"] == r["scenario"]
+            )
+            extra = 0.0 if r["gates_passed"] == "100.0" or r["method"].startswith("retrain") else retrain
+            assert float(r["certified_seconds"]) == pytest.approx(float(r["seconds"]) + extra)
+    assert "| original | 0 | FAIL |" in (tmp_path / "gates.md").read_text()
     for name in (
         "gap_vs_time_class.png",
         "gap_vs_time_structured.png",
@@ -97,3 +113,22 @@ def test_the_spread_over_seeds_is_not_replaced_by_a_metrics_own_spread():
     (agg,) = aggregate(rows)
     assert agg["forget_member_rate_at_10fpr"] == 15.0
     assert abs(agg["forget_member_rate_at_10fpr_std"] - 7.071) < 1e-3
+
+
+def test_time_to_a_certified_deletion_adds_retrain_when_the_first_rung_fails():
+    from rfau.bench.gates import certified_seconds
+
+    rows = [
+        {"method": "original", "seconds": 0.0, "gates_passed": 0.0},
+        {"method": "retrain", "seconds": 90.0, "gates_passed": 100.0},
+        {"method": "rfau", "seconds": 5.0, "gates_passed": 0.0},
+        {"method": "salun", "seconds": 20.0, "gates_passed": 100.0},
+    ]
+    certified_seconds(rows)
+    got = {r["method"]: (r["certified_seconds"], r["first_rung_passed"]) for r in rows}
+    assert got == {
+        "original": (None, None),
+        "retrain": (90.0, 100.0),
+        "rfau": (95.0, 0.0),  # escalated: RFAU's 5 s, then retrain's 90 s
+        "salun": (20.0, 100.0),
+    }

@@ -25,14 +25,17 @@ Fields supplied by the caller (the ledger requires only ``batch_id`` and ``reque
   ``forget_classes`` (list of int): classes forgotten whole (class-wise regime), else empty;
 - ``dataset`` (str);
 - ``model``: ``{"name", "before": {"version", "weights_sha256"}, "after": {"version", "weights_sha256"}}``:
-  the version that had the data and the one that no longer knows it;
+  the version that had the data and the version the batch produced (it fulfils the requests
+  only when promoted with its gates passed);
 - ``promoted`` (bool): whether ``after`` became champion; ``champion_after`` (int): champion version
   after the batch; ``held_back`` (str, optional): why a version that passed its gates was not
   promoted (the champion was no longer the batch's ``before`` version);
 - ``method`` (str) and ``config`` (dict): the unlearning method and its settings;
 - ``metrics`` (dict, percent): ``ua``, ``ra``, ``ta``, ``ta_kept_classes``, ``mia_confidence``,
   ``mia_confidence_test``, ...; ``baseline_metrics`` (dict): the previous champion on the same split;
-- ``gates`` (list of ``{"name", "passed", "value", "bound", "detail"}``) and ``gates_passed`` (bool);
+- ``gates`` (list of ``{"name", "passed", "value", "bound", "detail"}``; evidence gates add ``n``,
+  ``detectable`` (rfau.power) and ``measurable``: False, value null, where too few samples measure
+  it) and ``gates_passed`` (bool);
 - ``evidence`` ({filename: sha256}): files kept in the batch's evidence folder (e.g.
   ``confidence_hist.png``, ``metrics.json``);
 - ``code_version``, ``started_at``, ``finished_at`` (UTC ISO), ``mlflow_run_id`` (str).

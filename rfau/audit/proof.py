@@ -9,10 +9,23 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 from rfau.audit.ledger import record_hash
+from rfau.audit.wording import (
+    ATTEMPT_HEAD,
+    GATE_HEAD,
+    NONE,
+    VERDICT_COL,
+    _attempt_rows,
+    _deadline_rows,
+    _gate_rows,
+    _kind,
+    _num,
+    _power_lines,
+    _text,
+    headline,
+)
 from rfau.errors import RfauError
 from rfau.io import sha256_file
 
@@ -25,16 +38,7 @@ METRICS = [
     ("mia_confidence", "MIA (forget)", "membership-inference efficacy on the forget set"),
     ("mia_confidence_test", "MIA (test)", "the same attack on unseen test data"),
 ]
-NONE = "—"
 OK, BAD = "✓", "✗"
-
-
-def _num(v) -> str:
-    if isinstance(v, bool) or v is None:
-        return NONE if v is None else str(v)
-    if isinstance(v, int | float):
-        return f"{v:.2f}"
-    return str(v)
 
 
 def _delta(after, before) -> str:
@@ -46,16 +50,6 @@ def _delta(after, before) -> str:
     ):
         return f"{after - before:+.2f}"
     return NONE
-
-
-def _text(v) -> str:
-    if v is None or v == "":
-        return NONE
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, dict | list):
-        return json.dumps(v, sort_keys=True, ensure_ascii=False)
-    return str(v)
 
 
 def _evidence(record: dict, evidence_dir: Path | None) -> list[dict]:
@@ -101,6 +95,7 @@ def _facts(record: dict, request_id: str) -> dict:
                 f"{_text(record.get('started_at'))} / {_text(record.get('finished_at'))}",
             ),
             ("Dataset", record.get("dataset")),
+            *_deadline_rows(record, request_id),
         ],
         "forget": [
             ("Forget set md5 (DVC, forget.txt)", record.get("forget_md5")),
@@ -111,10 +106,11 @@ def _facts(record: dict, request_id: str) -> dict:
             ("Model", model.get("name")),
             ("Version that had the data", before.get("version")),
             ("Its weights sha256 (before)", before.get("weights_sha256")),
-            ("Version that no longer knows it", after.get("version")),
+            ("Version the batch produced", after.get("version")),
             ("Its weights sha256 (after)", after.get("weights_sha256")),
             ("Promoted to champion", record.get("promoted")),
             ("Champion version after the batch", record.get("champion_after")),
+            ("Deletion", _kind(record)),
         ],
         "method": [("Method", record.get("method"))]
         + [(f"config.{k}", v) for k, v in sorted(config.items())],
@@ -129,12 +125,6 @@ def _facts(record: dict, request_id: str) -> dict:
     }
 
 
-def _after_version(record: dict):
-    model = record.get("model") if isinstance(record.get("model"), dict) else {}
-    after = model.get("after") if isinstance(model.get("after"), dict) else {}
-    return after.get("version")
-
-
 def _metric_rows(record: dict) -> list[tuple[str, str, str, str, str]]:
     m = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
     b = record.get("baseline_metrics") if isinstance(record.get("baseline_metrics"), dict) else {}
@@ -145,24 +135,6 @@ def _metric_rows(record: dict) -> list[tuple[str, str, str, str, str]]:
     ]
 
 
-def _gate_rows(record: dict) -> list[tuple[str, str, str, str, str]]:
-    rows = []
-    for g in record.get("gates") or []:
-        if not isinstance(g, dict):
-            continue
-        verdict = "PASS" if g.get("passed") is True else "FAIL"
-        rows.append(
-            (
-                _text(g.get("name")),
-                _num(g.get("value")),
-                _num(g.get("bound")),
-                verdict,
-                _text(g.get("detail")),
-            )
-        )
-    return rows
-
-
 def _overall(record: dict) -> str:
     gp = record.get("gates_passed")
     if gp is True:
@@ -171,6 +143,12 @@ def _overall(record: dict) -> str:
         return "gates FAILED"
     return "gates not recorded"
 
+
+POWER_HOW = (
+    "Each test's power at this forget set's size: the smallest AUC or member rate it detects "
+    "with probability 0.8 at level 0.05 (rfau.power). An attacker's advantage below that would "
+    "not have shown: a small forget set is weaker evidence than a large one."
+)
 
 VERIFY_HOW = (
     "Verify the ledger's integrity with `rfau audit verify` (it checks every record's hash, the "
@@ -184,12 +162,10 @@ def _md_cell(v) -> str:
 
 
 def _markdown(record: dict, request_id: str, facts: dict, metric_rows, gate_rows, evidence) -> str:
-    out = [f"# Proof of deletion: request `{_md_cell(request_id)}`", ""]
-    after = _after_version(record)
-    out += [
-        f"Request `{_md_cell(request_id)}` was deleted in batch `{_md_cell(record.get('batch_id'))}`; "
-        f"model version {_md_cell(after)} no longer knows its data "
-        f"({'promoted to champion' if record.get('promoted') else 'not promoted'}; {_overall(record)}).",
+    out = [
+        f"# Proof of deletion: request `{_md_cell(request_id)}`",
+        "",
+        _md_cell(headline(record, request_id)),
         "",
     ]
 
@@ -211,12 +187,20 @@ def _markdown(record: dict, request_id: str, facts: dict, metric_rows, gate_rows
         out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in metric_rows]
     else:
         out.append("No metrics recorded.")
+    attempts = _attempt_rows(record)
+    if attempts:
+        out += ["", "## Attempts (escalation ladder)", ""]
+        out += ["| " + " | ".join(ATTEMPT_HEAD) + " |", "|" + "---|" * len(ATTEMPT_HEAD)]
+        out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in attempts]
     out += ["", f"## Gates: {_overall(record)}", ""]
     if gate_rows:
-        out += ["| Gate | Value | Bound | Verdict | Detail |", "|---|---:|---:|---|---|"]
+        out += ["| " + " | ".join(GATE_HEAD) + " |", "|---|---:|---:|---:|---:|---|---|"]
         out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in gate_rows]
     else:
         out.append("No gates recorded.")
+    power = _power_lines(record)
+    if power:
+        out += ["", "## Evidence power", "", POWER_HOW, ""] + [f"- {_md_cell(p)}" for p in power]
     out += ["", "## Evidence", ""]
     if evidence:
         out += ["| File | sha256 | Check |", "|---|---|---|"]
@@ -263,12 +247,14 @@ def _html(record: dict, request_id: str, facts: dict, metric_rows, gate_rows, ev
         for row in rows:
             tds = []
             for i, c in enumerate(row):
-                cls = f' class="{"pass" if c == "PASS" else "fail"}"' if i == verdict_col else ""
+                kind = "pass" if c == "PASS" else "fail" if c == "FAIL" else ""
+                cls = f' class="{kind}"' if i == verdict_col and kind else ""
                 tds.append(f"<td{cls}>{esc(c)}</td>")
             body.append(f"<tr>{''.join(tds)}</tr>")
         return f"<table><tr>{th}</tr>{''.join(body)}</table>"
 
-    after = _after_version(record)
+    attempts = _attempt_rows(record)
+    power = _power_lines(record)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -279,11 +265,7 @@ def _html(record: dict, request_id: str, facts: dict, metric_rows, gate_rows, ev
         "</head>",
         "<body>",
         f"<h1>Proof of deletion: request <code>{esc(request_id)}</code></h1>",
-        f"<p>Request <code>{esc(request_id)}</code> was deleted in batch "
-        f"<code>{esc(record.get('batch_id'))}</code>; "
-        f"model version {esc(after)} no longer knows its data "
-        f"({'promoted to champion' if record.get('promoted') else 'not promoted'}; "
-        f"{e(_overall(record))}).</p>",
+        f"<p>{esc(headline(record, request_id))}</p>",
         "<h2>Request</h2>",
         kv_table(facts["request"]),
         "<h2>Forget set</h2>",
@@ -296,10 +278,16 @@ def _html(record: dict, request_id: str, facts: dict, metric_rows, gate_rows, ev
         grid(["Metric", "After", "Baseline (previous champion)", "Change", "Meaning"], metric_rows)
         if metric_rows
         else "<p>No metrics recorded.</p>",
+        *(["<h2>Attempts (escalation ladder)</h2>", grid(ATTEMPT_HEAD, attempts)] if attempts else []),
         f"<h2>Gates: {e(_overall(record))}</h2>",
-        grid(["Gate", "Value", "Bound", "Verdict", "Detail"], gate_rows, verdict_col=3)
-        if gate_rows
-        else "<p>No gates recorded.</p>",
+        grid(GATE_HEAD, gate_rows, verdict_col=VERDICT_COL) if gate_rows else "<p>No gates recorded.</p>",
+        *(
+            ["<h2>Evidence power</h2>", f"<p>{e(POWER_HOW)}</p>", "<ul>"]
+            + [f"<li>{esc(p)}</li>" for p in power]
+            + ["</ul>"]
+            if power
+            else []
+        ),
         "<h2>Evidence</h2>",
     ]
     if evidence:

@@ -297,6 +297,10 @@ def bench(
     reuse: Annotated[
         bool, typer.Option(help="Reuse the original and retrain models of an earlier run in --out.")
     ] = False,
+    noise_floor: Annotated[
+        bool,
+        typer.Option(help="Run the second retrain (retrain_2, the noise floor); off: cheaper gate tables."),
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Benchmark every method against retrain and do-nothing; writes CSV, Markdown and plots."""
@@ -324,14 +328,19 @@ def bench(
         upd["train"] = cfg.train.model_copy(update={"epochs": epochs})
     cfg = cfg.model_copy(update=upd)
     reuse_dir(out_dir, "bench", is_bench_folder)
-    rows = run_bench(cfg, out_dir, data, methods.split(",") if methods else None, device, reuse)
+    rows = run_bench(cfg, out_dir, data, methods.split(",") if methods else None, device, reuse, noise_floor)
     if as_json:
         emit(as_json, {"config": config, "out": out_dir, "aggregate": aggregate(rows), "rows": rows})
         return
     from rich.markdown import Markdown
 
     out.print(Markdown(markdown_table(cfg, aggregate(rows), rows[0]["config"])))
-    out.print(f"results in {out_dir}/ (rows.csv, table.md, bench.json, gap_vs_time_*.png, mia_hist_*.png)")
+    from rfau.bench.gates import gate_table
+
+    out.print(Markdown(gate_table(cfg.name, rows, "this machine")))
+    out.print(
+        f"results in {out_dir}/ (rows.csv, table.md, gates.md, bench.json, gap_vs_time_*.png, mia_hist_*.png)"
+    )
 
 
 @app.command("bench-memory")
@@ -353,7 +362,7 @@ def bench_memory(
 ) -> None:
     """Memory each method's unlearn stage needs: a fresh process per method over a bench run's
     saved models (RSS rise above the loaded data; CUDA rise on a GPU); writes memory.json/.md."""
-    from rfau.memory_bench import memory_rises, memory_table
+    from rfau.bench.memory import memory_rises, memory_table
 
     claim_output(out_dir, "bench", is_bench_folder)  # it adds memory.json/.md to a bench folder
     rows = memory_rises(

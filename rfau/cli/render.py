@@ -7,6 +7,7 @@ from rich.table import Table
 
 from rfau.cli.common import err, out
 from rfau.errors import ExitCode
+from rfau.power import one_line
 from rfau.records import BatchMeta, Registered, RunSummary, Skipped
 
 
@@ -95,4 +96,4 @@ def print_summary(summary: RunSummary) -> None:
             f"{verdict}); champion is version {reg.champion}"
         )
         for g in reg.gates:
-            out.print(f"  gate {g.name}: {g.value:.2f} <= {g.bound} {'ok' if g.passed else 'FAILED'}")
+            out.print(f"  gate {one_line(g)}")

@@ -1,6 +1,7 @@
 """Unlearning metrics in percent: UA, RA, TA, per-class accuracy, MIA-efficacy, avg gap, and the
 per-sample evidence of ``rfau.metrics.evidence`` (forget vs unseen AUC, member rate, relearn steps,
-linear probe).
+linear probe), and for classes forgotten whole the same attack on their trained images against
+their unseen ones (``rfau.metrics.classwise``).
 
 Every evaluation records the split's ``regime`` (``rfau.data.split.forget_regime``: class, sample,
 mixed or none), which the promotion gates read. A mixed split (whole classes and scattered
@@ -57,6 +58,7 @@ def evaluate_model(
     when given, receives the retain/forget/test logits so that callers need not run the model
     again. ``reference_model``: the model the deletion started from (the original or the
     champion); it sets the relearn target, and without it ``relearn_steps`` is None."""
+    from rfau.metrics.classwise import CLASSWISE_KEYS, classwise_evidence
     from rfau.metrics.evidence import evidence_metrics, logits_and_features
     from rfau.metrics.mia import FEATURES, fit_attack, nonmember_share
 
@@ -108,6 +110,11 @@ def evaluate_model(
         seed,
         relearn,
     )
+    out |= dict.fromkeys(CLASSWISE_KEYS)  # None: no class forgotten whole
+    if bool(whole.any()):  # the forgotten classes' trained images against their unseen ones
+        unseen = torch.tensor([split.is_holdout(s) for s in split.forget], dtype=torch.bool)
+        gone = live & ~kept
+        out |= classwise_evidence((lf[whole], yf[whole]), unseen[whole], (lt[gone], yt[gone]), seed)
     attacks = {}
     for kind in FEATURES:  # non-members: the test images of the classes the model still serves
         clf = attacks[kind] = fit_attack(lr, yr, lt[live], yt[live], kind, seed)

@@ -151,13 +151,14 @@ def forget_vs_unseen_auc(
     y_reference: torch.Tensor,
     seed: int = 0,
     folds: int = AUC_FOLDS,
+    min_per_side: int = AUC_FOLDS,
 ) -> tuple[float | None, float | None, int]:
     """(mean AUC, std over folds, samples per side) of a logistic regression telling forget from
     reference samples, class-balanced, stratified k-fold CV; (None, None, n) when fewer than
-    ``folds`` samples per side."""
+    ``min_per_side`` (at least ``folds``) samples per side."""
     fi, ri = balanced_pairs(y_forget, y_reference, seed)
     n = len(fi)
-    if n < folds:
+    if n < max(folds, min_per_side):
         return None, None, n
     x = np.concatenate(
         [
