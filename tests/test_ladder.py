@@ -183,7 +183,13 @@ def test_one_kfp_local_run_fulfils_it_by_the_retrain_rung(tmp_path, seed_state):
     assert record["exact"] is True
     with contextlib.chdir(tmp_path):
         verify = run_cli("audit", "verify", "--no-weights", RFAU_STATE_DIR=str(tmp_path / ".rfau"))
+        shown = run_cli("audit", "show", "c3", "--out", "proof", RFAU_STATE_DIR=str(tmp_path / ".rfau"))
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert shown.returncode == 0, shown.stderr
+    proof = (tmp_path / "proof" / "proof.md").read_text()
+    assert "was fulfilled by batch" in proof and "(exact)" in proof and "(approximate" not in proof, proof[
+        :600
+    ]
 
 
 def test_an_overdue_request_left_unfulfilled_fails_the_scheduled_run(tmp_path, seed_state):
