@@ -205,6 +205,19 @@ def find_cifar10(data: str | None) -> str:
     raise RfauError("CIFAR-10 not found: pass --data PATH (ImageFolder dir or archive) or set RFAU_CIFAR10")
 
 
+def check_bench_data(cfg: BenchConfig, data: str | None) -> None:
+    """Find the bench's data without loading it: a missing dataset stops the command before it
+    writes any output."""
+    if cfg.dataset == FASHION_MNIST:
+        find_fashion_mnist(data)
+    elif is_fortunes_source(cfg.dataset):
+        from rfau.data.fortunes import find_fortunes
+
+        find_fortunes(data)
+    elif cfg.dataset != "digits":
+        find_cifar10(data)
+
+
 def load_bench_dataset(cfg: BenchConfig, data: str | None) -> ImageDataset:
     if cfg.dataset == "digits":
         ds = load_dataset("digits")

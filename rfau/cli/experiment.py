@@ -305,6 +305,7 @@ def bench(
 ) -> None:
     """Benchmark every method against retrain and do-nothing; writes CSV, Markdown and plots."""
     from rfau.bench import CONFIGS, aggregate, markdown_table, run_bench
+    from rfau.bench.configs import check_bench_data
 
     if config not in CONFIGS:
         raise UsageError(f"unknown bench config {config!r}; known: {', '.join(CONFIGS)}")
@@ -327,6 +328,7 @@ def bench(
     if epochs:
         upd["train"] = cfg.train.model_copy(update={"epochs": epochs})
     cfg = cfg.model_copy(update=upd)
+    check_bench_data(cfg, data)  # a missing dataset leaves no output folder behind
     reuse_dir(out_dir, "bench", is_bench_folder)
     rows = run_bench(cfg, out_dir, data, methods.split(",") if methods else None, device, reuse, noise_floor)
     if as_json:
