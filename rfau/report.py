@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rfau.data.datasets import ImageDataset
+from rfau.data.base import Dataset
 from rfau.data.split import Split
 from rfau.gates import GateResult
 from rfau.power import power_lines, verdict_cell
 from rfau.records import BatchMeta, Confusion, Evaluation, Prediction
 
 
-def confusion(model_dir: Path, ds: ImageDataset, split: Split) -> tuple[Confusion, list[Prediction]]:
+def confusion(model_dir: Path, ds: Dataset, split: Split) -> tuple[Confusion, list[Prediction]]:
     """Test-set confusion matrix (rows: true class) for KFP's ClassificationMetrics, and the
     per-sample (actual, predicted) rows DVC's confusion plot reads."""
     # sklearn here, not at the top: every batch stage imports this module, only evaluate needs it

@@ -11,7 +11,8 @@ import rfau
 from rfau.batch.base_model import base_frontier, ensure_base, staged_base_model
 from rfau.batch.common import BATCH, _now, _release_or_say_so, new_batch_id
 from rfau.batch.recovery import _abandon_orphans, recover
-from rfau.data.datasets import ImageDataset, load_dataset
+from rfau.data.base import Dataset
+from rfau.data.datasets import load_dataset
 from rfau.data.request_store import RequestState, RequestStore, default_store
 from rfau.data.request_store import stale_after_hours as stale_window
 from rfau.data.requests import resolve_forget_set
@@ -27,17 +28,18 @@ STAGE = "batch split"  # what its output folder is marked as written by
 
 
 def requested_samples(
-    store: RequestStore, ds: ImageDataset, states: set[RequestState]
+    store: RequestStore, ds: Dataset, states: set[RequestState]
 ) -> tuple[list[str], list[str]]:
-    """(sample ids, request ids) of every request in ``states``; the fulfilled ones' samples stay
-    out of all later retain sets."""
+    """(sample ids, request ids) of every request in ``states``."""
+    return _samples_of([st for st in store.list() if st.state in states], ds)
+
+
+def _samples_of(statuses: list, ds: Dataset) -> tuple[list[str], list[str]]:
+    """(the sample ids the requests name, their request ids)."""
     ids: set[str] = set()
-    rids = []
-    for st in store.list():
-        if st.state in states:
-            ids.update(resolve_forget_set([(f"request {st.request_id}", st.request)], ds)[0])
-            rids.append(st.request_id)
-    return sorted(ids), rids
+    for st in statuses:
+        ids.update(resolve_forget_set([(f"request {st.request_id}", st.request)], ds)[0])
+    return sorted(ids), [st.request_id for st in statuses]
 
 
 def _release_stale(store: RequestStore, hours: float) -> None:
@@ -104,7 +106,7 @@ class Claim:
 
 def _claim_and_split(
     out_dir: Path,
-    ds: ImageDataset,
+    ds: Dataset,
     claim: Claim,
     settings: TrackingSettings,
     batch_id: str | None,
@@ -249,15 +251,9 @@ def _plan_ladder(meta: BatchMeta, base: Path, p: BatchParams, requests: list, st
     meta.plan = plan(p, meta.exact_only, refused)
 
 
-def _frontier_samples(reqs: RequestStore, ds: ImageDataset, frontier: frozenset[str]):
+def _frontier_samples(reqs: RequestStore, ds: Dataset, frontier: frozenset[str]):
     """(sample ids, request ids) of the requests in the base model's frontier."""
-    ids: set[str] = set()
-    rids = []
-    for st in reqs.list():
-        if st.request_id in frontier:
-            ids.update(resolve_forget_set([(f"request {st.request_id}", st.request)], ds)[0])
-            rids.append(st.request_id)
-    return sorted(ids), rids
+    return _samples_of([st for st in reqs.list() if st.request_id in frontier], ds)
 
 
 def _check_frontier(reqs: RequestStore, claim: Claim) -> None:

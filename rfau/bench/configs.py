@@ -8,9 +8,9 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from rfau.config import TrainConfig
+from rfau.data.base import Dataset
 from rfau.data.datasets import (
     FASHION_MNIST,
-    ImageDataset,
     find_fashion_mnist,
     load_dataset,
     load_fashion_mnist,
@@ -218,7 +218,7 @@ def check_bench_data(cfg: BenchConfig, data: str | None) -> None:
         find_cifar10(data)
 
 
-def load_bench_dataset(cfg: BenchConfig, data: str | None) -> ImageDataset:
+def load_bench_dataset(cfg: BenchConfig, data: str | None) -> Dataset:
     if cfg.dataset == "digits":
         ds = load_dataset("digits")
     elif cfg.dataset == FASHION_MNIST:

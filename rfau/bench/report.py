@@ -14,7 +14,8 @@ import torch
 
 from rfau.bench.configs import NOISE_FLOOR, BenchConfig, holdout_salt
 from rfau.bench.gates import write_gate_table
-from rfau.data.datasets import FASHION_MNIST, ImageDataset
+from rfau.data.base import Dataset
+from rfau.data.datasets import FASHION_MNIST
 from rfau.io import write_json
 from rfau.metrics.classwise import CLASSWISE_KEYS
 from rfau.metrics.evidence import EVIDENCE_KEYS
@@ -186,7 +187,7 @@ def _paper_note(cfg: BenchConfig, agg: list[dict]) -> list[str]:
     ]
 
 
-def write_outputs(cfg: BenchConfig, rows: list[dict], out: Path, ds: ImageDataset) -> None:
+def write_outputs(cfg: BenchConfig, rows: list[dict], out: Path, ds: Dataset) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -19,7 +19,7 @@ from rfau.bench.configs import (
 from rfau.bench.gates import certified_seconds, gate_columns
 from rfau.bench.report import write_outputs
 from rfau.config import TrainConfig
-from rfau.data.datasets import ImageDataset
+from rfau.data.base import Dataset
 from rfau.data.split import read_split
 from rfau.data.subpopulation import subpopulation_forget_set
 from rfau.errors import UsageError
@@ -41,9 +41,7 @@ from rfau.records import UnlearnInfo
 from rfau.stages import split_stage, train_stage, unlearn_stage
 
 
-def scenario_request(
-    ds: ImageDataset, scenario: str, out_dir: Path, seed: int, original: Path, salt: str
-) -> Path:
+def scenario_request(ds: Dataset, scenario: str, out_dir: Path, seed: int, original: Path, salt: str) -> Path:
     """The scenario's deletion request: demo_request's class / 10% random, or the structured
     sub-population of the class scenario's class (chosen in the original's feature space); drawn
     from what the original trained on (the training split minus the holdout of ``salt``)."""

@@ -63,7 +63,7 @@ from rfau.io import canonical_json
 from rfau.storage import AlreadyExists, NotFound, Store, open_store
 
 if TYPE_CHECKING:  # torch: imported only where a dataset is loaded
-    from rfau.data.datasets import ImageDataset
+    from rfau.data.base import Dataset
     from rfau.tracking.settings import TrackingSettings
 
 ROOT = "requests/"
@@ -206,7 +206,7 @@ class RequestStore:
         return request_id
 
     # -- adding ----------------------------------------------------------------------------------
-    def add(self, paths: list[str | Path], dataset: ImageDataset | None = None) -> list[str]:
+    def add(self, paths: list[str | Path], dataset: Dataset | None = None) -> list[str]:
         """Validate request files and record every request as pending; all or nothing.
 
         Each request is checked for form, and with ``dataset`` also against the data (alone, so the
