@@ -78,7 +78,7 @@ def _append_record(
     fields = BatchRecord(
         batch_id=meta.batch_id,
         request_ids=meta.request_ids,
-        subject_hashes=trail.subject_hashes([reqs.get(r).request for r in meta.request_ids]),
+        subject_hashes=trail.subject_hashes(list(requests.values())),
         rejected=meta.rejected_ids,
         forget_md5=meta.forget_md5,
         forget_count=meta.forget_count,
