@@ -8,7 +8,6 @@ import contextlib
 import os
 import re
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,8 +85,13 @@ def compile_pipeline(out: str | Path, gpu: GpuSpec | None = None) -> Path:
 
     from kfp import compiler
 
+    from rfau.components.image import CPU_IMAGE, CUDA_IMAGE
+    from rfau.devices import check_image_ref
     from rfau.io import claim_output_file
 
+    # the images every task pulls on a cluster: a typo in RFAU_IMAGE fails here, not in each pod
+    check_image_ref(CPU_IMAGE, "RFAU_IMAGE")
+    check_image_ref(CUDA_IMAGE, "RFAU_CUDA_IMAGE")
     given = Path(out)
     out = claim_output_file(out, "pipeline compile", is_compiled_pipeline)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -101,17 +105,6 @@ def compile_pipeline(out: str | Path, gpu: GpuSpec | None = None) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return given
-
-
-def _plain_kfp_logs() -> None:
-    """kfp.local colours task names and states with ANSI escapes unconditionally
-    (kfp.local.logging_utils.color_text); keep them out of logs that are not a terminal."""
-    import sys
-
-    from kfp.local import logging_utils
-
-    if not sys.stdout.isatty() or os.environ.get("NO_COLOR"):
-        logging_utils.color_text = lambda text, color: text
 
 
 BATCH_FILE = "batch.json"  # rfau.batch.BATCH: the batch folder's record of its claims
@@ -158,11 +151,12 @@ def run_local(
 
     from rfau.io import reuse_dir
 
+    from rfau.pipelines.task_logs import RUN_LOG, stage_lines
+
     root = reuse_dir(pipeline_root, ROOT, is_pipeline_root)
-    _plain_kfp_logs()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=False)
     started = time.time()
-    with task_environment(settings or TrackingSettings.from_env()):
+    with task_environment(settings or TrackingSettings.from_env()), stage_lines() as kfp_lines:
         try:
             with sigterm_raises("the local pipeline run"):
                 build_pipeline(retries=0)(**arguments)
@@ -173,8 +167,10 @@ def run_local(
         key=lambda p: p.stat().st_mtime,
     )
     if not runs:
-        raise RfauError(f"the local pipeline run left no outputs in {root}")
+        last = " ".join(kfp_lines.getvalue().split())[-300:]  # kfp.local's last words, on the one line
+        raise RfauError(f"the local pipeline run left no outputs in {root}" + (f": {last}" if last else ""))
     run_dir = runs[-1]
+    (run_dir / RUN_LOG).write_text(kfp_lines.getvalue())
     found = sorted(run_dir.rglob("registered.json"))
     if not found:
         batches = sorted(run_dir.rglob(BATCH_FILE))
@@ -199,21 +195,24 @@ def check_namespace(namespace: str | None) -> str | None:
     return namespace
 
 
-def _client(endpoint: str, token: str | None, namespace: str | None = None):
-    import kfp
+def cluster_api(endpoint: str, token: str | None, namespace: str | None = None):
+    """The KFP endpoint, its server's version checked (rfau.kfp_client.MIN_KFP) -> (api, version)."""
+    from rfau.kfp_client import KfpApi
 
-    try:
-        # namespace: where multi-user KFP files the experiment and runs (a Profile namespace)
-        kwargs = {"namespace": namespace} if namespace else {}
-        with warnings.catch_warnings():  # kfp's "works with v2.0.0-beta.2 and later" notice on every call
-            warnings.filterwarnings("ignore", category=FutureWarning, module="kfp")
-            client = kfp.Client(host=endpoint, existing_token=token, **kwargs)
-        client.get_kfp_healthz()
-    except Exception as e:
-        raise RfauError(
-            f"the KFP endpoint {endpoint} does not answer: {str(e).splitlines()[0][:300]}"
-        ) from None
-    return client
+    api = KfpApi(endpoint, token, check_namespace(namespace))
+    return api, api.server_version()
+
+
+def _package_spec(package: str | Path | None) -> dict:
+    """The pipeline as the API takes it: ``package`` (a compiled YAML), else compiled now."""
+    import tempfile
+
+    from rfau.kfp_client import pipeline_spec
+
+    if package:
+        return pipeline_spec(package)
+    with tempfile.TemporaryDirectory() as d:
+        return pipeline_spec(compile_pipeline(Path(d) / "pipeline.yaml"))
 
 
 def submit(
@@ -227,21 +226,13 @@ def submit(
 ) -> dict:
     """One run of the pipeline on a KFP endpoint, in ``namespace`` when given (multi-user KFP:
     the Profile namespace holding rfau's manifests; else the endpoint's default)."""
-    import tempfile
-
     check_namespace(namespace)
-    client = _client(endpoint, token, namespace)
-    with tempfile.TemporaryDirectory() as d:
-        pkg = Path(package) if package else compile_pipeline(Path(d) / "pipeline.yaml")
-        res = client.create_run_from_pipeline_package(
-            str(pkg),
-            arguments=arguments,
-            experiment_name=experiment,
-            run_name=f"{PIPELINE_NAME}-{int(time.time())}",
-            service_account=service_account,
-            namespace=namespace,
-        )
-    return {"run_id": res.run_id, "endpoint": endpoint, "namespace": namespace}
+    spec = _package_spec(package)  # the images named and the YAML parsed before any connection
+    api, version = cluster_api(endpoint, token, namespace)
+    run_id = api.create_run(
+        f"{PIPELINE_NAME}-{int(time.time())}", api.experiment_id(experiment), spec, arguments, service_account
+    )
+    return {"run_id": run_id, "endpoint": endpoint, "namespace": namespace, "kfp_version": version}
 
 
 def schedule(
@@ -253,32 +244,17 @@ def schedule(
     package: str | Path | None = None,
     service_account: str | None = None,
     namespace: str | None = None,
+    name: str | None = None,
 ) -> dict:
-    """A recurring run: the pipeline every ``cron`` (5 or KFP's 6 fields, or a descriptor), one at a
-    time (max_concurrency 1: two batches never claim requests at once), no catch-up."""
-    import tempfile
-
+    """The recurring run ``name``: the pipeline every ``cron`` (5 or KFP's 6 fields, or a
+    descriptor), one at a time (max_concurrency 1: two batches never claim requests at once), no
+    catch-up. Unique by name: the same settings keep it, new ones replace it (pipelines/schedules.py)."""
     from rfau.devices import kfp_cron
+    from rfau.pipelines.schedules import SCHEDULE_NAME, ensure_schedule
 
     cron = kfp_cron(cron)  # every field in range, before any connection
     check_namespace(namespace)
-    client = _client(endpoint, token, namespace)
-    exp = client.create_experiment(experiment, namespace=namespace)  # its runs run in that namespace
-    with tempfile.TemporaryDirectory() as d:
-        pkg = Path(package) if package else compile_pipeline(Path(d) / "pipeline.yaml")
-        job = client.create_recurring_run(
-            exp.experiment_id,
-            f"{PIPELINE_NAME}-schedule",
-            cron_expression=cron,
-            max_concurrency=1,
-            no_catchup=True,
-            params=arguments,
-            pipeline_package_path=str(pkg),
-            service_account=service_account,
-        )
-    return {
-        "recurring_run_id": job.recurring_run_id,
-        "cron": cron,
-        "endpoint": endpoint,
-        "namespace": namespace,
-    }
+    spec = _package_spec(package)
+    api, version = cluster_api(endpoint, token, namespace)
+    res = ensure_schedule(api, name or SCHEDULE_NAME, cron, arguments, spec, experiment, service_account)
+    return {**res, "endpoint": endpoint, "namespace": namespace, "kfp_version": version}

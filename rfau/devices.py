@@ -1,4 +1,5 @@
-"""Checks for settings every method config shares: the torch device and KFP cron schedules."""
+"""Checks for settings every method config shares: the torch device, KFP cron schedules and the
+component images' references."""
 
 from __future__ import annotations
 
@@ -92,3 +93,24 @@ def _check_cron_part(part: str, name: str, lo: int, hi: int, expr: str) -> None:
     for b in bounds:
         if not lo <= int(b) <= hi:
             raise UsageError(f"cron {expr!r}: {b} is outside {lo}-{hi} in the {name} field")
+
+
+# an OCI image reference as registries and container runtimes parse it (the distribution
+# reference grammar): [registry[:port]/]path[:tag][@algorithm:digest], path in lower case
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::\d+)?/)?"
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+_TAG = r"(?::[\w][\w.-]{0,127})?"
+_DIGEST = r"(?:@(?:sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}))?"
+_IMAGE = re.compile(f"^(?P<name>{_DOMAIN}{_PATH}){_TAG}{_DIGEST}$")
+
+
+def check_image_ref(ref: str, setting: str = "RFAU_IMAGE") -> str:
+    """``ref`` when it is an image reference a cluster can pull (e.g. ghcr.io/rfau/rfau:0.1.0, or
+    with @sha256:<64 hex>); otherwise a UsageError naming ``setting`` and the expected form."""
+    m = _IMAGE.match(ref)
+    if not m or len(m["name"]) > 255:  # the grammar's limit on the name (registry and path)
+        raise UsageError(
+            f"{setting} {ref!r} is not an image reference: expected [registry[:port]/]name[:tag]"
+            "[@sha256:<64 hex digits>] with a lower-case name, e.g. ghcr.io/rfau/rfau:0.1.0"
+        )
+    return ref

@@ -23,6 +23,7 @@ def test_a_failing_local_run_says_so_and_releases_its_requests(tmp_path, seed_st
     seed_state(tmp_path / ".rfau")  # a registry with a champion: the run fails in unlearn, not before
     # valid settings that fail inside the unlearn task: a step size that makes the loss diverge
     r = run_rfau(
+        "-q",
         "pipeline",
         "run",
         "--local",
@@ -30,10 +31,16 @@ def test_a_failing_local_run_says_so_and_releases_its_requests(tmp_path, seed_st
         "--set",
         'method_config={"lr": 1e30, "epochs": 2}',
         cwd=tmp_path,
+        RFAU_QUIET="0",
     )
     assert (
         r.returncode == 3 and "failed before the register stage" in r.stderr and "pending again" in r.stderr
     )
+    # -q: no stage lines, but the failed task's line and the end of its log (its error), then the error
+    lines = r.stderr.splitlines()
+    assert lines[0].startswith("unlearn: failed after ") and "unlearn/task.log" in lines[0], r.stderr
+    assert all(ln.startswith("  | ") for ln in lines[1:-1]) and lines[-1].startswith("error: "), r.stderr
+    assert 3 <= len(lines) <= 27 and r.stdout == "", r.stderr
     with contextlib.chdir(tmp_path):  # in-process: no 8 s of imports
         listed = json.loads(run_cli("request", "list", "--json").stdout)
     assert [x["state"] for x in listed] == ["pending"] and "failed" in listed[0]["detail"]

@@ -19,6 +19,8 @@ import typer
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 from rich.console import Console
+from rich.markup import escape as escape_markup
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer's own copy of click
 from typer.core import TyperCommand, TyperGroup
 
 from rfau.errors import ExitCode, RfauError, UsageError, exit_code_of
@@ -46,6 +48,35 @@ EPILOG = "\n\n".join(
 
 class _Commands(TyperGroup):
     """The root command group: every command's RfauError ends here, printed as one line."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """click's usage errors (a bad or missing option, a bad value) as one line with exit code 2,
+        not typer's boxed usage block: logs and scripts read one line per problem."""
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except NoArgsIsHelpError as e:  # a group named without a command: its help
+            if not standalone_mode:
+                raise
+            e.show()
+            sys.exit(ExitCode.USAGE)
+        except ClickException as e:
+            if not standalone_mode:
+                raise
+            ctx = getattr(e, "ctx", None)
+            where = ctx.command_path if ctx is not None else (kwargs.get("prog_name") or "rfau")
+            message = " ".join(e.format_message().split())
+            line = f"{where}: {message} (see '{where} --help')"
+            err.print(f"[bold red]error:[/] {escape_markup(line)}", soft_wrap=True)
+            sys.exit(ExitCode.USAGE)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            err.print("[bold red]error:[/] aborted", soft_wrap=True)
+            sys.exit(ExitCode.RUNTIME)
+        if not standalone_mode:
+            return rv
+        # standalone_mode=False hands back a typer.Exit's code (or a command's return value)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:

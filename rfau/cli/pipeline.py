@@ -21,6 +21,7 @@ from rfau.cli.render import exit_if_gates_failed, exit_if_overdue, print_registe
 from rfau.errors import UsageError
 from rfau.io import claim_output, claim_output_file
 from rfau.params import load_params
+from rfau.pipelines.schedules import SCHEDULE_NAME
 from rfau.records import Registered
 
 pipeline_app = RfauTyper(
@@ -177,10 +178,30 @@ def pipeline_submit(
     emit(as_json, res, lambda: out.print_json(data=res))
 
 
-@pipeline_app.command("schedule")
+schedule_app = RfauTyper(
+    help="Scheduled deletions on a KFP endpoint: recurring runs of the pipeline, unique by name."
+)
+pipeline_app.add_typer(schedule_app, name="schedule")
+ScheduleNameOpt = Annotated[
+    str, typer.Option("--name", help="The schedule's name (one recurring run of that name at most).")
+]
+
+
+@schedule_app.callback(invoke_without_command=True)
 def pipeline_schedule(
-    endpoint: EndpointOpt,
-    cron: Annotated[str, typer.Option(help="When to run, cron syntax, e.g. '0 2 * * *' (02:00 daily).")],
+    ctx: typer.Context,
+    endpoint: Annotated[
+        str | None,
+        typer.Option("--endpoint", envvar="KFP_ENDPOINT", help="KFP API endpoint ($KFP_ENDPOINT)."),
+    ] = None,
+    cron: Annotated[
+        str | None,
+        typer.Option(
+            help="When to run: cron fields ('0 2 * * *': 02:00 daily; names such as MON-FRI) or a "
+            "descriptor (@daily, @every 6h)."
+        ),
+    ] = None,
+    name: ScheduleNameOpt = SCHEDULE_NAME,
     params: ParamsOpt = None,
     set_: SetOpt = None,
     token: TokenOpt = None,
@@ -190,17 +211,103 @@ def pipeline_schedule(
     namespace: NamespaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a recurring run: one deletion batch per schedule tick, never two at once."""
+    """Create or update the recurring run NAME: one deletion batch per schedule tick, never two at
+    once. Run again with the same settings it keeps the schedule; with new ones it replaces it
+    (never a second schedule of one name). Subcommands: list, pause, resume, delete."""
+    if ctx.invoked_subcommand:
+        return
+    from rfau.cli.common import results_only
     from rfau.pipelines.run import pipeline_arguments, schedule
 
-    res = schedule(
-        endpoint,
-        cron,
-        pipeline_arguments(load_params(params, set_), local=False),
-        experiment,
-        token,
-        package,
-        service_account,
-        namespace=namespace,
-    )
-    emit(as_json, res, lambda: out.print_json(data=res))
+    if not endpoint:
+        raise UsageError("--endpoint (or $KFP_ENDPOINT) is required: the KFP API to schedule on")
+    if not cron:
+        raise UsageError("--cron is required, e.g. --cron '0 2 * * *' or --cron @daily")
+    quiet = bool(ctx.find_root().params.get("quiet"))
+    with results_only(quiet=quiet, as_json=as_json):  # a group's callback is no _Command: same rules
+        res = schedule(
+            endpoint,
+            cron,
+            pipeline_arguments(load_params(params, set_), local=False),
+            experiment,
+            token,
+            package,
+            service_account,
+            namespace=namespace,
+            name=name,
+        )
+        emit(as_json, res, lambda: out.print(f"schedule {res['name']} {res['action']}: {res['cron']} "
+                                             f"(recurring run {res['recurring_run_id']}, KFP {res['kfp_version']})"))
+
+
+def _schedules_api(endpoint: str, token: str | None, namespace: str | None):
+    from rfau.pipelines.run import cluster_api
+
+    return cluster_api(endpoint, token, namespace)[0]
+
+
+@schedule_app.command("list")
+def schedule_list(
+    endpoint: EndpointOpt, token: TokenOpt = None, namespace: NamespaceOpt = None, as_json: JsonOpt = False
+) -> None:
+    """The recurring runs of the endpoint (its namespace): name, cron, enabled."""
+    from rfau.pipelines.schedules import list_schedules
+
+    rows = list_schedules(_schedules_api(endpoint, token, namespace))
+    emit(as_json, rows, lambda: _print_schedules(rows))
+
+
+def _print_schedules(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table("name", "cron", "enabled", "recurring run", "created")
+    for r in rows:
+        table.add_row(r["name"], r["cron"] or "", "yes" if r["enabled"] else "paused",
+                      r["recurring_run_id"], r["created_at"] or "")
+    out.print(table if rows else "no schedules")
+
+
+def _set_enabled(endpoint, token, namespace, name, enabled: bool, as_json: bool) -> None:
+    from rfau.pipelines.schedules import set_schedule_enabled
+
+    rows = set_schedule_enabled(_schedules_api(endpoint, token, namespace), name, enabled)
+    emit(as_json, rows, lambda: out.print(f"schedule {name} {'resumed' if enabled else 'paused'}"))
+
+
+@schedule_app.command("pause")
+def schedule_pause(
+    endpoint: EndpointOpt,
+    name: ScheduleNameOpt = SCHEDULE_NAME,
+    token: TokenOpt = None,
+    namespace: NamespaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pause the schedule NAME (no runs until `resume`; missed ticks are not caught up)."""
+    _set_enabled(endpoint, token, namespace, name, False, as_json)
+
+
+@schedule_app.command("resume")
+def schedule_resume(
+    endpoint: EndpointOpt,
+    name: ScheduleNameOpt = SCHEDULE_NAME,
+    token: TokenOpt = None,
+    namespace: NamespaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Resume the paused schedule NAME."""
+    _set_enabled(endpoint, token, namespace, name, True, as_json)
+
+
+@schedule_app.command("delete")
+def schedule_delete(
+    endpoint: EndpointOpt,
+    name: ScheduleNameOpt = SCHEDULE_NAME,
+    token: TokenOpt = None,
+    namespace: NamespaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete the schedule NAME (runs already started go on)."""
+    from rfau.pipelines.schedules import delete_schedule
+
+    rows = delete_schedule(_schedules_api(endpoint, token, namespace), name)
+    emit(as_json, rows, lambda: out.print(f"schedule {name} deleted"))
