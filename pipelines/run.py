@@ -150,7 +150,6 @@ def run_local(
     from kfp import local
 
     from rfau.io import reuse_dir
-
     from rfau.pipelines.task_logs import RUN_LOG, stage_lines
 
     root = reuse_dir(pipeline_root, ROOT, is_pipeline_root)

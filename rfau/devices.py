@@ -97,7 +97,9 @@ def _check_cron_part(part: str, name: str, lo: int, hi: int, expr: str) -> None:
 
 # an OCI image reference as registries and container runtimes parse it (the distribution
 # reference grammar): [registry[:port]/]path[:tag][@algorithm:digest], path in lower case
-_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::\d+)?/)?"
+_DOMAIN = (
+    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::\d+)?/)?"
+)
 _PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 _TAG = r"(?::[\w][\w.-]{0,127})?"
 _DIGEST = r"(?:@(?:sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}))?"

@@ -172,7 +172,9 @@ def pipeline_spec(package: str | Path) -> dict:
         platform: dict = {}
         for d in docs[1:]:
             platform.update(d)
-        platform = json_format.MessageToDict(json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec()))
+        platform = json_format.MessageToDict(
+            json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())
+        )
     except (OSError, IndexError, yaml.YAMLError, json_format.ParseError) as e:
         raise UsageError(f"--package {str(package)!r} is not a compiled KFP pipeline: {e}") from None
     return {"pipeline_spec": spec, "platform_spec": platform} if platform else spec

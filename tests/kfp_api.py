@@ -74,7 +74,9 @@ class _Handler(BaseHTTPRequestHandler):
             if path == "/runs" and method == "POST":
                 body = self._body()
                 if not body.get("pipeline_spec") or body.get("experiment_id") not in s.experiments:
-                    return self._error(400, 3, "Invalid input: a pipeline spec and an experiment are required")
+                    return self._error(
+                        400, 3, "Invalid input: a pipeline spec and an experiment are required"
+                    )
                 rid = str(uuid.uuid4())
                 s.runs[rid] = {**body, "run_id": rid, "created_at": _now(), "state": "PENDING"}
                 return self._send(200, s.runs[rid])
@@ -120,7 +122,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(500, 13, "Internal error: failed to create the ScheduledWorkflow")
         cron = (body.get("trigger") or {}).get("cron_schedule", {}).get("cron")
         if not body.get("display_name") or not cron or not body.get("pipeline_spec"):
-            return self._error(400, 3, "Invalid input: display name, a cron trigger and a pipeline are required")
+            return self._error(
+                400, 3, "Invalid input: display name, a cron trigger and a pipeline are required"
+            )
         if body.get("experiment_id") not in s.experiments:
             return self._error(404, 5, f"experiment {body.get('experiment_id')} not found")
         rid = str(uuid.uuid4())

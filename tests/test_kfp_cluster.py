@@ -60,7 +60,10 @@ def test_a_schedule_is_unique_by_name(kfp, package):
     # the same settings again: the schedule is kept as it is, nothing created or deleted
     again = json.loads(_schedule(url, package, "--cron", "0 2 * * *").stdout)
     assert again["action"] == "kept" and again["recurring_run_id"] == made["recurring_run_id"]
-    assert len(state.recurring) == 1 and ("DELETE", f"/apis/v2beta1/recurringruns/{made['recurring_run_id']}") not in state.calls
+    assert (
+        len(state.recurring) == 1
+        and ("DELETE", f"/apis/v2beta1/recurringruns/{made['recurring_run_id']}") not in state.calls
+    )
     # new settings (weekdays at 02:00, by name): replaced, still one schedule of that name
     moved = json.loads(_schedule(url, package, "--cron", "0 2 * * MON-FRI").stdout)
     assert moved["action"] == "replaced" and moved["recurring_run_id"] != made["recurring_run_id"]
@@ -87,7 +90,9 @@ def test_list_pause_resume_and_delete(kfp, package):
     assert all(r["status"] == "ENABLED" for r in state.recurring.values())
     assert run_cli("pipeline", "schedule", "delete", "--endpoint", url, "--name", "a").returncode == 0
     assert [r["display_name"] for r in state.recurring.values()] == ["b"]
-    _one_error_line(run_cli("pipeline", "schedule", "pause", "--endpoint", url, "--name", "a"), 2, "no schedule named 'a'")
+    _one_error_line(
+        run_cli("pipeline", "schedule", "pause", "--endpoint", url, "--name", "a"), 2, "no schedule named 'a'"
+    )
     listed = run_cli("pipeline", "schedule", "list", "--endpoint", url)
     assert listed.returncode == 0 and "b" in listed.stdout and "@hourly" in listed.stdout
 
@@ -109,7 +114,9 @@ def test_the_server_version_is_checked_before_anything_is_sent(kfp, package):
     _one_error_line(_schedule(url, package, "--cron", "@daily"), 2, "needs KFP 2.14.0")
     assert not state.runs and not state.recurring and not state.experiments
     state.tag = None  # KFP 1.x: no v2beta1 API at all
-    _one_error_line(run_cli("pipeline", "submit", "--endpoint", url, "--package", package), 2, "no v2beta1 API")
+    _one_error_line(
+        run_cli("pipeline", "submit", "--endpoint", url, "--package", package), 2, "no v2beta1 API"
+    )
     for tag in ("2.14.0", "v2.15.0-rc.1", "unknown"):  # a build without a release tag is let through
         state.tag = tag
         r = run_cli("pipeline", "submit", "--endpoint", url, "--package", package, "--json")
@@ -121,11 +128,17 @@ def test_the_server_version_is_checked_before_anything_is_sent(kfp, package):
 
 def test_a_token_is_sent_and_a_refusal_is_one_line(kfp, package):
     state, url = kfp(token="s3cret")
-    _one_error_line(run_cli("pipeline", "schedule", "list", "--endpoint", url), 3, "HTTP 401", "Unauthenticated")
+    _one_error_line(
+        run_cli("pipeline", "schedule", "list", "--endpoint", url), 3, "HTTP 401", "Unauthenticated"
+    )
     r = run_cli("pipeline", "schedule", "list", "--endpoint", url, "--json", KFP_TOKEN="s3cret")
     assert r.returncode == 0 and json.loads(r.stdout) == []
     _one_error_line(run_cli("pipeline", "schedule", "list", "--endpoint", "localhost:8080"), 2, "not an http")
-    _one_error_line(run_cli("pipeline", "submit", "--endpoint", url, "--package", "nope.yaml"), 2, "not a compiled KFP pipeline")
+    _one_error_line(
+        run_cli("pipeline", "submit", "--endpoint", url, "--package", "nope.yaml"),
+        2,
+        "not a compiled KFP pipeline",
+    )
 
 
 @pytest.mark.parametrize(
@@ -144,7 +157,16 @@ def test_image_references_a_registry_takes(ref):
 
 @pytest.mark.parametrize(
     "ref",
-    ["", "ghcr.io/RFAU/rfau:0.1", "rfau:", "rfau:0.1 ", "https://ghcr.io/rfau", "rfau@sha256:abc", "a//b", "rfau:-x"],
+    [
+        "",
+        "ghcr.io/RFAU/rfau:0.1",
+        "rfau:",
+        "rfau:0.1 ",
+        "https://ghcr.io/rfau",
+        "rfau@sha256:abc",
+        "a//b",
+        "rfau:-x",
+    ],
 )
 def test_image_references_a_registry_refuses(ref):
     with pytest.raises(UsageError, match="is not an image reference"):
@@ -160,8 +182,13 @@ def test_a_bad_rfau_image_fails_the_compile_with_one_line(tmp_path):
 
 @pytest.mark.parametrize(
     ("given", "sent"),
-    [("@daily", "@daily"), ("@every 6h", "@every 6h"), ("0 2 * * MON-FRI", "0 0 2 * * MON-FRI"),
-     ("0 0 2 ? JAN,JUL SUN", "0 0 2 ? JAN,JUL SUN"), ("*/15 * * * *", "0 */15 * * * *")],
+    [
+        ("@daily", "@daily"),
+        ("@every 6h", "@every 6h"),
+        ("0 2 * * MON-FRI", "0 0 2 * * MON-FRI"),
+        ("0 0 2 ? JAN,JUL SUN", "0 0 2 ? JAN,JUL SUN"),
+        ("*/15 * * * *", "0 */15 * * * *"),
+    ],
 )
 def test_cron_as_kfp_takes_it(given, sent):
     assert kfp_cron(given) == sent

@@ -40,9 +40,14 @@ def test_local_run_as_a_new_user(tmp_path):
     assert sorted(logs) == sorted([*STAGES, "cleanup"])
     assert "Task 'register' finished with status SUCCESS" in logs["register"]
     kfp_lines = [
-        ln for text in logs.values() for ln in text.splitlines() if re.search(r" - (INFO|WARNING|ERROR) - ", ln)
+        ln
+        for text in logs.values()
+        for ln in text.splitlines()
+        if re.search(r" - (INFO|WARNING|ERROR) - ", ln)
     ]
-    assert kfp_lines and not [ln for ln in kfp_lines if ANSI.search(ln)], "escape codes in kfp.local's log lines"
+    assert kfp_lines and not [ln for ln in kfp_lines if ANSI.search(ln)], (
+        "escape codes in kfp.local's log lines"
+    )
     assert "finished with status SUCCESS" in (run_dir / "kfp.log").read_text()
     assert (run_dir / "data-split" / "batch" / "split" / "forget.txt").stat().st_size > 0
     assert (run_dir / "unlearn" / "model" / "adapter" / "adapter_config.json").is_file()

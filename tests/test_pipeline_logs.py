@@ -36,7 +36,9 @@ def failing_pipeline():
 
 def _run(tmp_path, pipeline, monkeypatch, quiet: bool):
     monkeypatch.setenv("RFAU_QUIET", "1" if quiet else "0")
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path), raise_on_error=False)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path), raise_on_error=False
+    )
     shown = io.StringIO()
     with stage_lines(shown) as kfp_lines:
         pipeline()

@@ -236,8 +236,14 @@ def pipeline_schedule(
             namespace=namespace,
             name=name,
         )
-        emit(as_json, res, lambda: out.print(f"schedule {res['name']} {res['action']}: {res['cron']} "
-                                             f"(recurring run {res['recurring_run_id']}, KFP {res['kfp_version']})"))
+        emit(
+            as_json,
+            res,
+            lambda: out.print(
+                f"schedule {res['name']} {res['action']}: {res['cron']} "
+                f"(recurring run {res['recurring_run_id']}, KFP {res['kfp_version']})"
+            ),
+        )
 
 
 def _schedules_api(endpoint: str, token: str | None, namespace: str | None):
@@ -262,8 +268,13 @@ def _print_schedules(rows: list[dict]) -> None:
 
     table = Table("name", "cron", "enabled", "recurring run", "created")
     for r in rows:
-        table.add_row(r["name"], r["cron"] or "", "yes" if r["enabled"] else "paused",
-                      r["recurring_run_id"], r["created_at"] or "")
+        table.add_row(
+            r["name"],
+            r["cron"] or "",
+            "yes" if r["enabled"] else "paused",
+            r["recurring_run_id"],
+            r["created_at"] or "",
+        )
     out.print(table if rows else "no schedules")
 
 
