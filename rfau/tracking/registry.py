@@ -1,14 +1,14 @@
-"""MLflow tracking and the model registry: one parent run per pipeline run with a nested run per
-stage, versions with lineage tags, and the ``champion`` alias moved only when every gate passes.
+"""The MLflow client of one tracking store (``Registry``): runs (one parent run per pipeline run
+with a nested run per stage), versions, their tags and the aliases, and each version's deletion
+frontier. Registering a version is ``rfau.tracking.versions``; moving the champion by hand and
+listing versions, ``rfau.tracking.aliases``.
 
 Aliases: ``champion`` (served), ``previous`` (the champion before it; ``rfau rollback`` restores
-it), ``candidate`` (the newest version that failed a gate). A batch is identified by the new
-weights' sha256 and the forget set's hash: registering it again returns the same version.
+it), ``candidate`` (the newest version that failed a gate).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -16,17 +16,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from rfau.errors import RfauError, UsageError
-from rfau.gates import Gates, check_gates, regime_of
-from rfau.models.checkpoint import CARD, WEIGHTS, read_card
-from rfau.records import (
-    ChampionMove,
-    Evaluation,
-    Registration,
-    UnlearnInfo,
-    VersionRef,
-    VersionRow,
-)
-from rfau.tracking.served_model import log_served_model
+from rfau.models.checkpoint import CARD, WEIGHTS
+from rfau.records import VersionRef
 from rfau.tracking.settings import TrackingSettings
 from rfau.tracking.tags import PREFIX, VersionTags, tag_key
 
@@ -339,12 +330,6 @@ def _check_server(uri: str, shown: str) -> None:
         raise RfauError(f"MLflow tracking server {shown} answered {r.status_code} on /health")
 
 
-def batch_key(model_dir: Path) -> str:
-    card = read_card(model_dir)
-    forget = card.lineage.get("forget_sha256", "")
-    return hashlib.sha256(f"{card.weights_sha256}:{forget}".encode()).hexdigest()[:32]
-
-
 @contextmanager
 def pipeline_run(settings: TrackingSettings, name: str, tags: dict | None = None):
     """The parent run of one pipeline run -> its Registry; stages log into nested runs under it."""
@@ -360,196 +345,3 @@ def _tag_value(key: str, v) -> str:
 def _short(v) -> str:
     s = v if isinstance(v, str) else json.dumps(v, default=str)
     return s if len(s) <= 500 else s[:497] + "..."
-
-
-def register(
-    model_dir: str | Path,
-    metrics_path: str | Path,
-    settings: TrackingSettings,
-    gates: Gates | None = None,
-    baseline_metrics_path: str | Path | None = None,
-    bootstrap: bool = False,
-    promote: bool = True,
-    batch_tags: dict[str, str] | None = None,
-) -> Registration:
-    """Register an unlearned model as a new version; promote it to champion when the gates pass.
-    ``bootstrap``: the original model (nothing forgotten, no gates); it becomes champion only
-    where the registry has none. ``promote=False``: leave the champion alias alone (a deletion
-    batch moves it only after its ledger record exists, see ``rfau.batch.register``).
-    ``batch_tags``: the batch that registers it (``rfau.``-prefixed version tags, set at creation).
-
-    The verdict is always computed from the metrics, never read back from a tag, and the
-    version is created with its tags in one call; registering the same model again completes
-    the tags of a version whose tagging was interrupted and returns it.
-
-    Everything is validated before the registry changes; a failure after the version is created
-    deletes it again, so no half-registered version remains."""
-    model_dir = Path(model_dir)
-    card = read_card(model_dir)  # validates the folder
-    for f in (model_dir / WEIGHTS, Path(metrics_path)):
-        if not f.is_file():
-            raise RfauError(f"cannot register: {f} is missing")
-    metrics = Evaluation.read(metrics_path)
-    if metrics.model_weights_sha256 and metrics.model_weights_sha256 != card.weights_sha256:
-        raise RfauError(f"{metrics_path} evaluates other weights than {model_dir}")
-    baseline = Evaluation.read(baseline_metrics_path) if baseline_metrics_path else None
-    info = UnlearnInfo.read(model_dir / "unlearn.json") if (model_dir / "unlearn.json").exists() else None
-    regime = "none" if bootstrap else regime_of(metrics.model_dump())  # from the split, every method
-    gates = gates or Gates()
-    champ_metrics = baseline.model_dump() if baseline else None
-    results = [] if bootstrap else check_gates(metrics.model_dump(), champ_metrics, regime, gates)
-    passed = all(r.passed for r in results)
-
-    reg = Registry(settings)
-    client, name = reg.client, reg.name
-    key = batch_key(model_dir)
-    tags = {
-        VersionTags.BATCH_KEY: key,
-        VersionTags.WEIGHTS: card.weights_sha256,
-        VersionTags.FORGET: card.lineage.get("forget_sha256", ""),
-        VersionTags.PARENT: card.lineage.get("parent_weights_sha256", ""),
-        VersionTags.REQUEST_IDS: ",".join(card.lineage.get("request_ids", [])),
-        VersionTags.METHOD: card.lineage.get("method", card.lineage.get("kind", "")),
-        VersionTags.REGIME: regime,
-        **{tag_key(k): v for k, v in (batch_tags or {}).items()},  # on the version from its creation
-        VersionTags.GATES_PASSED: str(passed).lower(),
-        VersionTags.GATE_FAILURES: "; ".join(
-            f"{r.name}={r.value} > {r.bound} ({r.detail})" for r in results if not r.passed
-        )
-        or "none",
-    }
-    if not bootstrap and VersionTags.FRONTIER not in tags:
-        tags[VersionTags.FRONTIER] = _frontier_for(reg, card, tags, passed)
-    elif bootstrap:
-        tags.setdefault(VersionTags.FRONTIER, "[]")
-    existing = reg.find_version(key)
-    if existing is not None:
-        if VersionTags.FRONTIER in existing.tags:  # requests added to it since are kept
-            had = frontier_of({int(existing.version): dict(existing.tags)}, int(existing.version))
-            tags[VersionTags.FRONTIER] = frontier_value(had | set(json.loads(tags[VersionTags.FRONTIER])))
-        for k, v in tags.items():  # a registration interrupted while tagging is completed here
-            if existing.tags.get(k) != _tag_value(k, v):
-                client.set_model_version_tag(name, existing.version, k, _tag_value(k, v))
-        if VersionTags.ABANDONED in existing.tags:  # the same weights, registered again by a live batch
-            client.delete_model_version_tag(name, existing.version, VersionTags.ABANDONED)
-        champ = reg.alias_version(CHAMPION)
-        return Registration(
-            model=name,
-            version=int(existing.version),
-            new=False,
-            champion=int(champ.version) if champ else None,
-            gates_passed=passed,
-            gates=results,
-        )
-
-    mlflow = _mlflow()
-    version = None
-    try:
-        with reg.run("register") as run:
-            mlflow.log_params(
-                {
-                    VersionTags.METHOD: info.method if info else card.lineage.get("kind", ""),
-                    VersionTags.REGIME: regime,
-                    **{f"rfau.gate.{k}": v for k, v in gates.model_dump().items()},
-                }
-            )
-            mlflow.log_metrics(_numbers(metrics.model_dump()))
-            mlflow.log_dict(metrics.model_dump(), "evaluation.json")
-            mlflow.log_dict([r.model_dump() for r in results], "gates.json")
-            if (model_dir / "adapter").is_dir():
-                mlflow.log_artifacts(str(model_dir / "adapter"), artifact_path="adapter")
-            logged = log_served_model(model_dir)
-            tags[VersionTags.RUN_ID] = run.info.run_id
-            # created with its tags in one call: a server that dies here leaves no untagged version
-            mv = mlflow.register_model(
-                logged.model_uri,
-                name,
-                await_registration_for=60,
-                tags={k: _tag_value(k, v) for k, v in tags.items()},
-            )
-            version = mv.version
-        if bootstrap:
-            if reg.alias_version(CHAMPION) is None:
-                client.set_registered_model_alias(name, CHAMPION, version)
-        elif not passed:
-            client.set_registered_model_alias(name, CANDIDATE, version)
-        elif promote:
-            reg.move_champion(version)
-    except BaseException as e:
-        if version is not None:  # no half-registered version, whatever stopped us
-            try:
-                client.delete_model_version(name, version)
-            except _service_errors():
-                pass  # the store is what failed; the version's tags say it never passed
-        if isinstance(e, (*_service_errors(), OSError)):
-            raise reg._fail("registration failed", e) from None
-        raise
-    champ = reg.alias_version(CHAMPION)
-    return Registration(
-        model=name,
-        version=int(version),
-        new=True,
-        gates_passed=passed,
-        gates=results,
-        champion=int(champ.version) if champ else None,
-    )
-
-
-def _frontier_for(reg: Registry, card, tags: dict, passed: bool) -> str:
-    """A new version's frontier: its base's (the ``rfau.base_version`` a batch names, else the
-    version with its parent's weights) plus its own requests when it passed its gates."""
-    all_tags = reg.version_tags()
-    base = tags.get(VersionTags.BASE_VERSION)
-    if base is None:
-        parent = card.lineage.get("parent_weights_sha256")
-        base = next((v for v, t in all_tags.items() if parent and t.get(VersionTags.WEIGHTS) == parent), None)
-    ids = frontier_of(all_tags, int(base)) if base is not None else set()
-    if passed:
-        ids |= set(card.lineage.get("request_ids", []))
-    return frontier_value(ids)
-
-
-def promote(settings: TrackingSettings, version: int) -> ChampionMove:
-    """Make a version champion by hand (the old champion becomes ``previous``)."""
-    reg = Registry(settings)
-    reg.version(version)  # exists?
-    reg.move_champion(str(version))
-    return ChampionMove(model=reg.name, champion=int(version))
-
-
-def rollback(settings: TrackingSettings) -> ChampionMove:
-    """Give ``champion`` back to the ``previous`` version."""
-    reg = Registry(settings)
-    name = reg.name
-    prev = reg.alias_version(PREVIOUS)
-    if prev is None:
-        raise RfauError(f"model {name!r} has no 'previous' version to roll back to")
-    cur = reg.alias_version(CHAMPION)
-    reg.client.set_registered_model_alias(name, CHAMPION, prev.version)
-    reg.client.delete_registered_model_alias(name, PREVIOUS)
-    if cur is not None:
-        reg.client.set_model_version_tag(name, cur.version, VersionTags.ROLLED_BACK, "true")
-    return ChampionMove(model=name, champion=int(prev.version), rolled_back=int(cur.version) if cur else None)
-
-
-def list_versions(settings: TrackingSettings) -> list[VersionRow]:
-    reg = Registry(settings)
-    versions = reg.versions()
-    by_version: dict[str, list[str]] = {}
-    for alias, v in (reg.aliases() if versions else {}).items():
-        by_version.setdefault(str(v), []).append(alias)
-    return sorted(
-        (
-            VersionRow(
-                version=int(v.version),
-                aliases=sorted(by_version.get(str(v.version), [])),
-                gates_passed=v.tags.get(VersionTags.GATES_PASSED),
-                gate_failures=v.tags.get(VersionTags.GATE_FAILURES),
-                method=v.tags.get(VersionTags.METHOD),
-                requests=v.tags.get(VersionTags.REQUEST_IDS),
-                created=v.creation_timestamp,
-            )
-            for v in versions
-        ),
-        key=lambda row: row.version,
-    )
