@@ -235,6 +235,7 @@ class Registry:
 
         name = self.name
         mv = self.version(version)
+        failing: tuple[type[BaseException], ...] = (*_service_errors(), OSError)
         with tempfile.TemporaryDirectory() as dl, atomic_dir(out_dir, "registry download") as tmp:
             try:
                 local = _mlflow().artifacts.download_artifacts(
@@ -243,7 +244,7 @@ class Registry:
                     tracking_uri=self.settings.uri(),
                     registry_uri=self.settings.uri(),
                 )
-            except (*_service_errors(), OSError) as e:
+            except failing as e:
                 raise RfauError(f"cannot download {name} version {version}: {_first_line(e)}") from None
             found = sorted(Path(local).rglob(WEIGHTS))
             if not found:
