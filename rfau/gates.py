@@ -192,6 +192,12 @@ class _Measure:
         self.key, self.value, self.spread, self.n = key, value, spread, n
 
 
+def _measure(m: Evaluation | SamplePart, key: str, spread: str, n: str | None, where: str) -> _Measure:
+    """``m``'s measurement ``key`` with its spread and size, by the names evaluate gives them (fields
+    of the validated record: a misspelt name is an AttributeError, never a silent None)."""
+    return _Measure(key, getattr(m, key), getattr(m, spread), getattr(m, n) if n else None, where)
+
+
 def _auc_gate(
     checks: _Checks,
     name: str,
@@ -249,42 +255,17 @@ def _class_evidence_gates(checks: _Checks, ev: Evaluation, gates: Gates) -> None
             "the evaluation lacks the class-wise evidence (forgotten_class_*); run evaluate again"
         )
     trained, where = "the forgotten classes' trained images vs their", "class-wise"
-    for name, m, ref in (
-        (
-            "forgotten_class_vs_unseen_auc",
-            _Measure(
-                "forgotten_class_trained_vs_unseen_auc",
-                ev.forgotten_class_trained_vs_unseen_auc,
-                ev.forgotten_class_trained_vs_unseen_auc_cv_std,
-                ev.forgotten_class_trained_vs_unseen_auc_n,
-                where,
-            ),
-            "unseen holdout images",
-        ),
-        (
-            "forgotten_class_vs_test_auc",
-            _Measure(
-                "forgotten_class_trained_vs_test_auc",
-                ev.forgotten_class_trained_vs_test_auc,
-                ev.forgotten_class_trained_vs_test_auc_cv_std,
-                ev.forgotten_class_trained_vs_test_auc_n,
-                where,
-            ),
-            "test images",
-        ),
+    for name, key, ref in (
+        ("forgotten_class_vs_unseen_auc", "forgotten_class_trained_vs_unseen_auc", "unseen holdout images"),
+        ("forgotten_class_vs_test_auc", "forgotten_class_trained_vs_test_auc", "test images"),
     ):
-        _auc_gate(checks, name, m, gates.classwise_auc_tolerance, gates, f"{trained} {ref}")
+        auc = _measure(ev, key, f"{key}_cv_std", f"{key}_n", where)
+        _auc_gate(checks, name, auc, gates.classwise_auc_tolerance, gates, f"{trained} {ref}")
     # the member rate only against the holdout draw, the reference exchangeable with the trained
     # images: against the test split a retrain measured 29.7% on digits (another draw of writers),
     # so forgotten_class_member_rate_at_10fpr_test is reported, not gated
-    rate = _Measure(
-        "forgotten_class_member_rate_at_10fpr",
-        ev.forgotten_class_member_rate_at_10fpr,
-        ev.forgotten_class_member_rate_at_10fpr_std,
-        ev.forgotten_class_member_rate_at_10fpr_n,
-        where,
-    )
-    what = "the forgotten classes' unseen holdout images"
+    key, what = "forgotten_class_member_rate_at_10fpr", "the forgotten classes' unseen holdout images"
+    rate = _measure(ev, key, f"{key}_std", f"{key}_n", where)
     _rate_gate(
         checks, "forgotten_class_member_rate", rate, gates.classwise_member_rate_tolerance, gates, what
     )
@@ -348,58 +329,16 @@ def _sample_gates(checks: _Checks, m: Evaluation | SamplePart, kept_test_acc: fl
         "the membership attack scores the forget set unlike unseen data",
         n,
     )
-    where = "sample-wise"
-    for key, auc, ref in (
-        (
-            "forget_vs_unseen_auc",
-            _Measure(
-                "forget_vs_unseen_auc",
-                m.forget_vs_unseen_auc,
-                m.forget_vs_unseen_auc_cv_std,
-                m.forget_vs_unseen_n,
-                where,
-            ),
-            "holdout",
-        ),
-        (
-            "forget_vs_test_auc",
-            _Measure(
-                "forget_vs_test_auc",
-                m.forget_vs_test_auc,
-                m.forget_vs_test_auc_cv_std,
-                m.forget_vs_test_n,
-                where,
-            ),
-            "test",
-        ),
-    ):
+    for key, ref in (("forget_vs_unseen", "holdout"), ("forget_vs_test", "test")):
+        auc = _measure(m, f"{key}_auc", f"{key}_auc_cv_std", f"{key}_n", "sample-wise")
         what = f"forget vs unseen {ref} samples of the same classes"
         meaning = f"an attacker tells the forget samples from unseen {ref} data"
-        _auc_gate(checks, key, auc, gates.auc_tolerance, gates, what, meaning)
-    for key, rate, ref in (
-        (
-            "forget_member_rate_at_10fpr",
-            _Measure(
-                "forget_member_rate_at_10fpr",
-                m.forget_member_rate_at_10fpr,
-                m.forget_member_rate_at_10fpr_std,
-                None,
-                where,
-            ),
-            "holdout",
-        ),
-        (
-            "forget_member_rate_at_10fpr_test",
-            _Measure(
-                "forget_member_rate_at_10fpr_test",
-                m.forget_member_rate_at_10fpr_test,
-                m.forget_member_rate_at_10fpr_test_std,
-                None,
-                where,
-            ),
-            "test",
-        ),
+        _auc_gate(checks, f"{key}_auc", auc, gates.auc_tolerance, gates, what, meaning)
+    for key, ref in (
+        ("forget_member_rate_at_10fpr", "holdout"),
+        ("forget_member_rate_at_10fpr_test", "test"),
     ):
+        rate = _measure(m, key, f"{key}_std", None, "sample-wise")
         _rate_gate(checks, key, rate, gates.member_rate_tolerance, gates, f"unseen {ref} data")
 
 
