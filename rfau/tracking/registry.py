@@ -63,13 +63,14 @@ def frontier_value(ids) -> str:
     return value
 
 
-def _mlflow():
+def mlflow_module():
+    """mlflow, imported where first used (it takes seconds)."""
     import mlflow
 
     return mlflow
 
 
-def _service_errors() -> tuple[type[BaseException], ...]:
+def service_errors() -> tuple[type[BaseException], ...]:
     """What a failing tracking store raises: MLflow's own errors and the HTTP client's."""
     import requests
     from mlflow.exceptions import MlflowException
@@ -101,14 +102,14 @@ class Registry:
         self.name = settings.model_name
         self.client, self.experiment_id = _connect(settings)
 
-    def _fail(self, what: str, e: BaseException) -> RfauError:
+    def failure(self, what: str, e: BaseException) -> RfauError:
         return RfauError(f"{what} at {self.settings.redacted_uri()}: {_first_line(e)}")
 
     # --- runs ------------------------------------------------------------------------------------
     @contextmanager
     def run(self, name: str, tags: dict | None = None, nested: bool | None = None):
         """A run in this store's experiment; nested under the active run when there is one."""
-        mlflow = _mlflow()
+        mlflow = mlflow_module()
         if nested is None:
             nested = mlflow.active_run() is not None
         tags = {tag_key(k): str(v) for k, v in (tags or {}).items()}
@@ -118,13 +119,13 @@ class Registry:
         except BaseException:
             # the caller must see what failed; a server that is down cannot close the run either
             # (mlflow pops the run before it calls the server, so this process is left clean)
-            with suppress(*_service_errors()):
+            with suppress(*service_errors()):
                 mlflow.end_run("FAILED")
             raise
         try:
             mlflow.end_run()
-        except _service_errors() as e:
-            raise self._fail(f"cannot close the MLflow run {name!r}", e) from None
+        except service_errors() as e:
+            raise self.failure(f"cannot close the MLflow run {name!r}", e) from None
 
     def log_stage(
         self,
@@ -137,7 +138,7 @@ class Registry:
     ) -> str:
         """A nested run for one finished stage (inside ``run``); ``history`` rows (with an ``epoch``
         key) become per-epoch metric steps. The one place stage runs are written."""
-        mlflow = _mlflow()
+        mlflow = mlflow_module()
         with self.run(name, nested=True) as run:
             for row in history or []:
                 mlflow.log_metrics(
@@ -146,7 +147,7 @@ class Registry:
             if params:
                 mlflow.log_params({PREFIX + k: _short(v) for k, v in params.items()})
             if metrics:
-                mlflow.log_metrics(_numbers(metrics))
+                mlflow.log_metrics(prefixed_numbers(metrics))
             if tags:
                 mlflow.set_tags({tag_key(k): _short(v) for k, v in tags.items()})
             for a in artifacts or []:
@@ -158,12 +159,12 @@ class Registry:
 
     @staticmethod
     def active_run_id() -> str | None:
-        run = _mlflow().active_run()
+        run = mlflow_module().active_run()
         return run.info.run_id if run else None
 
     def log_files(self, run_name: str, tags: dict, dicts: dict[str, object], files: dict[str, Path]) -> None:
         """A run holding JSON documents (``artifact path -> value``) and files (``folder -> file``)."""
-        mlflow = _mlflow()
+        mlflow = mlflow_module()
         with self.run(run_name, tags=tags):
             for where, value in dicts.items():
                 mlflow.log_dict(value, where)
@@ -175,45 +176,45 @@ class Registry:
         """The version registered for a batch key, or None."""
         try:
             found = self.client.search_model_versions(f"name='{self.name}' and tags.`rfau.batch_key`='{key}'")
-        except _service_errors() as e:
+        except service_errors() as e:
             if _is_missing(e):
                 return None  # no such registered model yet
-            raise self._fail("cannot search model versions", e) from None
+            raise self.failure("cannot search model versions", e) from None
         return found[0] if found else None
 
     def alias_version(self, alias: str):
         """The version an alias points at, or None when the alias (or the model) does not exist."""
         try:
             return self.client.get_model_version_by_alias(self.name, alias)
-        except _service_errors() as e:
+        except service_errors() as e:
             if _is_missing(e):
                 return None
-            raise self._fail(f"cannot read alias {alias!r}", e) from None
+            raise self.failure(f"cannot read alias {alias!r}", e) from None
 
     def version(self, version: int | str):
         try:
             return self.client.get_model_version(self.name, str(version))
-        except _service_errors() as e:
+        except service_errors() as e:
             if _is_missing(e):
                 raise UsageError(f"model {self.name!r} has no version {version}") from None
-            raise self._fail(f"cannot read version {version}", e) from None
+            raise self.failure(f"cannot read version {version}", e) from None
 
     def versions(self) -> list:
         """Every version of the model ([] when it is not registered yet)."""
         try:
             return list(self.client.search_model_versions(f"name='{self.name}'"))
-        except _service_errors() as e:
+        except service_errors() as e:
             if _is_missing(e):
                 return []
-            raise self._fail("cannot list model versions", e) from None
+            raise self.failure("cannot list model versions", e) from None
 
     def aliases(self) -> dict[str, str]:
         try:
             return dict(self.client.get_registered_model(self.name).aliases)
-        except _service_errors() as e:
+        except service_errors() as e:
             if _is_missing(e):
                 return {}
-            raise self._fail("cannot read the model's aliases", e) from None
+            raise self.failure("cannot read the model's aliases", e) from None
 
     def move_champion(self, version) -> None:
         current = self.alias_version(CHAMPION)
@@ -235,10 +236,10 @@ class Registry:
 
         name = self.name
         mv = self.version(version)
-        failing: tuple[type[BaseException], ...] = (*_service_errors(), OSError)
+        failing: tuple[type[BaseException], ...] = (*service_errors(), OSError)
         with tempfile.TemporaryDirectory() as dl, atomic_dir(out_dir, "registry download") as tmp:
             try:
-                local = _mlflow().artifacts.download_artifacts(
+                local = mlflow_module().artifacts.download_artifacts(
                     artifact_uri=f"models:/{name}/{version}",
                     dst_path=dl,
                     tracking_uri=self.settings.uri(),
@@ -265,14 +266,14 @@ class Registry:
 
     def set_version_tags(self, version: int, tags: dict) -> None:
         for k, v in tags.items():
-            self.client.set_model_version_tag(self.name, str(version), tag_key(k), _tag_value(tag_key(k), v))
+            self.client.set_model_version_tag(self.name, str(version), tag_key(k), tag_value(tag_key(k), v))
 
     def frontier(self, version: int) -> set[str]:
         """The requests whose data ``version`` no longer holds (see ``frontier_of``)."""
         return frontier_of(self.version_tags(), version)
 
 
-def _numbers(metrics: dict) -> dict[str, float]:
+def prefixed_numbers(metrics: dict) -> dict[str, float]:
     """The finite-or-not numeric entries (NaN left out), with the ``rfau.`` prefix."""
     return {PREFIX + k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and v == v}
 
@@ -284,7 +285,7 @@ def _connect(settings: TrackingSettings):
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    mlflow = _mlflow()
+    mlflow = mlflow_module()
     from mlflow.tracking import MlflowClient
 
     uri = settings.uri()
@@ -307,7 +308,7 @@ def _connect(settings: TrackingSettings):
             )
         else:
             exp_id = exp.experiment_id
-    except _service_errors() as e:
+    except service_errors() as e:
         raise RfauError(
             f"cannot use the MLflow tracking store at {settings.redacted_uri()}: {_first_line(e)}"
         ) from None
@@ -339,7 +340,7 @@ def pipeline_run(settings: TrackingSettings, name: str, tags: dict | None = None
         yield reg
 
 
-def _tag_value(key: str, v) -> str:
+def tag_value(key: str, v) -> str:
     return v if key == VersionTags.FRONTIER else _short(v)
 
 

@@ -20,12 +20,12 @@ from rfau.tracking.registry import (
     CANDIDATE,
     CHAMPION,
     Registry,
-    _mlflow,
-    _numbers,
-    _service_errors,
-    _tag_value,
     frontier_of,
     frontier_value,
+    mlflow_module,
+    prefixed_numbers,
+    service_errors,
+    tag_value,
 )
 from rfau.tracking.served_model import log_served_model
 from rfau.tracking.tags import VersionTags, tag_key
@@ -102,8 +102,8 @@ def register(
             now = set(json.loads(version_tags[VersionTags.FRONTIER]))
             version_tags[VersionTags.FRONTIER] = frontier_value(had | now)
         for k, v in version_tags.items():  # a registration interrupted while tagging is completed here
-            if existing.tags.get(k) != _tag_value(k, v):
-                client.set_model_version_tag(name, existing.version, k, _tag_value(k, v))
+            if existing.tags.get(k) != tag_value(k, v):
+                client.set_model_version_tag(name, existing.version, k, tag_value(k, v))
         if VersionTags.ABANDONED in existing.tags:  # the same weights, registered again by a live batch
             client.delete_model_version_tag(name, existing.version, VersionTags.ABANDONED)
         champ = reg.alias_version(CHAMPION)
@@ -116,7 +116,7 @@ def register(
             gates=results,
         )
 
-    mlflow = _mlflow()
+    mlflow = mlflow_module()
     version = None
     try:
         with reg.run("register") as run:
@@ -127,7 +127,7 @@ def register(
                     **{f"rfau.gate.{k}": v for k, v in (report.settings or {}).items()},
                 }
             )
-            mlflow.log_metrics(_numbers(evaluation.model_dump()))
+            mlflow.log_metrics(prefixed_numbers(evaluation.model_dump()))
             mlflow.log_dict(evaluation.model_dump(), "evaluation.json")
             mlflow.log_dict([r.model_dump() for r in results], "gates.json")
             if (model_dir / "adapter").is_dir():
@@ -139,7 +139,7 @@ def register(
                 logged.model_uri,
                 name,
                 await_registration_for=60,
-                tags={k: _tag_value(k, v) for k, v in version_tags.items()},
+                tags={k: tag_value(k, v) for k, v in version_tags.items()},
             )
             version = mv.version
         if bootstrap:
@@ -153,10 +153,10 @@ def register(
         if version is not None:  # no half-registered version, whatever stopped us
             try:
                 client.delete_model_version(name, version)
-            except _service_errors():
+            except service_errors():
                 pass  # the store is what failed; the version's tags say it never passed
-        if isinstance(e, (*_service_errors(), OSError)):
-            raise reg._fail("registration failed", e) from None
+        if isinstance(e, (*service_errors(), OSError)):
+            raise reg.failure("registration failed", e) from None
         raise
     champ = reg.alias_version(CHAMPION)
     return Registration(
