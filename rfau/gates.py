@@ -26,18 +26,17 @@ detect at this size (``rfau.power``), and a gap bound finer than the forget set'
 widens to it, saying so. An evidence value too few samples measure (fewer forget samples than
 CV folds, fewer than 10 unseen images of a forgotten class) is a result marked not measurable
 (``measurable=False``, no value): it does not block (an exact retrain could not pass it either)
-but is never a silent pass. A metrics file without the evidence keys at all is an error.
+but is never a silent pass. An evaluation made before an evidence measurement existed (its value,
+spread and size all absent) is an error.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
-from rfau.data.split import REGIMES
 from rfau.errors import RfauError
 from rfau.power import detectable_auc, detectable_member_rate, widened
+from rfau.records.evaluation import Evaluation, GateReport, GateResult, SamplePart
 
 AUC_UNSEEN = 0.5  # an attacker who cannot tell forget from unseen samples
 MEMBER_RATE_UNSEEN = 10.0  # the attack's false-positive rate: unseen data's member rate, percent
@@ -132,36 +131,8 @@ class Gates(BaseModel):
     max_test_drop: float = Field(2.0, ge=0, description="TA on kept classes: drop vs the champion, points")
 
 
-class GateResult(BaseModel):
-    name: str
-    passed: bool
-    value: float | None = None  # None: not measurable (see ``measurable``)
-    bound: float | None = None
-    detail: str
-    reason: str = ""  # one line: the metric, its value, the bound and what it means
-    # False: too little data to measure it; the result does not block, and says why
-    measurable: bool = True
-    # evidence gates: samples per side and the smallest value this test could have detected at
-    # that size (alpha 0.05, power 0.8; rfau.power), so a small proof is read as one
-    n: int | None = None
-    detectable: float | None = None
-
-
-def regime_of(metrics: dict) -> str:
-    """The regime an evaluation recorded (``rfau.data.split.forget_regime`` of its split)."""
-    regime = metrics.get("regime")
-    if regime not in REGIMES:
-        raise RfauError(
-            f"the evaluation records no valid regime (got {regime!r}; expected one of {list(REGIMES)}): "
-            "it predates split-derived regimes; run evaluate again"
-        )
-    return regime
-
-
-def _need(metrics: dict, key: str, where: str) -> Any:
-    if key not in metrics:
-        raise RfauError(f"the evaluation lacks {key!r}, needed by the {where} gates; run evaluate again")
-    return metrics[key]
+def _missing(what: str, where: str) -> RfauError:
+    return RfauError(f"the evaluation lacks {what!r}, needed by the {where} gates; run evaluate again")
 
 
 class _Checks:
@@ -211,89 +182,101 @@ class _Checks:
         )
 
 
+class _Measure:
+    """One evidence measurement of an evaluation: value, spread (AUC: std over CV folds; member
+    rate: binomial std) and samples per side, any of them None."""
+
+    def __init__(self, key: str, value: float | None, spread: float | None, n: int | None, where: str):
+        if value is None and spread is None and n is None:  # an evaluation from before it existed
+            raise _missing(key, where)
+        self.key, self.value, self.spread, self.n = key, value, spread, n
+
+
+def _measure(m: Evaluation | SamplePart, key: str, spread: str, n: str | None, where: str) -> _Measure:
+    """``m``'s measurement ``key`` with its spread and size, by the names evaluate gives them (fields
+    of the validated record: a misspelt name is an AttributeError, never a silent None)."""
+    return _Measure(key, getattr(m, key), getattr(m, spread), getattr(m, n) if n else None, where)
+
+
 def _auc_gate(
     checks: _Checks,
-    m: dict,
     name: str,
-    key: str,
+    m: _Measure,
     tolerance: float,
     gates: Gates,
     what: str,
-    where: str,
     meaning: str = "",
 ) -> None:
-    auc = _need(m, key, where)
-    n = m.get(f"{key}_n", m.get(key.removesuffix("_auc") + "_n"))
     detail = f"{what}; bound {AUC_UNSEEN} + {tolerance} + {gates.spread_k} x cv std"
-    if auc is None:
-        checks.unmeasurable(name, key, detail, f"only {n or 0} samples per side: too few to measure", n)
+    if m.value is None:
+        checks.unmeasurable(name, m.key, detail, f"only {m.n or 0} samples per side: too few to measure", m.n)
         return
-    std, mde = float(_need(m, f"{key}_cv_std", where) or 0.0), detectable_auc(n)
+    std, mde = float(m.spread or 0.0), detectable_auc(m.n)
     checks.add(
         name,
-        key,
-        auc,
+        m.key,
+        m.value,
         AUC_UNSEEN + tolerance + gates.spread_k * std,
         f"{detail} {std:.3f}"
-        + (f"; n = {n} per side, smallest detectable AUC {mde:.3f} (alpha 0.05, power 0.8)" if mde else ""),
+        + (f"; n = {m.n} per side, smallest detectable AUC {mde:.3f} (alpha 0.05, power 0.8)" if mde else ""),
         meaning or f"an attacker tells them apart ({what})",
-        n,
+        m.n,
         mde,
     )
 
 
-def _rate_gate(
-    checks: _Checks, m: dict, name: str, key: str, tolerance: float, gates: Gates, what: str, where: str
-) -> None:
-    rate = _need(m, key, where)
+def _rate_gate(checks: _Checks, name: str, m: _Measure, tolerance: float, gates: Gates, what: str) -> None:
     detail = (
         f"share called member by a loss threshold at 10% FPR on {what}; bound "
         f"{MEMBER_RATE_UNSEEN} + {tolerance} + {gates.spread_k} x binomial std"
     )
-    if rate is None:
-        n = m.get(f"{key}_n")
-        checks.unmeasurable(name, key, detail, f"{n or 'no'} reference samples; a 10% threshold needs 10", n)
+    if m.value is None:
+        checks.unmeasurable(
+            name, m.key, detail, f"{m.n or 'no'} reference samples; a 10% threshold needs 10", m.n
+        )
         return
-    std = float(_need(m, f"{key}_std", where) or 0.0)
+    std = float(m.spread or 0.0)
     mde = detectable_member_rate(std) or 0.0
     checks.add(
         name,
-        key,
-        rate,
+        m.key,
+        m.value,
         MEMBER_RATE_UNSEEN + tolerance + gates.spread_k * std,
         f"{detail} {std:.2f}; smallest detectable rate {mde:.1f} (alpha 0.05, power 0.8)",
         "a loss-threshold attack still calls the trained samples members",
-        m.get(f"{key}_n"),
+        m.n,
         mde,
     )
 
 
-def _class_evidence_gates(checks: _Checks, m: dict, gates: Gates) -> None:
-    if _need(m, "forgotten_class_unseen_n", "class-wise evidence") is None:
+def _class_evidence_gates(checks: _Checks, ev: Evaluation, gates: Gates) -> None:
+    if ev.forgotten_class_unseen_n is None:
         raise RfauError(
             "the evaluation lacks the class-wise evidence (forgotten_class_*); run evaluate again"
         )
-    trained = "the forgotten classes' trained images vs their"
+    trained, where = "the forgotten classes' trained images vs their", "class-wise"
     for name, key, ref in (
         ("forgotten_class_vs_unseen_auc", "forgotten_class_trained_vs_unseen_auc", "unseen holdout images"),
         ("forgotten_class_vs_test_auc", "forgotten_class_trained_vs_test_auc", "test images"),
     ):
-        _auc_gate(
-            checks, m, name, key, gates.classwise_auc_tolerance, gates, f"{trained} {ref}", "class-wise"
-        )
+        auc = _measure(ev, key, f"{key}_cv_std", f"{key}_n", where)
+        _auc_gate(checks, name, auc, gates.classwise_auc_tolerance, gates, f"{trained} {ref}")
     # the member rate only against the holdout draw, the reference exchangeable with the trained
     # images: against the test split a retrain measured 29.7% on digits (another draw of writers),
     # so forgotten_class_member_rate_at_10fpr_test is reported, not gated
     key, what = "forgotten_class_member_rate_at_10fpr", "the forgotten classes' unseen holdout images"
-    tol = gates.classwise_member_rate_tolerance
-    _rate_gate(checks, m, "forgotten_class_member_rate", key, tol, gates, what, "class-wise")
+    rate = _measure(ev, key, f"{key}_std", f"{key}_n", where)
+    _rate_gate(
+        checks, "forgotten_class_member_rate", rate, gates.classwise_member_rate_tolerance, gates, what
+    )
 
 
-def _class_gates(checks: _Checks, m: dict, gates: Gates) -> None:
-    for name, key, bound, detail, meaning in (
+def _class_gates(checks: _Checks, ev: Evaluation, gates: Gates) -> None:
+    for name, key, value, bound, detail, meaning in (
         (
             "forget_accuracy",
             "forget_accuracy_forgotten_classes",
+            ev.forget_accuracy_forgotten_classes,
             gates.max_forget_accuracy_classwise,
             "accuracy on the forgotten classes' training samples",
             "the model still recognises the training samples of the forgotten classes",
@@ -301,6 +284,7 @@ def _class_gates(checks: _Checks, m: dict, gates: Gates) -> None:
         (
             "forgotten_class_test_accuracy",
             "ta_forgotten_classes",
+            ev.ta_forgotten_classes,
             gates.max_forgotten_class_test_accuracy,
             "accuracy on unseen test samples of the forgotten classes",
             "the model still recognises the forgotten classes on data it never saw",
@@ -308,33 +292,33 @@ def _class_gates(checks: _Checks, m: dict, gates: Gates) -> None:
         (
             "probe_forgotten_class",
             "probe_forgotten_class_acc",
+            ev.probe_forgotten_class_acc,
             gates.max_probe_forgotten_class_acc,
             "linear probe on the penultimate features, test samples of the forgotten classes",
             "the features still carry the forgotten classes (output-level forgetting only)",
         ),
     ):
-        value = _need(m, key, "class-wise")
         if value is not None:
             checks.add(name, key, value, bound, detail, meaning)
-    _class_evidence_gates(checks, m, gates)
+    _class_evidence_gates(checks, ev, gates)
 
 
-def _sample_gates(checks: _Checks, m: dict, kept_test_acc: float, gates: Gates) -> None:
+def _sample_gates(checks: _Checks, m: Evaluation | SamplePart, kept_test_acc: float, gates: Gates) -> None:
+    """``m``: a sample-wise evaluation, or a mixed one's scattered samples (its ``sample_part``)."""
     test_err = 100.0 - kept_test_acc
-    ua = _need(m, "ua", "sample-wise")
-    n = (m.get("counts") or {}).get("forget")
+    n = m.counts.forget
     n_step = n if gates.widen_to_sample_step else None
     bound, note = widened(gates.max_forget_error_gap_samplewise, n_step)
     checks.add(
         "forget_error_gap",
         "|ua - test error|",
-        abs(ua - test_err),
+        abs(m.ua - test_err),
         bound,
-        f"|forget error {ua:.2f} - test error (kept classes) {test_err:.2f}|{note}",
+        f"|forget error {m.ua:.2f} - test error (kept classes) {test_err:.2f}|{note}",
         "the forget set is misclassified more or less often than unseen data",
         n,
     )
-    mia, mia_test = _need(m, "mia_confidence", "sample-wise"), _need(m, "mia_confidence_test", "sample-wise")
+    mia, mia_test = m.mia_confidence, m.mia_confidence_test
     bound, note = widened(gates.max_mia_gap_samplewise, n_step)
     checks.add(
         "mia_gap",
@@ -345,55 +329,60 @@ def _sample_gates(checks: _Checks, m: dict, kept_test_acc: float, gates: Gates) 
         "the membership attack scores the forget set unlike unseen data",
         n,
     )
-    for key, reference in (("forget_vs_unseen_auc", "holdout"), ("forget_vs_test_auc", "test")):
-        what = f"forget vs unseen {reference} samples of the same classes"
-        meaning = f"an attacker tells the forget samples from unseen {reference} data"
-        _auc_gate(checks, m, key, key, gates.auc_tolerance, gates, what, "sample-wise", meaning)
-    for key, reference in (
+    for key, ref in (("forget_vs_unseen", "holdout"), ("forget_vs_test", "test")):
+        auc = _measure(m, f"{key}_auc", f"{key}_auc_cv_std", f"{key}_n", "sample-wise")
+        what = f"forget vs unseen {ref} samples of the same classes"
+        meaning = f"an attacker tells the forget samples from unseen {ref} data"
+        _auc_gate(checks, f"{key}_auc", auc, gates.auc_tolerance, gates, what, meaning)
+    for key, ref in (
         ("forget_member_rate_at_10fpr", "holdout"),
         ("forget_member_rate_at_10fpr_test", "test"),
     ):
-        what = f"unseen {reference} data"
-        _rate_gate(checks, m, key, key, gates.member_rate_tolerance, gates, what, "sample-wise")
+        rate = _measure(m, key, f"{key}_std", None, "sample-wise")
+        _rate_gate(checks, key, rate, gates.member_rate_tolerance, gates, f"unseen {ref} data")
 
 
-def check_gates(metrics: dict, champion: dict | None, regime: str, gates: Gates) -> list[GateResult]:
-    """metrics: evaluation of the candidate on its split; champion: the current champion's
-    evaluation on the same split (None for the first version: the drop gates are skipped);
-    regime: ``regime_of(metrics)`` (class, sample or mixed)."""
+def check_gates(after: Evaluation, before: Evaluation | None, gates: Gates) -> GateReport:
+    """The verdict on ``after`` (the candidate's evaluation on its split) under ``gates``;
+    ``before``: the evaluation of the champion it was unlearned from, on the same split (None for
+    the first version: the drop gates are skipped). The regime is the one the split recorded."""
+    regime = after.regime
     if regime == "none":  # passing "no gate" would claim a deletion nobody checked
         raise RfauError(
             "the evaluation's split forgets nothing, so no deletion gate can pass or fail; "
             "evaluate on the deletion's split, or register an original with --bootstrap"
         )
-    if regime not in ("class", "sample", "mixed"):
-        raise RfauError(f"no gates for regime {regime!r}: expected class, sample or mixed")
     checks = _Checks()
     if regime in ("class", "mixed"):
-        _class_gates(checks, metrics, gates)
-    kept_test_acc = _need(metrics, "ta_kept_classes", "sample-wise" if regime != "class" else "drop")
+        _class_gates(checks, after, gates)
+    kept_test_acc = after.ta_kept_classes
     if regime == "sample":
-        _sample_gates(checks, metrics, kept_test_acc, gates)
+        _sample_gates(checks, after, kept_test_acc, gates)
     elif regime == "mixed":
-        _sample_gates(checks, _need(metrics, "sample_part", "mixed"), kept_test_acc, gates)
-    if champion is not None:
+        if after.sample_part is None:
+            raise _missing("sample_part", "mixed")
+        _sample_gates(checks, after.sample_part, kept_test_acc, gates)
+    if before is not None:
         checks.add(
             "retain_drop",
             "ra drop",
-            champion["ra"] - metrics["ra"],
+            before.ra - after.ra,
             gates.max_retain_drop,
-            f"RA {metrics['ra']:.2f} vs champion's {champion['ra']:.2f}",
+            f"RA {after.ra:.2f} vs champion's {before.ra:.2f}",
             "the model lost accuracy on the data it keeps",
         )
         checks.add(
             "test_drop",
             "ta_kept_classes drop",
-            champion["ta_kept_classes"] - kept_test_acc,
+            before.ta_kept_classes - kept_test_acc,
             gates.max_test_drop,
-            f"TA (kept classes) {kept_test_acc:.2f} vs champion's {champion['ta_kept_classes']:.2f}",
+            f"TA (kept classes) {kept_test_acc:.2f} vs champion's {before.ta_kept_classes:.2f}",
             "the model lost test accuracy on the classes it keeps",
         )
-    return checks.results
+    results = checks.results
+    return GateReport(
+        regime=regime, passed=all(r.passed for r in results), gates=results, settings=gates.model_dump()
+    )
 
 
-__all__ = ["Gates", "GateResult", "check_gates", "regime_of"]
+__all__ = ["GateReport", "GateResult", "Gates", "check_gates"]

@@ -27,7 +27,7 @@ from typing import Protocol
 
 
 class GateResult(Protocol):
-    """What the wording reads of ``rfau.gates.GateResult`` (not imported: the gates import this)."""
+    """What the wording reads of ``rfau.records.GateResult`` (not imported: the gates import this)."""
 
     name: str
     passed: bool

@@ -7,9 +7,8 @@ from pathlib import Path
 
 from rfau.data.base import Dataset
 from rfau.data.split import Split
-from rfau.gates import GateResult
 from rfau.power import power_lines, verdict_cell
-from rfau.records import BatchMeta, Confusion, Evaluation, Prediction
+from rfau.records import BatchMeta, Confusion, Evaluation, GateResult, Prediction
 
 
 def confusion(model_dir: Path, ds: Dataset, split: Split) -> tuple[Confusion, list[Prediction]]:

@@ -175,8 +175,9 @@ def unlearn_stage(
         trainable_share=result.trainable_params / result.total_params,
         forget_sha256=split.forget_hash,
         request_ids=split.request_ids,
-        **result.info,
+        history=result.info.history,
         regime=forget_regime(split, ds),  # what the split asks for, whatever the method
+        details=result.info.facts(),  # the method's own (its info_model)
     )
     new_card = card.model_copy(
         update={

@@ -271,14 +271,17 @@ def seed_state(digits_original, tmp_path_factory):
     The registry is built once per worker and copied (a fresh MLflow database and the model's
     torch.export cost about 8 s a test); the copy's absolute paths are moved to its new folder. A
     state on another tracking URI or model name is registered for real."""
-    from rfau.tracking import registry
+    from rfau.records import Evaluation, GateReport
+    from rfau.tracking.registry import Registry
     from rfau.tracking.settings import TrackingSettings
+    from rfau.tracking.versions import register
 
     template: list[Path] = []
 
     def _register(state_dir: Path, **settings) -> TrackingSettings:
         s = TrackingSettings(state_dir=Path(state_dir), **settings)
-        registry.register(digits_original / "model", digits_original / "metrics.json", s, bootstrap=True)
+        evaluation = Evaluation.read(digits_original / "metrics.json")
+        register(Registry(s), digits_original / "model", evaluation, GateReport.original())
         return s
 
     def _seed(state_dir: Path, **settings) -> TrackingSettings:

@@ -158,7 +158,7 @@ def test_neggrad_ascent_is_bounded(setup):
     )
     res = run_method("neggrad_plus", model, data, cfg)
     assert torch.isfinite(predict_logits(res.model, data.x_retain)).all()
-    assert all(h["forget_loss"] < 50 for h in res.info["history"])  # no runaway forget CE
+    assert all(h["forget_loss"] < 50 for h in res.info.history)  # no runaway forget CE
 
 
 @pytest.mark.parametrize("name", [*BASELINES, "rfau", "retrain", "original"])
@@ -188,7 +188,7 @@ def test_runner_reports_each_epoch_and_validates_settings_given_as_a_dict(setup)
         {**FAST["finetune"], "epochs": 2, "device": "cpu"},
         RunOptions(on_epoch=rows.append),
     )
-    assert rows == res.info["history"] and [r["epoch"] for r in rows] == [0, 1]
+    assert rows == res.info.history and [r["epoch"] for r in rows] == [0, 1]
     with pytest.raises(RfauError, match="invalid settings for method 'finetune': epochs"):
         run_method("finetune", model, data, {"epochs": 0})
 

@@ -29,6 +29,7 @@ from rfau.metrics.evidence import (
 )
 from rfau.models.arch import build_model
 from rfau.power import detectable_auc, detectable_member_rate, error_step
+from rfau.records import Evaluation
 from rfau.train import train_model
 
 MASKED_CLASS = 3
@@ -195,15 +196,29 @@ def test_member_rate_spread_is_the_binomial_std_of_both_sides():
     assert member_rate_spread(0, 90) is None and member_rate_spread(90, 0) is None
 
 
+# what an evaluation records that these gates do not read
+UNGATED = {
+    "ta": 100.0,
+    "per_class_test_accuracy": {},
+    "test_confidence_mean": 1.0,
+    "mia_entropy": 0.0,
+    "mia_entropy_test": 0.0,
+}
+
+
 def _evidence_gates(digits: Digits, forget: str) -> dict[str, bool]:
     """The sample-wise evidence gates (default bounds) for one part taken as the forget set,
     the model's unseen samples as the reference: name -> passed."""
     x, y = digits.x[digits.idx[forget]], digits.y[forget]
     unseen = (*digits.out["unseen"], digits.y["unseen"])
     ev = evidence_metrics(digits.model, (x, digits.logits(forget), y), unseen, unseen, [])
-    neutral = {"regime": "sample", "ua": 0.0, "ra": 100.0, "ta_kept_classes": 100.0}
-    neutral |= {"mia_confidence": 0.0, "mia_confidence_test": 0.0}
-    results = check_gates({**ev, **neutral}, None, "sample", Gates())
+    neutral = {"regime": "sample", "ua": 0.0, "ra": 100.0, "ta_kept_classes": 100.0, **UNGATED}
+    neutral |= {
+        "mia_confidence": 0.0,
+        "mia_confidence_test": 0.0,
+        "counts": {"retain": 0, "forget": len(y), "test": 0},
+    }
+    results = check_gates(Evaluation.model_validate({**ev, **neutral}), None, Gates()).gates
     return {r.name: r.passed for r in results if r.name.startswith(("forget_vs", "forget_member"))}
 
 
@@ -243,12 +258,15 @@ def test_class_evidence_tells_trained_images_of_a_class_from_its_unseen_ones(dig
     assert remembered["forgotten_class_trained_vs_unseen_auc"] > 0.7
     assert remembered["forgotten_class_member_rate_at_10fpr"] > 30.0
     gates = Gates()
-    neutral = {"regime": "class", "ra": 100.0, "ta_kept_classes": 100.0}
+    neutral = {"regime": "class", "ra": 100.0, "ta_kept_classes": 100.0, **UNGATED}
+    neutral |= {"ua": 100.0, "mia_confidence": 0.0, "mia_confidence_test": 0.0}
+    neutral |= {"counts": {"retain": 0, "forget": 0, "test": 0}}
     neutral |= {"forget_accuracy_forgotten_classes": 0.0, "ta_forgotten_classes": 0.0}
     neutral |= {"probe_forgotten_class_acc": 50.0}
 
     def failing(ev: dict) -> set[str]:
-        return {r.name for r in check_gates({**ev, **neutral}, None, "class", gates) if not r.passed}
+        verdict = check_gates(Evaluation.model_validate({**ev, **neutral}), None, gates)
+        return {r.name for r in verdict.gates if not r.passed}
 
     assert {"forgotten_class_vs_unseen_auc", "forgotten_class_member_rate"} <= failing(remembered)
     # images the model never saw on both sides: nothing to tell apart

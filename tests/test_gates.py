@@ -14,8 +14,9 @@ from rfau.data.request_store import RequestState, RequestStore
 from rfau.data.requests import DeletionRequest
 from rfau.data.split import forget_regime, in_holdout, make_split
 from rfau.errors import RfauError
-from rfau.gates import Gates, check_gates, regime_of
+from rfau.gates import Gates, check_gates
 from rfau.params import BatchParams
+from rfau.records import Evaluation, GateResult
 from rfau.tracking import registry
 
 DS = load_dataset("digits")
@@ -51,6 +52,33 @@ CLASS_REMEMBERED = {
     "forgotten_class_trained_vs_test_auc": 0.81,
     "forgotten_class_member_rate_at_10fpr": 40.0,
 }
+# what every evaluation records besides the keys a test sets
+REQUIRED = {
+    "regime": "sample",
+    "ua": 0.0,
+    "ra": 99.0,
+    "ta": 97.5,
+    "ta_kept_classes": 97.5,
+    "per_class_test_accuracy": {},
+    "test_confidence_mean": 0.9,
+    "counts": {"retain": 1000, "forget": 30, "test": 360},
+    "mia_confidence": 0.0,
+    "mia_confidence_test": 0.0,
+    "mia_entropy": 0.0,
+    "mia_entropy_test": 0.0,
+}
+
+
+def evaluation(fields: dict) -> Evaluation:
+    return Evaluation.model_validate({**REQUIRED, **fields})
+
+
+def judge(metrics: dict, champion: dict | None = None, gates: Gates | None = None) -> list[GateResult]:
+    """The gate results on a hand-made evaluation (and champion's)."""
+    before = None if champion is None else evaluation(champion)
+    return check_gates(evaluation(metrics), before, gates or Gates()).gates
+
+
 SAMPLE_OK = {
     "regime": "sample",
     "ua": 3.0,
@@ -72,12 +100,11 @@ SAMPLE_OK = {
 
 def failed(metrics: dict, champion: dict | None = CHAMPION, gates: Gates | None = None) -> dict:
     """name -> reason of every failed gate."""
-    results = check_gates(metrics, champion, regime_of(metrics), gates or Gates())
-    return {r.name: r.reason for r in results if not r.passed}
+    return {r.name: r.reason for r in judge(metrics, champion, gates) if not r.passed}
 
 
 def test_class_wise_gates_pass_and_each_fails_alone_with_a_reason():
-    names = [r.name for r in check_gates(CLASS_OK, CHAMPION, "class", Gates())]
+    names = [r.name for r in judge(CLASS_OK, CHAMPION, Gates())]
     assert names == [
         "forget_accuracy",
         "forgotten_class_test_accuracy",
@@ -113,7 +140,7 @@ def test_class_wise_evidence_passes_what_looks_unseen_and_fails_what_an_attacker
     """Accuracies of 0 on the forgotten class say nothing about its trained images: an
     original-like model whose trained images are separable from the class's unseen ones fails
     the evidence gates even with its outputs masked."""
-    results = {r.name: r for r in check_gates(CLASS_OK, CHAMPION, "class", Gates())}
+    results = {r.name: r for r in judge(CLASS_OK, CHAMPION, Gates())}
     auc = results["forgotten_class_vs_unseen_auc"]
     assert auc.passed and auc.measurable and auc.bound == pytest.approx(0.55 + 2 * 0.06)
     assert auc.n == 35 and auc.detectable == pytest.approx(0.5 + 2.486 * (71 / (12 * 35**2)) ** 0.5, abs=1e-3)
@@ -148,35 +175,40 @@ def test_class_wise_evidence_too_few_unseen_images_is_visible_never_a_silent_pas
         "forgotten_class_member_rate_at_10fpr_std": None,
         "forgotten_class_member_rate_at_10fpr_n": 4,
     }
-    results = {r.name: r for r in check_gates(few, CHAMPION, "class", Gates())}
+    results = {r.name: r for r in judge(few, CHAMPION, Gates())}
     for name in ("forgotten_class_vs_unseen_auc", "forgotten_class_member_rate"):
         r = results[name]
         assert not r.measurable and r.value is None and r.bound is None
         assert "NOT MEASURABLE" in r.reason and "4" in r.reason and r.n == 4
     assert results["forgotten_class_vs_test_auc"].measurable  # the test images still measure it
     old = {k: v for k, v in CLASS_OK.items() if not k.startswith("forgotten_class_")}
-    with pytest.raises(RfauError, match="lacks 'forgotten_class_unseen_n'"):
-        check_gates(old, None, "class", Gates())
+    with pytest.raises(RfauError, match="lacks the class-wise evidence"):
+        judge(old, None, Gates())
 
 
 def test_a_gap_finer_than_the_forget_sets_step_widens_and_says_so():
     """4 samples: UA can only be 0, 25, 50, 75 or 100, so |UA - 7.5| <= 5 could never pass."""
-    four = {**SAMPLE_OK, "ua": 0.0, "ta_kept_classes": 92.5, "counts": {"forget": 4}}
-    results = {r.name: r for r in check_gates(four, None, "sample", Gates())}
+    four = {
+        **SAMPLE_OK,
+        "ua": 0.0,
+        "ta_kept_classes": 92.5,
+        "counts": {"retain": 1000, "forget": 4, "test": 360},
+    }
+    results = {r.name: r for r in judge(four, None, Gates())}
     gap = results["forget_error_gap"]
     assert gap.passed and gap.bound == 25.0 and gap.value == 7.5
     assert "bound widened from 5 to 25: with 4 forget samples it moves in steps of 25 points" in gap.detail
     assert "widened from 10 to 25" in results["mia_gap"].detail
     # enough samples: the configured bound stands, nothing said
-    many = {r.name: r for r in check_gates({**four, "counts": {"forget": 300}}, None, "sample", Gates())}
+    many = {r.name: r for r in judge({**four, "counts": {**four["counts"], "forget": 300}}, None, Gates())}
     assert many["forget_error_gap"].bound == 5.0 and "widened" not in many["forget_error_gap"].detail
     assert not many["forget_error_gap"].passed
-    kept = {r.name: r for r in check_gates(four, None, "sample", Gates(widen_to_sample_step=False))}
+    kept = {r.name: r for r in judge(four, None, Gates(widen_to_sample_step=False))}
     assert kept["forget_error_gap"].bound == 5.0 and not kept["forget_error_gap"].passed
 
 
 def test_sample_wise_gates_use_the_evidence_and_allow_for_its_spread():
-    results = check_gates(SAMPLE_OK, CHAMPION, "sample", Gates())
+    results = judge(SAMPLE_OK, CHAMPION, Gates())
     assert [r.name for r in results] == [
         "forget_error_gap",
         "mia_gap",
@@ -219,27 +251,37 @@ def test_tighter_bounds_fail_what_the_defaults_pass():
     }
 
 
-def test_unmeasurable_evidence_is_reported_as_such_and_missing_evidence_is_an_error():
-    tiny = {**SAMPLE_OK, "forget_vs_unseen_auc": None, "forget_vs_unseen_auc_cv_std": None}
-    results = {r.name: r for r in check_gates(tiny, None, "sample", Gates())}
+def test_unmeasurable_evidence_is_reported_as_such_and_missing_evidence_is_an_error(tmp_path):
+    tiny = {
+        **SAMPLE_OK,
+        "forget_vs_unseen_auc": None,
+        "forget_vs_unseen_auc_cv_std": None,
+        "forget_vs_unseen_n": 4,
+    }
+    results = {r.name: r for r in judge(tiny, None, Gates())}
     assert not results["forget_vs_unseen_auc"].measurable and results["forget_vs_test_auc"].measurable
     assert "NOT MEASURABLE" in results["forget_vs_unseen_auc"].reason
     no_probe = {**CLASS_OK, "probe_forgotten_class_acc": None}
-    assert "probe_forgotten_class" not in {r.name for r in check_gates(no_probe, None, "class", Gates())}
-    old = {k: v for k, v in SAMPLE_OK.items() if k != "forget_vs_test_auc"}
+    assert "probe_forgotten_class" not in {r.name for r in judge(no_probe, None, Gates())}
+    # an evaluation from before forget_vs_test existed: no value, spread or size recorded
+    old = {k: v for k, v in SAMPLE_OK.items() if not k.startswith("forget_vs_test")}
     with pytest.raises(RfauError, match="lacks 'forget_vs_test_auc', needed by the sample-wise gates"):
-        check_gates(old, None, "sample", Gates())
-    with pytest.raises(RfauError, match="records no valid regime"):
-        regime_of({k: v for k, v in SAMPLE_OK.items() if k != "regime"})
+        judge(old, None, Gates())
+    # an evaluation that records no regime (from before split-derived regimes) is no Evaluation
+    no_regime = tmp_path / "old.json"
+    no_regime.write_text(json.dumps({k: v for k, v in {**REQUIRED, **SAMPLE_OK}.items() if k != "regime"}))
+    with pytest.raises(RfauError, match=r"old.json: not a valid Evaluation: regime: Field required"):
+        Evaluation.read(no_regime)
     with pytest.raises(RfauError, match="forgets nothing, so no deletion gate can pass or fail"):
-        check_gates(SAMPLE_OK, None, "none", Gates())
+        judge({**SAMPLE_OK, "regime": "none"}, None, Gates())
 
 
 def test_mixed_batches_gate_the_classes_and_the_scattered_samples_apart():
     sample_part = {k: v for k, v in SAMPLE_OK.items() if k not in ("regime", "ra", "ta", "ta_kept_classes")}
+    sample_part["counts"] = {"forget": 30}
     # the whole forget set's UA is dominated by the forgotten class: only the part counts
     mixed = {**CLASS_OK, "regime": "mixed", "ua": 60.0, "sample_part": sample_part}
-    results = check_gates(mixed, CHAMPION, "mixed", Gates())
+    results = judge(mixed, CHAMPION, Gates())
     assert {"forget_accuracy", "probe_forgotten_class", "forget_vs_unseen_auc", "mia_gap"} <= {
         r.name for r in results
     }
@@ -296,7 +338,7 @@ def test_a_mixed_split_is_evaluated_with_its_sample_part(digits_original):
     assert part["counts"] == {"forget": 40}
     assert part["ua"] < 10.0 and m["ua"] > 50.0  # the class dominates the whole set's UA
     assert part["forget_vs_unseen_n"] <= 40 and part["forget_member_rate_at_10fpr_std"] > 0
-    results = {r.name: r for r in check_gates(m, None, regime_of(m), Gates())}
+    results = {r.name: r for r in check_gates(Evaluation.model_validate(m), None, Gates()).gates}
     assert results["forget_accuracy"].passed and results["forgotten_class_test_accuracy"].passed
     # each part gated: the class's trained vs unseen images, and the scattered samples apart
     assert m["forgotten_class_unseen_n"] == sum(
@@ -336,7 +378,7 @@ def test_a_class_an_earlier_batch_forgot_is_not_held_against_a_later_sample_wise
     assert m["ta_kept_classes"] == pytest.approx(kept_acc / sum(_test_count(c) for c in served), abs=1e-3)
     assert m["ta"] < m["ta_kept_classes"] - 5  # the whole test set still counts class 7's errors
     assert m["ua_excluded"] == 100.0
-    results = {r.name: r for r in check_gates(m, None, regime_of(m), Gates())}
+    results = {r.name: r for r in check_gates(Evaluation.model_validate(m), None, Gates()).gates}
     assert results["forget_error_gap"].passed, results["forget_error_gap"].reason
     assert results["mia_gap"].passed, results["mia_gap"].reason
 
@@ -400,7 +442,7 @@ def test_gate_lines_state_power_and_not_measurable_in_words():
         "forgotten_class_trained_vs_unseen_auc": None,
         "forgotten_class_trained_vs_unseen_auc_n": 4,
     }
-    results = check_gates(few, CHAMPION, "class", Gates())
+    results = judge(few, CHAMPION, Gates())
     lines = power_lines(results)
     assert any(
         x.startswith("forgotten_class_vs_unseen_auc: not measurable here (only 4 samples") for x in lines

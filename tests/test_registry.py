@@ -14,13 +14,16 @@ import torch
 
 from rfau.data import load_dataset
 from rfau.errors import RfauError
-from rfau.gates import Gates
+from rfau.gates import Gates, check_gates
 from rfau.job import demo_request
 from rfau.models import load_checkpoint
 from rfau.models.checkpoint import SERVING_EXAMPLE
+from rfau.records import Evaluation, GateReport, Registration
 from rfau.stages import evaluate_stage, split_stage, unlearn_stage
-from rfau.tracking.registry import list_versions, register, rollback
+from rfau.tracking.aliases import list_versions, rollback
+from rfau.tracking.registry import Registry
 from rfau.tracking.settings import TrackingSettings
+from rfau.tracking.versions import register
 from tests.conftest import S3_ENV, subprocess_env
 
 
@@ -41,28 +44,38 @@ def models(tmp_path_factory, digits_original):
     return root
 
 
+def registered(models: Path, name: str, st: TrackingSettings, bootstrap: bool = False) -> Registration:
+    """``name``'s model registered with the verdict of the default gates on its evaluation (the
+    original as the champion it came from), as `rfau register` does; an original: no gates."""
+    evaluation = Evaluation.read(models / f"{name}.json")
+    if bootstrap:
+        return register(Registry(st), models / name, evaluation, GateReport.original())
+    report = check_gates(evaluation, Evaluation.read(models / "original.json"), Gates())
+    return register(Registry(st), models / name, evaluation, report)
+
+
 def settings_for(server, name: str) -> TrackingSettings:
     return TrackingSettings(tracking_uri=server["url"], model_name=name)
 
 
 def test_gates_fail_then_pass_idempotent_rollback_and_serving(mlflow_server, s3_server, models, tmp_path):
     st = settings_for(mlflow_server, "digits-gates")
-    boot = register(models / "original", models / "original.json", st, bootstrap=True)
+    boot = registered(models, "original", st, bootstrap=True)
     assert boot.new and boot.champion == boot.version == 1
 
-    failing = register(models / "noforget", models / "noforget.json", st, Gates(), models / "original.json")
+    failing = registered(models, "noforget", st)
     assert failing.new and not failing.gates_passed and failing.champion == 1
     rows = {r.version: r for r in list_versions(st)}
     assert "candidate" in rows[failing.version].aliases
     assert "champion" not in rows[failing.version].aliases
     assert "forget_accuracy" in rows[failing.version].gate_failures
 
-    passing = register(models / "rfau", models / "rfau.json", st, Gates(), models / "original.json")
+    passing = registered(models, "rfau", st)
     assert passing.gates_passed and passing.champion == passing.version
     rows = {r.version: r for r in list_versions(st)}
     assert "previous" in rows[1].aliases and "champion" in rows[passing.version].aliases
 
-    again = register(models / "rfau", models / "rfau.json", st, Gates(), models / "original.json")
+    again = registered(models, "rfau", st)
     assert again.version == passing.version and not again.new
     assert len(list_versions(st)) == len(rows)
 
@@ -120,7 +133,7 @@ def test_unreachable_server_is_a_clear_error_and_registers_nothing(models):
 
     st = TrackingSettings(tracking_uri=f"http://127.0.0.1:{free_port()}", model_name="nowhere")
     with pytest.raises(RfauError, match="unreachable"):
-        register(models / "rfau", models / "rfau.json", st, Gates(), models / "original.json")
+        registered(models, "rfau", st)
 
 
 def _wait_port(port: int, timeout: float = 60) -> None:
@@ -206,7 +219,7 @@ def test_bad_artifact_store_fails_without_a_half_registered_version(tmp_path, s3
         _wait_http(url + "/health", procs[-1], timeout=120)
         st = TrackingSettings(tracking_uri=url, model_name="bad-store")
         with pytest.raises(RfauError, match="registration failed"):
-            register(models / "rfau", models / "rfau.json", st, Gates(), models / "original.json")
+            registered(models, "rfau", st)
         assert list_versions(st) == []
     finally:
         for p in reversed(procs):
@@ -218,7 +231,7 @@ def test_local_store_is_the_default_and_credentials_stay_out(tmp_path, models, m
     monkeypatch.delenv("RFAU_TRACKING_URI", raising=False)
     st = TrackingSettings.from_env(state_dir=str(tmp_path / "state"), model_name="local")
     assert st.uri().startswith("sqlite:///")
-    res = register(models / "original", models / "original.json", st, bootstrap=True)
+    res = registered(models, "original", st, bootstrap=True)
     assert res.champion == 1 and (tmp_path / "state" / "mlflow.db").exists()
     # credentials never stay inside the URI: it is cleaned, whatever is shown
     shown = TrackingSettings(tracking_uri="http://user:secret@host:5000").redacted_uri()
@@ -227,7 +240,7 @@ def test_local_store_is_the_default_and_credentials_stay_out(tmp_path, models, m
 
 def test_browser_shows_the_model_and_its_champion_alias(mlflow_server, models, chromium, tmp_path):
     st = settings_for(mlflow_server, "digits-ui")
-    register(models / "original", models / "original.json", st, bootstrap=True)
+    registered(models, "original", st, bootstrap=True)
     url = f"{mlflow_server['url']}/#/models/digits-ui"
     flags = [
         "--headless",

@@ -150,8 +150,8 @@ def test_a_class_wise_run_with_an_unseen_reference_reports_it_apart_from_the_reg
     data = dataclasses.replace(data, forget_unseen=torch.arange(len(data.y_forget)) < 12)  # never seen
     model, _ = load_checkpoint(work["root"] / "original")
     info = run_method("rfau", model, data, RFAUConfig(epochs=2)).info
-    assert info["unseen_reference"] == 12
-    assert (info["forget_classwise"], info["forget_samplewise"]) == (len(data.y_forget), 0)
+    assert info.unseen_reference == 12
+    assert (info.forget_classwise, info.forget_samplewise) == (len(data.y_forget), 0)
 
 
 def test_regime_override_changes_the_target(work, ds):

@@ -169,8 +169,8 @@ def test_rfau_on_a_transformer_runs_from_the_cached_prefix():
     )
     settings = {"target_modules": "layer.2.attention.self.query,layer.2.attention.self.value", "epochs": 2}
     result = run_method("rfau", model, data, {**settings, "device": "cpu"})
-    assert result.info["cached_prefix_stages"] == 3  # the embeddings and layers 0-1 ran once
-    assert result.info["taps"] == ["net.bert.encoder.layer.2", "net.classifier"]
+    assert result.info.cached_prefix_stages == 3  # the embeddings and layers 0-1 ran once
+    assert result.info.taps == ["net.bert.encoder.layer.2", "net.classifier"]
     assert torch.isfinite(result.model(x)).all()
 
 

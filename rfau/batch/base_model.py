@@ -30,8 +30,10 @@ def bootstrap(
     ``original`` when given, else one trained in ``work_dir`` (the dataset's preset recipe with
     ``train`` on top); its metrics on the empty split are its baseline. ``work_dir`` is removed."""
     from rfau.models.importer import weights_identity
+    from rfau.records import GateReport
     from rfau.stages import evaluate_stage, train_stage
     from rfau.tracking import registry
+    from rfau.tracking.versions import register
 
     model = original or work_dir / "model"
     if original is None:
@@ -39,12 +41,12 @@ def bootstrap(
             ds, model, TrainConfig.preset(ds.kind, **(train or {})), holdout_fraction=holdout_fraction
         )
     write_split(make_split(ds, [], holdout_fraction), work_dir / "split")
-    evaluate_stage(model, ds, work_dir / "split", work_dir / "metrics.json")
+    evaluation = evaluate_stage(model, ds, work_dir / "split", work_dir / "metrics.json")
     # an imported model's version names what it was imported from: a later base_model_uri is
     # checked against it (see champion_lineage)
     source = read_card(model).lineage.get("source_sha256")
     tags = {VersionTags.SOURCE: weights_identity(source)} if source else None
-    reg = registry.register(model, work_dir / "metrics.json", settings, bootstrap=True, batch_tags=tags)
+    reg = register(registry.Registry(settings), model, evaluation, GateReport.original(), tags)
     shutil.rmtree(work_dir)
     return reg
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from rfau.batch.common import _skip, read_batch
 from rfau.data.datasets import load_dataset
 from rfau.data.split import read_split
-from rfau.gates import Gates, check_gates, regime_of
+from rfau.gates import Gates, check_gates
 from rfau.io import atomic_dir, claim_output, write_json
-from rfau.records import BatchMetrics, GateReport, Skipped, UnlearnInfo
+from rfau.records import BatchMetrics, Skipped, UnlearnInfo
 from rfau.report import batch_report, confusion
 
 STAGE = "batch evaluate"  # what its output folder is marked as written by
@@ -39,12 +39,10 @@ def evaluate(
     with atomic_dir(out_dir, STAGE) as tmp:
         after = evaluate_stage(model_dir, ds, b / "split", tmp / "after.json", seed)
         before = evaluate_stage(b / "base", ds, b / "split", tmp / "before.json", seed)
-        regime = regime_of(after.model_dump())  # from the split (forget_regime), for every method
-        results = check_gates(after.model_dump(), before.model_dump(), regime, gates)
-        passed = all(r.passed for r in results)
-        flat = BatchMetrics.build(after, before, passed, len(split.forget), unl.seconds)
+        verdict = check_gates(after, before, gates)  # the regime: the split's, for every method
+        flat = BatchMetrics.build(after, before, verdict.passed, len(split.forget), unl.seconds)
         flat.write(tmp / "metrics.json")
-        GateReport(regime=regime, passed=passed, gates=results).write(tmp / "gates.json")
+        verdict.write(tmp / "gates.json")
         cm, rows = confusion(model_dir, ds, split)
         cm.write(tmp / "confusion.json")
         # for `dvc plots` (confusion template)
@@ -52,5 +50,5 @@ def evaluate(
         confidence_histogram(
             ds, split, {"before (champion)": b / "base", "after": model_dir}, tmp / "confidence_hist.png"
         )
-        (tmp / "report.md").write_text(batch_report(meta, before, after, results))
+        (tmp / "report.md").write_text(batch_report(meta, before, after, verdict.gates))
     return flat

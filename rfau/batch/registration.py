@@ -209,16 +209,18 @@ def register(
 ) -> Registered | Skipped:
     """New registry version (champion only when every gate passes) -> ledger record -> request
     states. Idempotent: registering a batch again returns its version and record.
-    ``kfp_run_id``: the KFP run this batch is part of, tagged on its MLflow run and version."""
+    ``kfp_run_id``: the KFP run this batch is part of, tagged on its MLflow run and version.
+    The verdict registered is the one evaluate wrote (gates.json); ``gates`` is not read again."""
     from rfau.audit.trail import AuditTrail
     from rfau.tracking import registry
+    from rfau.tracking.versions import register as register_model
 
     claim_output(out_dir, STAGE)  # before anything is registered or recorded
     meta = read_batch(batch_dir)
     settings = settings or TrackingSettings.from_env()
     if meta.empty:
         return _skip(Path(out_dir), meta, "registered.json", STAGE)
-    model_dir, eval_dir, gates = Path(model_dir), Path(eval_dir), gates or Gates()
+    model_dir, eval_dir = Path(model_dir), Path(eval_dir)
     reqs = RequestStore.from_uri(store or meta.store)
     trail = AuditTrail.open(store or meta.store, settings)
     found = trail.find_batch(meta.batch_id)
@@ -235,11 +237,9 @@ def register(
         **({VersionTags.KFP_RUN_ID: kfp_run_id} if kfp_run_id else {}),
     }
 
-    def register_version() -> Registration:  # the alias moves later, once the record exists
-        after, before = eval_dir / "after.json", eval_dir / "before.json"
-        return registry.register(
-            model_dir, after, settings, gates, before, promote=False, batch_tags=batch_tags
-        )
+    def register_version(reg: registry.Registry) -> Registration:  # the alias moves once the record exists
+        after, verdict = Evaluation.read(eval_dir / "after.json"), GateReport.read(eval_dir / "gates.json")
+        return register_model(reg, model_dir, after, verdict, batch_tags, promote=False)
 
     if record is None:
         with registry.pipeline_run(
@@ -254,7 +254,7 @@ def register(
             },
         ) as run_registry:
             _log_stages(run_registry, Path(batch_dir), model_dir, eval_dir, meta)
-            reg = register_version()
+            reg = register_version(run_registry)
             fault_point(Fault.VERSION_CREATED)
             held_back = _champion_moved(settings, meta)
             try:
@@ -265,7 +265,7 @@ def register(
             if record.promoted and not reg.new:  # the same weights again, promoted by a newer record
                 _clear_rolled_back(run_registry, reg.version)
     else:  # this stage ran before (a retry): the version and the record exist
-        reg = register_version()
+        reg = register_version(registry.Registry(settings))
     fault_point(Fault.RECORD_APPENDED)
     # the record is written before the alias moves, so the ledger never names a champion the
     # registry could not get to; a retry (or the next batch, see `recover`) completes the move

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rfau.gates import GateResult, Gates, check_gates, regime_of
+from rfau.gates import Gates, check_gates
+from rfau.records import Evaluation, GateResult
 
 # the evidence gates whose value and bound the gate table shows (class-wise, then sample-wise)
 EVIDENCE_GATES = (
@@ -27,7 +28,8 @@ def gate_columns(metrics: dict, champion: dict, gates: Gates | None = None) -> d
     """The gate verdict of one model as bench row columns: ``gates_passed`` (100 or 0, so that
     its mean over seeds is a pass rate), ``failed_gates``, ``unmeasurable_gates`` and, per
     evidence gate, ``gate_<name>`` = "value/bound" (or "n/m": not measurable)."""
-    results = check_gates(metrics, champion, regime_of(metrics), gates or Gates())
+    after, before = Evaluation.model_validate(metrics), Evaluation.model_validate(champion)
+    results = check_gates(after, before, gates or Gates()).gates
     cols: dict = {
         "gates_passed": 100.0 if all(r.passed for r in results) else 0.0,
         "failed_gates": ";".join(r.name for r in results if not r.passed),

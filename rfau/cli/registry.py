@@ -49,14 +49,19 @@ def register(
     """Register a model version; it becomes champion only when every gate passes.
 
     Exit code 1 when a gate failed (the version is registered, the champion unchanged)."""
-    from rfau.gates import Gates
-    from rfau.tracking.registry import register as do_register
+    from rfau.gates import Gates, check_gates
+    from rfau.records import Evaluation, GateReport
+    from rfau.tracking.registry import Registry
+    from rfau.tracking.versions import register as do_register
 
     try:
         g = Gates(**parse_overrides(gates, None)) if gates else Gates()
     except ValueError as e:  # pydantic: bad gate settings
         raise UsageError(f"invalid gates in {gates}: {e}") from None
-    res = do_register(model_dir, metrics, tracking_settings(name, tracking_uri), g, baseline, bootstrap)
+    evaluation = Evaluation.read(metrics)
+    before = Evaluation.read(baseline) if baseline else None
+    report = GateReport.original() if bootstrap else check_gates(evaluation, before, g)
+    res = do_register(Registry(tracking_settings(name, tracking_uri)), model_dir, evaluation, report)
     emit(as_json, res, lambda: out.print_json(res.model_dump_json()))
     if not bootstrap and not res.gates_passed:
         err.print("[yellow]a gate failed: the champion is unchanged (see gate_failures on the version)[/]")
@@ -114,7 +119,7 @@ def rollback(
 @app.command()
 def models(name: ModelNameOpt = None, tracking_uri: TrackingOpt = None, as_json: JsonOpt = False) -> None:
     """Registered versions with their aliases and gate verdicts."""
-    from rfau.tracking.registry import list_versions
+    from rfau.tracking.aliases import list_versions
 
     rows = list_versions(tracking_settings(name, tracking_uri))
     if as_json:

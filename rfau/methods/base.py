@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from rfau.config import _Config
@@ -50,6 +50,21 @@ class UnlearnData:
                 raise ModelError(f"unlearn data: {name} has {len(a)} entries but {len(b)} labels")
 
 
+class MethodInfo(BaseModel):
+    """The facts a method reports about its run, for unlearn.json (``rfau.records.UnlearnInfo``
+    keeps them beside its own keys). Each method declares its own fields on a subclass
+    (``UnlearnMethod.info_model``); a fact it sets without declaring it fails where it is set."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # one row per epoch (the runner's epoch loop): "epoch" and the method's logged loss terms
+    history: list[dict[str, float]] | None = None
+
+    def facts(self) -> dict[str, Any]:
+        """The method's own facts (those set), as unlearn.json keeps them."""
+        return self.model_dump(exclude_none=True, exclude={"history"})
+
+
 @dataclass
 class UnlearnResult:
     model: nn.Module  # the model to serve (adapters merged where there are any)
@@ -57,7 +72,7 @@ class UnlearnResult:
     total_params: int
     seconds: float
     adapter: nn.Module | None = None  # peft model (unmerged) whose adapter is the deletion delta
-    info: dict[str, Any] = field(default_factory=dict)
+    info: MethodInfo = field(default_factory=MethodInfo)
 
 
 class MethodConfig(_Config):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from rfau.methods.base import MethodInfo
 from rfau.methods.runner import EpochMethod, Step
 from rfau.methods.sgd import Cycler, SGDConfig, index_batches, inputs, sgd
 from rfau.train import autocast
@@ -41,11 +42,17 @@ class NegGradPlusConfig(SGDConfig):
     )
 
 
+class NegGradPlusInfo(MethodInfo):
+    forget_loss_cap: float | None = None  # the cap applied (the setting's, or its default)
+
+
 class NegGradPlus(EpochMethod):
     name = "neggrad_plus"
     summary = "descend on retain, bounded ascent on forget (NegGrad+)"
     config = NegGradPlusConfig
     cfg: NegGradPlusConfig
+    info_model = NegGradPlusInfo
+    info: NegGradPlusInfo
     logged = ("retain_loss", "forget_loss")
 
     def setup(self, work: nn.Module) -> torch.optim.Optimizer:
@@ -55,7 +62,7 @@ class NegGradPlus(EpochMethod):
         self.x_f, self.y_f = data.x_forget.to(device), data.y_forget.to(device)
         self.forget = Cycler(len(self.y_f), self.cfg.forget_batch_size, self.gen, device)
         self.cap = self.cfg.forget_loss_cap or 2.0 * math.log(data.num_classes)
-        self.info["forget_loss_cap"] = self.cap
+        self.info.forget_loss_cap = self.cap
         return sgd(work.parameters(), self.cfg)
 
     def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

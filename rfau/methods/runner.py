@@ -29,7 +29,7 @@ from torch import nn
 
 from rfau.config import resolve_device
 from rfau.errors import ModelError, UsageError, validation_problems
-from rfau.methods.base import UnlearnData, UnlearnResult
+from rfau.methods.base import MethodInfo, UnlearnData, UnlearnResult
 from rfau.models.checkpoint import count_parameters
 from rfau.progress import progress_bar
 from rfau.train import set_seed
@@ -58,6 +58,7 @@ class UnlearnMethod:
     name: ClassVar[str]
     summary: ClassVar[str]
     config: ClassVar[type[BaseModel] | None] = None
+    info_model: ClassVar[type[MethodInfo]] = MethodInfo  # the facts it reports (a subclass: its own)
     # libraries loaded before the clock starts: loading one (peft: seconds) is no unlearning cost
     libraries: ClassVar[tuple[str, ...]] = ()
 
@@ -65,7 +66,7 @@ class UnlearnMethod:
         self, cfg: Any, data: UnlearnData, device: torch.device, gen: torch.Generator, options: RunOptions
     ) -> None:
         self.cfg, self.data, self.device, self.gen, self.options = cfg, data, device, gen, options
-        self.info: dict[str, Any] = {}  # method-specific facts for unlearn.json
+        self.info = self.info_model()  # what it reports about its run, for unlearn.json
 
     @property
     def desc(self) -> str:
@@ -103,7 +104,7 @@ class EpochMethod(UnlearnMethod):
         return int(self.cfg.epochs)
 
     def unlearn(self, work: nn.Module) -> None:
-        self.info["history"] = epoch_loop(self, work)
+        self.info.history = epoch_loop(self, work)
 
     def setup(self, work: nn.Module) -> torch.optim.Optimizer:
         """Everything computed once before training; returns the optimizer."""

@@ -22,6 +22,7 @@ from pydantic import Field
 from torch import nn
 
 from rfau.errors import ModelError
+from rfau.methods.base import MethodInfo
 from rfau.methods.random_label import RandomLabel
 from rfau.methods.sgd import SGDConfig
 from rfau.train import to_float
@@ -63,6 +64,10 @@ def saliency_mask(
     return masks
 
 
+class SalUnInfo(MethodInfo):
+    salient_params: int | None = None  # weights the mask lets train
+
+
 class SalUn(RandomLabel):
     """Random labels (``RandomLabel``'s examples and loss) on the salient weights only."""
 
@@ -70,13 +75,15 @@ class SalUn(RandomLabel):
     summary = "random labels on gradient-salient weights only (SalUn)"
     config = SalUnConfig
     cfg: SalUnConfig
+    info_model = SalUnInfo
+    info: SalUnInfo
 
     def setup(self, work: nn.Module) -> torch.optim.Optimizer:
         x_f, y_f = self.data.x_forget.to(self.device), self.data.y_forget.to(self.device)
         self.masks = saliency_mask(work, x_f, y_f, self.cfg.mask_ratio, self.cfg.mask_batch_size)
         self.params = dict(work.named_parameters())
         self.theta0 = {n: self.params[n].detach().clone() for n in self.masks}
-        self.info["salient_params"] = int(sum(int(m.sum()) for m in self.masks.values()))
+        self.info.salient_params = int(sum(int(m.sum()) for m in self.masks.values()))
         return super().setup(work)
 
     @torch.no_grad()
@@ -98,4 +105,4 @@ class SalUn(RandomLabel):
                 buf.mul_(m)
 
     def trainable_params(self, work: nn.Module) -> int:
-        return int(self.info["salient_params"])
+        return int(self.info.salient_params or 0)

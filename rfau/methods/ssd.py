@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from rfau.methods.base import MethodConfig
+from rfau.methods.base import MethodConfig, MethodInfo
 from rfau.methods.runner import UnlearnMethod
 from rfau.progress import progress_bar
 from rfau.train import to_float
@@ -72,11 +72,19 @@ def dampen(
     return dampened
 
 
+class SSDInfo(MethodInfo):
+    dampened_params: int | None = None
+    reference_samples: int | None = None
+    dampened_share_per_tensor: dict[str, float] | None = None  # by parameter name
+
+
 class SSD(UnlearnMethod):
     name = "ssd"
     summary = "dampen forget-specific weights by Fisher ratio, no training (SSD)"
     config = SSDConfig
     cfg: SSDConfig
+    info_model = SSDInfo
+    info: SSDInfo
 
     def working_copy(self, model: nn.Module) -> nn.Module:
         return super().working_copy(model).eval()
@@ -100,11 +108,9 @@ class SSD(UnlearnMethod):
         imp_d = importances(work, x_ref, y_ref, cfg.batch_size, "ssd reference importance")
         per_tensor = dampen(work, imp_f, imp_d, cfg.alpha, cfg.dampening_lambda)
         sizes = dict((n, p.numel()) for n, p in work.named_parameters())
-        self.info.update(
-            dampened_params=sum(per_tensor.values()),
-            reference_samples=len(y_ref),
-            dampened_share_per_tensor={n: k / sizes[n] for n, k in per_tensor.items()},
-        )
+        self.info.dampened_params = sum(per_tensor.values())
+        self.info.reference_samples = len(y_ref)
+        self.info.dampened_share_per_tensor = {n: k / sizes[n] for n, k in per_tensor.items()}
 
     def trainable_params(self, work: nn.Module) -> int:
-        return int(self.info["dampened_params"])
+        return int(self.info.dampened_params or 0)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from rfau.methods.base import MethodInfo
 from rfau.methods.rfau.config import RFAUConfig, lora_config
 from rfau.methods.rfau.features import OriginalFeatures, Taps, cache_original, resolve_modules, run_from
 from rfau.methods.rfau.losses import anchor_weights, feature_shift_loss, output_kl_loss, zero_residual_loss
@@ -23,12 +24,27 @@ from rfau.methods.runner import EpochMethod, Step, frozen_copy
 from rfau.train import autocast, even_batches
 
 
+class RFAUInfo(MethodInfo):
+    """Where the adapters sit and how the forget set was split between the two regimes."""
+
+    target_modules: list[str] | None = None
+    taps: list[str] | None = None
+    forget_classwise: int | None = None
+    forget_samplewise: int | None = None
+    retain_budget: int | None = None
+    cached_prefix_stages: int | None = None
+    unseen_reference: int | None = None  # class-wise forget samples the original never saw, held out
+    stopped_after_epochs: int | None = None  # epochs trained when the early stop (unseen_stop) ended it
+
+
 class RFAU(EpochMethod):
     name = "rfau"
     libraries = ("peft",)
     summary = "LoRA residual feature alignment (this project)"
     config = RFAUConfig
     cfg: RFAUConfig
+    info_model = RFAUInfo
+    info: RFAUInfo
     logged = ("retain_loss", "forget_loss")
     train_mode = False  # frozen BatchNorm statistics: the residual comes from the adapters only
 
@@ -120,15 +136,11 @@ class RFAU(EpochMethod):
         if self.reference is not None:  # held out of the forget loss
             self.kl_rows &= ~self.reference
             self.shift_rows &= ~self.reference
-        self.info.update(
-            target_modules=self.targets,
-            taps=self.taps,
-            forget_classwise=int(classwise.sum()),
-            forget_samplewise=int((~classwise).sum()),
-            retain_budget=len(self.orig.h_r),
-            cached_prefix_stages=self.orig.cut,
-            unseen_reference=int(self.reference.sum()) if self.reference is not None else 0,
-        )
+        info = self.info
+        info.target_modules, info.taps = self.targets, self.taps
+        info.forget_classwise, info.forget_samplewise = int(classwise.sum()), int((~classwise).sum())
+        info.retain_budget, info.cached_prefix_stages = len(self.orig.h_r), self.orig.cut
+        info.unseen_reference = int(self.reference.sum()) if self.reference is not None else 0
         self.retain_weights = anchor_weights(self.orig.y_r, data.y_forget, data.num_classes, cfg.class_anchor)
         params = [p for p in work.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -136,7 +148,7 @@ class RFAU(EpochMethod):
     def finished(self, epoch: int) -> bool:
         if not self.stops or not self.looks_unseen():
             return False
-        self.info["stopped_after_epochs"] = epoch
+        self.info.stopped_after_epochs = epoch
         return True
 
     def looks_unseen(self) -> bool:
