@@ -202,7 +202,7 @@ class AuditTrail:
 
         data = self.ledger_bytes()
         s = self.settings  # no local registry and an empty ledger: nothing to create just to look
-        exists = bool(s.tracking_uri) or (s.state_dir / "mlflow.db").is_file() or bool(data)
+        exists = s.registry_exists() or bool(data)
         reg = registry.Registry(s) if exists else None  # one connection for the whole audit
         tags = reg.version_tags() if reg else {}
         anchors = [
