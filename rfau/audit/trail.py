@@ -13,7 +13,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from rfau.audit import consistency
 from rfau.audit.ledger import (
+    RESERVED,
     Ledger,
     canonical,
     load_or_create_salt,
@@ -22,9 +24,12 @@ from rfau.audit.ledger import (
     verify_bytes,
 )
 from rfau.audit.salt import require_shared_salt
-from rfau.errors import RfauError
+from rfau.data.request_store import RequestState, RequestStore
+from rfau.errors import RfauError, UnknownRequestError
 from rfau.models.checkpoint import read_card
 from rfau.storage import NotFound, Store, open_store
+from rfau.tracking import registry
+from rfau.tracking.registry import Registry
 from rfau.tracking.settings import TrackingSettings
 from rfau.tracking.tags import VersionTags
 
@@ -142,10 +147,6 @@ class AuditTrail:
         it failed and released them, or they went stale) is appended as a recovered record that
         says so and was never promoted -> the new ledger bytes. None: its batch still holds its
         requests and settles them as its record says (appended as written)."""
-        from rfau.audit.ledger import RESERVED
-        from rfau.data.request_store import RequestState, RequestStore
-        from rfau.errors import UnknownRequestError
-        from rfau.tracking.registry import Registry
 
         after = (record.get("model") or {}).get("after") or {}
         if after.get("version") is None:
@@ -181,7 +182,6 @@ class AuditTrail:
 
     def log_to_mlflow(self, record: dict) -> None:
         """The record and the whole ledger as artifacts of an ``audit`` run."""
-        from rfau.tracking.registry import Registry
 
         Registry(self.settings).log_files(
             "audit",
@@ -198,7 +198,6 @@ class AuditTrail:
     def verify(self, check_weights: bool = True) -> list[str]:
         """Every problem found: the chain itself, the local mirror, the per-record objects, the
         registry's anchors, and the weights of every version the ledger names."""
-        from rfau.tracking import registry
 
         data = self.ledger_bytes()
         s = self.settings  # no local registry and an empty ledger: nothing to create just to look
@@ -267,8 +266,6 @@ class AuditTrail:
     def _state_problems(self, records: list[dict], tags: dict, reg, champion: int | None) -> list[str]:
         """Requests against records, evidence files, the frontier of every served alias, and a
         promotion the registry does not show yet (rfau.audit.consistency)."""
-        from rfau.audit import consistency
-        from rfau.data.request_store import RequestState, RequestStore
 
         statuses = RequestStore(self.store).list()
         fulfilled = [st.request_id for st in statuses if st.state is RequestState.FULFILLED]

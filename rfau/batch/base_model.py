@@ -13,7 +13,10 @@ from rfau.data.base import Dataset
 from rfau.data.split import HOLDOUT_FRACTION, make_split, write_split
 from rfau.errors import RfauError
 from rfau.models.checkpoint import read_card
+from rfau.models.importer import fetch_model_folder, import_model_folder, model_identities, weights_identity
 from rfau.records import BaseVersion, Registration, VersionRef
+from rfau.stages import evaluate_stage, train_stage
+from rfau.tracking import registry
 from rfau.tracking.settings import TrackingSettings
 from rfau.tracking.tags import VersionTags
 
@@ -29,9 +32,6 @@ def bootstrap(
     """Register the original model as the bootstrap champion of a registry that has none:
     ``original`` when given, else one trained in ``work_dir`` (the dataset's preset recipe with
     ``train`` on top); its metrics on the empty split are its baseline. ``work_dir`` is removed."""
-    from rfau.models.importer import weights_identity
-    from rfau.stages import evaluate_stage, train_stage
-    from rfau.tracking import registry
 
     model = original or work_dir / "model"
     if original is None:
@@ -76,8 +76,6 @@ def _imported_from(ctx: BatchContext, version: int, tags: dict) -> str:
     the tag existed, its model card's lineage."""
     import tempfile
 
-    from rfau.models.importer import weights_identity
-
     if tags.get(VersionTags.SOURCE):
         return tags[VersionTags.SOURCE]
     if tags.get(VersionTags.METHOD) != "imported":
@@ -98,8 +96,6 @@ def staged_base_model(
     weights must be in the champion's lineage (a champion is never replaced silently), and
     nothing is imported. Yields the imported folder, or None."""
     import tempfile
-
-    from rfau.models.importer import fetch_model_folder, import_model_folder, model_identities
 
     if not uri:
         yield None

@@ -6,9 +6,11 @@ from pathlib import Path
 
 from rfau.batch.common import BATCH, EVIDENCE, _now, _skip, read_batch
 from rfau.batch.context import BatchContext
+from rfau.batch.ladder import attempts_of, deadlines
 from rfau.batch.recovery import _complete_promotion
 from rfau.data.deadlines import FAILED_GATES
 from rfau.data.request_store import RequestState, RequestStore
+from rfau.data.split import read_split
 from rfau.errors import RfauError
 from rfau.faults import Fault, fault_point
 from rfau.gates import Gates
@@ -30,6 +32,8 @@ from rfau.records import (
     UnlearnInfo,
     VersionRef,
 )
+from rfau.tracking import registry
+from rfau.tracking.stage_runs import log_data_split, log_evaluate, log_rungs, log_unlearn
 from rfau.tracking.tags import VersionTags
 
 STAGE = "batch register"  # what its output folder is marked as written by
@@ -37,8 +41,6 @@ STAGE = "batch register"  # what its output folder is marked as written by
 
 def _log_stages(reg, batch_dir: Path, model_dir: Path, eval_dir: Path, meta: BatchMeta) -> None:
     """The batch's stages as nested MLflow runs under the batch's parent run."""
-    from rfau.batch.ladder import attempts_of
-    from rfau.tracking.stage_runs import log_data_split, log_evaluate, log_rungs, log_unlearn
 
     log_data_split(
         reg,
@@ -65,7 +67,6 @@ def _append_record(
 ) -> RecordedBatch:
     """The batch's ledger record, anchored on the version it produced and logged to MLflow.
     ``held_back``: why a version that passed its gates is not promoted (recorded as such)."""
-    from rfau.batch.ladder import attempts_of, deadlines
 
     trail, reqs, settings = ctx.trail, ctx.requests, ctx.settings
     unl = UnlearnInfo.read(model_dir / "unlearn.json")
@@ -163,7 +164,6 @@ def _check_claims(reqs: RequestStore, meta: BatchMeta, registered: int | None = 
 def _clear_rolled_back(reg, version: int) -> None:
     """A version rolled back by hand and then made again (the same weights) by a batch whose record
     promotes it: the record is newer than the rollback, so ``recover`` may promote it."""
-    from rfau.tracking.registry import VersionTags
 
     if reg.version(version).tags.get(VersionTags.ROLLED_BACK):
         reg.client.delete_model_version_tag(reg.name, str(version), VersionTags.ROLLED_BACK)
@@ -172,7 +172,6 @@ def _clear_rolled_back(reg, version: int) -> None:
 def _check_lineage(meta: BatchMeta, batch_dir: Path, model_dir: Path) -> None:
     """The model must have been made for this batch: its card names the batch's requests, its
     forget set and (for an unlearned model) the batch's base version's weights."""
-    from rfau.data.split import read_split
 
     lineage = read_card(model_dir).lineage
     base, split = meta.require_base(), read_split(batch_dir / "split")
@@ -206,7 +205,6 @@ def register(
     states. Idempotent: registering a batch again returns its version and record. ``ctx``: the
     batch's (default: ``BatchContext.of_batch``). ``kfp_run_id``: the KFP run this batch is part
     of, tagged on its MLflow run and version."""
-    from rfau.tracking import registry
 
     claim_output(out_dir, STAGE)  # before anything is registered or recorded
     meta = read_batch(batch_dir)

@@ -8,19 +8,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import rfau
+from rfau.audit.kinds import ALREADY_FORGOTTEN
 from rfau.batch.base_model import base_frontier, ensure_base, staged_base_model
 from rfau.batch.common import BATCH, _now, new_batch_id
 from rfau.batch.context import BatchContext
+from rfau.batch.ladder import plan, retrain_refusal
 from rfau.batch.recovery import _abandon_orphans, recover
 from rfau.data.base import Dataset
 from rfau.data.datasets import load_dataset
+from rfau.data.deadlines import due_at, failed_batches
 from rfau.data.request_store import RequestState, RequestStore
 from rfau.data.requests import resolve_forget_set
 from rfau.data.split import HOLDOUT_FRACTION, admit_requests, make_split, write_split
 from rfau.errors import RfauError
 from rfau.io import atomic_dir, claim_output, md5_file, write_json
+from rfau.models.checkpoint import read_card
 from rfau.params import EXACT, BatchParams
 from rfau.records import BatchMeta, Rejection, VersionRef
+from rfau.tracking.registry import frontier_value
 from rfau.tracking.tags import VersionTags
 
 STAGE = "batch split"  # what its output folder is marked as written by
@@ -199,7 +204,6 @@ def _claim_and_split(
 def _stuck(claimed: list, p: BatchParams) -> tuple[list, dict]:
     """(the claimed requests that failed max_attempts batches, oldest first: the first is taken
     alone on the exact rung; {those that cannot be: the ladder has no exact rung -> why})."""
-    from rfau.data.deadlines import failed_batches
 
     stuck = [st for st in claimed if failed_batches(st) >= p.max_attempts]
     if EXACT in [r.method for r in p.ladder()]:
@@ -216,9 +220,6 @@ def _plan_ladder(meta: BatchMeta, base: Path, p: BatchParams, requests: list, st
     """The rungs this batch climbs: straight to the exact one for a request due within
     retrain_lead_days or one that failed max_attempts batches; never retrain on a base model
     without a recipe (its requests then need retraining should every other rung fail)."""
-    from rfau.batch.ladder import plan, retrain_refusal
-    from rfau.data.deadlines import due_at
-    from rfau.models.checkpoint import read_card
 
     meta.deadline_days = p.deadline_days
     has_exact = EXACT in [r.method for r in p.ladder()]
@@ -264,8 +265,6 @@ def _check_frontier(reqs: RequestStore, claim: Claim) -> None:
 def _settle_already_forgotten(meta: BatchMeta, done: list, claim: Claim, ctx: BatchContext) -> None:
     """Requests naming only samples the base model no longer holds: the base's frontier grows by
     them, one ledger record says so, and they are fulfilled naming it."""
-    from rfau.audit.kinds import ALREADY_FORGOTTEN
-    from rfau.tracking.registry import frontier_value
 
     ids = [st.request_id for st in done]
     trail, base, settings = ctx.trail, claim.base, ctx.settings

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from rfau.data.request_backend import StoredRequests
 from rfau.data.request_events import (
@@ -46,9 +45,7 @@ from rfau.data.request_events import (
 )
 from rfau.errors import RequestError, RfauError
 from rfau.storage import AlreadyExists
-
-if TYPE_CHECKING:
-    from rfau.tracking.settings import TrackingSettings
+from rfau.tracking.settings import TrackingSettings
 
 __all__ = [
     "MARKER",
@@ -237,7 +234,6 @@ class RequestStore(StoredRequests):
 def default_store(settings: TrackingSettings | None = None) -> str:
     """Where requests and the ledger's object-store copy live: $RFAU_REQUEST_STORE (a folder or
     s3://bucket/prefix), else a folder in the local state directory."""
-    from rfau.tracking.settings import TrackingSettings
 
     settings = settings or TrackingSettings.from_env()
     return os.environ.get("RFAU_REQUEST_STORE") or str(settings.state_dir / "store")
