@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from rfau.audit import consistency
@@ -37,15 +38,24 @@ LEDGER_KEY = "audit/ledger.jsonl"
 
 
 class AuditTrail:
-    def __init__(self, store: Store, settings: TrackingSettings):
+    def __init__(
+        self, store: Store, settings: TrackingSettings, registry: Callable[[], Registry] | None = None
+    ):
         self.store = store
         self.settings = settings
         self.local_dir = settings.state_dir / "audit"
         self.mirror = self.local_dir / "ledger.jsonl"
+        # the registry its writes log to: a caller's kept one (a batch's), else one per use
+        self._registry = registry or (lambda: Registry(self.settings))
 
     @classmethod
-    def open(cls, store_uri: str, settings: TrackingSettings | None = None) -> AuditTrail:
-        return cls(open_store(store_uri), settings or TrackingSettings.from_env())
+    def open(
+        cls,
+        store_uri: str,
+        settings: TrackingSettings | None = None,
+        registry: Callable[[], Registry] | None = None,
+    ) -> AuditTrail:
+        return cls(open_store(store_uri), settings or TrackingSettings.from_env(), registry)
 
     # --- reading ---------------------------------------------------------------------------------
     def ledger_bytes(self) -> bytes:
@@ -159,7 +169,7 @@ class AuditTrail:
                 continue
             if st.state is RequestState.IN_PROGRESS and st.batch_id == record.get("batch_id"):
                 return None
-        champ = Registry(self.settings).champion()
+        champ = self._registry().champion()
         abandoned = "its requests were released"
         fields = {k: v for k, v in record.items() if k not in RESERVED}
         fields |= {
@@ -182,8 +192,7 @@ class AuditTrail:
 
     def log_to_mlflow(self, record: dict) -> None:
         """The record and the whole ledger as artifacts of an ``audit`` run."""
-
-        Registry(self.settings).log_files(
+        self._registry().log_files(
             "audit",
             tags={
                 VersionTags.BATCH_ID: record["batch_id"],

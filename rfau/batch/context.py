@@ -55,4 +55,4 @@ class BatchContext:
 
     @cached_property
     def trail(self) -> AuditTrail:
-        return AuditTrail.open(self.store_uri, self.settings)
+        return AuditTrail.open(self.store_uri, self.settings, lambda: self.registry)
