@@ -22,6 +22,7 @@ def data_split(
     batch: Output[Dataset],
     summary: Output[Markdown],
 ):
+    from rfau.batch import BatchContext
     from rfau.batch import data_split as stage
     from rfau.params import parse_params
     from rfau.signals import sigterm_raises
@@ -44,13 +45,12 @@ def data_split(
             "max_attempts": max_attempts,
         }
     )
-    settings = TrackingSettings.from_env()
+    ctx = BatchContext.open(p.store or None, TrackingSettings.from_env())
     with sigterm_raises("the data-split task"):  # its claims are released as on any failure
         meta = stage(
             batch.path,
             p.dataset,
-            p.store or None,
-            settings,
+            ctx,
             p.holdout_fraction,
             p.train or None,
             base_model_uri=p.base_model_uri,

@@ -22,6 +22,7 @@ def register(
     batch had nothing to register."""
     from pathlib import Path
 
+    from rfau.batch import BatchContext
     from rfau.batch import register as stage
     from rfau.params import parse_params
     from rfau.records import Skipped
@@ -29,17 +30,12 @@ def register(
     from rfau.tracking.settings import TrackingSettings
 
     p = parse_params({"store": store, "gates": gates})
+    # the registry and the model's name: the pod's rfau-config; the store: the batch's
+    ctx = BatchContext.of_batch(batch.path, TrackingSettings.from_env(), p.store or None)
     # a cancelled run releases its requests (none once the ledger holds the batch: see abort)
     with release_on_sigterm(batch.path, "the register task"):
         res = stage(
-            batch.path,
-            model.path,
-            evaluation.path,
-            registered.path,
-            TrackingSettings.from_env(),  # the registry and the model's name: the pod's rfau-config
-            p.gates,
-            p.store or None,
-            kfp_run_id or None,
+            batch.path, model.path, evaluation.path, registered.path, ctx, p.gates, kfp_run_id or None
         )
     if isinstance(res, Skipped):
         Path(receipt.path).write_text(f"Nothing registered: {res.reason}\n")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rfau.batch import data_split, staged_base_model
+from rfau.batch import BatchContext, data_split, staged_base_model
 from rfau.data.datasets import load_dataset
 from rfau.data.request_store import RequestState, RequestStore
 from rfau.data.split import in_holdout
@@ -65,7 +65,7 @@ def test_an_s3_model_becomes_the_bootstrap_champion_and_its_lineage_is_accepted_
     settings = TrackingSettings(state_dir=tmp_path / ".rfau")
     store = str(tmp_path / "store")
     _queue(store, tmp_path)
-    meta = data_split(tmp_path / "batch", "digits", store, settings, base_model_uri=uri)
+    meta = data_split(tmp_path / "batch", "digits", BatchContext.open(store, settings), base_model_uri=uri)
 
     source_sha = sha256_file(vit_dir / "model.safetensors")
     base = read_card(tmp_path / "batch" / "base")
@@ -83,7 +83,7 @@ def test_an_s3_model_becomes_the_bootstrap_champion_and_its_lineage_is_accepted_
     imported = tmp_path / "imported"
     import_model(vit_dir, "hf-image", DS, imported)
     for again in (uri, str(vit_dir), str(imported)):
-        with staged_base_model(again, DS, settings) as original:
+        with staged_base_model(again, DS, BatchContext.open(store, settings)) as original:
             assert original is None
     assert sorted(registry.Registry(settings).version_tags()) == [1]
 

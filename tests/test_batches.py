@@ -13,7 +13,7 @@ import pytest
 from rfau.audit.ledger import canonical, record_hash, verify_bytes
 from rfau.audit.proof import render_proof
 from rfau.audit.trail import LEDGER_KEY, AuditTrail
-from rfau.batch import data_split, run_batch
+from rfau.batch import BatchContext, data_split, run_batch
 from rfau.data.datasets import load_dataset
 from rfau.data.request_store import RequestState, RequestStore
 from rfau.data.split import in_holdout, read_split
@@ -261,7 +261,7 @@ def test_a_failed_split_puts_the_requests_back(tmp_path):
     store = str(tmp_path / "store")
     RequestStore.from_uri(store).add([_request(tmp_path / "r.json", "r9", POOL[:5], "dave")], DS)
     with pytest.raises(RfauError, match="unreachable"):  # the base's frontier is read before claiming
-        data_split(tmp_path / "batch", "digits", store, settings)
+        data_split(tmp_path / "batch", "digits", BatchContext.open(store, settings))
     st = RequestStore.from_uri(store).get("r9")
     assert st.state is RequestState.PENDING and [e["state"] for e in st.history] == ["pending"]
     assert not (tmp_path / "batch").exists()
@@ -305,7 +305,7 @@ def test_requests_left_in_progress_by_a_dead_batch_are_taken_up_again(tmp_path, 
     reqs = RequestStore.from_uri(store)
     reqs.add([_request(tmp_path / "r.json", "r8", POOL[:6], "frank")], DS)
     assert [s.request_id for s in reqs.claim_pending("batch-that-died")] == ["r8"]
-    meta = data_split(tmp_path / "batch", "digits", store, settings, stale_after_hours=0.0)
+    meta = data_split(tmp_path / "batch", "digits", BatchContext.open(store, settings), stale_after_hours=0.0)
     assert meta.request_ids == ["r8"]
     history = reqs.get("r8").history
     assert [e["state"] for e in history] == ["pending", "in-progress", "pending", "in-progress"]

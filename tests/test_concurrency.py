@@ -145,13 +145,16 @@ def _stages(root: Path, name: str, stages: list[str]) -> dict | None:
     res = None
     for stage in stages:
         if stage == "split":
-            assert not batch.data_split(wd / "batch", "digits", store, settings).empty
+            assert not batch.data_split(
+                wd / "batch", "digits", batch.BatchContext.open(store, settings)
+            ).empty
         elif stage == "unlearn":
             batch.unlearn(wd / "batch", wd / "model", "rfau", {"epochs": 3, "retain_budget": 300})
         elif stage == "evaluate":
             batch.evaluate(wd / "batch", wd / "model", wd / "evaluation")
         else:
-            res = batch.register(wd / "batch", wd / "model", wd / "evaluation", wd / "registered", settings)
+            ctx = batch.BatchContext.of_batch(wd / "batch", settings)
+            res = batch.register(wd / "batch", wd / "model", wd / "evaluation", wd / "registered", ctx)
     return res
 
 

@@ -296,7 +296,7 @@ def test_text_dataset_from_parquet(tmp_path):
 
 
 def test_model_import_registers_the_bootstrap_champion(cli, vit_dir, digits, tmp_path):
-    from rfau.batch import ensure_base
+    from rfau.batch import BatchContext, ensure_base
     from rfau.tracking.settings import TrackingSettings
 
     r = cli(
@@ -317,7 +317,9 @@ def test_model_import_registers_the_bootstrap_champion(cli, vit_dir, digits, tmp
     card = read_card(tmp_path / "mine")
     assert shown["weights_sha256"] == card.weights_sha256 and shown["registered"]["version"] == 1
     # the first batch starts from the imported model instead of training one
-    base = ensure_base(digits, tmp_path / "base", TrackingSettings(state_dir=tmp_path / ".rfau"))
+    base = ensure_base(
+        digits, tmp_path / "base", BatchContext.open(settings=TrackingSettings(state_dir=tmp_path / ".rfau"))
+    )
     assert (base.version, base.weights_sha256) == (1, card.weights_sha256)
     assert read_card(tmp_path / "base").family == "hf-image"
 

@@ -243,6 +243,10 @@ class TcpProxy:
         threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
 
     def cut(self) -> None:
+        # shutdown first: a bare close() leaves the accept() already waiting in _accept able to
+        # take one more connection (a client that reconnects would still get through)
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
         self.server.close()
         for c in self.conns:
             with contextlib.suppress(OSError):
@@ -379,7 +383,7 @@ def test_an_mlflow_outage_right_after_the_version_is_created_is_recovered(
     reqs = RequestStore.from_uri(store)
     assert reqs.get("req-1").state is RequestState.PENDING  # the local store took the release
     # what the next batch does before it claims: its batch holds no request, so it is abandoned
-    assert batch._abandon_orphans(settings, store, reqs) == [2]
+    assert batch._abandon_orphans(batch.BatchContext.open(store, settings)) == [2]
     assert registry.Registry(settings).version_tags()[2]["rfau.abandoned"]
     done = batch.run_batch(tmp_path / "w2", BatchParams(store=store, method_config=FAST_CONFIG), settings)
     assert done.registered is not None and done.registered.promoted

@@ -85,3 +85,116 @@ def test_the_stages_that_do_not_evaluate_load_no_scikit_learn():
     from rfau.metrics import EVIDENCE_KEYS, RelearnConfig, mia_efficacy
 
     assert EVIDENCE_KEYS and RelearnConfig().model_dump() and callable(mia_efficacy)
+
+
+# --- one convention for lazy imports ---------------------------------------------------------------
+# Project modules are imported at the top of a module (a cycle is broken by moving code, never by
+# hiding an import in a function). A heavy library is imported only by its seam: the modules
+# listed here, each importing it inside the function that needs it or at its top where the module
+# is about that library; everything else goes through them.
+HEAVY_SEAMS: dict[str, tuple[str, ...]] = {
+    "mlflow": ("rfau.tracking.registry", "rfau.tracking.served_model"),
+    "boto3": ("rfau.storage",),
+    "botocore": ("rfau.storage",),
+    "kfp": ("components", "pipelines"),
+    "peft": ("rfau.stages", "rfau.methods.rfau", "rfau.models.families.hf"),
+    "sklearn": ("rfau.metrics.evidence", "rfau.metrics.mia", "rfau.data.subpopulation", "rfau.report"),
+    "matplotlib": ("rfau.metrics.plots", "rfau.bench.report"),
+    "dvc": (),  # only ever run as a command
+    # the numeric side of the project; the request store, the ledger, the registry and the CLI's
+    # top stay without it (see test_the_light_modules_load_no_heavy_library)
+    "torch": (
+        "rfau.methods",
+        "rfau.metrics",
+        "rfau.models",
+        "rfau.train",
+        "rfau.stages",
+        "rfau.bench",
+        "rfau.data.base",
+        "rfau.data.datasets",
+        "rfau.data.text",
+        "rfau.data.subpopulation",
+        "rfau.config",
+        "rfau.devices",
+        "rfau.cli.common",
+        "rfau.tracking.served_model",
+    ),
+}
+# the packages held to "project modules at the top" (the rest of rfau still imports some lazily)
+TOP_IMPORTS_ONLY = ("rfau.batch", "rfau.audit", "rfau.data")
+
+
+def _in(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _lazy_imports(tree: ast.Module) -> list[tuple[int, str]]:
+    """(line, module) of every import inside a function or class body; ``if TYPE_CHECKING:`` and
+    ``try:`` blocks at the top count as the top."""
+    top: set[int] = set()
+    stack = list(tree.body)
+    while stack:
+        node = stack.pop()
+        top.add(id(node))
+        if isinstance(node, ast.If | ast.Try):
+            stack += [*node.body, *node.orelse, *getattr(node, "finalbody", [])]
+            for h in getattr(node, "handlers", []):
+                stack += h.body
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and id(node) not in top:
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and id(node) not in top and not node.level:
+            out.append((node.lineno, node.module or ""))
+    return out
+
+
+def _all_imports(tree: ast.Module) -> list[tuple[int, str]]:
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            out.append((node.lineno, node.module or ""))
+    return out
+
+
+def _sources() -> dict[str, tuple[Path, ast.Module]]:
+    files = {_module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+    return {name: (p, ast.parse(p.read_text(), filename=str(p))) for name, p in files.items()}
+
+
+def test_project_modules_are_imported_at_the_top():
+    wrong = [
+        f"{path.relative_to(ROOT)}:{line} imports {mod} inside a function"
+        for name, (path, tree) in _sources().items()
+        if _in(name, TOP_IMPORTS_ONLY)
+        for line, mod in _lazy_imports(tree)
+        if mod.split(".")[0] in PACKAGES
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_each_heavy_library_is_imported_only_by_its_seam():
+    wrong = [
+        f"{path.relative_to(ROOT)}:{line} imports {mod}: only {', '.join(HEAVY_SEAMS[lib]) or 'nothing'} may"
+        for name, (path, tree) in _sources().items()
+        for line, mod in _all_imports(tree)
+        if (lib := mod.split(".")[0]) in HEAVY_SEAMS and not _in(name, HEAVY_SEAMS[lib])
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_light_modules_load_no_heavy_library():
+    """The CLI's entry point, the request store and the ledger start without torch, MLflow,
+    scikit-learn or matplotlib (`rfau request ...` answers in a fraction of a second)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rfau.cli, rfau.data.request_store, rfau.audit, rfau.audit.ledger; "
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY_SEAMS)!r}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

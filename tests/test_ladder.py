@@ -209,7 +209,7 @@ def test_an_overdue_request_left_unfulfilled_fails_the_scheduled_run(tmp_path, s
 def test_a_request_that_failed_max_attempts_batches_is_taken_alone_on_the_exact_rung(tmp_path, seed_state):
     """Fair scheduling: it never drags the requests queued with it down again, and goes straight
     to retrain; should that fail too, it needs retraining (the batch says so in advance)."""
-    from rfau.batch import data_split
+    from rfau.batch import BatchContext, data_split
 
     settings = seed_state(tmp_path / ".rfau")
     store = str(tmp_path / ".rfau" / "store")
@@ -219,7 +219,12 @@ def test_a_request_that_failed_max_attempts_batches_is_taken_alone_on_the_exact_
         reqs.claim_pending(f"b{n}")
         reqs.release("old", f"b{n}", "version 9 failed gates ['forget_accuracy']")
     _queue(tmp_path, store, "new", sample_ids=[f"digits/{i}" for i in range(1, 40) if i % 5])
-    meta = data_split(tmp_path / "batch", "digits", store, settings, params=_params(store, max_attempts=2))
+    meta = data_split(
+        tmp_path / "batch",
+        "digits",
+        BatchContext.open(store, settings),
+        params=_params(store, max_attempts=2),
+    )
     assert meta.request_ids == ["old"] and [d.request_id for d in meta.deferred] == ["new"]
     assert "taken alone" in meta.deferred[0].reason and reqs.get("new").state is RequestState.PENDING
     assert meta.plan == [{"rung": 2, "method": "retrain", "config": {"epochs": 3}}]

@@ -26,7 +26,7 @@ from conftest import subprocess_env
 from typer.testing import CliRunner
 
 from rfau.audit.trail import AuditTrail
-from rfau.batch import champion_lineage
+from rfau.batch import BatchContext, champion_lineage
 from rfau.cli import app
 from rfau.io import sha256_file
 from rfau.tracking import registry
@@ -172,7 +172,7 @@ def test_a_users_model_through_the_local_pipeline_keeps_its_lineage_and_leaks_no
     assert tags[1]["rfau.method"] == "imported" and tags[1]["rfau.source_sha256"] == source_sha
     assert tags[2]["rfau.parent_weights_sha256"] == tags[1]["rfau.weights_sha256"]
     assert tags[2]["rfau.request_ids"] == "r1" and tags[2]["rfau.method"] == "rfau"
-    champ, lineage = champion_lineage(settings)  # type: ignore[misc]
+    champ, lineage = champion_lineage(BatchContext.open(settings=settings))  # type: ignore[misc]
     assert champ.version == (2 if result["promoted"] else 1) and lineage[-1] == source_sha
 
     # the ledger: one record, from the imported version to the new one

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rfau.audit.kinds import ALREADY_FORGOTTEN, HELD_ALIASES_OK, held_requests
 from rfau.storage import NotFound, Store
+from rfau.tracking.registry import frontier_of
 from rfau.tracking.tags import VersionTags
 
 
@@ -93,7 +94,6 @@ def evidence_problems(record: dict, store: Store, local_dir: Path | None) -> lis
 def alias_problems(aliases: dict[str, str], tags: dict[int, dict], fulfilled: list[str]) -> list[str]:
     """Every served alias (all but ``previous`` and ``candidate``) no longer holds data of any
     fulfilled request (its deletion frontier covers them)."""
-    from rfau.tracking.registry import frontier_of
 
     problems = []
     for alias, version in sorted(aliases.items()):

@@ -14,8 +14,11 @@ from datetime import UTC, datetime
 
 import rfau
 from rfau.audit.kinds import MOVE, held_requests
+from rfau.audit.trail import AuditTrail
+from rfau.data.request_store import RequestState, RequestStore
 from rfau.errors import RfauError, UsageError
 from rfau.records import ChampionMove
+from rfau.tracking.registry import CHAMPION, PREVIOUS, Registry, VersionTags, frontier_of
 from rfau.tracking.settings import TrackingSettings
 
 
@@ -27,9 +30,6 @@ def move_champion(
     reason: str = "",
 ) -> ChampionMove:
     """Make ``version`` champion (None: give it back to ``previous``, a rollback)."""
-    from rfau.audit.trail import AuditTrail
-    from rfau.data.request_store import RequestState, RequestStore
-    from rfau.tracking.registry import CHAMPION, PREVIOUS, Registry, VersionTags, frontier_of
 
     reg = Registry(settings)
     if version is None:

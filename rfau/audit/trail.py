@@ -11,9 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+from rfau.audit import consistency
 from rfau.audit.ledger import (
+    RESERVED,
     Ledger,
     canonical,
     load_or_create_salt,
@@ -22,9 +25,12 @@ from rfau.audit.ledger import (
     verify_bytes,
 )
 from rfau.audit.salt import require_shared_salt
-from rfau.errors import RfauError
+from rfau.data.request_store import RequestState, RequestStore
+from rfau.errors import RfauError, UnknownRequestError
 from rfau.models.checkpoint import read_card
 from rfau.storage import NotFound, Store, open_store
+from rfau.tracking import registry
+from rfau.tracking.registry import Registry
 from rfau.tracking.settings import TrackingSettings
 from rfau.tracking.tags import VersionTags
 
@@ -32,15 +38,24 @@ LEDGER_KEY = "audit/ledger.jsonl"
 
 
 class AuditTrail:
-    def __init__(self, store: Store, settings: TrackingSettings):
+    def __init__(
+        self, store: Store, settings: TrackingSettings, registry: Callable[[], Registry] | None = None
+    ):
         self.store = store
         self.settings = settings
         self.local_dir = settings.state_dir / "audit"
         self.mirror = self.local_dir / "ledger.jsonl"
+        # the registry its writes log to: a caller's kept one (a batch's), else one per use
+        self._registry = registry or (lambda: Registry(self.settings))
 
     @classmethod
-    def open(cls, store_uri: str, settings: TrackingSettings | None = None) -> AuditTrail:
-        return cls(open_store(store_uri), settings or TrackingSettings.from_env())
+    def open(
+        cls,
+        store_uri: str,
+        settings: TrackingSettings | None = None,
+        registry: Callable[[], Registry] | None = None,
+    ) -> AuditTrail:
+        return cls(open_store(store_uri), settings or TrackingSettings.from_env(), registry)
 
     # --- reading ---------------------------------------------------------------------------------
     def ledger_bytes(self) -> bytes:
@@ -142,10 +157,6 @@ class AuditTrail:
         it failed and released them, or they went stale) is appended as a recovered record that
         says so and was never promoted -> the new ledger bytes. None: its batch still holds its
         requests and settles them as its record says (appended as written)."""
-        from rfau.audit.ledger import RESERVED
-        from rfau.data.request_store import RequestState, RequestStore
-        from rfau.errors import UnknownRequestError
-        from rfau.tracking.registry import Registry
 
         after = (record.get("model") or {}).get("after") or {}
         if after.get("version") is None:
@@ -158,7 +169,7 @@ class AuditTrail:
                 continue
             if st.state is RequestState.IN_PROGRESS and st.batch_id == record.get("batch_id"):
                 return None
-        champ = Registry(self.settings).champion()
+        champ = self._registry().champion()
         abandoned = "its requests were released"
         fields = {k: v for k, v in record.items() if k not in RESERVED}
         fields |= {
@@ -181,9 +192,7 @@ class AuditTrail:
 
     def log_to_mlflow(self, record: dict) -> None:
         """The record and the whole ledger as artifacts of an ``audit`` run."""
-        from rfau.tracking.registry import Registry
-
-        Registry(self.settings).log_files(
+        self._registry().log_files(
             "audit",
             tags={
                 VersionTags.BATCH_ID: record["batch_id"],
@@ -198,11 +207,10 @@ class AuditTrail:
     def verify(self, check_weights: bool = True) -> list[str]:
         """Every problem found: the chain itself, the local mirror, the per-record objects, the
         registry's anchors, and the weights of every version the ledger names."""
-        from rfau.tracking import registry
 
         data = self.ledger_bytes()
         s = self.settings  # no local registry and an empty ledger: nothing to create just to look
-        exists = bool(s.tracking_uri) or (s.state_dir / "mlflow.db").is_file() or bool(data)
+        exists = s.registry_exists() or bool(data)
         reg = registry.Registry(s) if exists else None  # one connection for the whole audit
         tags = reg.version_tags() if reg else {}
         anchors = [
@@ -267,8 +275,6 @@ class AuditTrail:
     def _state_problems(self, records: list[dict], tags: dict, reg, champion: int | None) -> list[str]:
         """Requests against records, evidence files, the frontier of every served alias, and a
         promotion the registry does not show yet (rfau.audit.consistency)."""
-        from rfau.audit import consistency
-        from rfau.data.request_store import RequestState, RequestStore
 
         statuses = RequestStore(self.store).list()
         fulfilled = [st.request_id for st in statuses if st.state is RequestState.FULFILLED]

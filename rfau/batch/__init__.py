@@ -3,8 +3,9 @@ registry and the audit ledger.
 
     data-split -> unlearn -> evaluate -> register
 
-Each stage is one function from folders to a folder; the KFP components, ``dvc.yaml`` (through
-the CLI) and ``rfau batch run`` are thin drivers of these. A batch
+Each stage is one function from folders to a folder, given the batch's ``BatchContext`` (its
+settings, registry, request store and ledger); the KFP components, ``dvc.yaml`` (through the CLI)
+and ``rfau batch run`` are thin drivers of these that make the context. A batch
 
 - claims every pending request (pending -> in-progress), rejects the ones that fail validation
   with their reason, and unions the rest into one forget set;
@@ -19,6 +20,7 @@ With nothing pending, every stage writes a small "empty" marker and returns at o
 
 from rfau.batch.base_model import bootstrap, champion_lineage, ensure_base, staged_base_model
 from rfau.batch.common import BATCH, EVIDENCE, new_batch_id, read_batch
+from rfau.batch.context import BatchContext
 from rfau.batch.evaluation import evaluate
 from rfau.batch.recovery import _abandon_orphans, abort, recover
 from rfau.batch.registration import register
@@ -31,6 +33,7 @@ from rfau.io import md5_file
 __all__ = [
     "BATCH",
     "EVIDENCE",
+    "BatchContext",
     "_abandon_orphans",
     "abort",
     "bootstrap",

@@ -7,15 +7,19 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from rfau.batch.common import _has_registry
+from rfau.batch.context import BatchContext
 from rfau.config import TrainConfig
 from rfau.data.base import Dataset
 from rfau.data.split import HOLDOUT_FRACTION, make_split, write_split
 from rfau.errors import RfauError
 from rfau.models.checkpoint import read_card
-from rfau.records import BaseVersion, Registration, VersionRef
+from rfau.models.importer import fetch_model_folder, import_model_folder, model_identities, weights_identity
+from rfau.records import BaseVersion, GateReport, Registration, VersionRef
+from rfau.stages import evaluate_stage, train_stage
+from rfau.tracking import registry
 from rfau.tracking.settings import TrackingSettings
 from rfau.tracking.tags import VersionTags
+from rfau.tracking.versions import register
 
 
 def bootstrap(
@@ -29,11 +33,6 @@ def bootstrap(
     """Register the original model as the bootstrap champion of a registry that has none:
     ``original`` when given, else one trained in ``work_dir`` (the dataset's preset recipe with
     ``train`` on top); its metrics on the empty split are its baseline. ``work_dir`` is removed."""
-    from rfau.models.importer import weights_identity
-    from rfau.records import GateReport
-    from rfau.stages import evaluate_stage, train_stage
-    from rfau.tracking import registry
-    from rfau.tracking.versions import register
 
     model = original or work_dir / "model"
     if original is None:
@@ -51,14 +50,12 @@ def bootstrap(
     return reg
 
 
-def champion_lineage(settings: TrackingSettings) -> tuple[VersionRef, list[str]] | None:
+def champion_lineage(ctx: BatchContext) -> tuple[VersionRef, list[str]] | None:
     """The champion and the sha256 of its lineage: its weights, each ancestor's back to the
     bootstrap version, and what that version was imported from. None: no champion."""
-    from rfau.tracking import registry
-
-    if not _has_registry(settings):
+    if not ctx.has_registry():
         return None
-    reg = registry.Registry(settings)
+    reg = ctx.registry
     champ = reg.champion()
     if champ is None:
         return None
@@ -71,31 +68,28 @@ def champion_lineage(settings: TrackingSettings) -> tuple[VersionRef, list[str]]
         parent = tags[version].get(VersionTags.PARENT)
         version = by_weights.get(parent) if parent else None
     hashes = [tags[v].get(VersionTags.WEIGHTS, "") for v in chain]
-    source = _imported_from(settings, chain[-1], tags[chain[-1]])
+    source = _imported_from(ctx, chain[-1], tags[chain[-1]])
     return champ, [h for h in (*hashes, source) if h]
 
 
-def _imported_from(settings: TrackingSettings, version: int, tags: dict) -> str:
+def _imported_from(ctx: BatchContext, version: int, tags: dict) -> str:
     """What a bootstrap version was imported from: its tag, or for a version registered before
     the tag existed, its model card's lineage."""
     import tempfile
-
-    from rfau.models.importer import weights_identity
-    from rfau.tracking import registry
 
     if tags.get(VersionTags.SOURCE):
         return tags[VersionTags.SOURCE]
     if tags.get(VersionTags.METHOD) != "imported":
         return ""
     with tempfile.TemporaryDirectory(prefix="rfau-lineage-") as tmp:
-        card = read_card(registry.Registry(settings).fetch_version(version, Path(tmp) / "model"))
+        card = read_card(ctx.registry.fetch_version(version, Path(tmp) / "model"))
     source = card.lineage.get("source_sha256")
     return weights_identity(source) if source else ""
 
 
 @contextlib.contextmanager
 def staged_base_model(
-    uri: str, ds: Dataset, settings: TrackingSettings, holdout_fraction: float = HOLDOUT_FRACTION
+    uri: str, ds: Dataset, ctx: BatchContext, holdout_fraction: float = HOLDOUT_FRACTION
 ) -> Iterator[Path | None]:
     """The model a base_model_uri names, checked before a batch claims anything: where the
     registry has no champion, imported (labels vs classes, safetensors only, a card with its
@@ -104,16 +98,14 @@ def staged_base_model(
     nothing is imported. Yields the imported folder, or None."""
     import tempfile
 
-    from rfau.models.importer import fetch_model_folder, import_model_folder, model_identities
-
     if not uri:
         yield None
         return
     with tempfile.TemporaryDirectory(prefix="rfau-base-model-") as tmp:
         folder = fetch_model_folder(uri, Path(tmp) / "source")
-        lineage = champion_lineage(settings)
+        lineage = champion_lineage(ctx)
         if lineage is not None:
-            _check_in_lineage(uri, model_identities(folder), *lineage, settings)
+            _check_in_lineage(uri, model_identities(folder), *lineage, ctx.settings)
             yield None
             return
         import_model_folder(folder, ds, Path(tmp) / "model", holdout_fraction, uri)
@@ -135,21 +127,19 @@ def _check_in_lineage(
     )
 
 
-def base_frontier(settings: TrackingSettings) -> tuple[VersionRef | None, set[str]]:
+def base_frontier(ctx: BatchContext) -> tuple[VersionRef | None, set[str]]:
     """The champion a batch starts from and its deletion frontier (the requests whose data it no
     longer holds). (None, {}) where the registry has no version yet (the bootstrap comes); a
     registry with versions but no champion (its version deleted) is an error naming the way out."""
-    from rfau.tracking import registry
-
-    if not _has_registry(settings):
+    if not ctx.has_registry():
         return None, set()
-    reg = registry.Registry(settings)
+    reg = ctx.registry
     champ = reg.champion()
     if champ is None:
         versions = sorted(reg.version_tags())
         if versions:
             raise RfauError(
-                f"model {settings.model_name!r} has versions {versions} but no champion (was its "
+                f"model {ctx.settings.model_name!r} has versions {versions} but no champion (was its "
                 "version deleted?): choose one with `rfau promote VERSION` (the ledger records it)"
             )
         return None, set()
@@ -159,7 +149,7 @@ def base_frontier(settings: TrackingSettings) -> tuple[VersionRef | None, set[st
 def ensure_base(
     ds: Dataset,
     out_dir: Path,
-    settings: TrackingSettings,
+    ctx: BatchContext,
     train: dict | None = None,
     holdout_fraction: float = HOLDOUT_FRACTION,
     original: Path | None = None,
@@ -169,9 +159,7 @@ def ensure_base(
     Where the registry has none (the first batch), ``original`` (an imported model), else one
     trained here, is registered as the bootstrap champion. ``version``: the champion the batch's
     split was made for (its frontier), fetched even if the alias moved meanwhile."""
-    from rfau.tracking import registry
-
-    reg = registry.Registry(settings)
+    reg, settings = ctx.registry, ctx.settings
     champ = reg.champion()
     if version is not None:
         champ = VersionRef(

@@ -1,4 +1,4 @@
-"""What every batch stage shares: the batch folder, its id, releasing claims on failure."""
+"""What every batch stage shares: the batch folder, its id, the skip marker."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 from rfau.errors import RfauError
 from rfau.io import atomic_dir
 from rfau.records import BatchMeta, RecordedBatch, Skipped
-from rfau.tracking.settings import TrackingSettings
 
 BATCH = "batch.json"
 EVIDENCE = ("metrics.json", "gates.json", "report.md", "confidence_hist.png")
@@ -21,18 +20,6 @@ def new_batch_id() -> str:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
-
-
-def _release_or_say_so(failure: BaseException, release) -> None:
-    """Call ``release`` (put a failed batch's requests back); when that fails too (a full disk,
-    an unreachable store) raise an RfauError that names the batch's own failure first."""
-    try:
-        release()
-    except Exception as e:
-        raise RfauError(
-            f"{str(failure) or type(failure).__name__}; releasing its requests failed too "
-            f"({str(e) or type(e).__name__}): they stay in progress until `rfau request release`"
-        ) from failure
 
 
 def read_batch(batch_dir: str | Path) -> BatchMeta:
@@ -49,11 +36,6 @@ def _skip(out_dir: Path, meta: BatchMeta, name: str, command: str) -> Skipped:
     with atomic_dir(out_dir, command) as tmp:
         info.write(tmp / name)
     return info
-
-
-def _has_registry(settings: TrackingSettings) -> bool:
-    """Whether a registry exists to be read (a local one is not created just to look)."""
-    return bool(settings.tracking_uri) or (settings.state_dir / "mlflow.db").is_file()
 
 
 def _batch_records(trail) -> list[RecordedBatch]:

@@ -9,8 +9,10 @@ from rfau.data.datasets import load_dataset
 from rfau.data.split import read_split
 from rfau.gates import Gates, check_gates
 from rfau.io import atomic_dir, claim_output, write_json
+from rfau.metrics.plots import confidence_histogram
 from rfau.records import BatchMetrics, Skipped, UnlearnInfo
 from rfau.report import batch_report, confusion
+from rfau.stages import evaluate_stage
 
 STAGE = "batch evaluate"  # what its output folder is marked as written by
 
@@ -25,8 +27,6 @@ def evaluate(
     """The new model and the champion it came from, on the batch's split -> before.json,
     after.json, metrics.json (flat, for dvc metrics and KFP), gates.json, confusion.json,
     confidence_hist.png and report.md."""
-    from rfau.metrics.plots import confidence_histogram
-    from rfau.stages import evaluate_stage
 
     claim_output(out_dir, STAGE)  # before anything is evaluated
     meta = read_batch(batch_dir)

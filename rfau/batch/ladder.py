@@ -22,8 +22,11 @@ from pydantic import BaseModel
 from rfau.batch.common import read_batch
 from rfau.batch.evaluation import evaluate
 from rfau.batch.unlearning import unlearn
+from rfau.data.deadlines import due_at
 from rfau.gates import Gates
 from rfau.io import read_json, write_json
+from rfau.models.families import get_family
+from rfau.models.families.backbone import NO_BACKBONE
 from rfau.params import EXACT, BatchParams
 from rfau.records import BatchMeta, GateReport, UnlearnInfo
 
@@ -61,14 +64,11 @@ def split_plan(rungs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[
 
 def retrain_refusal(card) -> str | None:
     """Why the base model cannot be retrained without the data (no recipe rfau can rerun)."""
-    from rfau.models.families import get_family
 
     why = get_family(card.family).unsupported.get(EXACT)
     if why:
         return f"the base model ({card.family}) cannot be retrained: {why}"
     if card.family == "hf-text" and not getattr(card, "backbone", None):
-        from rfau.models.families.backbone import NO_BACKBONE
-
         return f"the base model (hf-text) cannot be retrained: {NO_BACKBONE}"
     return None
 
@@ -152,7 +152,6 @@ def deadlines(
     meta: BatchMeta, requests: dict, fulfilled: bool, default_days: int
 ) -> dict[str, dict[str, Any]]:
     """Per request: its due date and whether this batch met it (fulfilled by then)."""
-    from rfau.data.deadlines import due_at
 
     now = datetime.now(UTC)
     out = {}

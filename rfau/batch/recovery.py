@@ -4,29 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rfau.audit.chain import parse_records
 from rfau.audit.kinds import ALREADY_FORGOTTEN
 from rfau.batch.common import BATCH, _batch_records
-from rfau.data.request_store import RequestState, RequestStore, default_store
+from rfau.batch.context import BatchContext
+from rfau.data.request_store import RequestState
 from rfau.errors import RfauError, UsageError
 from rfau.records import BatchMeta, RecordedBatch
 from rfau.tracking.settings import TrackingSettings
 from rfau.tracking.tags import VersionTags
 
 
-def _abandon_orphans(settings: TrackingSettings, uri: str, reqs: RequestStore) -> list[int]:
+def _abandon_orphans(ctx: BatchContext) -> list[int]:
     """Versions whose batch failed before its ledger record while the registry was down (so the
     failing batch could not tag them abandoned itself): once none of their requests is claimed
     any more, that batch is over, and they are tagged abandoned here, so the audit tells them
     from a version that claims a deletion nobody recorded. A batch still in register holds its
     requests, so its version is never touched. -> the versions tagged."""
-    from rfau.audit.trail import AuditTrail
-    from rfau.tracking.registry import Registry
-
-    if not settings.tracking_uri and not (settings.state_dir / "mlflow.db").is_file():
+    if not ctx.has_registry():
         return []  # no registry yet: nothing can be orphaned
-    recorded = {r.batch_id for r in _batch_records(AuditTrail.open(uri, settings))}
-    running = {st.batch_id for st in reqs.list(RequestState.IN_PROGRESS)}
-    reg, tagged = Registry(settings), []
+    recorded = {r.batch_id for r in _batch_records(ctx.trail)}
+    running = {st.batch_id for st in ctx.requests.list(RequestState.IN_PROGRESS)}
+    reg, tagged = ctx.registry, []
     for v in reg.versions():
         t, version = v.tags, int(v.version)
         batch = t.get(VersionTags.BATCH_ID)  # set when a batch creates the version (not `rfau register`)
@@ -39,18 +38,16 @@ def _abandon_orphans(settings: TrackingSettings, uri: str, reqs: RequestStore) -
     return tagged
 
 
-def _complete_promotion(settings: TrackingSettings, trail, record: RecordedBatch) -> None:
+def _complete_promotion(ctx: BatchContext, record: RecordedBatch) -> None:
     """Make the registry show what a ledger record claims: a promoted record that is the
     ledger's latest promotion owns the champion alias, unless the version was rolled back."""
-    from rfau.tracking.registry import Registry
-
     if not record.promoted:
         return
-    latest = [r for r in _batch_records(trail) if r.promoted][-1]
+    latest = [r for r in _batch_records(ctx.trail) if r.promoted][-1]
     if latest.seq != record.seq:
         return  # a later batch promoted its own version since
     version = record.version
-    reg = Registry(settings)
+    reg = ctx.registry
     try:
         tags = reg.version(version).tags
     except UsageError:  # the version was deleted: nothing to serve; an operator move is recorded
@@ -62,24 +59,18 @@ def _complete_promotion(settings: TrackingSettings, trail, record: RecordedBatch
         reg.move_champion(str(version))
 
 
-def recover(store: str | None = None, settings: TrackingSettings | None = None) -> list[str]:
+def recover(ctx: BatchContext | None = None) -> list[str]:
     """Finish what a crashed register left half done: the latest promoted ledger record gets
     its champion alias, and requests still in progress for a batch the ledger already records
     are settled as that record says. Returns what was done (run before every batch)."""
-    from rfau.audit.trail import AuditTrail
-
-    settings = settings or TrackingSettings.from_env()
-    uri = store or default_store(settings)
-    trail = AuditTrail.open(uri, settings)
-    records = _batch_records(trail)
+    ctx = ctx or BatchContext.open()
+    records = _batch_records(ctx.trail)
     done = []
     promoted = [r for r in records if r.promoted]
     if promoted:
-        from rfau.tracking.registry import Registry
-
-        reg = Registry(settings)
+        reg = ctx.registry
         before = reg.alias_version("champion")
-        _complete_promotion(settings, trail, promoted[-1])
+        _complete_promotion(ctx, promoted[-1])
         after = reg.alias_version("champion")
         if (before and before.version) != (after and after.version):
             done.append(f"champion moved to version {after.version} as ledger record {promoted[-1].seq} says")
@@ -89,7 +80,7 @@ def recover(store: str | None = None, settings: TrackingSettings | None = None) 
                 "exists: `rfau promote VERSION` (or rollback) chooses the champion and records it"
             )
     by_batch = {r.batch_id: r for r in records}
-    reqs = RequestStore.from_uri(uri)
+    reqs = ctx.requests
     for st in reqs.list(RequestState.IN_PROGRESS):
         r = by_batch.get(st.batch_id or "")
         if r is None:
@@ -101,7 +92,7 @@ def recover(store: str | None = None, settings: TrackingSettings | None = None) 
             reqs.fulfil(
                 st.request_id,
                 r.batch_id,
-                f"{settings.model_name} version {r.version} "
+                f"{ctx.settings.model_name} version {r.version} "
                 f"(ledger record {r.seq}, completed after an interrupted register)",
             )
             done.append(f"request {st.request_id} fulfilled (ledger record {r.seq})")
@@ -116,32 +107,23 @@ def recover(store: str | None = None, settings: TrackingSettings | None = None) 
     return done
 
 
-def _recorded(meta: BatchMeta) -> bool:
+def _recorded(meta: BatchMeta, ctx: BatchContext) -> bool:
     """Whether the ledger already has this batch's record (best effort: an unreadable store
     counts as no, and the requests are released as before)."""
-    from rfau.audit.ledger import parse_records
-    from rfau.audit.trail import LEDGER_KEY
-    from rfau.storage import NotFound, open_store
-
     try:
-        data = open_store(meta.store).get_bytes(LEDGER_KEY)
-    except NotFound:
-        return False
+        data = ctx.trail.ledger_bytes()  # a missing ledger: b""
     except RfauError:
         return False
     return any(r.get("batch_id") == meta.batch_id for r in parse_records(data))
 
 
-def _mark_abandoned(meta: BatchMeta, reason: str, settings: TrackingSettings | None) -> None:
+def _mark_abandoned(meta: BatchMeta, reason: str, ctx: BatchContext) -> None:
     """A version this batch registered before it failed is tagged abandoned, so the audit can
     tell it from an orphan (best effort: the registry may be what failed)."""
-    from rfau.tracking.registry import Registry
-
-    settings = settings or TrackingSettings.from_env(model_name=meta.model)
-    if not settings.tracking_uri and not (settings.state_dir / "mlflow.db").is_file():
+    if not ctx.has_registry():
         return  # no registry here at all: nothing can have been registered
     try:
-        reg = Registry(settings)
+        reg = ctx.registry
         for v in reg.versions():  # the versions this batch created (tagged with its id at creation)
             if v.tags.get(VersionTags.BATCH_ID) == meta.batch_id and not v.tags.get(VersionTags.LEDGER_SEQ):
                 reg.set_version_tags(
@@ -151,22 +133,17 @@ def _mark_abandoned(meta: BatchMeta, reason: str, settings: TrackingSettings | N
         pass
 
 
-def abort(batch_dir: str | Path, reason: str, settings: TrackingSettings | None = None) -> list[str]:
+def abort(batch_dir: str | Path, reason: str, ctx: BatchContext | None = None) -> list[str]:
     """A batch that failed after data-split: its requests go back to pending at once (instead of
-    waiting for the stale timeout) -> the ids released. ``settings``: the batch's registry (default:
-    the environment's, as in a pipeline's exit task)."""
+    waiting for the stale timeout) -> the ids released; when that fails too, an RfauError names
+    ``reason`` first. ``ctx``: the batch's (default: its folder's store and the environment's
+    registry under the batch's model name, as in a pipeline's exit task)."""
     path = Path(batch_dir) / BATCH
     if not path.is_file():
         return []
     meta = BatchMeta.read(path)
-    reqs = RequestStore.from_uri(meta.store)
-    if _recorded(meta):
+    ctx = ctx or BatchContext(TrackingSettings.from_env(model_name=meta.model), meta.store)
+    if _recorded(meta, ctx):
         return []  # the ledger holds this batch: the next batch's `recover` settles its requests
-    _mark_abandoned(meta, reason, settings)
-    released = []
-    for rid in meta.request_ids:
-        st = reqs.get(rid)
-        if st.state is RequestState.IN_PROGRESS and st.batch_id == meta.batch_id:
-            reqs.release(rid, meta.batch_id, f"batch {meta.batch_id} failed: {reason}"[:500])
-            released.append(rid)
-    return released
+    _mark_abandoned(meta, reason, ctx)
+    return ctx.requests.release_all(meta.request_ids, meta.batch_id, reason)

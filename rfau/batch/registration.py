@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from rfau.batch.common import BATCH, EVIDENCE, _now, _skip, read_batch
+from rfau.batch.context import BatchContext
+from rfau.batch.ladder import attempts_of, deadlines
 from rfau.batch.recovery import _complete_promotion
 from rfau.data.deadlines import FAILED_GATES
 from rfau.data.request_store import RequestState, RequestStore
+from rfau.data.split import read_split
 from rfau.errors import RfauError
 from rfau.faults import Fault, fault_point
 from rfau.gates import Gates
@@ -29,16 +32,16 @@ from rfau.records import (
     UnlearnInfo,
     VersionRef,
 )
-from rfau.tracking.settings import TrackingSettings
+from rfau.tracking import registry
+from rfau.tracking.stage_runs import log_data_split, log_evaluate, log_rungs, log_unlearn
 from rfau.tracking.tags import VersionTags
+from rfau.tracking.versions import register as register_model
 
 STAGE = "batch register"  # what its output folder is marked as written by
 
 
 def _log_stages(reg, batch_dir: Path, model_dir: Path, eval_dir: Path, meta: BatchMeta) -> None:
     """The batch's stages as nested MLflow runs under the batch's parent run."""
-    from rfau.batch.ladder import attempts_of
-    from rfau.tracking.stage_runs import log_data_split, log_evaluate, log_rungs, log_unlearn
 
     log_data_split(
         reg,
@@ -56,20 +59,17 @@ def _log_stages(reg, batch_dir: Path, model_dir: Path, eval_dir: Path, meta: Bat
 
 
 def _append_record(
-    trail,
-    reqs: RequestStore,
+    ctx: BatchContext,
     meta: BatchMeta,
     reg: Registration,
     model_dir: Path,
     eval_dir: Path,
-    settings: TrackingSettings,
     held_back: str | None = None,
 ) -> RecordedBatch:
     """The batch's ledger record, anchored on the version it produced and logged to MLflow.
     ``held_back``: why a version that passed its gates is not promoted (recorded as such)."""
-    from rfau.batch.ladder import attempts_of, deadlines
-    from rfau.tracking import registry
 
+    trail, reqs, settings = ctx.trail, ctx.requests, ctx.settings
     unl = UnlearnInfo.read(model_dir / "unlearn.json")
     promoted = reg.gates_passed and not held_back
     requests = {rid: reqs.get(rid).request for rid in meta.request_ids}
@@ -103,7 +103,7 @@ def _append_record(
         code_version=meta.code_version,
         started_at=meta.started_at,
         finished_at=_now(),
-        mlflow_run_id=registry.Registry.active_run_id(),
+        mlflow_run_id=ctx.registry.active_run_id(),
         attempts=[a.model_dump() for a in attempts_of(model_dir, eval_dir)],
         exact=bool(promoted and unl.method == EXACT),
         deadlines=deadlines(
@@ -116,7 +116,7 @@ def _append_record(
         _check_claims(reqs, meta, registered=reg.version)
         stored = trail.append(fields.model_dump(exclude={"held_back"} if held_back is None else set()))
     record = RecordedBatch.model_validate(stored)
-    registry.Registry(settings).set_version_tags(
+    ctx.registry.set_version_tags(
         reg.version,
         {
             VersionTags.LEDGER_SEQ: record.seq,
@@ -128,13 +128,11 @@ def _append_record(
     return record
 
 
-def _champion_moved(settings: TrackingSettings, meta: BatchMeta) -> str | None:
+def _champion_moved(ctx: BatchContext, meta: BatchMeta) -> str | None:
     """Why a version that passed its gates may still not become champion: the champion is no
     longer the version this batch started from (another batch promoted its own meanwhile, or an
     operator rolled back), so the new version still knows what the other batch forgot."""
-    from rfau.tracking import registry
-
-    champ = registry.Registry(settings).champion()
+    champ = ctx.registry.champion()
     if champ is None or meta.base is None or champ.version == meta.base.version:
         return None
     return (
@@ -167,7 +165,6 @@ def _check_claims(reqs: RequestStore, meta: BatchMeta, registered: int | None = 
 def _clear_rolled_back(reg, version: int) -> None:
     """A version rolled back by hand and then made again (the same weights) by a batch whose record
     promotes it: the record is newer than the rollback, so ``recover`` may promote it."""
-    from rfau.tracking.registry import VersionTags
 
     if reg.version(version).tags.get(VersionTags.ROLLED_BACK):
         reg.client.delete_model_version_tag(reg.name, str(version), VersionTags.ROLLED_BACK)
@@ -176,7 +173,6 @@ def _clear_rolled_back(reg, version: int) -> None:
 def _check_lineage(meta: BatchMeta, batch_dir: Path, model_dir: Path) -> None:
     """The model must have been made for this batch: its card names the batch's requests, its
     forget set and (for an unlearned model) the batch's base version's weights."""
-    from rfau.data.split import read_split
 
     lineage = read_card(model_dir).lineage
     base, split = meta.require_base(), read_split(batch_dir / "split")
@@ -202,27 +198,24 @@ def register(
     model_dir: str | Path,
     eval_dir: str | Path,
     out_dir: str | Path,
-    settings: TrackingSettings | None = None,
+    ctx: BatchContext | None = None,
     gates: Gates | None = None,
-    store: str | None = None,
     kfp_run_id: str | None = None,
 ) -> Registered | Skipped:
     """New registry version (champion only when every gate passes) -> ledger record -> request
-    states. Idempotent: registering a batch again returns its version and record.
-    ``kfp_run_id``: the KFP run this batch is part of, tagged on its MLflow run and version.
-    The verdict registered is the one evaluate wrote (gates.json); ``gates`` is not read again."""
-    from rfau.audit.trail import AuditTrail
-    from rfau.tracking import registry
-    from rfau.tracking.versions import register as register_model
+    states. Idempotent: registering a batch again returns its version and record. ``ctx``: the
+    batch's (default: ``BatchContext.of_batch``). ``kfp_run_id``: the KFP run this batch is part
+    of, tagged on its MLflow run and version. The verdict registered is the one evaluate wrote
+    (gates.json); ``gates`` is not read again."""
 
     claim_output(out_dir, STAGE)  # before anything is registered or recorded
     meta = read_batch(batch_dir)
-    settings = settings or TrackingSettings.from_env()
+    ctx = ctx or BatchContext.of_batch(batch_dir)
+    settings = ctx.settings
     if meta.empty:
         return _skip(Path(out_dir), meta, "registered.json", STAGE)
     model_dir, eval_dir = Path(model_dir), Path(eval_dir)
-    reqs = RequestStore.from_uri(store or meta.store)
-    trail = AuditTrail.open(store or meta.store, settings)
+    reqs, trail = ctx.requests, ctx.trail
     found = trail.find_batch(meta.batch_id)
     record = RecordedBatch.model_validate(found) if found is not None else None
     if record is None:
@@ -242,35 +235,33 @@ def register(
         return register_model(reg, model_dir, after, verdict, batch_tags, promote=False)
 
     if record is None:
-        with registry.pipeline_run(
-            settings,
-            f"rfau-batch {meta.batch_id}",
-            tags={
-                **batch_tags,
-                "request_ids": ",".join(meta.request_ids),
-                "forget_md5": meta.forget_md5,
-                "base_model_version": meta.require_base().version,
-                "code_version": meta.code_version,
-            },
-        ) as run_registry:
-            _log_stages(run_registry, Path(batch_dir), model_dir, eval_dir, meta)
-            reg = register_version(run_registry)
+        run_tags = {
+            **batch_tags,
+            "request_ids": ",".join(meta.request_ids),
+            "forget_md5": meta.forget_md5,
+            "base_model_version": meta.require_base().version,
+            "code_version": meta.code_version,
+        }
+        # the batch's parent run; the stages' runs nest under it
+        with ctx.registry.run(f"rfau-batch {meta.batch_id}", tags=run_tags, nested=False):
+            _log_stages(ctx.registry, Path(batch_dir), model_dir, eval_dir, meta)
+            reg = register_version(ctx.registry)
             fault_point(Fault.VERSION_CREATED)
-            held_back = _champion_moved(settings, meta)
+            held_back = _champion_moved(ctx, meta)
             try:
-                record = _append_record(trail, reqs, meta, reg, model_dir, eval_dir, settings, held_back)
+                record = _append_record(ctx, meta, reg, model_dir, eval_dir, held_back)
             except LostClaims as e:
-                run_registry.set_version_tags(reg.version, {VersionTags.ABANDONED: str(e)[:400]})
+                ctx.registry.set_version_tags(reg.version, {VersionTags.ABANDONED: str(e)[:400]})
                 raise
             if record.promoted and not reg.new:  # the same weights again, promoted by a newer record
-                _clear_rolled_back(run_registry, reg.version)
+                _clear_rolled_back(ctx.registry, reg.version)
     else:  # this stage ran before (a retry): the version and the record exist
-        reg = register_version(registry.Registry(settings))
+        reg = register_version(ctx.registry)
     fault_point(Fault.RECORD_APPENDED)
     # the record is written before the alias moves, so the ledger never names a champion the
     # registry could not get to; a retry (or the next batch, see `recover`) completes the move
-    _complete_promotion(settings, trail, record)
-    champ = registry.Registry(settings).champion()
+    _complete_promotion(ctx, record)
+    champ = ctx.registry.champion()
     if champ is None:
         raise RfauError(
             f"model {settings.model_name!r} has no champion after registering batch {meta.batch_id}"

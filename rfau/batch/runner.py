@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rfau.batch.common import _release_or_say_so
+from rfau.batch.context import BatchContext
 from rfau.batch.ladder import climb, rungs_of
 from rfau.batch.recovery import abort
 from rfau.batch.registration import register
@@ -35,19 +35,18 @@ def run_batch(
 ) -> BatchOutcome:
     """The four stages in order in this process (what the KFP pipeline runs as tasks: unlearn and
     evaluate once per rung of the escalation ladder until one passes), with the batch's
-    parameters (``rfau.params.BatchParams``: params.yaml, the pipeline's parameters)."""
+    parameters (``rfau.params.BatchParams``: params.yaml, the pipeline's parameters). One
+    ``BatchContext`` (registry, request store, ledger) serves every stage."""
     wd = Path(workdir)
     p = params or BatchParams()
-    settings = settings or TrackingSettings.from_env()
-    store = p.store or None
+    ctx = BatchContext.open(p.store or None, settings)
     reuse_dir(wd, RUN, is_batch_workdir)  # a user's folder is refused before anything is claimed
     # SIGTERM: the claims are released below and the error line says so
     with sigterm_raises("the batch"), work_lock(wd, holder="rfau batch run"):
         meta = data_split(
             wd / "batch",
             p.dataset,
-            store,
-            settings,
+            ctx,
             p.holdout_fraction,
             p.train,
             base_model_uri=p.base_model_uri,
@@ -66,11 +65,10 @@ def run_batch(
             model_dir, eval_dir = climb(wd / "batch", wd, rungs_of(meta, p), p.gates)
             fault_point(Fault.UNLEARNED)
             metrics = BatchMetrics.read(eval_dir / "metrics.json")
-            reg = register(wd / "batch", model_dir, eval_dir, wd / "registered", settings, p.gates, store)
+            reg = register(wd / "batch", model_dir, eval_dir, wd / "registered", ctx, p.gates)
         except BaseException as e:
-            reason = str(e) or type(e).__name__
-            released: list[str] = []
-            _release_or_say_so(e, lambda: released.extend(abort(wd / "batch", reason, settings)))
+            # the claims go back to pending; when that fails too, the error names this failure first
+            released = abort(wd / "batch", str(e) or type(e).__name__, ctx)
             if isinstance(e, Terminated):
                 raise Terminated(
                     f"batch {meta.batch_id} stopped by SIGTERM; requests released (pending again): "

@@ -8,20 +8,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import rfau
+from rfau.audit.kinds import ALREADY_FORGOTTEN
 from rfau.batch.base_model import base_frontier, ensure_base, staged_base_model
-from rfau.batch.common import BATCH, _now, _release_or_say_so, new_batch_id
+from rfau.batch.common import BATCH, _now, new_batch_id
+from rfau.batch.context import BatchContext
+from rfau.batch.ladder import plan, retrain_refusal
 from rfau.batch.recovery import _abandon_orphans, recover
 from rfau.data.base import Dataset
 from rfau.data.datasets import load_dataset
-from rfau.data.request_store import RequestState, RequestStore, default_store
-from rfau.data.request_store import stale_after_hours as stale_window
+from rfau.data.deadlines import due_at, failed_batches
+from rfau.data.request_store import RequestState, RequestStore
 from rfau.data.requests import resolve_forget_set
 from rfau.data.split import HOLDOUT_FRACTION, admit_requests, make_split, write_split
 from rfau.errors import RfauError
 from rfau.io import atomic_dir, claim_output, md5_file, write_json
+from rfau.models.checkpoint import read_card
 from rfau.params import EXACT, BatchParams
 from rfau.records import BatchMeta, Rejection, VersionRef
-from rfau.tracking.settings import TrackingSettings
+from rfau.tracking.registry import frontier_value
 from rfau.tracking.tags import VersionTags
 
 STAGE = "batch split"  # what its output folder is marked as written by
@@ -42,20 +46,10 @@ def _samples_of(statuses: list, ds: Dataset) -> tuple[list[str], list[str]]:
     return sorted(ids), [st.request_id for st in statuses]
 
 
-def _release_stale(store: RequestStore, hours: float) -> None:
-    """Requests left in progress by a batch that died (a killed pod) go back to pending."""
-    now = datetime.now(UTC)
-    for st in store.list(RequestState.IN_PROGRESS):
-        age = (now - datetime.fromisoformat(st.updated_at)).total_seconds() / 3600
-        if age > hours:
-            store.release(st.request_id, st.batch_id, f"batch {st.batch_id} did not finish within {hours} h")
-
-
 def data_split(
     out_dir: str | Path,
     dataset: str = "digits",
-    store: str | None = None,
-    settings: TrackingSettings | None = None,
+    ctx: BatchContext | None = None,
     holdout_fraction: float = HOLDOUT_FRACTION,
     train: dict | None = None,
     batch_id: str | None = None,
@@ -64,21 +58,19 @@ def data_split(
     params: BatchParams | None = None,
 ) -> BatchMeta:
     """Claim the pending requests -> ``out_dir`` with batch.json, requests/, split/ and base/.
+    ``ctx``: the batch's store, registry and settings (default: the environment's).
     ``base_model_uri``: the user's own model, the bootstrap champion where the registry has none
     (checked before anything is claimed, see ``staged_base_model``). ``params``: the escalation
     ladder and the deadlines (the rungs this batch climbs are decided here, see ``rfau.batch.ladder``)."""
     claim_output(out_dir, STAGE)  # before anything is claimed
-    settings = settings or TrackingSettings.from_env()
+    ctx = ctx or BatchContext.open()
     ds = load_dataset(dataset)
-    uri = store or default_store(settings)
-    reqs = RequestStore.open(uri)  # a store never initialised is a misconfiguration, not "nothing to do"
-    recover(uri, settings)  # finish what a crashed register left half done before claiming more
-    with staged_base_model(base_model_uri, ds, settings, holdout_fraction) as original:
-        base, frontier = base_frontier(settings)
+    _ = ctx.requests  # opened first: a store never initialised is a misconfiguration, not "nothing to do"
+    recover(ctx)  # finish what a crashed register left half done before claiming more
+    with staged_base_model(base_model_uri, ds, ctx, holdout_fraction) as original:
+        base, frontier = base_frontier(ctx)
         claim = Claim(
             dataset,
-            uri,
-            reqs,
             holdout_fraction,
             train,
             original,
@@ -86,7 +78,7 @@ def data_split(
             base,
             frozenset(frontier),
         )
-        return _claim_and_split(Path(out_dir), ds, claim, settings, batch_id, stale_after_hours)
+        return _claim_and_split(Path(out_dir), ds, claim, ctx, batch_id, stale_after_hours)
 
 
 @dataclass(frozen=True)
@@ -94,8 +86,6 @@ class Claim:
     """What a data-split claims from and splits with (``original``: an imported bootstrap)."""
 
     dataset: str
-    store_uri: str
-    reqs: RequestStore
     holdout_fraction: float
     train: dict | None
     original: Path | None
@@ -108,17 +98,23 @@ def _claim_and_split(
     out_dir: Path,
     ds: Dataset,
     claim: Claim,
-    settings: TrackingSettings,
+    ctx: BatchContext,
     batch_id: str | None,
     stale_after_hours: float | None,
 ) -> BatchMeta:
     """data_split's claim, split and base model."""
-    dataset, uri, reqs, holdout_fraction = claim.dataset, claim.store_uri, claim.reqs, claim.holdout_fraction
+    dataset, reqs, holdout_fraction, settings = (
+        claim.dataset,
+        ctx.requests,
+        claim.holdout_fraction,
+        ctx.settings,
+    )
     batch_id = batch_id or new_batch_id()
     started = _now()
-    _release_stale(reqs, stale_after_hours if stale_after_hours is not None else stale_window())
+    # requests left in progress by a batch that died (a killed pod) go back to pending
+    reqs.release_stale(stale_after_hours, by_operator=False)
     with contextlib.suppress(RfauError):  # housekeeping: a registry that is down fails the batch below
-        _abandon_orphans(settings, uri, reqs)
+        _abandon_orphans(ctx)
     _check_frontier(reqs, claim)
     claimed = reqs.claim_pending(batch_id)
     done: list = []
@@ -175,7 +171,7 @@ def _claim_and_split(
                     meta.base = ensure_base(
                         ds,
                         tmp / "base",
-                        settings,
+                        ctx,
                         claim.train,
                         holdout_fraction,
                         claim.original,
@@ -187,16 +183,16 @@ def _claim_and_split(
                     meta.already_forgotten = True
             meta.write(tmp / BATCH)
     except BaseException as e:
-        why = f"batch {batch_id} failed in data-split: {e}"[:500]
+        why = f"batch {batch_id} failed in data-split: {e}"
         # nothing was decided: the requests wait for the next batch
-        _release_or_say_so(e, lambda: [reqs.release(st.request_id, batch_id, why) for st in claimed])
+        reqs.release_all([st.request_id for st in claimed], batch_id, e, why)
         raise
     for st, why in rejected:
         reqs.reject(st.request_id, batch_id, why)
     for st, why in deferred:  # admissible later, once other requests have been forgotten
         reqs.release(st.request_id, batch_id, why[:500])
     if done:
-        _settle_already_forgotten(meta, done, claim, settings)
+        _settle_already_forgotten(meta, done, claim, ctx)
     for rid, why in escalate.items():
         reqs.needs_retrain(rid, batch_id, why)
     if meta.plan == [] and meta.if_failed:  # nothing can certify it
@@ -208,7 +204,6 @@ def _claim_and_split(
 def _stuck(claimed: list, p: BatchParams) -> tuple[list, dict]:
     """(the claimed requests that failed max_attempts batches, oldest first: the first is taken
     alone on the exact rung; {those that cannot be: the ladder has no exact rung -> why})."""
-    from rfau.data.deadlines import failed_batches
 
     stuck = [st for st in claimed if failed_batches(st) >= p.max_attempts]
     if EXACT in [r.method for r in p.ladder()]:
@@ -225,9 +220,6 @@ def _plan_ladder(meta: BatchMeta, base: Path, p: BatchParams, requests: list, st
     """The rungs this batch climbs: straight to the exact one for a request due within
     retrain_lead_days or one that failed max_attempts batches; never retrain on a base model
     without a recipe (its requests then need retraining should every other rung fail)."""
-    from rfau.batch.ladder import plan, retrain_refusal
-    from rfau.data.deadlines import due_at
-    from rfau.models.checkpoint import read_card
 
     meta.deadline_days = p.deadline_days
     has_exact = EXACT in [r.method for r in p.ladder()]
@@ -270,18 +262,15 @@ def _check_frontier(reqs: RequestStore, claim: Claim) -> None:
         )
 
 
-def _settle_already_forgotten(meta: BatchMeta, done: list, claim: Claim, settings: TrackingSettings) -> None:
+def _settle_already_forgotten(meta: BatchMeta, done: list, claim: Claim, ctx: BatchContext) -> None:
     """Requests naming only samples the base model no longer holds: the base's frontier grows by
     them, one ledger record says so, and they are fulfilled naming it."""
-    from rfau.audit.kinds import ALREADY_FORGOTTEN
-    from rfau.audit.trail import AuditTrail
-    from rfau.tracking.registry import Registry, frontier_value
 
     ids = [st.request_id for st in done]
-    trail, base = AuditTrail.open(claim.store_uri, settings), claim.base
+    trail, base, settings = ctx.trail, claim.base, ctx.settings
     if base is None:  # no model yet has learned anything: nothing to record against
         raise RfauError(f"batch {meta.batch_id}: requests {ids} name no sample and there is no model")
-    reg = Registry(settings)
+    reg = ctx.registry
     reg.set_version_tags(
         base.version, {VersionTags.FRONTIER: frontier_value(reg.frontier(base.version) | set(ids))}
     )
@@ -303,7 +292,7 @@ def _settle_already_forgotten(meta: BatchMeta, done: list, claim: Claim, setting
         }
     )
     for rid in ids:
-        claim.reqs.fulfil(
+        ctx.requests.fulfil(
             rid,
             meta.batch_id,
             f"already forgotten: {settings.model_name} version {base.version} no longer holds its data "

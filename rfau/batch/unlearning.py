@@ -7,6 +7,7 @@ from pathlib import Path
 from rfau.batch.common import _skip, read_batch
 from rfau.io import claim_output
 from rfau.records import Skipped, UnlearnInfo
+from rfau.stages import unlearn_stage
 
 STAGE = "batch unlearn"  # what its output folder is marked as written by
 
@@ -15,7 +16,6 @@ def unlearn(
     batch_dir: str | Path, out_dir: str | Path, method: str = "rfau", config: dict | None = None
 ) -> UnlearnInfo | Skipped:
     """Forget the batch's forget set from its base model (the champion) -> model folder."""
-    from rfau.stages import unlearn_stage
 
     claim_output(out_dir, STAGE)
     meta = read_batch(batch_dir)

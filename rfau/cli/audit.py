@@ -37,8 +37,7 @@ def _open_audited(store: str | None):
     uri = store_uri(store)
     RequestStore.open(uri)  # never initialised: a UsageError naming it
     trail = AuditTrail.open(uri, settings)
-    no_registry = not settings.tracking_uri and not (settings.state_dir / "mlflow.db").is_file()
-    if no_registry and trail.ledger_bytes():
+    if not settings.registry_exists() and trail.ledger_bytes():
         raise UsageError(
             f"no registry in state folder {str(settings.state_dir)!r} (RFAU_STATE_DIR) for the ledger in "
             f"{uri}: mlflow.db is missing; check the path (or set RFAU_TRACKING_URI)"

@@ -40,7 +40,7 @@ def batch_split(
     as_json: JsonOpt = False,
 ) -> None:
     """data-split: claim the pending requests -> batch folder (requests/, split/, base/, batch.json)."""
-    from rfau.batch import data_split
+    from rfau.batch import BatchContext, data_split
 
     claim_output(out_dir, "batch split")  # before anything is claimed
     p = load_params(params, set_)
@@ -49,8 +49,7 @@ def batch_split(
     meta = data_split(
         out_dir,
         p.dataset,
-        p.store,
-        settings,
+        BatchContext.open(p.store or None, settings),
         p.holdout_fraction,
         p.train,
         base_model_uri=p.base_model_uri,
@@ -117,11 +116,12 @@ def batch_register(
     """register: new registry version (champion only if gates pass), ledger record, request states.
 
     Exit code 1 when a gate failed (as `rfau batch run`): a script driving `dvc repro` sees it."""
-    from rfau.batch import register
+    from rfau.batch import BatchContext, register
 
     claim_output(out_dir, "batch register")  # before anything is registered
     p = load_params(params, set_)
-    res = register(batch, model, evaluation, out_dir, tracking_settings(), p.gates, p.store)
+    ctx = BatchContext.of_batch(batch, tracking_settings(), p.store or None)
+    res = register(batch, model, evaluation, out_dir, ctx, p.gates)
     emit(as_json, res, lambda: print_registered(res))
     exit_if_gates_failed(res)
 
@@ -178,9 +178,9 @@ def check_before_claiming(p: BatchParams, settings: TrackingSettings, device_her
         from rfau.methods.rfau import resolve_modules
 
         resolve_modules(_starting_model(p, settings), cfg)  # type: ignore[arg-type]
-    from rfau.batch.common import _has_registry
-
-    if _has_registry(settings):  # a store that is down or an experiment deleted fails here, not in register
+    if (
+        settings.registry_exists()
+    ):  # a store that is down or an experiment deleted fails here, not in register
         from rfau.tracking.registry import Registry
 
         Registry(settings)
@@ -194,8 +194,7 @@ def _starting_model(p: BatchParams, settings: TrackingSettings):
     from rfau.models.arch import build_model
 
     champion = None
-    uri = settings.uri() if settings.tracking_uri else None
-    if uri or (settings.state_dir / "mlflow.db").is_file():
+    if settings.registry_exists():
         from rfau.tracking.registry import Registry
 
         reg = Registry(settings)
@@ -212,10 +211,11 @@ def _starting_model(p: BatchParams, settings: TrackingSettings):
 
     ds = load_dataset(p.dataset)
     if p.base_model_uri:  # the first batch starts from the user's model (imported here to look)
-        from rfau.batch import staged_base_model
+        from rfau.batch import BatchContext, staged_base_model
         from rfau.models.checkpoint import build_from_card, read_card
 
-        with staged_base_model(p.base_model_uri, ds, settings, p.holdout_fraction) as original:
+        ctx = BatchContext.open(p.store or None, settings)
+        with staged_base_model(p.base_model_uri, ds, ctx, p.holdout_fraction) as original:
             if original is not None:
                 return build_from_card(read_card(original))
     cfg = TrainConfig.preset(ds.kind, **p.train)

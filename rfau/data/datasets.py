@@ -30,6 +30,7 @@ from rfau.data.base import Dataset
 from rfau.data.base import subset_dataset as subset_dataset  # re-exported: the bench imports it here
 from rfau.data.sources import is_fortunes_source, is_saved_dataset, is_text_source
 from rfau.errors import DatasetError
+from rfau.storage import open_store
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 SPLITS = ("train", "test")
@@ -209,8 +210,6 @@ def _fetch_s3(uri: str, cache: Path) -> Path:
     """Download s3://bucket/key.tar.gz into the cache, named by its content hash (the archive's
     decoded-tensor cache then applies as for a local archive)."""
     import hashlib
-
-    from rfau.storage import open_store
 
     bucket_key = uri[len("s3://") :]
     parent, _, name = bucket_key.rpartition("/")

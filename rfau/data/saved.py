@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 from rfau.data.sources import saved_dataset_path
 from rfau.data.text import SPLIT_SEED, TEST_FRACTION, TextDataset, _assemble, _seeded_rule
 from rfau.errors import DatasetError
+from rfau.io import sha256_file
 
 COLUMN_KEYS = ("id", "text", "label", "split")
 SPLITS = ("train", "test")
@@ -107,7 +108,6 @@ def _record(source: str, row: dict, features, columns: dict[str, str], split: st
 def _folder_sha256(path: Path, columns: dict[str, str]) -> str:
     """The folder's content (every file, by relative name) and the column mapping: the key of the
     tokenised cache, which changes when the data does."""
-    from rfau.io import sha256_file
 
     digest = hashlib.sha256(repr(sorted(columns.items())).encode())
     for f in sorted(p for p in path.rglob("*") if p.is_file()):

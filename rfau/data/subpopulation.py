@@ -25,6 +25,7 @@ from torch import nn
 from rfau.data.base import Dataset
 from rfau.data.split import HOLDOUT_FRACTION, HOLDOUT_SALT, in_holdout
 from rfau.errors import RfauError
+from rfau.metrics.evidence import logits_and_features, sample_features
 
 CLUSTERS = 3
 SHARE = 0.3
@@ -40,7 +41,6 @@ def subpopulation_forget_set(
     holdout_salt: str = HOLDOUT_SALT,
 ) -> list[str]:
     """Ids of the sub-population of ``forget_class`` chosen by the module's rule (sorted)."""
-    from rfau.metrics.evidence import logits_and_features, sample_features
 
     if forget_class not in ds.classes:
         raise RfauError(f"unknown class {forget_class!r}; known: {', '.join(ds.classes)}")

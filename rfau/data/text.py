@@ -25,8 +25,10 @@ import numpy as np
 import torch
 
 from rfau.data.base import Dataset, subset_dataset
+from rfau.data.ids import unsafe_id_reason
 from rfau.data.sources import is_text_source
 from rfau.errors import DatasetError, ModelError
+from rfau.io import sha256_file
 
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
@@ -173,7 +175,6 @@ def records_dataset(
 
 
 def _sha256(path: Path) -> str:
-    from rfau.io import sha256_file
 
     return sha256_file(path)
 
@@ -227,7 +228,6 @@ def _read_parquet(path: Path) -> list[dict]:
 def _assemble(
     name: str, records: list[dict], rule: str, fraction: float, seed: int, digest: str
 ) -> TextDataset:
-    from rfau.data.ids import unsafe_id_reason
 
     if not records:
         raise DatasetError(f"text dataset {name!r} holds no records")

@@ -126,6 +126,11 @@ class TrackingSettings(BaseModel):
             raise RfauError(f"cannot create state folder {str(self.state_dir)!r}: {e.strerror}") from None
         return f"sqlite:///{self.state_dir.resolve() / 'mlflow.db'}"
 
+    def registry_exists(self) -> bool:
+        """Whether there is a registry to read: a tracking URI, or the local one already made
+        (looking never creates it: ``uri`` would)."""
+        return bool(self.tracking_uri) or (self.state_dir / "mlflow.db").is_file()
+
     def artifact_location(self) -> str | None:
         """A sqlite store (the default, or one named by URI as kfp.local's tasks get it):
         artifacts beside the database, never in the working folder. Server: the server decides."""
