@@ -96,7 +96,7 @@ HEAVY_SEAMS: dict[str, tuple[str, ...]] = {
     "mlflow": ("rfau.tracking.registry", "rfau.tracking.served_model"),
     "boto3": ("rfau.storage",),
     "botocore": ("rfau.storage",),
-    "kfp": ("components", "pipelines"),
+    "kfp": ("components", "pipelines", "rfau.kfp_client"),
     "peft": ("rfau.stages", "rfau.methods.rfau", "rfau.models.families.hf"),
     "sklearn": ("rfau.metrics.evidence", "rfau.metrics.mia", "rfau.data.subpopulation", "rfau.report"),
     "matplotlib": ("rfau.metrics.plots", "rfau.bench.report"),
