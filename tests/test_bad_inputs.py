@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from rfau.errors import ExitCode
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 GOOD = {"request_id": "r1", "classes": ["3"], "reason": "gdpr", "received_at": "2026-01-01T00:00:00Z"}
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
@@ -42,7 +42,7 @@ USAGE, RUNTIME = ExitCode.USAGE, ExitCode.RUNTIME
 
 
 def _cli(root: Path, args: list[str], **env):
-    """`rfau ARGS` (conftest.run_cli) on the state folder ``root/.rfau``, ISOLATED restored after."""
+    """`rfau ARGS` (tests.support.cli.run_cli) on the state folder ``root/.rfau``, ISOLATED restored after."""
     return run_cli(*args, **({k: None for k in ISOLATED} | {"RFAU_STATE_DIR": str(root / ".rfau")} | env))
 
 

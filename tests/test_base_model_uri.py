@@ -24,7 +24,7 @@ from rfau.params import BatchParams
 from rfau.pipelines.run import pipeline_arguments
 from rfau.tracking import registry
 from rfau.tracking.settings import TrackingSettings
-from tests.test_families import request, save_vit
+from tests.support.builders import request, save_vit
 
 DS = load_dataset("digits")
 POOL = [s for s in DS.split_ids("train") if not in_holdout(s, 0.1)]
@@ -48,7 +48,7 @@ def _upload(s3_server, folder: Path) -> str:
 
 @pytest.fixture
 def s3_env(monkeypatch, s3_server, tmp_path):
-    from tests.conftest import S3_ENV
+    from tests.support.services import S3_ENV
 
     for k, v in S3_ENV.items():
         monkeypatch.setenv(k, v)

@@ -270,7 +270,7 @@ def test_a_failed_split_puts_the_requests_back(tmp_path):
 def test_audit_cli_verifies_shows_and_fails_on_tampering(scenario, tmp_path):
     import contextlib
 
-    from tests.conftest import run_cli
+    from tests.support.cli import run_cli
 
     env = {"RFAU_STATE_DIR": str(scenario["settings"].state_dir), "RFAU_REQUEST_STORE": scenario["store"]}
 

@@ -9,7 +9,7 @@ import pytest
 
 from rfau.bench import find_cifar10
 from rfau.errors import RfauError
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 
 @pytest.mark.e2e

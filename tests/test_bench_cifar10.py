@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 CIFAR = os.environ.get("RFAU_CIFAR10") or str(
     Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10" / "cifar10-imagefolder.tar.gz"

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 STATE: dict[str, str] = {}
 

@@ -16,7 +16,7 @@ from typer.main import get_command
 
 from rfau.cli import app
 from rfau.errors import ExitCode
-from tests.conftest import subprocess_env
+from tests.support.cli import subprocess_env
 
 OK, CHECK_FAILED, USAGE, RUNTIME = ExitCode.OK, ExitCode.CHECK_FAILED, ExitCode.USAGE, ExitCode.RUNTIME
 GOOD = {"request_id": "r1", "classes": ["3"], "reason": "gdpr", "received_at": "2026-01-01T00:00:00Z"}

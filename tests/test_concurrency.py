@@ -18,13 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import subprocess_env
 from typer.testing import CliRunner
 
 from rfau.audit.trail import AuditTrail
 from rfau.cli import app
 from rfau.data.request_store import RequestState, RequestStore
 from rfau.tracking import registry
+from tests.support.cli import subprocess_env
 
 RFAU = str(Path(sys.executable).parent / "rfau")
 FAST = ["--set", 'method_config={"epochs": 3, "retain_budget": 300}']

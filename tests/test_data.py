@@ -139,7 +139,7 @@ def test_imagefolder_archive_gives_same_ids_as_directory(imagefolder, tmp_path, 
 
 
 def test_imagefolder_archive_in_s3_loads_like_the_local_one(imagefolder, tmp_path, s3_server, monkeypatch):
-    from tests.conftest import S3_ENV
+    from tests.support.services import S3_ENV
 
     for k, v in {**S3_ENV, "AWS_ENDPOINT_URL": s3_server["endpoint"]}.items():
         monkeypatch.setenv(k, v)

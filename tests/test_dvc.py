@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import S3_ENV, subprocess_env
+from tests.support.cli import subprocess_env
+from tests.support.services import S3_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -20,53 +20,13 @@ from rfau.io import sha256_file
 from rfau.models.checkpoint import load_checkpoint, read_card
 from rfau.models.importer import import_model
 from rfau.stages import evaluate_stage, split_stage, unlearn_stage
+from tests.support.builders import FAST_RFAU, request, save_vit
 
-FAST_RFAU = {"epochs": 2, "retain_budget": 96, "batch_size": 48, "forget_batch_size": 16}
 TOPICS = {
     "food": "bread cheese soup apple rice salad pasta bake cook taste",
     "sport": "ball goal team match run score coach race win field",
     "tech": "code chip data cloud robot screen laptop server wifi app",
 }
-
-
-def request(path: Path, rid: str, sample_ids=(), classes=()) -> Path:
-    body = {"request_id": rid, "sample_ids": list(sample_ids), "classes": list(classes)}
-    path.write_text(json.dumps({**body, "reason": "test", "received_at": "2026-01-01T00:00:00Z"}))
-    return path
-
-
-# --- the user's models, made as a user would make them -----------------------------------------
-
-
-def save_vit(folder: Path, labels: list[str] | None) -> Path:
-    from transformers import ViTConfig, ViTForImageClassification
-
-    kw = (
-        {"id2label": dict(enumerate(labels)), "label2id": {c: i for i, c in enumerate(labels)}}
-        if labels
-        else {}
-    )
-    config = ViTConfig(
-        image_size=8,
-        patch_size=2,
-        num_channels=1,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        num_labels=10,
-        **kw,
-    )
-    torch.manual_seed(0)
-    ViTForImageClassification(config).save_pretrained(folder)
-    processor = {
-        "image_mean": [0.5],
-        "image_std": [0.5],
-        "do_normalize": True,
-        "size": {"height": 8, "width": 8},
-    }
-    (folder / "preprocessor_config.json").write_text(json.dumps(processor))
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import S3_ENV, CliResult, free_port, run_cli, run_rfau
 
 from rfau.audit.trail import AuditTrail, registry_problems
 from rfau.data.request_store import RequestState, RequestStore
 from rfau.params import BatchParams
 from rfau.tracking import registry
 from rfau.tracking.settings import TrackingSettings
+from tests.support.cli import CliResult, run_cli, run_rfau
+from tests.support.services import S3_ENV, free_port
 
-FAST_CONFIG = {"epochs": 5, "retain_budget": 500}
+FAST_CONFIG = {"epochs": 3, "retain_budget": 300}  # as test_concurrency: passes the gates for its few samples
 FAST = ["--set", f"method_config={json.dumps(FAST_CONFIG)}"]
 IDS = [f"digits/{i}" for i in range(1, 200) if i % 5][:40]  # training samples (every 5th is test)
 

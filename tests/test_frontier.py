@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import S3_ENV, run_cli
 
 from rfau.audit.trail import AuditTrail
 from rfau.batch import run_batch
@@ -20,6 +19,8 @@ from rfau.data.request_store import RequestState, RequestStore
 from rfau.data.split import in_holdout, read_split
 from rfau.params import BatchParams
 from rfau.tracking import registry
+from tests.support.cli import run_cli
+from tests.support.services import S3_ENV
 
 pytestmark = pytest.mark.e2e
 

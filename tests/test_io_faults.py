@@ -197,7 +197,7 @@ def test_a_fault_point_acts_only_under_the_test_switch(monkeypatch):
     it kills at the named commit point, and a point that does not exist is a usage error."""
     from rfau.errors import UsageError
     from rfau.faults import Fault, fault_point
-    from tests.conftest import subprocess_env
+    from tests.support.cli import subprocess_env
 
     code = "from rfau.faults import Fault, fault_point; fault_point(Fault.UNLEARNED); print('alive')"
 

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 
 from rfau.audit.trail import AuditTrail
 from rfau.batch import run_batch
@@ -20,6 +19,7 @@ from rfau.data.request_store import RequestState, RequestStore
 from rfau.gates import Gates
 from rfau.params import BatchParams
 from rfau.tracking.settings import TrackingSettings
+from tests.support.cli import run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -103,7 +103,7 @@ def test_an_imported_model_has_no_recipe_to_retrain(tmp_path):
     from rfau.batch.ladder import retrain_refusal
     from rfau.data.datasets import load_dataset
     from rfau.models.importer import import_model
-    from tests.test_families import save_vit
+    from tests.support.builders import save_vit
 
     digits = load_dataset("digits")
     card = import_model(

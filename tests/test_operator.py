@@ -14,7 +14,7 @@ import typer
 
 from rfau.errors import ExitCode
 from rfau.io import OUTPUT_MARKER, atomic_dir, fresh_dir, output_kind
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 GOOD = {"request_id": "r1", "classes": ["3"], "reason": "gdpr", "received_at": "2026-01-01T00:00:00Z"}
 OUT = "target"  # where every case points the command's output

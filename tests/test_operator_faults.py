@@ -15,9 +15,11 @@ import pytest
 
 from rfau.data.request_store import RequestState, RequestStore
 from rfau.errors import ExitCode
-from tests.conftest import BIN, run_cli, subprocess_env
+from tests.support.cli import BIN, run_cli, subprocess_env
 
 GOOD = {"request_id": "r1", "classes": ["3"], "reason": "gdpr", "received_at": "2026-01-01T00:00:00Z"}
+# a short unlearn on one rung: these tests stop or break the batch around it, its quality is not tested
+QUICK = ["--set", 'method_config={"epochs": 1, "retain_budget": 200}', "--set", 'escalation=["rfau"]']
 
 
 def _cli(root: Path, *args: str, **env: str):
@@ -138,8 +140,9 @@ def test_a_full_registry_disk_is_one_line_and_releases_the_requests(tmp_path, mo
         reqs = _queue(tmp_path, store, GOOD)
         _fill(disk)
         res = run_cli(
-            "batch", "run", "-w", "work", RFAU_STATE_DIR=str(disk / "state"), RFAU_REQUEST_STORE=str(store)
-        )
+            "batch", "run", "-w", "work", *QUICK,
+            RFAU_STATE_DIR=str(disk / "state"), RFAU_REQUEST_STORE=str(store),
+        )  # fmt: skip
         line = _error_line(res)
         assert res.returncode == ExitCode.RUNTIME, res.stderr
         assert "full" in line or "No space left" in line, line
@@ -156,7 +159,7 @@ def test_sigterm_releases_the_claims_and_says_so(tmp_path, seed_state):
         RFAU_STATE_DIR=str(tmp_path / ".rfau"), RFAU_FAULT_AT="unlearned:pause", RFAU_TEST_FAULTS="1"
     )
     proc = subprocess.Popen(
-        [str(BIN / "rfau"), "batch", "run", "-w", "work"],
+        [str(BIN / "rfau"), "batch", "run", "-w", "work", *QUICK],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

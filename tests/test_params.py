@@ -13,7 +13,7 @@ import yaml
 from rfau.errors import RfauError
 from rfau.params import BatchParams, defaults, load_params
 from rfau.pipelines.run import compile_pipeline, pipeline_arguments
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 # the pipeline's inputs that are no batch parameters: KFP's own run id and the tasks' artifacts

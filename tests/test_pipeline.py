@@ -21,7 +21,7 @@ from rfau.errors import RfauError
 from rfau.pipelines.deletion_batch import GpuSpec
 from rfau.pipelines.run import compile_pipeline, schedule, submit
 from rfau.records import BatchMeta
-from tests.conftest import run_cli, subprocess_env
+from tests.support.cli import run_cli, subprocess_env
 
 BIN = Path(sys.executable).parent
 STAGES = ["data-split", "unlearn", "evaluate", "register"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, run_rfau
+from tests.support.cli import run_cli
 
 BIN = Path(sys.executable).parent
 STAGES = ["data-split", "unlearn", "evaluate", "register"]
@@ -22,20 +22,22 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def test_a_failing_local_run_says_so_and_releases_its_requests(tmp_path, seed_state):
     seed_state(tmp_path / ".rfau")  # a registry with a champion: the run fails in unlearn, not before
     # valid settings that fail inside the unlearn task: a step size that makes the loss diverge
-    r = run_rfau(
-        "pipeline",
-        "run",
-        "--local",
-        "--demo",
-        "--set",
-        'method_config={"lr": 1e30, "epochs": 2}',
-        cwd=tmp_path,
-    )
+    # in-process (the tasks are kfp.local's processes; no 8 s of imports for the command itself)
+    with contextlib.chdir(tmp_path):
+        state = {"RFAU_STATE_DIR": str(tmp_path / ".rfau")}
+        r = run_cli(
+            "pipeline",
+            "run",
+            "--local",
+            "--demo",
+            "--set",
+            'method_config={"lr": 1e30, "epochs": 2}',
+            **state,
+        )
+        listed = json.loads(run_cli("request", "list", "--json", **state).stdout)
     assert (
         r.returncode == 3 and "failed before the register stage" in r.stderr and "pending again" in r.stderr
-    )
-    with contextlib.chdir(tmp_path):  # in-process: no 8 s of imports
-        listed = json.loads(run_cli("request", "list", "--json").stdout)
+    ), r.stdout[-3000:] + r.stderr[-3000:]
     assert [x["state"] for x in listed] == ["pending"] and "failed" in listed[0]["detail"]
     # released by the pipeline's exit task, as on a cluster (run_local's own abort found nothing left)
     assert "pipeline run failed" in listed[0]["detail"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, run_rfau
+from tests.support.cli import run_cli, run_rfau
 
 BIN = Path(sys.executable).parent
 STAGES = ["data-split", "unlearn", "evaluate", "register"]

@@ -21,7 +21,8 @@ from rfau.models.checkpoint import SERVING_EXAMPLE
 from rfau.stages import evaluate_stage, split_stage, unlearn_stage
 from rfau.tracking.registry import list_versions, register, rollback
 from rfau.tracking.settings import TrackingSettings
-from tests.conftest import S3_ENV, subprocess_env
+from tests.support.cli import subprocess_env
+from tests.support.services import S3_ENV
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_gates_fail_then_pass_idempotent_rollback_and_serving(mlflow_server, s3_
 
 
 def test_unreachable_server_is_a_clear_error_and_registers_nothing(models):
-    from tests.conftest import free_port
+    from tests.support.services import free_port
 
     st = TrackingSettings(tracking_uri=f"http://127.0.0.1:{free_port()}", model_name="nowhere")
     with pytest.raises(RfauError, match="unreachable"):
@@ -146,7 +147,7 @@ def test_bad_artifact_store_fails_without_a_half_registered_version(tmp_path, s3
 
     import boto3
 
-    from tests.conftest import S3_ENV, _stop, _wait_http, free_port
+    from tests.support.services import S3_ENV, free_port, stop, wait_http
 
     procs = []
     try:
@@ -203,14 +204,14 @@ def test_bad_artifact_store_fails_without_a_half_registered_version(tmp_path, s3
             )
         )
         url = f"http://127.0.0.1:{port}"
-        _wait_http(url + "/health", procs[-1], timeout=120)
+        wait_http(url + "/health", procs[-1], timeout=120)
         st = TrackingSettings(tracking_uri=url, model_name="bad-store")
         with pytest.raises(RfauError, match="registration failed"):
             register(models / "rfau", models / "rfau.json", st, Gates(), models / "original.json")
         assert list_versions(st) == []
     finally:
         for p in reversed(procs):
-            _stop(p)
+            stop(p)
 
 
 def test_local_store_is_the_default_and_credentials_stay_out(tmp_path, models, monkeypatch):

@@ -24,7 +24,7 @@ from rfau.data.datasets import load_dataset
 from rfau.data.request_store import RequestState, RequestStore
 from rfau.errors import RequestError, RfauError
 from rfau.storage import AlreadyExists, LocalStore, NotFound, S3Store, open_store
-from tests.conftest import S3_ENV, _stop, free_port
+from tests.support.services import S3_ENV, free_port, stop
 
 _ENDPOINT_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "MLFLOW_S3_ENDPOINT_URL")
 
@@ -264,7 +264,7 @@ def test_s3_bad_credentials(monkeypatch, tmp_path):
         with pytest.raises(RfauError, match="access denied"):
             store.put_bytes("k", b"x", exclusive=True)
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def test_s3_endpoint_from_mlflow_variable(monkeypatch, tmp_path, s3_server):

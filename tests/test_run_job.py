@@ -12,7 +12,7 @@ from rfau.data.request_store import RequestState, RequestStore
 from rfau.job import run_job
 from rfau.models.checkpoint import read_card
 from rfau.records import GateReport
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 TINY = {"epochs": 2, "retain_budget": 200}  # RFAU settings: the plumbing, not the quality
 

@@ -22,7 +22,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import subprocess_env
 from typer.testing import CliRunner
 
 from rfau.audit.trail import AuditTrail
@@ -31,7 +30,8 @@ from rfau.cli import app
 from rfau.io import sha256_file
 from rfau.tracking import registry
 from rfau.tracking.settings import TrackingSettings
-from tests.test_families import FAST_RFAU, save_vit
+from tests.support.builders import FAST_RFAU, save_vit
+from tests.support.cli import subprocess_env
 
 RFAU = str(Path(sys.executable).parent / "rfau")
 PASSWORD = "Pw-0f-the-tracking-server-7731"
