@@ -79,7 +79,7 @@ def test_stages_in_order_inside_an_exit_handler(compiled):
     assert {n: set(t.get("dependentTasks", [])) for n, t in inside.items()} == {
         "unlearn": set(),
         "evaluate": {"unlearn"},
-        "condition-branches-2": {"unlearn", "evaluate"},  # register, or retrain (tests/test_pipeline.py)
+        "condition-branches-2": {"unlearn", "evaluate"},  # register, or retrain (tests/unit/test_pipeline.py)
     }
     exit_task = after["cleanup"]
     assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
@@ -190,7 +190,7 @@ def test_retries_everywhere_and_cache_only_on_pure_stages(compiled):
 def test_parameters_and_artifacts_wire_through(compiled):
     spec, _ = compiled
 
-    # the names and defaults themselves: tests/test_params.py (they are rfau.params.BatchParams')
+    # the names and defaults themselves: tests/unit/test_params.py (they are rfau.params.BatchParams')
     def inputs(name):
         return _task(spec, name)["inputs"]
 

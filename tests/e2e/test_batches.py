@@ -49,7 +49,7 @@ pytestmark = pytest.mark.e2e  # slow: its file is scheduled first
 def scenario(tmp_path_factory, seed_state):
     root = tmp_path_factory.mktemp("batches")
     # version 1: the bootstrap original the first batch would train (the session's copy: training it
-    # inside a batch is what the new-user pipeline run covers, tests/test_pipeline_local.py)
+    # inside a batch is what the new-user pipeline run covers, tests/e2e/test_pipeline_local.py)
     settings = seed_state(root / ".rfau")
     store = str(root / "store")
     reqs = RequestStore.from_uri(store)
@@ -69,7 +69,7 @@ def scenario(tmp_path_factory, seed_state):
         t0 = time.time()
         res = run_batch(
             root / f"b{n}",
-            # one rung: these batches test RFAU's own verdicts (the ladder: tests/test_ladder.py)
+            # one rung: these batches test RFAU's own verdicts (the ladder: tests/e2e/test_ladder.py)
             BatchParams(store=store, method_config=FAST, gates=gates or Gates(), escalation=["rfau"]),
             settings,
         )

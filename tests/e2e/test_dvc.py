@@ -18,7 +18,7 @@ import pytest
 from tests.support.cli import subprocess_env
 from tests.support.services import S3_ENV
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

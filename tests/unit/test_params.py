@@ -15,7 +15,7 @@ from rfau.params import BatchParams, defaults, load_params
 from rfau.pipelines.run import compile_pipeline, pipeline_arguments
 from tests.support.cli import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # the pipeline's inputs that are no batch parameters: KFP's own run id and the tasks' artifacts
 KFP_INPUTS = {"kfp_run_id"}
 

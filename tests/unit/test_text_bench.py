@@ -2,7 +2,7 @@
 extra, frozen-prefix caching on transformers encoders, and retrain from the pre-trained backbone.
 
 The transformers models here are tiny and randomly initialised (a 2-layer BERT saved with
-save_pretrained, as in tests/test_families.py); MiniLM itself is only unpacked where the extra is
+save_pretrained, as in tests/unit/test_families.py); MiniLM itself is only unpacked where the extra is
 installed."""
 
 from __future__ import annotations

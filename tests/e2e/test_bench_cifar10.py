@@ -12,7 +12,7 @@ import pytest
 from tests.support.cli import run_cli
 
 CIFAR = os.environ.get("RFAU_CIFAR10") or str(
-    Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10" / "cifar10-imagefolder.tar.gz"
+    Path(__file__).resolve().parents[3] / "shared" / "datasets" / "cifar10" / "cifar10-imagefolder.tar.gz"
 )
 
 
