@@ -56,7 +56,7 @@ $(VENV)/.installed-text: $(VENV)/.installed
 	$(PIP) install -c constraints.txt -e '.[dev,text]'
 	touch $@
 
-# checkov, issue 14's policy check of the rendered manifests (tests/test_infra.py runs
+# checkov, issue 14's policy check of the rendered manifests (tests/unit/test_infra.py runs
 # .venv-checkov/bin/checkov), in a venv of its own: its ~100 dependencies clash with constraints.txt,
 # so they are pinned apart in infra/checkov-requirements.txt. Made again only when that file changes;
 # where it cannot be installed (offline, no python3-venv) the checkov test skips and set-up goes on.

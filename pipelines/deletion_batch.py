@@ -36,7 +36,7 @@ from rfau.params import defaults
 ESCALATE = "escalate"  # the evaluate task's verdict when its rung failed and the exact one remains
 
 # the pipeline's parameters are rfau.params.BatchParams' fields; KFP reads a literal signature,
-# so the defaults below are read from BatchParams (tests/test_params.py checks names and values)
+# so the defaults below are read from BatchParams (tests/unit/test_params.py checks names and values)
 DEFAULTS = defaults()
 
 PIPELINE_NAME = "rfau-deletion-batch"
