@@ -68,7 +68,7 @@ class BatchParams(BaseModel):
         "holding a save_pretrained model or an `rfau model import` folder; '': train one",
     )
     escalation: list[str | Rung] = Field(
-        default_factory=lambda: ["rfau", EXACT],
+        default_factory=lambda: ["rfau", EXACT],  # type: ignore[arg-type]
         min_length=1,
         description="the ladder a batch climbs from the same base and split until a rung passes its "
         "gates: method names, or {method, config}; a bare name equal to `method` takes "

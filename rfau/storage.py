@@ -291,7 +291,7 @@ class S3Store(Store):
     def list(self, prefix: str = "") -> list[str]:
         check_key(prefix, prefix=True)
         root = f"{self.prefix}/" if self.prefix else ""
-        out = []
+        out: list[str] = []
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=root + prefix

@@ -175,11 +175,11 @@ def verify_bytes(data: bytes, anchors: list[dict] | None = None) -> list[str]:
                 f"the ledger ends at seq {len(records)} but an anchor records seq {seq} "
                 "(records cut off the end)"
             )
-        elif records[seq - 1] is None:
+        elif (anchored := records[seq - 1]) is None:
             problems.append(f"anchor seq {seq}: line {seq} is unreadable")
-        elif records[seq - 1].get("hash") != want:
+        elif anchored.get("hash") != want:
             problems.append(
-                f"anchor seq {seq}: hash {str(records[seq - 1].get('hash'))[:16]}... differs "
+                f"anchor seq {seq}: hash {str(anchored.get('hash'))[:16]}... differs "
                 f"from the anchored {want[:16]}... (history rewritten)"
             )
 

@@ -143,7 +143,9 @@ class Ledger:
             lines, _ = _split_lines(data)
             last = json.loads(lines[-1]) if lines else None
             recorded_at = _iso(now)
-            if last is not None and _parse_time(recorded_at) < _parse_time(last["recorded_at"]):
+            ours = _parse_time(recorded_at)
+            theirs = _parse_time(last["recorded_at"]) if last is not None else None
+            if last is not None and ours is not None and theirs is not None and ours < theirs:
                 recorded_at = last["recorded_at"]  # clock went backwards: keep the order
             record = {
                 **fields,

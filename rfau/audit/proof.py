@@ -60,7 +60,13 @@ def _evidence(record: dict, evidence_dir: Path | None) -> list[dict]:
     if not isinstance(evidence, dict):
         evidence = {}
     for name, want in sorted(evidence.items()):
-        row = {"name": str(name), "sha256": _text(want), "ok": None, "status": "not checked", "path": None}
+        row: dict[str, object] = {
+            "name": str(name),
+            "sha256": _text(want),
+            "ok": None,
+            "status": "not checked",
+            "path": None,
+        }
         if evidence_dir is not None:
             p = Path(evidence_dir) / str(name)
             if not name or Path(name).name != name or name in (".", ".."):
@@ -75,14 +81,19 @@ def _evidence(record: dict, evidence_dir: Path | None) -> list[dict]:
     return rows
 
 
+def _dict(value: object) -> dict:
+    """``value`` where it is a JSON object, else empty: a record is read as found, never trusted."""
+    return value if isinstance(value, dict) else {}
+
+
 def _facts(record: dict, request_id: str) -> dict:
-    model = record.get("model") if isinstance(record.get("model"), dict) else {}
-    before = model.get("before") if isinstance(model.get("before"), dict) else {}
-    after = model.get("after") if isinstance(model.get("after"), dict) else {}
-    subjects = record.get("subject_hashes") if isinstance(record.get("subject_hashes"), dict) else {}
+    model = _dict(record.get("model"))
+    before = _dict(model.get("before"))
+    after = _dict(model.get("after"))
+    subjects = _dict(record.get("subject_hashes"))
     rids = record.get("request_ids") or []
     classes = record.get("forget_classes")
-    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    config = _dict(record.get("config"))
     return {
         "request": [
             ("Request id", request_id),
@@ -126,8 +137,8 @@ def _facts(record: dict, request_id: str) -> dict:
 
 
 def _metric_rows(record: dict) -> list[tuple[str, str, str, str, str]]:
-    m = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
-    b = record.get("baseline_metrics") if isinstance(record.get("baseline_metrics"), dict) else {}
+    m = _dict(record.get("metrics"))
+    b = _dict(record.get("baseline_metrics"))
     return [
         (label, _num(m.get(key)), _num(b.get(key)), _delta(m.get(key), b.get(key)), doc)
         for key, label, doc in METRICS

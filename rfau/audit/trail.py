@@ -257,7 +257,7 @@ class AuditTrail:
                 continue
             if t.get(VersionTags.WEIGHTS) != after["weights_sha256"]:
                 problems.append(f"record {r['seq']}: version {v}'s weights tag differs from the ledger")
-            if check_weights and v not in fetched:
+            if check_weights and reg is not None and v not in fetched:
                 fetched.add(v)
                 with tempfile.TemporaryDirectory() as d:
                     try:

@@ -22,6 +22,7 @@ from rfau.config import TrainConfig
 from rfau.data.base import Dataset
 from rfau.data.split import read_split
 from rfau.data.subpopulation import subpopulation_forget_set
+from rfau.data.text import TextDataset
 from rfau.errors import UsageError
 from rfau.io import write_json
 from rfau.job import demo_request
@@ -105,6 +106,7 @@ def run_bench(
         else:
             with measure() as cost:
                 if cfg.backbone:  # text: fine-tuned from a pre-trained backbone
+                    assert isinstance(ds, TextDataset), "a backbone config loads a text dataset"
                     finetune_original(ds, orig, tcfg, cfg.backbone, holdout_salt=salt)
                 else:
                     train_stage(ds, orig, tcfg, holdout_salt=salt)

@@ -156,7 +156,8 @@ def batch_run(
         emit(as_json, res, lambda: out.print(f"batch {res.batch_id}: nothing to do"))
         exit_if_overdue(store_uri(p.store), p.deadline_days)
         return
-    emit(as_json, res, lambda: print_registered(res.registered))
+    registered = res.registered
+    emit(as_json, res, lambda: print_registered(registered))
     exit_if_overdue(store_uri(p.store), p.deadline_days)
     exit_if_gates_failed(res.registered)
 
@@ -177,7 +178,7 @@ def check_before_claiming(p: BatchParams, settings: TrackingSettings, device_her
     if getattr(cfg, "target_modules", None) or getattr(cfg, "taps", None):
         from rfau.methods.rfau import resolve_modules
 
-        resolve_modules(_starting_model(p, settings), cfg)  # type: ignore[arg-type]
+        resolve_modules(_starting_model(p, settings), cfg)
     if (
         settings.registry_exists()
     ):  # a store that is down or an experiment deleted fails here, not in register

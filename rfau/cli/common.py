@@ -14,13 +14,13 @@ from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 from rich.console import Console
 from rich.markup import escape as escape_markup
-from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer's own copy of click
+from typer._click.core import Context  # typer's own copy of click
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer.core import TyperCommand, TyperGroup
 
 from rfau.errors import ExitCode, RfauError, UsageError, exit_code_of
@@ -53,7 +53,7 @@ class _Commands(TyperGroup):
         """click's usage errors (a bad or missing option, a bad value) as one line with exit code 2,
         not typer's boxed usage block: logs and scripts read one line per problem."""
         try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
+            rv = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]
         except NoArgsIsHelpError as e:  # a group named without a command: its help
             if not standalone_mode:
                 raise
@@ -78,7 +78,7 @@ class _Commands(TyperGroup):
         # standalone_mode=False hands back a typer.Exit's code (or a command's return value)
         sys.exit(rv if isinstance(rv, int) else 0)
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: Context):
         try:
             return super().invoke(ctx)
         except RfauError as e:
@@ -114,7 +114,7 @@ def os_error_line(e: OSError) -> str:
 class _Command(TyperCommand):
     """Every rfau command: while it works, stdout carries only its result (see results_only)."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: Context):
         quiet = bool(ctx.find_root().params.get("quiet"))
         with results_only(quiet=quiet, as_json=bool(ctx.params.get("as_json"))):
             return super().invoke(ctx)
@@ -158,7 +158,7 @@ def results_only(quiet: bool, as_json: bool) -> Iterator[None]:
             yield
     finally:
         results.flush()
-        out.file, out.quiet = None, False  # None: rich's console follows sys.stdout again
+        out.file, out.quiet = None, False  # type: ignore[assignment]  # None: rich follows sys.stdout again
         if quiet:
             _restore_env("RFAU_QUIET", quiet_env)
         if saved_fd is not None:

@@ -80,7 +80,11 @@ def import_cmd(
     ds = load_dataset(dataset)
     options = {"arch": arch, "labels": _labels(labels), "max_length": max_length}
     card = import_model(source, family, ds, out_dir, holdout_fraction, options)
-    result = {"model": str(out_dir), "family": card.family, "weights_sha256": card.weights_sha256}
+    result: dict[str, object] = {
+        "model": str(out_dir),
+        "family": card.family,
+        "weights_sha256": card.weights_sha256,
+    }
     if settings is not None:
         result["registered"] = register_bootstrap(out_dir, ds, settings, holdout_fraction)
     emit(as_json, result, lambda: out.print(_summary(result)))

@@ -130,7 +130,7 @@ def models(name: ModelNameOpt = None, tracking_uri: TrackingOpt = None, as_json:
         t.add_row(
             str(r.version),
             ", ".join(r.aliases),
-            {True: "passed", False: "failed"}.get(r.gates_passed, "-"),
+            "-" if r.gates_passed is None else "passed" if r.gates_passed else "failed",
             str(r.method),
             str(r.requests),
             str(r.gate_failures),

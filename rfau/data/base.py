@@ -58,7 +58,8 @@ def subset_dataset(ds: D, train_per_class: int | None, test_per_class: int | Non
     """The first N training and M test samples of each class (in id order): a smaller benchmark."""
     if train_per_class is None and test_per_class is None:
         return ds
-    keep, seen = [], {}
+    keep: list[int] = []
+    seen: dict[tuple[bool, int], int] = {}
     for i, (t, c) in enumerate(zip(ds.is_test.tolist(), ds.y.tolist())):
         cap = test_per_class if t else train_per_class
         key = (t, c)

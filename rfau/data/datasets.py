@@ -284,7 +284,7 @@ def _assemble(name: str, entries: list[tuple[str, str, str, bytes]]) -> ImageDat
     if not any(s == "test" for _, s, _, _ in entries):
         raise DatasetError(f"dataset {name!r} has no test/<class>/ images")
     entries.sort(key=lambda e: e[0])
-    arrays = []
+    arrays: list = []
     mode = None
     for sid, _, _, data in entries:
         try:

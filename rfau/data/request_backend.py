@@ -22,6 +22,7 @@ serialises the operator's moves with a batch's last check of its claims.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import time
@@ -197,10 +198,10 @@ class StoredRequests:
         out.sort(key=lambda s: (_received_key(s.request), s.request_id))
         return out
 
-    def requests(self, state: RequestState) -> list[DeletionRequest]:
+    def requests(self, state: RequestState) -> builtins.list[DeletionRequest]:
         return [s.request for s in self.list(state)]
 
-    def _status(self, rid: str, keys: list[str]) -> RequestStatus | None:
+    def _status(self, rid: str, keys: builtins.list[str]) -> RequestStatus | None:
         try:
             raw = self.store.get_bytes(self._request_key(rid))
             request = DeletionRequest.model_validate_json(raw)

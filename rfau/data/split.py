@@ -88,7 +88,8 @@ def make_split(
     gone = set(excluded)
     forget = [s for s in forget if s not in gone]
     fset = set(forget) | gone
-    retain, holdout = [], []
+    retain: list[str] = []
+    holdout: list[str] = []
     for sid in dataset.split_ids("train"):
         if sid in fset:
             continue
