@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rfau.methods.rfau import (
@@ -129,3 +130,24 @@ def test_snapshots_restore_the_closest_epoch_and_stop_after_patience():
     assert snaps.best_epoch == 1
     assert torch.all(model.weight == 2.0)
     assert snaps.trace == [0.5, 0.2, 0.4, 0.3]
+
+
+def test_unseen_loss_targets_give_trained_rows_the_unseen_quantile_of_their_rank():
+    from rfau.methods.rfau import unseen_loss_targets
+
+    loss = torch.tensor([0.1, 0.3, 0.2, 5.0, 1.0, 3.0, 9.0])
+    y = torch.tensor([0, 0, 0, 0, 0, 0, 1])
+    ref = torch.tensor([False, False, False, True, True, True, False])
+    t = unseen_loss_targets(loss, y, ref)
+    assert t[:3].tolist() == [1.0, 5.0, 3.0]  # lowest trained loss -> lowest unseen loss, ...
+    assert torch.isnan(t[3:]).all()  # reference rows, and a class without a reference
+
+
+def test_loss_match_loss_is_zero_at_the_target_and_ignores_rows_without_one():
+    from rfau.methods.rfau.losses import loss_match_loss
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([0, 0])
+    ce = F.cross_entropy(logits, y, reduction="none")
+    assert float(loss_match_loss(logits, y, torch.stack([ce[0], torch.tensor(float("nan"))]))) == 0.0
+    assert float(loss_match_loss(logits, y, ce + 1.0)) == pytest.approx(1.0)

@@ -62,6 +62,7 @@ from rfau.methods.rfau.targets import (
     masked_targets,
     output_targets,
     regime_mask,
+    unseen_loss_targets,
     unseen_reference,
 )
 
@@ -97,6 +98,7 @@ __all__ = [
     "run_to",
     "sample_losses",
     "unseen_distance",
+    "unseen_loss_targets",
     "unseen_reference",
     "zero_residual_loss",
 ]

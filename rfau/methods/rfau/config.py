@@ -98,6 +98,13 @@ class RFAUConfig(MethodConfig):
         "ends select_patience epochs after the closest one; replaces unseen_stop",
     )
     select_patience: int = Field(5, ge=1, description="select_snapshot: epochs without a closer snapshot")
+    loss_match: float = Field(
+        0.0,
+        ge=0,
+        description="class-wise requests with an unseen reference: weight of a term that gives each "
+        "trained image the loss at its own quantile of the unseen images' current losses (recomputed "
+        "each epoch), so that the two loss distributions match in shape (0: off)",
+    )
     release_neighbours: float = Field(
         0.0,
         ge=0,

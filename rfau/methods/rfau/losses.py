@@ -58,3 +58,11 @@ def nearest_retain(feats_r: torch.Tensor, feats_f: torch.Tensor, share: float) -
     nearest = torch.cat([torch.cdist(fr[i : i + 1024], ff).min(1).values for i in range(0, len(fr), 1024)])
     out[nearest.argsort()[:n].cpu()] = True
     return out
+
+
+def loss_match_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared gap between each row's cross-entropy and its target loss, over the rows with a
+    target (NaN: none), divided by the batch size."""
+    rows = ~torch.isnan(target)
+    ce = F.cross_entropy(logits.float(), y, reduction="none")
+    return ((ce - target.nan_to_num()).pow(2) * rows).sum() / len(y)

@@ -21,6 +21,7 @@ from rfau.methods.rfau.features import (
 from rfau.methods.rfau.losses import (
     anchor_weights,
     feature_shift_loss,
+    loss_match_loss,
     nearest_retain,
     output_kl_loss,
     zero_residual_loss,
@@ -31,6 +32,7 @@ from rfau.methods.rfau.targets import (
     forgotten_like,
     output_targets,
     regime_mask,
+    unseen_loss_targets,
     unseen_reference,
 )
 from rfau.methods.runner import EpochMethod, Step, frozen_copy
@@ -64,6 +66,7 @@ class RFAU(EpochMethod):
     snapshots: Snapshots | None  # per-epoch selection (select_snapshot), else None
     h_h: torch.Tensor | None  # stage-cut inputs of the holdout (sample-wise selection's reference)
     classwise: torch.Tensor  # which forget rows are forgotten class-wise
+    loss_target: torch.Tensor | None = None  # loss_match's per-row target losses (NaN: none)
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Step:
         """The RFAU objective for one step: a retain batch and a forget batch go through the
@@ -97,6 +100,9 @@ class RFAU(EpochMethod):
             )
         if bool(kl_rows.any()):
             forget = forget + output_kl_loss(self.q_out[fi], hs[-1][nr:], kl_rows.to(device))
+        if self.loss_target is not None:
+            y = self.data.y_forget[fi_cpu].to(device)
+            forget = forget + self.cfg.loss_match * loss_match_loss(hs[-1][nr:], y, self.loss_target[fi])
         objective = retain + self.cfg.forget_weight * forget
         return Step(objective, {"retain_loss": retain, "forget_loss": forget})
 
@@ -172,6 +178,11 @@ class RFAU(EpochMethod):
             self.retain_weights = w * (~released).float()
         params = [p for p in work.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+
+    def start_epoch(self, epoch: int) -> None:
+        if self.cfg.loss_match > 0 and self.reference is not None:
+            loss = sample_losses(self.forget_logits(self.orig.h_f), self.data.y_forget)
+            self.loss_target = unseen_loss_targets(loss, self.data.y_forget, self.reference).to(self.device)
 
     def finished(self, epoch: int) -> bool:
         if self.snapshots is not None:

@@ -214,3 +214,19 @@ def regime_mask(forget_classwise: torch.Tensor, regime: str) -> torch.Tensor:
     if regime == "sample":
         return torch.zeros_like(forget_classwise)
     return forget_classwise.clone()
+
+
+def unseen_loss_targets(loss: torch.Tensor, y: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Class-wise loss targets (``loss_match``): per class, the trained rows ranked by their
+    current loss get the loss at the same quantile of the unseen reference rows' current losses,
+    so that the trained images' loss distribution takes the unseen images' shape, not only their
+    median; NaN for the reference rows and classes without a reference."""
+    out = torch.full_like(loss, float("nan"))
+    for k in y.unique():
+        ref = loss[reference & (y == k)].sort().values
+        rows = (~reference & (y == k)).nonzero().squeeze(1)
+        if len(ref) == 0 or len(rows) == 0:
+            continue
+        u = (loss[rows].argsort().argsort().double() + 0.5) / len(rows)
+        out[rows] = ref[(u * len(ref)).long().clamp_max(len(ref) - 1)]
+    return out
