@@ -151,3 +151,14 @@ def test_loss_match_loss_is_zero_at_the_target_and_ignores_rows_without_one():
     ce = F.cross_entropy(logits, y, reduction="none")
     assert float(loss_match_loss(logits, y, torch.stack([ce[0], torch.tensor(float("nan"))]))) == 0.0
     assert float(loss_match_loss(logits, y, ce + 1.0)) == pytest.approx(1.0)
+
+
+def test_unseen_loss_targets_leave_out_reference_rows_still_recognised():
+    from rfau.methods.rfau import unseen_loss_targets
+
+    loss = torch.tensor([0.1, 0.2, 0.05, 4.0])
+    y = torch.zeros(4, dtype=torch.long)
+    ref = torch.tensor([False, False, True, True])
+    recognised = torch.tensor([True, True, True, False])  # the reference's 0.05 is still recognised
+    assert unseen_loss_targets(loss, y, ref, recognised)[:2].tolist() == [4.0, 4.0]
+    assert unseen_loss_targets(loss, y, ref)[:2].tolist() == pytest.approx([0.05, 4.0])

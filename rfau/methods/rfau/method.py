@@ -181,8 +181,10 @@ class RFAU(EpochMethod):
 
     def start_epoch(self, epoch: int) -> None:
         if self.cfg.loss_match > 0 and self.reference is not None:
-            loss = sample_losses(self.forget_logits(self.orig.h_f), self.data.y_forget)
-            self.loss_target = unseen_loss_targets(loss, self.data.y_forget, self.reference).to(self.device)
+            logits, y = self.forget_logits(self.orig.h_f), self.data.y_forget
+            recognised = logits.argmax(1) == y
+            targets = unseen_loss_targets(sample_losses(logits, y), y, self.reference, recognised)
+            self.loss_target = targets.to(self.device)
 
     def finished(self, epoch: int) -> bool:
         if self.snapshots is not None:

@@ -216,14 +216,19 @@ def regime_mask(forget_classwise: torch.Tensor, regime: str) -> torch.Tensor:
     return forget_classwise.clone()
 
 
-def unseen_loss_targets(loss: torch.Tensor, y: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+def unseen_loss_targets(
+    loss: torch.Tensor, y: torch.Tensor, reference: torch.Tensor, recognised: torch.Tensor | None = None
+) -> torch.Tensor:
     """Class-wise loss targets (``loss_match``): per class, the trained rows ranked by their
     current loss get the loss at the same quantile of the unseen reference rows' current losses,
     so that the trained images' loss distribution takes the unseen images' shape, not only their
-    median; NaN for the reference rows and classes without a reference."""
+    median; NaN for the reference rows and classes without a reference. Reference rows still
+    ``recognised`` (predicted as their class) are left out: a model that never saw the class
+    never predicts it, so no trained image is pulled back to a recognised loss."""
     out = torch.full_like(loss, float("nan"))
+    usable = reference if recognised is None else reference & ~recognised
     for k in y.unique():
-        ref = loss[reference & (y == k)].sort().values
+        ref = loss[usable & (y == k)].sort().values
         rows = (~reference & (y == k)).nonzero().squeeze(1)
         if len(ref) == 0 or len(rows) == 0:
             continue
