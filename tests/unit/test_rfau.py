@@ -238,3 +238,39 @@ def test_feature_variants_of_the_classwise_shift_also_forget_the_class(work, ds,
     m = evaluate_stage(root / f"cw-{target}", ds, root / "split-class", root / f"cw-{target}.json")
     assert m.ua >= 99.0
     assert abs(m.ra - work["class"]["original"].ra) <= 1.0
+
+
+def test_one_target_per_class_with_the_unseen_images_in_the_loss_and_the_ks_stop_forgets_the_class(work, ds):
+    from rfau.data.split import read_split
+
+    data = unlearn_data(ds, read_split(work["root"] / "split-class"))
+    data = dataclasses.replace(data, forget_unseen=torch.arange(len(data.y_forget)) < 12)
+    model, _ = load_checkpoint(work["root"] / "original")
+    cfg = RFAUConfig(
+        classwise_target="class_prior", reference_in_loss=True, classwise_stop="ks", prior_tilt=2.0
+    )
+    result = run_method("rfau", model, data, cfg)
+    logits = predict_logits(result.model, data.x_forget)
+    assert not bool((logits.argmax(1) == data.y_forget).any())  # the stop waits for this
+    assert result.info.stopped_after_epochs is not None and result.info.stopped_after_epochs < cfg.epochs
+
+
+@pytest.mark.parametrize("scenario", ["random", "class"])
+def test_snapshot_selection_returns_the_closest_epochs_adapters(work, ds, scenario):
+    from rfau.data.split import read_split
+
+    data = unlearn_data(ds, read_split(work["root"] / f"split-{scenario}"))
+    if scenario == "class":
+        data = dataclasses.replace(data, forget_unseen=torch.arange(len(data.y_forget)) < 12)
+    model, _ = load_checkpoint(work["root"] / "original")
+    cfg = RFAUConfig(select_snapshot=True, select_patience=2, epochs=6)
+    info = run_method("rfau", model, data, cfg).info
+    history = info.history or []
+    trace = [row["unseen_distance"] for row in history]
+    assert sum(row["selected"] for row in history) <= 1
+    chosen = [row["unseen_distance"] for row in history if row["selected"]]
+    assert chosen == [min(trace)] or not chosen  # not chosen: the untrained adapters were closest
+    if len(history) < cfg.epochs:  # patience ran out
+        assert info.stopped_after_epochs == len(history)
+    if scenario == "class":  # an epoch that still recognises the class scores above 1
+        assert min(trace) < 1.0

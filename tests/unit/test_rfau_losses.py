@@ -342,3 +342,14 @@ def test_the_unseen_reference_only_for_all_class_wise_requests_with_enough_sampl
         unseen_reference(UnlearnData(x, y, x, y, data.forget_classwise, x, y, 3), data.forget_classwise)
         is None
     )
+
+
+def test_nearest_retain_marks_the_share_of_the_budget_closest_to_the_forget_set():
+    from rfau.methods.rfau.losses import nearest_retain
+
+    retain = torch.tensor([[0.0], [10.0], [1.0], [20.0], [9.0]])
+    forget = torch.tensor([[0.5], [10.0]])
+    assert nearest_retain(retain, forget, 0.2).tolist() == [False, True, False, False, False]
+    near = nearest_retain(retain, forget, 0.6)
+    assert near.tolist() == [True, True, True, False, False]  # 0.5, 0, 0.5 away; 9 is 1 away
+    assert not nearest_retain(retain, forget, 0.0).any()

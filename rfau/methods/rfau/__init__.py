@@ -44,14 +44,25 @@ from rfau.methods.rfau.features import (
 )
 from rfau.methods.rfau.losses import anchor_weights, feature_shift_loss, output_kl_loss, zero_residual_loss
 from rfau.methods.rfau.method import RFAU
+from rfau.methods.rfau.selection import (
+    Snapshots,
+    histogram_weights,
+    ks_critical,
+    ks_distance,
+    sample_losses,
+    unseen_distance,
+)
 from rfau.methods.rfau.targets import (
     calibrated_targets,
     centroid_shift_targets,
+    class_mean_targets,
     class_means,
+    class_prior_targets,
     forgotten_like,
     masked_targets,
     output_targets,
     regime_mask,
+    unseen_loss_targets,
     unseen_reference,
 )
 
@@ -63,14 +74,20 @@ __all__ = [
     "RFAU",
     "RFAUConfig",
     "RFAU_DEFAULTS",
+    "Snapshots",
     "Taps",
     "anchor_weights",
     "cache_original",
     "calibrated_targets",
     "centroid_shift_targets",
+    "class_mean_targets",
     "class_means",
+    "class_prior_targets",
     "feature_shift_loss",
     "forgotten_like",
+    "histogram_weights",
+    "ks_critical",
+    "ks_distance",
     "lora_config",
     "masked_targets",
     "output_kl_loss",
@@ -79,6 +96,9 @@ __all__ = [
     "resolve_modules",
     "run_from",
     "run_to",
+    "sample_losses",
+    "unseen_distance",
+    "unseen_loss_targets",
     "unseen_reference",
     "zero_residual_loss",
 ]

@@ -56,11 +56,62 @@ class RFAUConfig(MethodConfig):
     regime: Literal["auto", "class", "sample"] = Field(
         "auto", description="auto: class-wise for samples whose whole class is forgotten, else sample-wise"
     )
-    classwise_target: Literal["masked_output", "other_class_features", "centroid_shift"] = Field(
-        "centroid_shift",
-        description="class-wise shift: the original's output with the forgotten classes removed; the "
-        "tapped features of random retain samples of other classes; or each sample's tapped features "
-        "moved from its class's centroid to that of the kept class the original ranks next for it",
+    classwise_target: Literal["masked_output", "other_class_features", "centroid_shift", "class_prior"] = (
+        Field(
+            "centroid_shift",
+            description="class-wise shift: the original's output with the forgotten classes removed; the "
+            "tapped features of random retain samples of other classes; each sample's tapped features "
+            "moved from its class's centroid to that of the kept class the original ranks next for it; or "
+            "one output distribution per forgotten class (the class's mean masked output, see prior_tilt)",
+        )
+    )
+    prior_tilt: float = Field(
+        1.0,
+        gt=0,
+        description="class_prior: power applied to the class's mean masked output before renormalising "
+        "(> 1 tilts the target toward the classes the original confuses the class with)",
+    )
+    reference_in_loss: bool = Field(
+        False,
+        description="class-wise requests: the forgotten classes' images the original never saw get the "
+        "same forget loss as the trained ones (they still serve as the stop's unseen reference); off: "
+        "no forget loss on them",
+    )
+    classwise_stop: Literal["median", "ks"] = Field(
+        "median",
+        description="unseen_stop's second condition: the trained images' median loss reaches the unseen "
+        "reference's (median), or that or a two-sample KS test at level ks_alpha that cannot tell their "
+        "loss distributions apart (ks)",
+    )
+    ks_alpha: float = Field(0.05, gt=0, lt=1, description="level of classwise_stop's KS test")
+    sample_target: Literal["quantile", "class_mean"] = Field(
+        "quantile",
+        description="sample-wise targets: the holdout output at the sample's confidence quantile "
+        "(quantile), or the original's mean output over the holdout images of the sample's class "
+        "(class_mean)",
+    )
+    select_snapshot: bool = Field(
+        False,
+        description="keep the adapters of each epoch and return those whose forget-set loss distribution "
+        "is closest (KS) to the unseen reference's (class-wise: the class's unseen images, none still "
+        "recognised; sample-wise: the holdout, weighted to the forget set's class histogram); training "
+        "ends select_patience epochs after the closest one; replaces unseen_stop",
+    )
+    select_patience: int = Field(5, ge=1, description="select_snapshot: epochs without a closer snapshot")
+    loss_match: float = Field(
+        0.0,
+        ge=0,
+        description="class-wise requests with an unseen reference: weight of a term that gives each "
+        "trained image the loss at its own quantile of the unseen images' current losses (recomputed "
+        "each epoch), so that the two loss distributions match in shape (0: off)",
+    )
+    release_neighbours: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="sample-wise requests: share of the retain budget nearest to the forget samples (in "
+        "the penultimate tapped features) left out of the retain batches, so that the zero residual "
+        "does not hold the forget set's neighbourhood in place (0: none)",
     )
     shift_keep: float = Field(
         0.5,

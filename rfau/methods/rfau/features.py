@@ -112,6 +112,12 @@ def cache_original(
     return OriginalFeatures(cut, h_r, h_f, feats_r, scales, logits_f, feats_f, data.y_retain[r_idx])
 
 
+def prefix_inputs(frozen: nn.Module, x: torch.Tensor, cut: int) -> torch.Tensor:
+    """Stage-``cut`` inputs of uint8 images ``x`` through the frozen stages (cached once)."""
+    device = next(frozen.parameters()).device
+    return _prefix(frozen, x.to(device), cut, device)
+
+
 def run_from(model: nn.Module, h: torch.Tensor, cut: int) -> torch.Tensor:
     """The model's output for stage-``cut`` inputs ``h`` (images when cut is 0)."""
     return frozen_prefix.run_from(model, h, cut)

@@ -44,3 +44,25 @@ def anchor_weights(y_r: torch.Tensor, y_f: torch.Tensor, c: int, anchor: float) 
     share = torch.bincount(y_f, minlength=c).float() / max(len(y_f), 1)
     w = (1 - anchor) + anchor * c * share[y_r.cpu()]
     return None if len(w) == 0 or bool((w == w[0]).all()) else w
+
+
+def nearest_retain(feats_r: torch.Tensor, feats_f: torch.Tensor, share: float) -> torch.Tensor:
+    """Which retain rows are the ``share`` of the budget nearest (Euclidean, in the given
+    features) to any forget row: the forget set's neighbourhood, which a zero residual there
+    would hold in place."""
+    n = round(share * len(feats_r))
+    out = torch.zeros(len(feats_r), dtype=torch.bool)
+    if n == 0 or len(feats_f) == 0:
+        return out
+    fr, ff = feats_r.float(), feats_f.float()
+    nearest = torch.cat([torch.cdist(fr[i : i + 1024], ff).min(1).values for i in range(0, len(fr), 1024)])
+    out[nearest.argsort()[:n].cpu()] = True
+    return out
+
+
+def loss_match_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared gap between each row's cross-entropy and its target loss, over the rows with a
+    target (NaN: none), divided by the batch size."""
+    rows = ~torch.isnan(target)
+    ce = F.cross_entropy(logits.float(), y, reduction="none")
+    return ((ce - target.nan_to_num()).pow(2) * rows).sum() / len(y)

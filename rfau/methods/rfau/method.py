@@ -11,13 +11,29 @@ from torch import nn
 
 from rfau.methods.base import MethodInfo
 from rfau.methods.rfau.config import RFAUConfig, lora_config
-from rfau.methods.rfau.features import OriginalFeatures, Taps, cache_original, resolve_modules, run_from
-from rfau.methods.rfau.losses import anchor_weights, feature_shift_loss, output_kl_loss, zero_residual_loss
+from rfau.methods.rfau.features import (
+    OriginalFeatures,
+    Taps,
+    cache_original,
+    prefix_inputs,
+    resolve_modules,
+    run_from,
+)
+from rfau.methods.rfau.losses import (
+    anchor_weights,
+    feature_shift_loss,
+    loss_match_loss,
+    nearest_retain,
+    output_kl_loss,
+    zero_residual_loss,
+)
+from rfau.methods.rfau.selection import Snapshots, histogram_weights, sample_losses, unseen_distance
 from rfau.methods.rfau.targets import (
     centroid_shift_targets,
     forgotten_like,
     output_targets,
     regime_mask,
+    unseen_loss_targets,
     unseen_reference,
 )
 from rfau.methods.runner import EpochMethod, Step, frozen_copy
@@ -63,6 +79,10 @@ class RFAU(EpochMethod):
     stops: bool  # whether the class-wise early stop applies
     reference: torch.Tensor | None  # forget rows held out as the unseen reference
     retain_weights: torch.Tensor | None  # sampling weights of the retain budget (None: uniform)
+    snapshots: Snapshots | None  # per-epoch selection (select_snapshot), else None
+    h_h: torch.Tensor | None  # stage-cut inputs of the holdout (sample-wise selection's reference)
+    classwise: torch.Tensor  # which forget rows are forgotten class-wise
+    loss_target: torch.Tensor | None = None  # loss_match's per-row target losses (NaN: none)
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Step:
         """The RFAU objective for one step: a retain batch and a forget batch go through the
@@ -96,6 +116,9 @@ class RFAU(EpochMethod):
             )
         if bool(kl_rows.any()):
             forget = forget + output_kl_loss(self.q_out[fi], hs[-1][nr:], kl_rows.to(device))
+        if self.loss_target is not None:
+            y = self.data.y_forget[fi_cpu].to(device)
+            forget = forget + self.cfg.loss_match * loss_match_loss(hs[-1][nr:], y, self.loss_target[fi])
         objective = retain + self.cfg.forget_weight * forget
         return Step(objective, {"retain_loss": retain, "forget_loss": forget})
 
@@ -119,9 +142,16 @@ class RFAU(EpochMethod):
         classwise = regime_mask(data.forget_classwise, cfg.regime)
         self.orig = cache_original(self.frozen, data, self.targets + self.taps, self.taps, cfg, self.gen)
         self.q_out = output_targets(
-            self.frozen, data, self.orig.logits_f, classwise, cfg.classwise_target, cfg.calibration_pool
+            self.frozen,
+            data,
+            self.orig.logits_f,
+            classwise,
+            cfg.classwise_target,
+            cfg.calibration_pool,
+            cfg.sample_target,
+            cfg.prior_tilt,
         )
-        features = cfg.classwise_target != "masked_output"
+        features = cfg.classwise_target not in ("masked_output", "class_prior")
         self.shift_to = (
             centroid_shift_targets(self.orig, data, classwise, cfg.shift_keep)
             if cfg.classwise_target == "centroid_shift"
@@ -129,34 +159,94 @@ class RFAU(EpochMethod):
         )
         self.kl_rows = ~classwise if features else torch.ones_like(classwise)
         self.shift_rows = classwise.clone() if features else torch.zeros_like(classwise)
+        self.classwise = classwise
         self.hooks = Taps(self.inner, self.taps)
         # the early stop: class-wise requests only (a sample-wise target is not 'unrecognised')
-        self.stops = cfg.unseen_stop and len(classwise) > 0 and bool(classwise.all())
-        self.reference = unseen_reference(data, classwise) if self.stops else None
-        if self.reference is not None:  # held out of the forget loss
+        all_classwise = len(classwise) > 0 and bool(classwise.all())
+        self.stops = cfg.unseen_stop and all_classwise and not cfg.select_snapshot
+        self.reference = unseen_reference(data, classwise) if (self.stops or cfg.select_snapshot) else None
+        if self.reference is not None and not cfg.reference_in_loss:  # held out of the forget loss
             self.kl_rows &= ~self.reference
             self.shift_rows &= ~self.reference
+        self.snapshots = Snapshots(cfg.select_patience) if cfg.select_snapshot else None
+        sample_rows = bool((~classwise).any())
+        self.h_h = (
+            prefix_inputs(self.frozen, data.x_holdout, self.orig.cut)
+            if cfg.select_snapshot and sample_rows and len(data.y_holdout)
+            else None
+        )
         info = self.info
         info.target_modules, info.taps = self.targets, self.taps
         info.forget_classwise, info.forget_samplewise = int(classwise.sum()), int((~classwise).sum())
         info.retain_budget, info.cached_prefix_stages = len(self.orig.h_r), self.orig.cut
         info.unseen_reference = int(self.reference.sum()) if self.reference is not None else 0
         self.retain_weights = anchor_weights(self.orig.y_r, data.y_forget, data.num_classes, cfg.class_anchor)
+        if cfg.release_neighbours > 0 and sample_rows:
+            o = self.orig
+            tap = o.feats_r[-2] if len(o.feats_r) > 1 else o.feats_r[-1]
+            tap_f = (o.feats_f[-2] if len(o.feats_f) > 1 else o.feats_f[-1])[(~classwise).to(tap.device)]
+            released = nearest_retain(tap, tap_f, cfg.release_neighbours)
+            w = self.retain_weights if self.retain_weights is not None else torch.ones(len(o.y_r))
+            self.retain_weights = w * (~released).float()
         params = [p for p in work.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
 
+    def start_epoch(self, epoch: int) -> None:
+        if self.cfg.loss_match > 0 and self.reference is not None:
+            logits, y = self.forget_logits(self.orig.h_f), self.data.y_forget
+            recognised = logits.argmax(1) == y
+            targets = unseen_loss_targets(sample_losses(logits, y), y, self.reference, recognised)
+            self.loss_target = targets.to(self.device)
+
     def finished(self, epoch: int) -> bool:
+        if self.snapshots is not None:
+            return self.snapshots.offer(self.inner, epoch, self.unseen_distance())
         if not self.stops or not self.looks_unseen():
             return False
         self.info.stopped_after_epochs = epoch
         return True
 
+    def unlearn(self, work: nn.Module) -> None:
+        super().unlearn(work)
+        snaps = self.snapshots
+        if snaps is None:
+            return
+        history = self.info.history or []
+        if len(history) == self.epochs:  # the last epoch's state has not been offered yet
+            snaps.offer(self.inner, len(history), self.unseen_distance())
+        else:
+            self.info.stopped_after_epochs = len(history)
+        snaps.restore(self.inner)
+        # per epoch, the state after it: its statistic and whether it is the one returned
+        for row, distance in zip(history, snaps.trace[1:]):
+            row["unseen_distance"] = distance
+            row["selected"] = float(row["epoch"] + 1 == snaps.best_epoch)
+
+    def forget_logits(self, h: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), autocast(self.device):
+            return run_from(self.inner, h, self.orig.cut).float().cpu()
+
     def looks_unseen(self) -> bool:
         """True when the adapted model's outputs on the forget set pass ``forgotten_like``."""
-        o = self.orig
-        with torch.no_grad(), autocast(self.device):
-            logits = run_from(self.inner, o.h_f, o.cut).float().cpu()
-        return forgotten_like(logits, self.data.y_forget, self.reference)
+        logits = self.forget_logits(self.orig.h_f)
+        cfg = self.cfg
+        return forgotten_like(logits, self.data.y_forget, self.reference, cfg.classwise_stop, cfg.ks_alpha)
+
+    def unseen_distance(self) -> float:
+        """The selection statistic of the current adapters (``selection.unseen_distance``)."""
+        data, cw = self.data, self.classwise
+        logits = self.forget_logits(self.orig.h_f)
+        y = data.y_forget
+        recognised = float((logits[cw].argmax(1) == y[cw]).float().mean()) if bool(cw.any()) else 0.0
+        if self.h_h is not None:  # sample-wise rows against the holdout, with their class histogram
+            lh = self.forget_logits(self.h_h)
+            w = histogram_weights(data.y_holdout, y[~cw], data.num_classes)
+            loss_f, loss_h = sample_losses(logits[~cw], y[~cw]), sample_losses(lh, data.y_holdout)
+            return unseen_distance(loss_f, loss_h, w, recognised)
+        if self.reference is not None:  # class-wise: trained images against the class's unseen ones
+            loss = sample_losses(logits, y)
+            return unseen_distance(loss[~self.reference], loss[self.reference], None, recognised)
+        return recognised
 
     def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """A shuffled pass over the retain budget (drawn with ``class_anchor``'s weights where

@@ -11,6 +11,7 @@ from rfau.errors import ModelError
 from rfau.methods.base import UnlearnData
 from rfau.methods.rfau.config import MIN_HOLDOUT_PER_CLASS, MIN_UNSEEN_REFERENCE
 from rfau.methods.rfau.features import OriginalFeatures
+from rfau.methods.rfau.selection import ks_critical, ks_distance
 from rfau.train import predict_logits
 
 
@@ -23,16 +24,63 @@ def unseen_reference(data: UnlearnData, classwise: torch.Tensor) -> torch.Tensor
     return ref if int(ref.sum()) >= MIN_UNSEEN_REFERENCE else None
 
 
-def forgotten_like(logits: torch.Tensor, y: torch.Tensor, reference: torch.Tensor | None) -> bool:
+def forgotten_like(
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    reference: torch.Tensor | None,
+    rule: str = "median",
+    alpha: float = 0.05,
+) -> bool:
     """The stop rule on outputs: no forget row predicted as its class (what retraining gives: a
     model that never saw the class never predicts it) and, with a reference, the median loss of
-    the other rows at least the reference rows' median loss."""
+    the other rows at least the reference rows' median loss; with ``rule="ks"`` also as soon as
+    a two-sample KS test at level ``alpha`` cannot tell the two loss distributions apart."""
     if bool((logits.argmax(1) == y).any()):
         return False
     if reference is None:
         return True
     loss = F.cross_entropy(logits, y, reduction="none")
-    return bool(loss[~reference].median() >= loss[reference].median())
+    trained, unseen = loss[~reference], loss[reference]
+    if bool(trained.median() >= unseen.median()):
+        return True  # past this point more training only separates them the other way
+    if rule == "ks":
+        return ks_distance(trained, unseen) <= ks_critical(len(trained), len(unseen), alpha)
+    return False
+
+
+def class_prior_targets(
+    logits_f: torch.Tensor, y_f: torch.Tensor, forgotten: torch.Tensor, tilt: float = 1.0
+) -> torch.Tensor:
+    """One target distribution per forgotten class, the same for its trained and unseen images:
+    the mean over the class's forget rows of the original's output with every forgotten class
+    removed and the rest renormalised (what a model that never learned the class predicts for
+    it), raised to the power ``tilt`` and renormalised (> 1 tilts it toward the classes the
+    original confuses the class with most)."""
+    z = logits_f.float().clone()
+    z[:, forgotten] = float("-inf")
+    p = z.softmax(1)
+    q = torch.zeros_like(p)
+    for k in y_f.unique():
+        rows = y_f == k
+        m = p[rows].mean(0).pow(tilt)
+        q[rows] = m / m.sum()
+    return q
+
+
+def class_mean_targets(y_f: torch.Tensor, logits_h: torch.Tensor, y_h: torch.Tensor, c: int) -> torch.Tensor:
+    """Sample-wise targets: each forget sample gets the original's mean output over the holdout
+    images of its class (unseen data of its kind; a forget batch then matches the mean output of
+    holdout images drawn with its class histogram); a class without holdout images gets the
+    whole holdout's mean."""
+    if len(y_h) == 0:
+        raise ModelError("sample-wise forgetting needs holdout data (holdout_fraction > 0)")
+    p_h = logits_h.float().softmax(1)
+    pooled = p_h.mean(0)
+    q = torch.zeros(len(y_f), c)
+    for k in y_f.unique():
+        own = y_h == k
+        q[y_f == k] = p_h[own].mean(0) if bool(own.any()) else pooled
+    return q
 
 
 def calibrated_targets(
@@ -133,6 +181,8 @@ def output_targets(
     classwise: torch.Tensor,
     classwise_target: str,
     pool: float = 1.0,
+    sample_target: str = "quantile",
+    tilt: float = 1.0,
 ) -> torch.Tensor:
     """Target output distribution of the forget samples (``logits_f``: the original's outputs);
     rows of samples that get no output-level shift stay zero and are masked out of the loss."""
@@ -142,12 +192,18 @@ def output_targets(
     cw = classwise.nonzero().squeeze(1)
     if len(sw):
         logits_h = predict_logits(frozen, data.x_holdout)
-        q[sw] = calibrated_targets(logits_f[sw], data.y_forget[sw], logits_h, data.y_holdout, pool)
-    if len(cw) and classwise_target == "masked_output":
+        if sample_target == "class_mean":
+            q[sw] = class_mean_targets(data.y_forget[sw], logits_h, data.y_holdout, c)
+        else:
+            q[sw] = calibrated_targets(logits_f[sw], data.y_forget[sw], logits_h, data.y_holdout, pool)
+    if len(cw) and classwise_target in ("masked_output", "class_prior"):
         forgotten = data.y_forget[data.forget_classwise].unique()  # whole classes the request names
         if len(forgotten) >= c:
             raise ModelError("class-wise forgetting of every class leaves nothing to predict")
-        q[cw] = masked_targets(logits_f[cw], data.y_forget[cw], forgotten)
+        if classwise_target == "masked_output":
+            q[cw] = masked_targets(logits_f[cw], data.y_forget[cw], forgotten)
+        else:
+            q[cw] = class_prior_targets(logits_f[cw], data.y_forget[cw], forgotten, tilt)
     return q.to(next(frozen.parameters()).device)
 
 
@@ -158,3 +214,24 @@ def regime_mask(forget_classwise: torch.Tensor, regime: str) -> torch.Tensor:
     if regime == "sample":
         return torch.zeros_like(forget_classwise)
     return forget_classwise.clone()
+
+
+def unseen_loss_targets(
+    loss: torch.Tensor, y: torch.Tensor, reference: torch.Tensor, recognised: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Class-wise loss targets (``loss_match``): per class, the trained rows ranked by their
+    current loss get the loss at the same quantile of the unseen reference rows' current losses,
+    so that the trained images' loss distribution takes the unseen images' shape, not only their
+    median; NaN for the reference rows and classes without a reference. Reference rows still
+    ``recognised`` (predicted as their class) are left out: a model that never saw the class
+    never predicts it, so no trained image is pulled back to a recognised loss."""
+    out = torch.full_like(loss, float("nan"))
+    usable = reference if recognised is None else reference & ~recognised
+    for k in y.unique():
+        ref = loss[usable & (y == k)].sort().values
+        rows = (~reference & (y == k)).nonzero().squeeze(1)
+        if len(ref) == 0 or len(rows) == 0:
+            continue
+        u = (loss[rows].argsort().argsort().double() + 0.5) / len(rows)
+        out[rows] = ref[(u * len(ref)).long().clamp_max(len(ref) - 1)]
+    return out
