@@ -129,9 +129,12 @@ CONTAINER_FLAGS = $(shell python3 pipelines/container.py flags $(1) $(ENGINE))
 IGNOREFILE = $(if $(filter podman,$(ENGINE)),--ignorefile infra/docker/Dockerfile.$(FLAVOUR).dockerignore)
 
 # rfau's own wheel goes to build/rfau-wheel (its layer changes with the code; the dependencies' layer
-# only with their pins: requirements.txt, checked complete by an offline resolve)
+# only with their pins: requirements.txt, checked complete by an offline resolve). A wheelhouse that
+# holds the whole set already is used offline; else pip fetches what is missing.
 wheelhouse: setup
 	@mkdir -p $(WHEELHOUSE) build/rfau-wheel
+	$(PIP) wheel --no-index --no-build-isolation -w $(WHEELHOUSE) --find-links $(WHEELHOUSE) \
+	  $(IMAGE_CONSTRAINTS) '$(IMAGE_TORCH)' . 2>/dev/null || \
 	$(PIP) wheel --retries 1 $(call torch_index_args,$(IMAGE_TORCH_INDEX)) -w $(WHEELHOUSE) \
 	  --find-links $(WHEELHOUSE) $(IMAGE_CONSTRAINTS) '$(IMAGE_TORCH)' .
 	rm -f build/rfau-wheel/*.whl && mv $(WHEELHOUSE)/rfau-*.whl build/rfau-wheel/
@@ -162,6 +165,6 @@ image: wheelhouse container-engine
 	  --format '{{.Size}}' $(IMAGE) | awk '{printf "%.0f MB", $$1 / 1e6}')"
 
 # the demo pipeline inside the image (podman's Docker API), checked against the subprocess runner;
-# minutes, so not part of `make test`
-image-test: setup
-	$(PY) -m pytest -q -n 0 -m image tests/test_image.py
+# minutes, so not part of `make test`; the image is built first (rfau's layer again when the code changed)
+image-test: image
+	$(PY) -m pytest -q -s -n 0 -m image tests/test_image.py

@@ -192,6 +192,32 @@ def podman_problem() -> str | None:
     return None
 
 
+@pytest.mark.e2e
+@pytest.mark.image
+def test_image_runs_as_non_root_without_compilers():
+    """The final stage: uid 10001, rfau as the entrypoint, the CPU torch, no C compiler."""
+    problem = podman_problem()
+    if problem:
+        pytest.skip(problem)
+    from rfau.pipelines.container import cli_flags
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["podman", "run", "--rm", *cli_flags("podman", "run"), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    probe = "import os, torch; print(os.getuid(), torch.__version__)"
+    who = run("--entrypoint", "sh", IMAGE, "-c", f"python -c '{probe}'; command -v gcc cc c++ || true")
+    assert who.returncode == 0, who.stderr[-2000:]
+    assert who.stdout.split() == ["10001", "2.13.0+cpu"], who.stdout
+    helped = run(IMAGE)  # the default command: rfau --help
+    assert helped.returncode == 0 and "pipeline" in helped.stdout, helped.stderr[-2000:]
+
+
 COMPARED_AWAY = {"batch_id", "started_at", "finished_at", "recorded_at", "mlflow_run_id", "hash", "evidence"}
 
 
@@ -236,7 +262,9 @@ def test_demo_pipeline_in_the_image_as_with_the_subprocess_runner(tmp_path):
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
     out_box = json.loads(second.stdout)
     logs = second.stdout + second.stderr
-    assert f"Found image '{IMAGE}'" in logs  # kfp.local's DockerRunner ran the tasks, in this image
+    # kfp.local's DockerRunner ran each task in this image (the subprocess runner ran none there)
+    assert logs.count(f"running in image {IMAGE}") >= 5, logs[-3000:]
+    assert "running in image" not in first.stdout + first.stderr
 
     keys = ("model", "version", "champion", "gates_passed", "promoted", "ledger_seq", "request_ids")
     assert {k: out_box["result"][k] for k in keys} == {k: out_host["result"][k] for k in keys}
