@@ -140,7 +140,7 @@ wheelhouse: setup
 	rm -f build/rfau-wheel/*.whl && mv $(WHEELHOUSE)/rfau-*.whl build/rfau-wheel/
 	$(PIP) install --dry-run --ignore-installed --no-index --find-links $(WHEELHOUSE) --find-links \
 	  build/rfau-wheel $(IMAGE_CONSTRAINTS) '$(IMAGE_TORCH)' rfau --report $(WHEELHOUSE).json
-	python3 infra/docker/wheelhouse-requirements.py $(WHEELHOUSE).json > $(WHEELHOUSE)/requirements.txt
+	python3 infra/docker/wheelhouse-requirements.py $(WHEELHOUSE).json $(WHEELHOUSE)/requirements.txt
 	@echo "wheelhouse: $$(wc -l < $(WHEELHOUSE)/requirements.txt) packages and rfau, $$(du -sh $(WHEELHOUSE) | cut -f1)"
 
 container-engine:

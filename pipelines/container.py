@@ -98,18 +98,20 @@ def docker_api() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="rfau-podman-") as d:
         sock = Path(d) / "podman.sock"
         host = f"unix://{sock}"
-        proc = subprocess.Popen(
-            [podman, "system", "service", "--time=0", host],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        log = Path(d) / "service.log"  # a file, not a pipe: a long run's log never blocks the service
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(
+                [podman, "system", "service", "--time=0", host],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
         try:
             deadline = time.monotonic() + 30
             while not (sock.exists() and _answers(host)):
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    err = (proc.stderr.read().decode(errors="replace") if proc.stderr else "").strip()
-                    raise RfauError(f"`podman system service` did not start: {err[-300:] or 'timed out'}")
+                    said = log.read_text(errors="replace").strip()
+                    raise RfauError(f"`podman system service` did not start: {said[-300:] or 'timed out'}")
                 time.sleep(0.2)
             with _environ("DOCKER_HOST", host):
                 yield host
@@ -226,6 +228,9 @@ def _run_task_container(client, image: str, command: list[str], volumes: dict, *
             print(line.decode(errors="replace"), end="")
         return int(container.wait()["StatusCode"])
     finally:
+        # a run stopped meanwhile (SIGTERM): the task gets its own SIGTERM first, to release its claims
+        with contextlib.suppress(Exception):
+            container.stop(timeout=20)
         with contextlib.suppress(Exception):
             container.remove(force=True)
 
