@@ -166,6 +166,10 @@ def test_runner_options_are_checked_before_anything_runs(cli, tmp_path):
     stray = cli("pipeline", "run", "--local", "--image", "x:1")
     assert stray.returncode == 2 and "--image applies to --runner container only" in stray.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / ".rfau").exists()
+    # no engine that answers: one line, exit 3, and no demo request queued
+    dead = cli("pipeline", "run", "--local", "--runner", "container", DOCKER_HOST="unix:///nonexistent.sock")
+    assert dead.returncode == 3 and "DOCKER_HOST=unix:///nonexistent.sock does not answer" in dead.stderr
+    assert not list((tmp_path / ".rfau").rglob("*.json"))
 
 
 # --- the pipeline inside the image -----------------------------------------------------------------

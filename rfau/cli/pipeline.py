@@ -117,6 +117,12 @@ def pipeline_run(
     p = load_params(params, set_)
     # the tasks run here: settings that would fail the unlearn task fail now, before anything is queued
     check_before_claiming(p, tracking_settings(None, None), device_here=True)
+    if runner == "container":  # an engine that answers and the image in its store, before anything is queued
+        from rfau.components.image import CPU_IMAGE
+        from rfau.pipelines import container
+
+        with container.docker_api() as host:
+            container.check_image(host, image or CPU_IMAGE)
     if demo is None:  # a fresh checkout: show the whole flow on the embedded data
         demo = p.dataset == "digits" and not RequestStore.from_uri(store_uri(p.store)).list()
     demo_request = queue_demo_request(p, store_uri(p.store)) if demo else None
