@@ -6,7 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup run test test-fast lint clean browser fashion-mnist fortunes text checkov
+.PHONY: setup run test test-fast lint clean browser fashion-mnist fortunes text checkov wheelhouse image \
+	container-engine image-test
 setup: $(VENV)/.installed
 
 # torch is installed first, pinned to the CPU build from PyTorch's CPU index: PyPI's torch==2.13.0 is
@@ -15,9 +16,15 @@ setup: $(VENV)/.installed
 #   make setup TORCH=torch==2.13.0 TORCH_INDEX=https://download.pytorch.org/whl/cu130
 TORCH ?= torch==2.13.0+cpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# The index is asked once, for 5 s: where it does not answer, pip is not sent there at all (it would
+# retry every package page against it) and takes torch from what pip.conf / PIP_FIND_LINKS offer.
+torch_index_args = $(shell python3 -c 'import sys, urllib.request as u; u.urlopen(sys.argv[1], timeout=5)' \
+	$(1)/ >/dev/null 2>&1 && echo --extra-index-url $(1) || \
+	echo "$(1) unreachable: torch from pip's configured sources" >&2)
+TORCH_INDEX_ARGS = $(call torch_index_args,$(TORCH_INDEX))
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install --retries 1 --timeout 20 --extra-index-url $(TORCH_INDEX) -c constraints.txt '$(TORCH)'
+	$(PIP) install $(TORCH_INDEX_ARGS) -c constraints.txt '$(TORCH)'
 	$(PIP) install -c constraints.txt -e '.[dev]'
 	touch $@
 
@@ -90,3 +97,74 @@ lint: setup
 
 clean:
 	rm -rf runs .pytest_cache
+
+# --- the component images (infra/docker/Dockerfile.cpu|cuda), built without a package index --------
+# make image: the wheelhouse (host pip: torch 2.13.0+cpu, rfau's wheel, every pin of constraints.txt;
+# wheels only, so the build needs no compiler), the base (the digest-pinned python image where the
+# registry answers, else infra/docker/debian-base.sh: Debian bookworm packages by mmdebstrap), then
+# the build with --network none and pip --no-index, and the image's size. Engine: docker where its
+# daemon answers, else podman (installed with apt as root where missing). The run/build settings
+# this machine needs (runtime, ulimits) come from pipelines/container.py, their one place.
+# FLAVOUR=cuda: the CUDA image (infra/docker/Dockerfile.cuda) the same way, torch from the cu130 index
+FLAVOUR ?= cpu
+ifeq ($(FLAVOUR),cuda)
+IMAGE ?= ghcr.io/rfau/rfau:0.1.0-cuda
+IMAGE_TORCH ?= torch==2.13.0+cu130
+IMAGE_TORCH_INDEX ?= https://download.pytorch.org/whl/cu130
+IMAGE_CONSTRAINTS := -c constraints.txt -c infra/docker/constraints-cuda.txt
+WHEELHOUSE := build/wheelhouse-cuda
+else
+IMAGE ?= ghcr.io/rfau/rfau:0.1.0
+IMAGE_TORCH ?= $(TORCH)
+IMAGE_TORCH_INDEX ?= $(TORCH_INDEX)
+IMAGE_CONSTRAINTS := -c constraints.txt
+WHEELHOUSE := build/wheelhouse
+endif
+PUBLIC_BASE := docker.io/library/python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
+DEBIAN_BASE := localhost/rfau-base:bookworm-py3.11
+BASE_IMAGE ?=
+ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
+CONTAINER_FLAGS = $(shell python3 pipelines/container.py flags $(1) $(ENGINE))
+# BuildKit finds Dockerfile.cpu.dockerignore by itself; podman is told
+IGNOREFILE = $(if $(filter podman,$(ENGINE)),--ignorefile infra/docker/Dockerfile.$(FLAVOUR).dockerignore)
+
+# rfau's own wheel goes to build/rfau-wheel (its layer changes with the code; the dependencies' layer
+# only with their pins: requirements.txt, checked complete by an offline resolve). A wheelhouse that
+# holds the whole set already is used offline; else pip fetches what is missing.
+wheelhouse: setup
+	@mkdir -p $(WHEELHOUSE) build/rfau-wheel
+	$(PIP) wheel --no-index --no-build-isolation -w $(WHEELHOUSE) --find-links $(WHEELHOUSE) \
+	  $(IMAGE_CONSTRAINTS) '$(IMAGE_TORCH)' . 2>/dev/null || \
+	$(PIP) wheel --retries 1 $(call torch_index_args,$(IMAGE_TORCH_INDEX)) -w $(WHEELHOUSE) \
+	  --find-links $(WHEELHOUSE) $(IMAGE_CONSTRAINTS) '$(IMAGE_TORCH)' .
+	rm -f build/rfau-wheel/*.whl && mv $(WHEELHOUSE)/rfau-*.whl build/rfau-wheel/
+	$(PIP) install --dry-run --ignore-installed --no-index --find-links $(WHEELHOUSE) --find-links \
+	  build/rfau-wheel $(IMAGE_CONSTRAINTS) '$(IMAGE_TORCH)' rfau --report $(WHEELHOUSE).json
+	python3 infra/docker/wheelhouse-requirements.py $(WHEELHOUSE).json $(WHEELHOUSE)/requirements.txt
+	@echo "wheelhouse: $$(wc -l < $(WHEELHOUSE)/requirements.txt) packages and rfau, $$(du -sh $(WHEELHOUSE) | cut -f1)"
+
+container-engine:
+	@command -v $(ENGINE) >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc mmdebstrap \
+	  >/dev/null; } || { echo "no container engine: install docker or podman (apt-get install podman runc)"; \
+	  exit 1; }
+
+image: wheelhouse container-engine
+	@base='$(BASE_IMAGE)'; \
+	if [ -z "$$base" ]; then \
+	  if $(ENGINE) image inspect $(PUBLIC_BASE) >/dev/null 2>&1 || \
+	     timeout 120 $(ENGINE) pull -q $(PUBLIC_BASE) >/dev/null 2>&1; then base=$(PUBLIC_BASE); \
+	  else echo "$(PUBLIC_BASE) unreachable: a base from Debian packages"; \
+	    infra/docker/debian-base.sh $(ENGINE) $(DEBIAN_BASE) && base=$(DEBIAN_BASE) || exit 1; fi; \
+	fi; \
+	echo "building $(IMAGE) on $$base with $(ENGINE)"; start=$$(date +%s); \
+	$(ENGINE) build $(call CONTAINER_FLAGS,build) --network none --build-arg BASE_IMAGE=$$base \
+	  -f infra/docker/Dockerfile.$(FLAVOUR) $(IGNOREFILE) -t $(IMAGE) . \
+	  || exit 1; \
+	echo "built $(IMAGE) in $$(( $$(date +%s) - start )) s, size $$($(ENGINE) image inspect \
+	  --format '{{.Size}}' $(IMAGE) | awk '{printf "%.0f MB", $$1 / 1e6}')"
+
+# the demo pipeline inside the image (podman's Docker API), checked against the subprocess runner;
+# minutes, so not part of `make test`; the image is built first (rfau's layer again when the code changed)
+image-test: image
+	$(PY) -m pytest -q -s -n 0 -m image tests/e2e/test_image.py

@@ -86,7 +86,7 @@ class GpuSpec(BaseModel):
     retrain_timeout_seconds: int = 12 * 3600  # the exact rung trains a whole model again
 
 
-def _common(task: dsl.PipelineTask, name: str, res: Resources, retries: int) -> dsl.PipelineTask:
+def _common_settings(task: dsl.PipelineTask, name: str, res: Resources, retries: int) -> dsl.PipelineTask:
     task.set_display_name(name)
     task.set_cpu_request(res.cpu).set_memory_request(res.memory)
     task.set_cpu_limit(res.cpu_limit).set_memory_limit(res.memory_limit)
@@ -117,11 +117,17 @@ def _common(task: dsl.PipelineTask, name: str, res: Resources, retries: int) -> 
     return task
 
 
-def build_pipeline(gpu: GpuSpec | None = None, retries: int = 2):
+def build_pipeline(gpu: GpuSpec | None = None, retries: int = 2, image: str | None = None):
     """The pipeline function, with the GPU placement of the unlearn task baked in. ``retries``:
     per task, for transient cluster faults (kfp.local honours them too; local runs use 0 so a
-    real error is reported at once instead of after the backoff)."""
+    real error is reported at once instead of after the backoff). ``image``: one image for every
+    task instead of the CPU/CUDA pair (a local run in containers: the CPU image built here)."""
     gpu = gpu or GpuSpec()
+
+    def _common(task: dsl.PipelineTask, name: str, res: Resources, retries: int) -> dsl.PipelineTask:
+        placed = _common_settings(task, name, res, retries)
+        return placed.set_container_image(image) if image else placed
+
     gpu_resources = Resources(
         cpu=gpu.cpu, memory=gpu.memory, cpu_limit=gpu.cpu_limit, memory_limit=gpu.memory_limit
     )
@@ -129,7 +135,7 @@ def build_pipeline(gpu: GpuSpec | None = None, retries: int = 2):
     def on_gpu(task: dsl.PipelineTask, name: str, timeout_seconds: int) -> dsl.PipelineTask:
         _common(task, name, gpu_resources, retries).set_caching_options(True)
         task.set_accelerator_type(gpu.accelerator).set_accelerator_limit(gpu.count)
-        task.set_container_image(CUDA_IMAGE)
+        task.set_container_image(image or CUDA_IMAGE)
         kubernetes.add_node_selector(task, gpu.node_selector_key, gpu.node_selector_value)
         kubernetes.add_toleration(task, key=gpu.toleration_key, operator="Exists", effect="NoSchedule")
         kubernetes.set_timeout(task, timeout_seconds)

@@ -141,24 +141,45 @@ def _stop_tasks(root: Path, started: float) -> str:
     return f"requests released (pending again): {', '.join(released) or 'none'}"
 
 
+RUNNERS = ("subprocess", "container")
+
+
 def run_local(
-    arguments: dict, pipeline_root: str | Path, settings: TrackingSettings | None = None
+    arguments: dict,
+    pipeline_root: str | Path,
+    settings: TrackingSettings | None = None,
+    runner: str = "subprocess",
+    image: str | None = None,
 ) -> tuple[Registered | Skipped, Path]:
-    """Run the pipeline with kfp.local (SubprocessRunner, no venv: the installed rfau) on the
-    registry of ``settings`` (default: this machine's) -> the register stage's result (or the
-    skip notice), and the folder every output went to."""
+    """Run the pipeline with kfp.local on the registry of ``settings`` (default: this machine's)
+    -> the register stage's result (or the skip notice), and the folder every output went to.
+    ``runner``: "subprocess" (no venv: the installed rfau) or "container" (every task in
+    ``image`` through Docker's or podman's API: rfau.pipelines.container)."""
     from kfp import local
 
     from rfau.io import reuse_dir
     from rfau.pipelines.task_logs import RUN_LOG, stage_lines
 
-    root = reuse_dir(pipeline_root, ROOT, is_pipeline_root)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=False)
+    if runner not in RUNNERS:
+        raise UsageError(f"--runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
+    settings = settings or TrackingSettings.from_env()
+    root = reuse_dir(pipeline_root, ROOT, is_pipeline_root).resolve()
     started = time.time()
-    with task_environment(settings or TrackingSettings.from_env()), stage_lines() as kfp_lines:
+    with task_environment(settings), stage_lines() as kfp_lines, contextlib.ExitStack() as stack:
+        if runner == "container":
+            from rfau.components.image import CPU_IMAGE
+            from rfau.pipelines import container
+
+            image = image or CPU_IMAGE
+            container.check_image(stack.enter_context(container.docker_api()), image)
+            stack.enter_context(container.exit_codes_kept())
+            task_runner = container.docker_runner(arguments, Path(settings.state_dir))
+        else:
+            image, task_runner = None, local.SubprocessRunner(use_venv=False)
+        local.init(runner=task_runner, pipeline_root=str(root), raise_on_error=False)
         try:
             with sigterm_raises("the local pipeline run"):
-                build_pipeline(retries=0)(**arguments)
+                build_pipeline(retries=0, image=image)(**arguments)
         except Terminated as e:
             raise Terminated(f"{e}; {_stop_tasks(root, started)}") from None
     runs = sorted(

@@ -71,8 +71,20 @@ def pipeline_compile(
 @pipeline_app.command("run")
 def pipeline_run(
     local: Annotated[
-        bool, typer.Option("--local", help="Run with kfp.local's subprocess runner in this environment.")
+        bool, typer.Option("--local", help="Run with kfp.local on this machine (see --runner).")
     ] = False,
+    runner: Annotated[
+        str,
+        typer.Option(
+            "--runner",
+            help="subprocess: each task in this environment; container: each task in the component "
+            "image (`make image`) through Docker's or podman's API.",
+        ),
+    ] = "subprocess",
+    image: Annotated[
+        str | None,
+        typer.Option(help="The image of --runner container (default: $RFAU_IMAGE or the CPU image's tag)."),
+    ] = None,
     root: Annotated[Path, typer.Option(help="Pipeline root: every task's outputs.")] = Path("runs/pipeline"),
     params: ParamsOpt = None,
     set_: SetOpt = None,
@@ -92,22 +104,32 @@ def pipeline_run(
     from rfau.cli.batch import check_before_claiming
     from rfau.data.request_store import RequestStore
     from rfau.job import queue_demo_request
-    from rfau.pipelines.run import ROOT, is_pipeline_root, pipeline_arguments, run_local
+    from rfau.pipelines.run import ROOT, RUNNERS, is_pipeline_root, pipeline_arguments, run_local
 
     if not local:
         raise UsageError(
             "only --local runs here; on a cluster use `rfau pipeline submit` or `rfau pipeline schedule`"
         )
+    if runner not in RUNNERS:
+        raise UsageError(f"--runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
+    if image is not None and runner != "container":
+        raise UsageError("--image applies to --runner container only")
     claim_output(root, ROOT, is_pipeline_root)  # before anything is queued
     p = load_params(params, set_)
     # the tasks run here: settings that would fail the unlearn task fail now, before anything is queued
     check_before_claiming(p, tracking_settings(None, None), device_here=True)
+    if runner == "container":  # an engine that answers and the image in its store, before anything is queued
+        from rfau.components.image import CPU_IMAGE
+        from rfau.pipelines import container
+
+        with container.docker_api() as host:
+            container.check_image(host, image or CPU_IMAGE)
     if demo is None:  # a fresh checkout: show the whole flow on the embedded data
         demo = p.dataset == "digits" and not RequestStore.from_uri(store_uri(p.store)).list()
     demo_request = queue_demo_request(p, store_uri(p.store)) if demo else None
     if demo_request:
         out.print(f"queued demo request {demo_request}")
-    res, run_dir = run_local(pipeline_arguments(p, local=True), root)
+    res, run_dir = run_local(pipeline_arguments(p, local=True), root, runner=runner, image=image)
     emit(
         as_json,
         {"demo_request": demo_request, "result": res, "run_dir": run_dir},

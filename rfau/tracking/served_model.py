@@ -50,10 +50,29 @@ def serving_example(model_dir: Path, card) -> Any:
     return synthetic
 
 
+# the exported graph runs on CPU; PyPI's torch of the same version is the CUDA build (triton and
+# the nvidia-* packages, several GB), so the requirements name the CPU build and PyTorch's CPU index
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def served_requirements() -> list[str]:
+    """The serving environment's requirements.txt lines: CPU torch of this torch's version (from
+    PyTorch's CPU index, or wherever the serving machine's pip finds it), mlflow and numpy."""
+    import mlflow
+    import numpy as np
+    import torch
+
+    return [
+        f"--extra-index-url {TORCH_CPU_INDEX}",
+        f"torch=={torch.__version__.split('+')[0]}+cpu",
+        f"mlflow=={mlflow.__version__}",
+        f"numpy=={np.__version__}",
+    ]
+
+
 def log_served_model(model_dir: Path):
     """Log the folder's model (weights + card) as ``model`` in the active run -> ModelInfo."""
     import mlflow
-    import numpy as np
     import torch
     from mlflow.models import infer_signature
 
@@ -73,9 +92,5 @@ def log_served_model(model_dir: Path):
             input_example=example,
             metadata={"rfau": {"input": contract, "output": "class probabilities", "classes": card.classes}},
             extra_files=[str(Path(model_dir) / f) for f in (WEIGHTS, CARD)],
-            pip_requirements=[
-                f"torch=={torch.__version__.split('+')[0]}",
-                f"mlflow=={mlflow.__version__}",
-                f"numpy=={np.__version__}",
-            ],
+            pip_requirements=served_requirements(),
         )

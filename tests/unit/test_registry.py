@@ -234,6 +234,10 @@ def test_local_store_is_the_default_and_credentials_stay_out(tmp_path, models, m
     assert st.uri().startswith("sqlite:///")
     res = registered(models, "original", st, bootstrap=True)
     assert res.champion == 1 and (tmp_path / "state" / "mlflow.db").exists()
+    # what a serving machine installs: the CPU torch from PyTorch's CPU index, not PyPI's CUDA build
+    (reqs,) = (tmp_path / "state" / "mlartifacts").rglob("requirements.txt")
+    lines = reqs.read_text().splitlines()
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in lines and "torch==2.13.0+cpu" in lines
     # credentials never stay inside the URI: it is cleaned, whatever is shown
     shown = TrackingSettings(tracking_uri="http://user:secret@host:5000").redacted_uri()
     assert "secret" not in shown and shown.endswith("host:5000")
