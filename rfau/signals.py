@@ -4,7 +4,9 @@ requests left in progress until the stale timeout."""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,11 +29,21 @@ def sigterm_raises(what: str) -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Terminated(f"{what} stopped by SIGTERM")
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    def swallowed(unraisable) -> None:
+        # the signal landed inside a finalizer (a __del__ the garbage collector ran), where Python
+        # prints and drops any exception: deliver it again shortly, outside the finalizer
+        if not isinstance(unraisable.exc_value, Terminated):
+            return previous_hook(unraisable)
+        signal.signal(signal.SIGTERM, stop)
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+
+    previous, previous_hook = signal.signal(signal.SIGTERM, stop), sys.unraisablehook
+    sys.unraisablehook = swallowed
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
 
 
 @contextmanager

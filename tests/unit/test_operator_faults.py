@@ -203,3 +203,21 @@ def test_a_pipeline_task_stopped_by_sigterm_releases_its_batch(tmp_path, monkeyp
             time.sleep(30)  # interrupted by the handler
     assert reqs.get("r1").state is RequestState.PENDING
     assert signal.getsignal(signal.SIGTERM) == before  # the process's own handler is back
+
+
+def test_a_sigterm_landing_inside_a_finalizer_is_delivered_again():
+    """Python drops an exception raised in a __del__: a SIGTERM whose handler runs there must not
+    be lost (the batch would sleep on, its requests claimed, until the scheduler's SIGKILL)."""
+    from rfau.errors import Terminated
+    from rfau.signals import sigterm_raises
+
+    class SignalsInItsFinalizer:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # the handler runs here, inside the finalizer
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated, match="the test stopped by SIGTERM"), sigterm_raises("the test"):
+        SignalsInItsFinalizer()  # collected at once: its __del__ runs
+        time.sleep(5)
+    assert signal.getsignal(signal.SIGTERM) == before
