@@ -31,7 +31,9 @@ def _row(run: dict) -> dict:
 
 def list_schedules(api: KfpApi) -> list[dict]:
     """Every recurring run, by name then creation time (the API's own order is not stable)."""
-    return sorted((_row(r) for r in api.recurring_runs()), key=lambda r: (r["name"] or "", r["created_at"] or ""))
+    return sorted(
+        (_row(r) for r in api.recurring_runs()), key=lambda r: (r["name"] or "", r["created_at"] or "")
+    )
 
 
 def _named(api: KfpApi, name: str) -> list[dict]:
