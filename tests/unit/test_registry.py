@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -160,9 +162,9 @@ def test_bad_artifact_store_fails_without_a_half_registered_version(tmp_path, s3
 
     import boto3
 
-    from tests.support.services import S3_ENV, free_port, stop, wait_http
+    from tests.support.services import S3_ENV, free_port, start_mlflow, stop
 
-    procs = []
+    procs, mlflow_pid = [], None
     try:
         endpoint, bucket = s3_server["endpoint"], "no-such-bucket"
         if fault == "wrong credentials":
@@ -186,43 +188,17 @@ def test_bad_artifact_store_fails_without_a_half_registered_version(tmp_path, s3
                 aws_secret_access_key="testing",
                 region_name="us-east-1",
             ).create_bucket(Bucket=bucket)
-        port = free_port()
-        env = {
-            **os.environ,
-            **S3_ENV,
-            "MLFLOW_S3_ENDPOINT_URL": endpoint,
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        }
-        procs.append(
-            subprocess.Popen(
-                [
-                    os.path.join(os.path.dirname(sys.executable), "mlflow"),
-                    "server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    "1",
-                    "--backend-store-uri",
-                    f"sqlite:///{tmp_path / 'db.sqlite'}",
-                    "--artifacts-destination",
-                    f"s3://{bucket}/x",
-                    "--serve-artifacts",
-                ],
-                stdout=open(tmp_path / "log", "w"),
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=tmp_path,
-            )
-        )
-        url = f"http://127.0.0.1:{port}"
-        wait_http(url + "/health", procs[-1], timeout=120)
+        # the session's MLflow server command, proxying to the refusing store
+        server = start_mlflow(tmp_path / "mlflow", {"endpoint": endpoint, "bucket": bucket})
+        url, mlflow_pid = server["url"], server["pid"]
         st = TrackingSettings(tracking_uri=url, model_name="bad-store")
         with pytest.raises(RfauError, match="registration failed"):
             registered(models, "rfau", st)
         assert list_versions(st) == []
     finally:
+        if mlflow_pid is not None:  # start_mlflow runs it in a process group of its own
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(mlflow_pid, signal.SIGTERM)
         for p in reversed(procs):
             stop(p)
 
