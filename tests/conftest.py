@@ -48,7 +48,6 @@ FILE_SECONDS = {
     "test_batches.py": 18,
     "test_frontier.py": 17,
     "test_infra.py": 16,
-    "test_image.py": 140,  # measured 2026-12-07 on a loaded 2-core machine: pip's dry run of the image's set
     "test_bench_cifar10.py": 16,
 }
 

@@ -1,10 +1,12 @@
 """The component image and the set-up it is built from.
 
-Cheap, in every run: the CPU set-up resolves, as on a fresh machine, to the pinned set with the CPU
-torch and no nvidia/triton package (pip's --dry-run --report; what `make wheelhouse` packs), and so do
-the served model's requirements; the container settings come from one place.
+Cheap, in every run: the CPU torch resolves, as on a fresh machine, without any nvidia/triton
+package (pip's --dry-run --report); the image's set (what `make wheelhouse` packs) and the served
+model's requirements are closed under the pins (offline, from the installed metadata); the
+container settings come from one place.
 
-Marked ``image`` (deselected by default, `make image-test` runs it after `make image`): the demo
+Marked ``image`` (deselected by default, `make image-test` runs them after `make image`): pip's
+fresh resolve of the whole image set (a minute or two of metadata downloads), and the demo
 deletion pipeline with every task inside the image, through kfp.local's DockerRunner and podman's
 Docker API, against the same pipeline with the subprocess runner: the same champion, the same
 ledger record. It skips, naming why, where podman or the image is not there.
@@ -85,17 +87,8 @@ def test_cpu_torch_resolves_without_gpu_packages():
     assert not [n for n in got if n.startswith(GPU_ONLY)], sorted(got)
 
 
-@pytest.mark.e2e
-def test_image_requirement_set_resolves_to_the_pins():
-    """The image's requirement set (make wheelhouse) and the served model's requirements, resolved
-    together as on a fresh machine: CPU torch, no GPU package, every package at its pin in
-    constraints.txt (the served ones too). Fetches every wheel's metadata: e2e."""
-    from rfau.tracking.served_model import served_requirements
-
-    t0 = time.time()
-    served = [arg for r in served_requirements() for arg in r.split()]
-    got = resolved(dry_run("-c", "constraints.txt", "torch==2.13.0+cpu", ".", *served))
-    pins = {
+def pins() -> dict[str, str]:
+    return {
         canonical(name): version
         for name, _, version in (
             line.partition("==")
@@ -103,11 +96,73 @@ def test_image_requirement_set_resolves_to_the_pins():
             if "==" in line and not line.startswith("#")
         )
     }
+
+
+def test_the_image_set_is_closed_under_the_pins():
+    """Offline, from the installed metadata (the set-up installed it under constraints.txt): the
+    image's set (rfau without extras) and the served model's requirements, closed over their
+    dependencies, are all pinned, installed at their pins, and satisfy every requirement among them;
+    CPU torch, no GPU package. A pinned set that satisfies itself is what a fresh resolve with
+    those constraints must return (`make wheelhouse` and the `image` test below resolve it for real)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    from rfau.tracking.served_model import served_requirements
+
+    pinned = pins()
+    todo = [Requirement(r) for r in served_requirements() if not r.startswith("-")] + [Requirement("rfau")]
+    seen: dict[str, str] = {}
+    unmet = []
+    while todo:
+        req = todo.pop()
+        name = canonical(req.name)
+        try:
+            version = distribution(name).version
+        except PackageNotFoundError:
+            unmet.append(f"{req} (not installed)")
+            continue
+        if not req.specifier.contains(version, prereleases=True):
+            unmet.append(f"{req} (installed {version})")
+        if name in seen:
+            continue
+        seen[name] = version
+        for line in distribution(name).requires or []:
+            dep = Requirement(line)
+            if dep.marker is None or dep.marker.evaluate({"extra": ""}):
+                todo.append(dep)
+    assert not unmet, unmet
+    assert seen["torch"] == "2.13.0+cpu" and pinned["torch"] == "2.13.0"
+    assert not [n for n in seen if n.startswith(GPU_ONLY)], sorted(seen)
+    unpinned = sorted(n for n in seen if n != "rfau" and n not in pinned)
+    assert not unpinned, f"needed but not pinned in constraints.txt: {unpinned}"
+    off = {
+        n: (v, pinned[n])
+        for n, v in seen.items()
+        if n in pinned and n != "torch" and Version(v) != Version(pinned[n])
+    }
+    assert not off, off
+    assert {"mlflow", "peft", "kfp", "dvc", "boto3"} <= set(seen)
+
+
+@pytest.mark.image
+def test_image_requirement_set_resolves_to_the_pins():
+    """The image's requirement set (make wheelhouse) and the served model's requirements, resolved
+    together as on a fresh machine: CPU torch, no GPU package, every package at its pin in
+    constraints.txt (the served ones too). Fetches every wheel's metadata (a minute or two): with
+    the image tests; the suite checks the same set offline (test_the_image_set_is_closed_under_the_pins)."""
+    from rfau.tracking.served_model import served_requirements
+
+    t0 = time.time()
+    served = [arg for r in served_requirements() for arg in r.split()]
+    got = resolved(dry_run("-c", "constraints.txt", "torch==2.13.0+cpu", ".", *served))
+    pins_ = pins()
     assert got["torch"] == "2.13.0+cpu"
     assert not [n for n in got if n.startswith(GPU_ONLY)], sorted(got)
-    unpinned = sorted(n for n in got if n != "rfau" and n not in pins)
+    unpinned = sorted(n for n in got if n != "rfau" and n not in pins_)
     assert not unpinned, f"resolved but not pinned in constraints.txt: {unpinned}"
-    off = {n: (v, pins[n]) for n, v in got.items() if n in pins and n != "torch" and v != pins[n]}
+    off = {n: (v, pins_[n]) for n, v in got.items() if n in pins_ and n != "torch" and v != pins_[n]}
     assert not off, off
     print(f"dry run of the image's set: {len(got)} packages in {time.time() - t0:.1f} s")
 

@@ -25,7 +25,7 @@ def test_bench_digits_writes_table_csv_gates_and_plots(tmp_path):
         "--scenarios",
         "class,structured",
         "--epochs",
-        "5",
+        "3",
         "-o",
         str(tmp_path),
     )
