@@ -47,6 +47,7 @@ class Digits:
         cfg = TrainConfig.preset(
             "digits", epochs=80, batch_size=32, lr=5e-3, augment_pad=0, device="cpu", seed=0
         )
+        torch.manual_seed(0)  # the initial weights too: train_model seeds only what follows
         model = build_model("small_cnn", 1, 10, width=16)
         self.model = train_model(model, ds.x[self.idx["member"]], ds.y[self.idx["member"]], cfg)
         self.y = {k: ds.y[i] for k, i in self.idx.items()}
@@ -244,6 +245,8 @@ def _class_evidence(digits: Digits, trained: str, unseen: str, keep_unseen: int 
     the class's unseen (holdout) images in its forget set; the test images as the test reference."""
     c = MASKED_CLASS
     lt, lu = digits.logits(trained)[digits.y[trained] == c], digits.logits(unseen)[digits.y[unseen] == c]
+    if trained == unseen:  # two disjoint draws of the same part: every other image on each side
+        lt, lu = lt[0::2], lu[1::2]
     lu = lu[:keep_unseen]
     logits = torch.cat([lt, lu])
     y = torch.full((len(logits),), c, dtype=torch.long)
@@ -269,8 +272,9 @@ def test_class_evidence_tells_trained_images_of_a_class_from_its_unseen_ones(dig
         return {r.name for r in verdict.gates if not r.passed}
 
     assert {"forgotten_class_vs_unseen_auc", "forgotten_class_member_rate"} <= failing(remembered)
-    # images the model never saw on both sides: nothing to tell apart
-    assert failing(_class_evidence(digits, "test", "unseen")) == set()
+    # two draws of the holdout, images the model never saw on both sides: nothing to tell apart
+    # (not the test split against the holdout: another draw of writers, see rfau.gates)
+    assert failing(_class_evidence(digits, "unseen", "unseen")) == set()
 
 
 def test_class_evidence_with_too_few_unseen_images_is_not_measured(digits):
