@@ -152,8 +152,8 @@ COMPONENTS = "rfau.components"
 # the in-function project imports left, each with its reason: (module, imported) -> why
 LAZY_PROJECT_IMPORTS = {
     ("rfau.params", "rfau.stages"): "check_method validates method settings against the method "
-    "table, which imports torch; rfau.params is read by `rfau pipeline run` and every batch process, "
-    "which start without torch",
+    "table, which imports torch; rfau.pipelines.run imports rfau.params and starts without torch "
+    "(test_the_pipeline_driver_loads_no_torch)",
     ("rfau.pipelines.container", "rfau.errors"): "the file is also a standard-library-only script "
     "(`python3 pipelines/container.py flags`, run by the Makefile before any set-up), where rfau "
     "cannot be imported",
@@ -298,6 +298,21 @@ def test_the_light_modules_load_no_heavy_library():
     code = (
         "import sys, rfau.cli, rfau.data.request_store, rfau.audit, rfau.audit.ledger; "
         f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY_SEAMS)!r}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_pipeline_driver_loads_no_torch():
+    """`rfau pipeline compile|submit|schedule` and a local run's driver import rfau.pipelines.run,
+    rfau.params and rfau.batch (whose names load on first use, PEP 562) without torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rfau.pipelines.run, rfau.params, rfau.batch; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'sklearn', 'mlflow'}))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
