@@ -23,9 +23,9 @@ def evaluate(
     from pathlib import Path
 
     from rfau.batch import evaluate as stage
+    from rfau.batch import release_on_sigterm
     from rfau.params import parse_params
     from rfau.records import Confusion, Skipped
-    from rfau.signals import release_on_sigterm
 
     with release_on_sigterm(batch.path, "the evaluate task"):  # a cancelled run releases its requests
         flat = stage(batch.path, model.path, evaluation.path, parse_params({"gates": gates}).gates)

@@ -22,11 +22,10 @@ def register(
     batch had nothing to register."""
     from pathlib import Path
 
-    from rfau.batch import BatchContext
+    from rfau.batch import BatchContext, release_on_sigterm
     from rfau.batch import register as stage
     from rfau.params import parse_params
     from rfau.records import Skipped
-    from rfau.signals import release_on_sigterm
     from rfau.tracking.settings import TrackingSettings
 
     p = parse_params({"store": store, "gates": gates})

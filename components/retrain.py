@@ -15,9 +15,9 @@ def retrain(
     retrained: Output[Model],
     metrics: Output[Metrics],
 ):
+    from rfau.batch import release_on_sigterm
     from rfau.batch.ladder import next_rung
     from rfau.records import UnlearnInfo
-    from rfau.signals import release_on_sigterm
 
     with release_on_sigterm(batch.path, "the retrain task"):  # a cancelled run releases its requests
         next_rung(batch.path, model.path, evaluation.path, retrained.path)

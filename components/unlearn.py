@@ -9,11 +9,10 @@ from rfau.components.image import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def unlearn(batch: Input[Dataset], gates: dict, model: Output[Model], metrics: Output[Metrics]):
-    from rfau.batch import read_batch
+    from rfau.batch import read_batch, release_on_sigterm
     from rfau.batch.ladder import approximate_rungs
     from rfau.params import parse_params
     from rfau.records import UnlearnInfo
-    from rfau.signals import release_on_sigterm
 
     meta = read_batch(batch.path)
     if meta.empty:  # the skip marker, as the other stages write theirs

@@ -11,9 +11,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import rfau.batch
+from rfau.components.image import CPU_IMAGE, CUDA_IMAGE
+from rfau.data.request_store import RequestState, RequestStore, default_store
+from rfau.devices import check_image_ref, kfp_cron
 from rfau.errors import RfauError, Terminated, UsageError
+from rfau.io import claim_output_file, reuse_dir
+from rfau.kfp_client import KfpApi, pipeline_spec
 from rfau.params import BatchParams
+from rfau.pipelines import container
 from rfau.pipelines.deletion_batch import PIPELINE_NAME, GpuSpec, build_pipeline
+from rfau.pipelines.schedules import SCHEDULE_NAME, ensure_schedule
+from rfau.pipelines.task_logs import RUN_LOG, stage_lines
 from rfau.records import BatchMeta, Registered, Skipped
 from rfau.signals import sigterm_raises
 from rfau.tracking.settings import TrackingSettings
@@ -23,8 +32,6 @@ def pipeline_arguments(p: BatchParams, local: bool) -> dict:
     """The pipeline's parameters: the batch parameters by their own names. On a cluster an empty
     store means the pods' own rfau-config (this machine's may be a port-forward); a local run gets
     this machine's store, dataset folder and base model folder made absolute."""
-    from rfau.batch import default_store
-
     arguments = p.model_dump(mode="json")
     if local:
         store = p.store or default_store()
@@ -85,10 +92,6 @@ def compile_pipeline(out: str | Path, gpu: GpuSpec | None = None) -> Path:
 
     from kfp import compiler
 
-    from rfau.components.image import CPU_IMAGE, CUDA_IMAGE
-    from rfau.devices import check_image_ref
-    from rfau.io import claim_output_file
-
     # the images every task pulls on a cluster: a typo in RFAU_IMAGE fails here, not in each pod
     check_image_ref(CPU_IMAGE, "RFAU_IMAGE")
     check_image_ref(CUDA_IMAGE, "RFAU_CUDA_IMAGE")
@@ -114,10 +117,8 @@ def _pending_again(batch_dir: Path) -> list[str]:
     """The batch's requests that are pending again after a failed local run: the pipeline's exit
     task (components/cleanup.py) has released them already; abort() covers a run that died
     before the exit task could run, and releases nothing twice."""
-    from rfau.batch import abort
-    from rfau.data.request_store import RequestState, RequestStore
-
-    abort(batch_dir, "the local pipeline run stopped before register")
+    # rfau.batch loads the stage it is asked for (PEP 562): abort, and torch with its registry
+    rfau.batch.abort(batch_dir, "the local pipeline run stopped before register")
     meta = BatchMeta.read(batch_dir / BATCH_FILE)
     reqs = RequestStore.from_uri(meta.store)
     return [rid for rid in meta.request_ids if reqs.get(rid).state is RequestState.PENDING]
@@ -157,9 +158,6 @@ def run_local(
     ``image`` through Docker's or podman's API: rfau.pipelines.container)."""
     from kfp import local
 
-    from rfau.io import reuse_dir
-    from rfau.pipelines.task_logs import RUN_LOG, stage_lines
-
     if runner not in RUNNERS:
         raise UsageError(f"--runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
     settings = settings or TrackingSettings.from_env()
@@ -167,9 +165,6 @@ def run_local(
     started = time.time()
     with task_environment(settings), stage_lines() as kfp_lines, contextlib.ExitStack() as stack:
         if runner == "container":
-            from rfau.components.image import CPU_IMAGE
-            from rfau.pipelines import container
-
             image = image or CPU_IMAGE
             container.check_image(stack.enter_context(container.docker_api()), image)
             stack.enter_context(container.exit_codes_kept())
@@ -217,8 +212,6 @@ def check_namespace(namespace: str | None) -> str | None:
 
 def cluster_api(endpoint: str, token: str | None, namespace: str | None = None):
     """The KFP endpoint, its server's version checked (rfau.kfp_client.MIN_KFP) -> (api, version)."""
-    from rfau.kfp_client import KfpApi
-
     api = KfpApi(endpoint, token, check_namespace(namespace))
     return api, api.server_version()
 
@@ -226,8 +219,6 @@ def cluster_api(endpoint: str, token: str | None, namespace: str | None = None):
 def _package_spec(package: str | Path | None) -> dict:
     """The pipeline as the API takes it: ``package`` (a compiled YAML), else compiled now."""
     import tempfile
-
-    from rfau.kfp_client import pipeline_spec
 
     if package:
         return pipeline_spec(package)
@@ -269,9 +260,6 @@ def schedule(
     """The recurring run ``name``: the pipeline every ``cron`` (5 or KFP's 6 fields, or a
     descriptor), one at a time (max_concurrency 1: two batches never claim requests at once), no
     catch-up. Unique by name: the same settings keep it, new ones replace it (pipelines/schedules.py)."""
-    from rfau.devices import kfp_cron
-    from rfau.pipelines.schedules import SCHEDULE_NAME, ensure_schedule
-
     cron = kfp_cron(cron)  # every field in range, before any connection
     check_namespace(namespace)
     spec = _package_spec(package)

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from rfau.data.base import Dataset
 from rfau.data.split import Split
+from rfau.models.checkpoint import load_checkpoint_for
 from rfau.power import power_lines, verdict_cell
 from rfau.records import BatchMeta, Confusion, Evaluation, GateResult, Prediction
+from rfau.train import predict_logits
 
 
 def confusion(model_dir: Path, ds: Dataset, split: Split) -> tuple[Confusion, list[Prediction]]:
@@ -16,9 +18,6 @@ def confusion(model_dir: Path, ds: Dataset, split: Split) -> tuple[Confusion, li
     per-sample (actual, predicted) rows DVC's confusion plot reads."""
     # sklearn here, not at the top: every batch stage imports this module, only evaluate needs it
     from sklearn.metrics import confusion_matrix
-
-    from rfau.models.checkpoint import load_checkpoint_for
-    from rfau.train import predict_logits
 
     model, _, ds = load_checkpoint_for(model_dir, ds)  # model families: a text model's tokens
     idx = ds.indices(split.test)

@@ -10,7 +10,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from rfau.errors import Terminated
 
@@ -44,18 +43,3 @@ def sigterm_raises(what: str) -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, previous)
         sys.unraisablehook = previous_hook
-
-
-@contextmanager
-def release_on_sigterm(batch_dir: str | Path, what: str) -> Iterator[None]:
-    """A batch task after data-split (a KFP component, a local pipeline's task): on SIGTERM the
-    batch's in-progress requests go back to pending at once (``rfau.batch.abort``) and the error
-    names them, instead of waiting for the exit task or the stale timeout."""
-    try:
-        with sigterm_raises(what):
-            yield
-    except Terminated as e:
-        from rfau.batch import abort
-
-        released = abort(batch_dir, str(e))
-        raise Terminated(f"{e}; requests released (pending again): {', '.join(released) or 'none'}") from None

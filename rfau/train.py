@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rfau.config import TrainConfig, resolve_device
+from rfau.data.base import to_float
 from rfau.models.arch import Normalize
 from rfau.progress import progress_bar
 
@@ -19,12 +20,6 @@ from rfau.progress import progress_bar
 def set_seed(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
-    if x_uint8.dtype != torch.uint8:  # token ids of a text dataset are not pixels: the model takes them
-        return x_uint8
-    return x_uint8.float().div_(255.0)
 
 
 def autocast(device: torch.device):

@@ -18,17 +18,45 @@ and ``rfau batch run`` are thin drivers of these that make the context. A batch
 With nothing pending, every stage writes a small "empty" marker and returns at once.
 """
 
-from rfau.batch.base_model import bootstrap, champion_lineage, ensure_base, staged_base_model
-from rfau.batch.common import BATCH, EVIDENCE, new_batch_id, read_batch
-from rfau.batch.context import BatchContext
-from rfau.batch.evaluation import evaluate
-from rfau.batch.recovery import _abandon_orphans, abort, recover
-from rfau.batch.registration import register
-from rfau.batch.runner import run_batch
-from rfau.batch.splitting import data_split, requested_samples
-from rfau.batch.unlearning import unlearn
-from rfau.data.request_store import default_store
-from rfau.io import md5_file
+from importlib import import_module
+
+# the names below load on first use (PEP 562): a process that only settles a batch (a local
+# pipeline run's abort, the exit task) or reads one does not import every stage, and torch with them
+_EXPORTS = {
+    "bootstrap": "rfau.batch.base_model",
+    "champion_lineage": "rfau.batch.base_model",
+    "ensure_base": "rfau.batch.base_model",
+    "staged_base_model": "rfau.batch.base_model",
+    "BATCH": "rfau.batch.common",
+    "EVIDENCE": "rfau.batch.common",
+    "new_batch_id": "rfau.batch.common",
+    "read_batch": "rfau.batch.common",
+    "BatchContext": "rfau.batch.context",
+    "evaluate": "rfau.batch.evaluation",
+    "_abandon_orphans": "rfau.batch.recovery",
+    "abort": "rfau.batch.recovery",
+    "recover": "rfau.batch.recovery",
+    "release_on_sigterm": "rfau.batch.recovery",
+    "register": "rfau.batch.registration",
+    "run_batch": "rfau.batch.runner",
+    "data_split": "rfau.batch.splitting",
+    "requested_samples": "rfau.batch.splitting",
+    "unlearn": "rfau.batch.unlearning",
+    "default_store": "rfau.data.request_store",
+    "md5_file": "rfau.io",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    try:  # a submodule (``rfau.batch.registration``), as an eagerly imported package has them
+        return import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module 'rfau.batch' has no attribute {name!r}")
+
 
 __all__ = [
     "BATCH",
@@ -47,6 +75,7 @@ __all__ = [
     "read_batch",
     "recover",
     "register",
+    "release_on_sigterm",
     "requested_samples",
     "run_batch",
     "staged_base_model",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rfau.audit.chain import parse_records
@@ -9,8 +11,9 @@ from rfau.audit.kinds import ALREADY_FORGOTTEN
 from rfau.batch.common import BATCH, _batch_records
 from rfau.batch.context import BatchContext
 from rfau.data.request_store import RequestState
-from rfau.errors import RfauError, UsageError
+from rfau.errors import RfauError, Terminated, UsageError
 from rfau.records import BatchMeta, RecordedBatch
+from rfau.signals import sigterm_raises
 from rfau.tracking.settings import TrackingSettings
 from rfau.tracking.tags import VersionTags
 
@@ -147,3 +150,16 @@ def abort(batch_dir: str | Path, reason: str, ctx: BatchContext | None = None) -
         return []  # the ledger holds this batch: the next batch's `recover` settles its requests
     _mark_abandoned(meta, reason, ctx)
     return ctx.requests.release_all(meta.request_ids, meta.batch_id, reason)
+
+
+@contextmanager
+def release_on_sigterm(batch_dir: str | Path, what: str) -> Iterator[None]:
+    """A batch task after data-split (a KFP component, a local pipeline's task): on SIGTERM the
+    batch's in-progress requests go back to pending at once (``abort``) and the error
+    names them, instead of waiting for the exit task or the stale timeout."""
+    try:
+        with sigterm_raises(what):
+            yield
+    except Terminated as e:
+        released = abort(batch_dir, str(e))
+        raise Terminated(f"{e}; requests released (pending again): {', '.join(released) or 'none'}") from None

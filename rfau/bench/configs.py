@@ -16,8 +16,10 @@ from rfau.data.datasets import (
     load_fashion_mnist,
     subset_dataset,
 )
+from rfau.data.fortunes import find_fortunes
 from rfau.data.sources import is_fortunes_source
 from rfau.data.split import HOLDOUT_SALT
+from rfau.data.text import TextDataset, subset_text_dataset
 from rfau.errors import RfauError
 from rfau.models.families.backbone import BackboneRecipe
 
@@ -211,8 +213,6 @@ def check_bench_data(cfg: BenchConfig, data: str | None) -> None:
     if cfg.dataset == FASHION_MNIST:
         find_fashion_mnist(data)
     elif is_fortunes_source(cfg.dataset):
-        from rfau.data.fortunes import find_fortunes
-
         find_fortunes(data)
     elif cfg.dataset != "digits":
         find_cifar10(data)
@@ -224,8 +224,6 @@ def load_bench_dataset(cfg: BenchConfig, data: str | None) -> Dataset:
     elif cfg.dataset == FASHION_MNIST:
         ds = load_fashion_mnist(find_fashion_mnist(data))
     elif is_fortunes_source(cfg.dataset):  # text: --data names a fortunes folder
-        from rfau.data.text import TextDataset, subset_text_dataset
-
         ds = load_dataset(f"fortunes:{data}" if data else cfg.dataset)
         assert isinstance(ds, TextDataset)
         return subset_text_dataset(ds, cfg.train_per_class, cfg.test_per_class)

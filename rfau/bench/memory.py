@@ -19,8 +19,17 @@ import multiprocessing
 import tempfile
 from pathlib import Path
 
+import psutil
+
+from rfau.bench.configs import BenchConfig, load_bench_dataset, method_settings
 from rfau.errors import UsageError
 from rfau.io import write_json
+from rfau.methods import get_method
+from rfau.methods.runner import load_libraries
+from rfau.metrics.efficiency import measure
+from rfau.models.checkpoint import read_card
+from rfau.models.families import get_family
+from rfau.stages import unlearn_stage
 
 REFERENCE = "finetune"  # issue 11's memory target: RFAU at most 0.6 x finetune's rise
 
@@ -35,8 +44,6 @@ def memory_rises(
 ) -> list[dict]:
     """One fresh process per (scenario, method) over ``out_dir``'s saved bench run; writes
     memory.json and memory.md there and returns the rows."""
-    from rfau.bench import BenchConfig, method_settings
-
     meta = Path(out_dir) / "bench.json"
     if not meta.is_file():
         raise UsageError(
@@ -75,16 +82,6 @@ def memory_rises(
 
 def _rise(cfg_dump: dict, data: str | None, orig: str, sdir: str, method: str, settings: dict) -> dict:
     """In the fresh process: load what every method needs, then measure the stage alone."""
-    import psutil
-
-    from rfau.bench import BenchConfig, load_bench_dataset
-    from rfau.methods import get_method
-    from rfau.methods.runner import load_libraries
-    from rfau.metrics.efficiency import measure
-    from rfau.models.checkpoint import read_card
-    from rfau.models.families import get_family
-    from rfau.stages import unlearn_stage
-
     card = read_card(orig)
     ds = get_family(card.family).prepare_dataset(load_bench_dataset(BenchConfig(**cfg_dump), data), card)
     load_libraries(get_method(method))

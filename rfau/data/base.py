@@ -76,3 +76,10 @@ def subset_dataset(ds: D, train_per_class: int | None, test_per_class: int | Non
         is_test=ds.is_test[idx],
         index={},
     )
+
+
+def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
+    """A dataset's ``x`` as a model takes it: images scaled to [0, 1], token ids as they are."""
+    if x_uint8.dtype != torch.uint8:  # token ids of a text dataset are not pixels: the model takes them
+        return x_uint8
+    return x_uint8.float().div_(255.0)

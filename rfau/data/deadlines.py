@@ -4,13 +4,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
-from rfau.data.request_store import RequestState, _received_key
+from rfau.data.request_store import RequestState, RequestStatus, RequestStore, _received_key
 from rfau.data.requests import DeletionRequest
-
-if TYPE_CHECKING:
-    from rfau.data.request_store import RequestStatus, RequestStore
 
 # the phrase in a release that counts as a failed batch (rfau.batch.registration writes it)
 FAILED_GATES = "failed gates"

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from rfau.data.base import to_float
 from rfau.errors import ModelError
 from rfau.methods.base import MethodInfo
 from rfau.methods.random_label import RandomLabel
 from rfau.methods.sgd import SGDConfig
-from rfau.train import to_float
 
 
 class SalUnConfig(SGDConfig):

@@ -16,10 +16,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from rfau.data.base import to_float
 from rfau.errors import ModelError
 from rfau.methods.base import MethodConfig
 from rfau.methods.runner import EpochMethod, Step
-from rfau.train import augment, autocast, even_batches, to_float
+from rfau.train import augment, autocast, even_batches
 
 
 class SGDConfig(MethodConfig):

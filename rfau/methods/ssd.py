@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from rfau.data.base import to_float
 from rfau.methods.base import MethodConfig, MethodInfo
 from rfau.methods.runner import UnlearnMethod
 from rfau.progress import progress_bar
-from rfau.train import to_float
 
 
 class SSDConfig(MethodConfig):

@@ -11,30 +11,19 @@ classes' samples swamping them."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
 import torch
 from torch import nn
 
 from rfau.data.base import Dataset
 from rfau.data.split import Split, excluded_classes, forget_regime
+from rfau.metrics.classwise import CLASSWISE_KEYS, classwise_evidence
+from rfau.metrics.evidence import EVIDENCE_KEYS, RelearnConfig, evidence_metrics, logits_and_features
+from rfau.metrics.mia import FEATURES, fit_attack, mia_efficacy, nonmember_share
 from rfau.train import predict_logits
 
-if TYPE_CHECKING:
-    from rfau.metrics.evidence import EVIDENCE_KEYS, RelearnConfig
-    from rfau.metrics.mia import mia_efficacy
-
-# evidence and mia import scikit-learn (2-3 s): loaded on first use, so that the batch stages and
-# CLI processes that only train or unlearn (they import this package through rfau.stages) skip it
-_LAZY = {"EVIDENCE_KEYS": "evidence", "RelearnConfig": "evidence", "mia_efficacy": "mia"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"rfau.metrics.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+# evidence and mia fit scikit-learn classifiers (2-3 s to import): they import it in the functions
+# that fit them, so that the batch stages and CLI processes that only train or unlearn (they
+# import this package through rfau.stages) skip it
 
 GAP_METRICS = ("ua", "ra", "ta", "mia_confidence")
 # evidence keys a mixed split's sample part leaves out (it has no forgotten class and no relearn)
@@ -58,10 +47,6 @@ def evaluate_model(
     when given, receives the retain/forget/test logits so that callers need not run the model
     again. ``reference_model``: the model the deletion started from (the original or the
     champion); it sets the relearn target, and without it ``relearn_steps`` is None."""
-    from rfau.metrics.classwise import CLASSWISE_KEYS, classwise_evidence
-    from rfau.metrics.evidence import evidence_metrics, logits_and_features
-    from rfau.metrics.mia import FEATURES, fit_attack, nonmember_share
-
     parts = {}
     for name in ("retain", "forget"):
         idx = ds.indices(getattr(split, name))

@@ -46,14 +46,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from rfau.data.base import to_float
 from rfau.errors import ModelError
-from rfau.train import predict_logits, to_float
+from rfau.train import predict_logits
 
 AUC_FOLDS = 5
 PROBE_FOLDS = 2
@@ -156,6 +153,12 @@ def forget_vs_unseen_auc(
     """(mean AUC, std over folds, samples per side) of a logistic regression telling forget from
     reference samples, class-balanced, stratified k-fold CV; (None, None, n) when fewer than
     ``min_per_side`` (at least ``folds``) samples per side."""
+    # scikit-learn (2-3 s to import) loads here, where an evaluation fits its first classifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     fi, ri = balanced_pairs(y_forget, y_reference, seed)
     n = len(fi)
     if n < max(folds, min_per_side):
@@ -281,6 +284,11 @@ def probe_accuracy(
     trains on ``features_train`` (unseen data of all classes, e.g. the holdout) plus the other
     folds of the eval set (stratified), so every class, forgotten ones included, is learnt
     from unseen samples; mean over folds. None without eval samples of those classes."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     wanted = torch.isin(y_eval, torch.tensor(eval_classes))
     counts = torch.bincount(y_eval, minlength=int(y_eval.max()) + 1 if len(y_eval) else 0)
     if int(wanted.sum()) < folds or int(counts[counts > 0].min()) < folds:

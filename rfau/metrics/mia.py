@@ -9,9 +9,13 @@ Features: ``confidence`` (softmax probability of the true label, the field's def
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from sklearn.svm import SVC
+
+if TYPE_CHECKING:  # scikit-learn (2-3 s to import) loads where an attack is fitted
+    from sklearn.svm import SVC
 
 FEATURES = ("confidence", "entropy")
 
@@ -36,6 +40,8 @@ def fit_attack(
     seed: int = 0,
 ) -> SVC:
     """The SVC attack: as many (seeded) retain members as test non-members."""
+    from sklearn.svm import SVC
+
     n = min(len(y_test), len(y_retain))
     pick = torch.randperm(len(y_retain), generator=torch.Generator().manual_seed(seed))[:n]
     members = attack_feature(logits_retain[pick], y_retain[pick], kind)

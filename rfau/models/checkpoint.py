@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 from torch import nn
 
 import rfau
+from rfau.data.base import Dataset, to_float
 from rfau.errors import ModelError
 from rfau.io import sha256_file
 from rfau.models.families import DEFAULT_FAMILY, get_family
-
-if TYPE_CHECKING:
-    from rfau.data.base import Dataset
 
 WEIGHTS = "model.safetensors"
 CARD = "model.json"
@@ -69,10 +67,6 @@ def save_checkpoint(model: nn.Module, card: ModelCard, out_dir: str | Path) -> M
 def save_serving_example(ds: Dataset, out_dir: str | Path) -> None:
     """The dataset's first test inputs, as the served model takes them (images in [0, 1], token
     ids as they are), into ``out_dir``: the registered model's input example is real data."""
-    import numpy as np
-
-    from rfau.train import to_float
-
     ids = ds.split_ids("test")[:SERVING_EXAMPLE_ROWS]
     if len(ids) == SERVING_EXAMPLE_ROWS:
         np.save(Path(out_dir) / SERVING_EXAMPLE, to_float(ds.x[ds.indices(ids)]).numpy(), allow_pickle=False)

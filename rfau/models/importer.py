@@ -17,6 +17,7 @@ from rfau.models.checkpoint import CARD, WEIGHTS, ModelCard, read_card, save_che
 from rfau.models.families import get_family
 from rfau.models.families.base import check_labels, refuse_pickles
 from rfau.models.families.hf import HF_CONVERT
+from rfau.storage import open_store
 
 
 def source_digest(source: Path) -> dict[str, str]:
@@ -78,8 +79,6 @@ def fetch_model_folder(uri: str, dest: Path) -> Path:
     """The folder a base_model_uri names: a local folder as it is, an ``s3://bucket/prefix`` copied
     into ``dest`` (every object under the prefix)."""
     if uri.startswith("s3://"):
-        from rfau.storage import open_store
-
         store = open_store(uri)
         keys = store.list()
         if not keys:

@@ -16,7 +16,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from rfau.errors import RfauError, UsageError
-from rfau.models.checkpoint import CARD, WEIGHTS
+from rfau.io import atomic_dir
+from rfau.models.checkpoint import CARD, WEIGHTS, verify_weights
 from rfau.records import VersionRef
 from rfau.tracking.settings import TrackingSettings
 from rfau.tracking.tags import PREFIX, VersionTags, tag_key
@@ -231,9 +232,6 @@ class Registry:
 
     def fetch_version(self, version: int, out_dir: str | Path) -> Path:
         """Download a version's weights and card into ``out_dir`` (atomically); check their hash."""
-        from rfau.io import atomic_dir
-        from rfau.models.checkpoint import verify_weights
-
         name = self.name
         mv = self.version(version)
         failing: tuple[type[BaseException], ...] = (*service_errors(), OSError)

@@ -187,8 +187,8 @@ def test_sigterm_releases_the_claims_and_says_so(tmp_path, seed_state):
 def test_a_pipeline_task_stopped_by_sigterm_releases_its_batch(tmp_path, monkeypatch, seed_state):
     """A KFP task after data-split (unlearn, evaluate, register) told to stop: its batch's
     requests are pending again at once and the error names them."""
+    from rfau.batch import release_on_sigterm
     from rfau.errors import Terminated
-    from rfau.signals import release_on_sigterm
 
     monkeypatch.chdir(tmp_path)
     seed_state(tmp_path / ".rfau")

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rfau.data.base import to_float
 from rfau.errors import ModelSettingsError
 from rfau.methods.base import UnlearnData
 from rfau.methods.rfau.config import LORA_TYPES, RFAUConfig
 from rfau.models.families import default_modules, expand_module_names
 from rfau.models.families import prefix as frozen_prefix
-from rfau.train import autocast, inference_batch, to_float
+from rfau.train import autocast, inference_batch
 
 
 def resolve_modules(model: nn.Module, cfg: RFAUConfig) -> tuple[list[str], list[str]]:

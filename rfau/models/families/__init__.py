@@ -8,18 +8,16 @@ rfau's own architectures, Hugging Face image and text classifiers, torchvision a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
+from rfau.data.base import Dataset
 from rfau.errors import ModelError
 from rfau.models.families.base import Family, Imported, ModuleDefaults, expand_module_names
 from rfau.models.families.hf import HFImageFamily, HFTextFamily
 from rfau.models.families.native import NATIVE_DEFAULTS, NativeFamily
 from rfau.models.families.vision import TimmFamily, TorchvisionFamily
-
-if TYPE_CHECKING:
-    from rfau.data.base import Dataset
 
 FAMILIES: dict[str, Family] = {
     f.name: f for f in (NativeFamily(), HFImageFamily(), HFTextFamily(), TorchvisionFamily(), TimmFamily())

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,17 +28,17 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from rfau.config import TrainConfig, resolve_device
+from rfau.data.split import HOLDOUT_FRACTION, HOLDOUT_SALT, make_split, training_record
+from rfau.data.text import TextDataset, TokenizerSpec
 from rfau.errors import ModelError
-from rfau.io import sha256_file
+from rfau.io import atomic_dir, sha256_file
+from rfau.metrics import evaluate_model
+from rfau.models.checkpoint import ModelCard, save_checkpoint
 from rfau.models.families.hf import MAX_TEXT_LENGTH, TextClassifier, config_dict, hf_config
 from rfau.models.families.minilm import minilm_folder
 from rfau.models.families.prefix import encoder_parts, prefix_cut, run_from, run_to
 from rfau.progress import progress_bar
 from rfau.train import autocast, one_cycle, set_seed
-
-if TYPE_CHECKING:
-    from rfau.data.text import TextDataset
-    from rfau.models.checkpoint import ModelCard
 
 MINILM = "all-MiniLM-L6-v2"  # the backbone of the rfau[text] extra, found by name
 WEIGHTS = "model.safetensors"
@@ -188,12 +188,6 @@ def finetune_original(
     """The original of the text demo: the backbone fine-tuned on the training split minus the
     holdout slice (as ``train_stage`` trains rfau's own), written as an hf-text model folder whose
     card records the backbone."""
-    from rfau.data.split import HOLDOUT_FRACTION, HOLDOUT_SALT, make_split, training_record
-    from rfau.data.text import TokenizerSpec
-    from rfau.io import atomic_dir
-    from rfau.metrics import evaluate_model
-    from rfau.models.checkpoint import ModelCard, save_checkpoint
-
     folder = backbone_folder(recipe.backbone)
     model = classifier_from_backbone(folder, list(ds.classes), cfg.seed)
     net = model.net

@@ -11,18 +11,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rfau.data.base import Dataset
+from rfau.data.text import TextDataset
 from rfau.errors import ModelError
 from rfau.models.arch import Normalize
-
-if TYPE_CHECKING:
-    from rfau.data.base import Dataset
 
 
 class ModelCard(Protocol):
@@ -110,8 +109,6 @@ class Family:
 
     def prepare_dataset(self, ds: Dataset, card: ModelCard) -> Dataset:
         """The dataset as this model takes it (a text model tokenises it here)."""
-        from rfau.data.text import TextDataset
-
         if isinstance(ds, TextDataset) and "text" not in self.data_kinds:
             raise ModelError(f"a {self.name} model takes images; {ds.name!r} is a text dataset")
         return ds

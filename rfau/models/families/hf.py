@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 from torch import nn
 
+from rfau.data.base import Dataset
+from rfau.data.text import TextDataset, TokenizerSpec
 from rfau.errors import ModelError
 from rfau.models.families.base import (
     Family,
     ImageClassifier,
     Imported,
+    ModelCard,
     ModuleDefaults,
     check_labels,
     expand_module_names,
@@ -33,10 +36,6 @@ from rfau.models.families.base import (
     refuse_pickles,
 )
 from rfau.progress import quiet_transformers_bars
-
-if TYPE_CHECKING:
-    from rfau.data.base import Dataset
-    from rfau.models.families.base import ModelCard
 
 HF_CONVERT = (
     "in a Python session you trust, load it with transformers' from_pretrained and write it again "
@@ -235,8 +234,6 @@ class HFTextFamily(_HFFamily):
         return TextClassifier(self.net_from_card(card), backbone=getattr(card, "backbone", None))
 
     def import_model(self, source: Path, ds: Dataset, options: dict[str, Any]) -> Imported:
-        from rfau.data.text import TextDataset, TokenizerSpec
-
         if not isinstance(ds, TextDataset):
             raise ModelError(f"a hf-text model needs a text dataset (CSV/JSONL/Parquet); {ds.name!r} is not")
         net = self.load_pretrained(source)
@@ -273,8 +270,6 @@ class HFTextFamily(_HFFamily):
         return np.concatenate([ids, np.ones_like(ids)], 1).astype(np.int64)
 
     def prepare_dataset(self, ds: Dataset, card: ModelCard) -> Dataset:
-        from rfau.data.text import TextDataset, TokenizerSpec
-
         if not isinstance(ds, TextDataset):
             raise ModelError(f"a hf-text model takes a text dataset (CSV/JSONL/Parquet); {ds.name!r} is not")
         return ds.tokenized(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -11,10 +10,7 @@ from torch import nn
 
 from rfau.errors import ModelError
 from rfau.models.arch import architecture_name, build_model
-from rfau.models.families.base import Family, ModuleDefaults
-
-if TYPE_CHECKING:
-    from rfau.models.families.base import ModelCard
+from rfau.models.families.base import Family, ModelCard, ModuleDefaults
 
 # adapters on the last block and the head, taps at the last block's output, the pooled
 # features and the logits

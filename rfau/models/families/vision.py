@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from rfau.data.base import Dataset
 from rfau.errors import ModelError
 from rfau.models.families.base import (
     IMAGENET_MEAN,
@@ -23,6 +24,7 @@ from rfau.models.families.base import (
     Family,
     ImageClassifier,
     Imported,
+    ModelCard,
     ModuleDefaults,
     check_labels,
     inner_net,
@@ -30,10 +32,6 @@ from rfau.models.families.base import (
     refuse_pickles,
 )
 from rfau.models.families.hf import NOT_FROM_BACKBONE
-
-if TYPE_CHECKING:
-    from rfau.data.base import Dataset
-    from rfau.models.families.base import ModelCard
 
 STATE_DICT_CONVERT = (
     "in a Python session you trust, load it and run "
