@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markdown import Markdown
 
+from rfau.audit.consistency import evidence_problems
+from rfau.audit.proof import render_proof
+from rfau.audit.trail import AuditTrail
 from rfau.cli.common import (
     JsonOpt,
     RfauTyper,
@@ -17,7 +22,10 @@ from rfau.cli.common import (
     store_uri,
     tracking_settings,
 )
+from rfau.data.request_store import RequestStore
 from rfau.errors import ExitCode, UnknownRequestError, UsageError
+from rfau.io import atomic_dir, claim_output
+from rfau.tracking.registry import Registry
 
 audit_app = RfauTyper(
     help="The deletion ledger: verify it, show the proof for a request.", no_args_is_help=True
@@ -30,9 +38,6 @@ audit_app = RfauTyper(
 def _open_audited(store: str | None):
     """The audit trail of an existing state (exit 2 naming what is missing: a mistyped state
     folder or store is never an empty ledger); a read command creates nothing."""
-    from rfau.audit.trail import AuditTrail
-    from rfau.data.request_store import RequestStore
-
     settings = tracking_settings()
     uri = store_uri(store)
     RequestStore.open(uri)  # never initialised: a UsageError naming it
@@ -90,12 +95,6 @@ def audit_show(
     as_json: JsonOpt = False,
 ) -> None:
     """The proof of deletion for one request (Markdown on screen; Markdown + HTML with --out)."""
-    import shutil
-
-    from rfau.audit.consistency import evidence_problems
-    from rfau.audit.proof import render_proof
-    from rfau.io import atomic_dir, claim_output
-
     if out_dir:
         claim_output(out_dir, "audit show")  # before the ledger is read
     trail = _open_audited(store)
@@ -139,8 +138,6 @@ def audit_show(
             },
         )
     else:
-        from rich.markdown import Markdown
-
         out.print(Markdown(md))
         if serving:
             out.print(f"[yellow]now serving[/]: {serving}")
@@ -155,8 +152,6 @@ def audit_show(
 def _serving_note(record: dict) -> str | None:
     """What serves when it is not what the record promoted (a pending promotion, a later batch or
     an operator move) -> one line, else None."""
-    from rfau.tracking.registry import Registry
-
     after = (record.get("model") or {}).get("after") or {}
     champ = Registry(tracking_settings()).champion()
     if not record.get("promoted") or champ is None or champ.version == after.get("version"):

@@ -7,22 +7,31 @@ from typing import Annotated
 
 import typer
 
+from rfau.batch import BatchContext, data_split, evaluate, register, run_batch, unlearn
+from rfau.batch.runner import RUN, is_batch_workdir
+from rfau.cli.checks import check_before_claiming
 from rfau.cli.common import (
     JsonOpt,
     ParamsOpt,
     RfauTyper,
     SetOpt,
-    check_method_settings,
     emit,
     err,
     out,
     store_uri,
     tracking_settings,
 )
-from rfau.cli.render import exit_if_gates_failed, exit_if_overdue, print_registered, print_split
+from rfau.cli.render import (
+    exit_if_gates_failed,
+    exit_if_overdue,
+    print_registered,
+    print_split,
+    warn_stuck,
+)
+from rfau.data.request_store import RequestStore
 from rfau.io import claim_output
-from rfau.params import BatchParams, load_params
-from rfau.tracking.settings import TrackingSettings
+from rfau.params import load_params
+from rfau.records import Skipped
 
 batch_app = RfauTyper(
     help="One deletion batch: all pending requests -> one new model version.", no_args_is_help=True
@@ -40,8 +49,6 @@ def batch_split(
     as_json: JsonOpt = False,
 ) -> None:
     """data-split: claim the pending requests -> batch folder (requests/, split/, base/, batch.json)."""
-    from rfau.batch import BatchContext, data_split
-
     claim_output(out_dir, "batch split")  # before anything is claimed
     p = load_params(params, set_)
     settings = tracking_settings()
@@ -68,9 +75,6 @@ def batch_unlearn(
     as_json: JsonOpt = False,
 ) -> None:
     """unlearn: forget the batch's forget set from its base (the champion)."""
-    from rfau.batch import unlearn
-    from rfau.records import Skipped
-
     claim_output(out_dir, "batch unlearn")
     p = load_params(params, set_)
     info = unlearn(batch, out_dir, p.method, p.method_config)
@@ -95,8 +99,6 @@ def batch_evaluate(
     as_json: JsonOpt = False,
 ) -> None:
     """evaluate: new model vs champion, gate verdicts, plots, report."""
-    from rfau.batch import evaluate
-
     claim_output(out_dir, "batch evaluate")
     p = load_params(params, set_)
     flat = evaluate(batch, model, out_dir, p.gates)
@@ -116,8 +118,6 @@ def batch_register(
     """register: new registry version (champion only if gates pass), ledger record, request states.
 
     Exit code 1 when a gate failed (as `rfau batch run`): a script driving `dvc repro` sees it."""
-    from rfau.batch import BatchContext, register
-
     claim_output(out_dir, "batch register")  # before anything is registered
     p = load_params(params, set_)
     ctx = BatchContext.of_batch(batch, tracking_settings(), p.store or None)
@@ -139,14 +139,12 @@ def batch_run(
 
     Exit code 1 when the batch completed but a gate failed: its version is not champion, its
     requests are pending again."""
-    from rfau.batch import run_batch
-    from rfau.batch.runner import RUN, is_batch_workdir
-
     claim_output(workdir, RUN, is_batch_workdir)  # before anything is claimed
     p = load_params(params, set_)
     settings = tracking_settings()
     check_before_claiming(p, settings, device_here=True)
-    _warn_stuck(p.store)  # also: a store never initialised fails here, before the work folder is made
+    # also: a store never initialised fails here, before the work folder is made
+    warn_stuck(RequestStore.open(store_uri(p.store)))
     res = run_batch(workdir, p, settings)
     for r in res.rejected:
         err.print(f"[yellow]rejected {r.request_id}:[/] {r.reason}")
@@ -160,66 +158,3 @@ def batch_run(
     emit(as_json, res, lambda: print_registered(registered))
     exit_if_overdue(store_uri(p.store), p.deadline_days)
     exit_if_gates_failed(res.registered)
-
-
-def _warn_stuck(store: str | None) -> None:
-    from rfau.cli.request import warn_stuck
-    from rfau.data.request_store import RequestStore
-
-    warn_stuck(RequestStore.open(store_uri(store)))
-
-
-def check_before_claiming(p: BatchParams, settings: TrackingSettings, device_here: bool) -> None:
-    """Method settings that would fail the unlearn stage fail here, before a request is claimed
-    (load_params checked their form): the device (its availability only where the whole batch
-    runs in this process) and the modules named by target_modules/taps, against the model the
-    batch starts from."""
-    cfg = check_method_settings(p.method, p.method_config, device_here)
-    if getattr(cfg, "target_modules", None) or getattr(cfg, "taps", None):
-        from rfau.methods.rfau import resolve_modules
-
-        resolve_modules(_starting_model(p, settings), cfg)
-    if (
-        settings.registry_exists()
-    ):  # a store that is down or an experiment deleted fails here, not in register
-        from rfau.tracking.registry import Registry
-
-        Registry(settings)
-
-
-def _starting_model(p: BatchParams, settings: TrackingSettings):
-    """The architecture (untrained) of the batch's base: the champion's, else the bootstrap
-    recipe's. A local registry that does not exist yet is not created here."""
-    import tempfile
-
-    from rfau.models.arch import build_model
-
-    champion = None
-    if settings.registry_exists():
-        from rfau.tracking.registry import Registry
-
-        reg = Registry(settings)
-        champion = reg.champion()
-    if champion is not None:
-        from rfau.models.checkpoint import build_from_card, read_card
-
-        with tempfile.TemporaryDirectory() as tmp:
-            card = read_card(reg.fetch_version(champion.version, Path(tmp) / "base"))
-        return build_from_card(card)  # any family: an imported model's own module names
-    from rfau.config import TrainConfig
-    from rfau.data import load_dataset
-    from rfau.models.arch import default_architecture
-
-    ds = load_dataset(p.dataset)
-    if p.base_model_uri:  # the first batch starts from the user's model (imported here to look)
-        from rfau.batch import BatchContext, staged_base_model
-        from rfau.models.checkpoint import build_from_card, read_card
-
-        ctx = BatchContext.open(p.store or None, settings)
-        with staged_base_model(p.base_model_uri, ds, ctx, p.holdout_fraction) as original:
-            if original is not None:
-                return build_from_card(read_card(original))
-    cfg = TrainConfig.preset(ds.kind, **p.train)
-    kwargs = {"width": cfg.width} if cfg.width else {}
-    arch = cfg.architecture or default_architecture(ds.kind)
-    return build_model(arch, ds.input_shape[0], len(ds.classes), **kwargs)

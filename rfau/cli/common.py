@@ -1,5 +1,6 @@
-"""What every command shares: the typer app, its one error handler, exit codes, consoles, the
-result printing (--json, --quiet) and common options."""
+"""What every command shares: the root group's one error handler, exit codes, consoles, the result
+printing (--json, --quiet) and common options. The root itself (the table of commands it loads
+lazily, its own options) is rfau.cli."""
 
 from __future__ import annotations
 
@@ -23,8 +24,11 @@ from typer._click.core import Context  # typer's own copy of click
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer.core import TyperCommand, TyperGroup
 
+from rfau.config import resolve_device
+from rfau.data.request_store import default_store
 from rfau.errors import ExitCode, RfauError, UsageError, exit_code_of
 from rfau.params import parse_overrides
+from rfau.tracking.settings import TrackingSettings, redact
 
 out = Console(width=None if sys.stdout.isatty() else 130)  # wide tables in logs too
 # MLflow logs every database error with its whole traceback (a full disk: ~230 lines) before it
@@ -32,21 +36,8 @@ out = Console(width=None if sys.stdout.isatty() else 130)  # wide tables in logs
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 err = Console(stderr=True, soft_wrap=True)  # one problem, one line: never wrapped at 80 columns
 
-EPILOG = "\n\n".join(
-    [
-        "[b]Exit codes[/b]: 0 success; 1 a check found problems (`audit verify`; a batch, `register` or "
-        "`pipeline run --local` whose gates failed); 2 usage error (a bad option, argument "
-        "or setting); 3 runtime failure (bad input data, a missing or corrupt file, an unreachable "
-        "service, a failed stage, a held lock); 143 stopped by SIGTERM (its claimed requests released "
-        "first). An error is one line on stderr, with --json too.",
-        "[b]--json[/b] (every command that prints a result): one JSON document on stdout, nothing else. "
-        "[b]-q/--quiet[/b] (before the command): nothing on stdout but that document, no progress; "
-        "RFAU_QUIET=1 turns off progress only. [b]--out[/b] is also spelled --output.",
-    ]
-)
 
-
-class _Commands(TyperGroup):
+class RootGroup(TyperGroup):
     """The root command group: every command's RfauError ends here, printed as one line."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
@@ -130,12 +121,8 @@ class RfauTyper(typer.Typer):
 def fail(message: str, code: ExitCode) -> NoReturn:
     """Print ``message`` as one line on stderr (never wrapped: logs and pods read it whole; never
     read as rich markup: it may hold brackets) and exit with ``code``."""
-    from rich.markup import escape
-
-    from rfau.tracking.settings import redact
-
     # a service's own message may quote a URI with its credentials: they never reach a log
-    err.print(f"[bold red]error:[/] {escape(redact(message))}", soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape_markup(redact(message))}", soft_wrap=True)
     raise typer.Exit(code=code) from None
 
 
@@ -208,43 +195,6 @@ def emit(as_json: bool, data: Any, show: Callable[[], object] | None = None) -> 
         show()
 
 
-def _version(value: bool) -> None:
-    if value:
-        from importlib.metadata import version
-
-        typer.echo(f"rfau {version('rfau')}")
-        raise typer.Exit()
-
-
-app = RfauTyper(
-    cls=_Commands,
-    help="rfau: audited, retraining-free data deletion for PyTorch models.",
-    epilog=EPILOG,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-
-
-@app.callback()
-def _options(
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", "-V", callback=_version, is_eager=True, help="Print `rfau <version>` and exit."
-        ),
-    ] = False,
-    quiet: Annotated[
-        bool,
-        typer.Option(
-            "--quiet",
-            "-q",
-            help="Nothing on stdout but a --json result; no progress. Errors still go to stderr.",
-        ),
-    ] = False,
-) -> None:
-    """rfau: audited, retraining-free data deletion for PyTorch models."""
-
-
 JsonOpt = Annotated[
     bool,
     typer.Option(
@@ -298,38 +248,27 @@ StoreOpt = Annotated[
 
 def tracking_settings(name: str | None = None, tracking_uri: str | None = None):
     """MLflow settings from the environment, with the command's --name / --tracking-uri on top."""
-    from rfau.tracking.settings import TrackingSettings
-
     settings = TrackingSettings.from_env(model_name=name, tracking_uri=tracking_uri)
     settings.check()  # a bad URI or state folder fails here, before a command changes anything
     return settings
 
 
-def check_method_settings(method: str, config: dict | None, device_here: bool = True):
-    """A method's settings -> its config, checked before a command reads a model or claims a
-    request; the device must exist here when ``device_here`` (else only its name is checked:
-    a pipeline's unlearn task may run on another machine)."""
-    import torch
-
-    from rfau.config import resolve_device
-    from rfau.stages import method_config
-
-    cfg = method_config(method, config)
-    device = getattr(cfg, "device", "auto")
-    if device_here:
+def check_device_setting(device: str, here: bool) -> None:
+    """A method's device setting: it must exist here when ``here``, else only its name is checked
+    (a pipeline's unlearn task may run on another machine)."""
+    if here:
         resolve_device(device)
     elif device != "auto":
+        import torch
+
         try:
             torch.device(device)
         except RuntimeError:
             raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    return cfg
 
 
 def store_uri(store: str | None) -> str:
     """The request store: --store, else $RFAU_REQUEST_STORE, else .rfau/store."""
-    from rfau.data.request_store import default_store
-
     return store or default_store()
 
 

@@ -1,4 +1,4 @@
-"""Experiment commands: split, train, unlearn, evaluate, methods, run, bench."""
+"""Experiment commands (top-level): split, train, unlearn, evaluate, methods, run."""
 
 from __future__ import annotations
 
@@ -8,25 +8,32 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from rfau.cli.checks import check_method_settings
 from rfau.cli.common import (
     DatasetOpt,
     DeviceOpt,
     JsonOpt,
+    RfauTyper,
     SeedOpt,
     SplitOpt,
-    app,
-    check_method_settings,
     emit,
     out,
     parse_overrides,
 )
 from rfau.cli.render import print_summary
 from rfau.config import TrainConfig
+from rfau.data import load_dataset
 from rfau.errors import UsageError
-from rfau.io import claim_output, claim_output_file, reuse_dir
+from rfau.io import claim_output, claim_output_file
+from rfau.job import RUN, is_run_folder, run_job
+from rfau.methods import METHODS, get_method, settings_help
+from rfau.stages import evaluate_stage, is_evaluation, split_stage, train_stage, unlearn_stage
+
+# each command is a top-level `rfau NAME` (rfau.cli.COMMANDS)
+experiment_app = RfauTyper()
 
 
-@app.command()
+@experiment_app.command()
 def split(
     requests: Annotated[list[Path], typer.Argument(help="Deletion request JSON files or folders of them.")],
     out_dir: Annotated[
@@ -40,15 +47,13 @@ def split(
     as_json: JsonOpt = False,
 ) -> None:
     """Validate deletion requests and write the retain/forget/holdout/test manifests."""
-    from rfau.stages import split_stage
-
     claim_output(out_dir, "split")
 
     summary = split_stage(dataset, list(requests), out_dir, holdout_fraction).summary()
     emit(as_json, summary, lambda: out.print_json(data=summary))
 
 
-@app.command()
+@experiment_app.command()
 def train(
     out_dir: Annotated[
         Path, typer.Option("--out", "--output", "-o", help="Folder for model.safetensors + model.json.")
@@ -74,9 +79,6 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a model: the original (bootstrap) or, with --split, a retrained reference."""
-    from rfau.data import load_dataset
-    from rfau.stages import train_stage
-
     claim_output(out_dir, "train")
 
     ds = load_dataset(dataset)
@@ -101,7 +103,7 @@ def train(
     )
 
 
-@app.command()
+@experiment_app.command()
 def unlearn(
     model_dir: Annotated[Path, typer.Option("--model", "-m", help="Folder of the model to unlearn from.")],
     split_dir: SplitOpt,
@@ -124,8 +126,6 @@ def unlearn(
     as_json: JsonOpt = False,
 ) -> None:
     """Remove the split's forget set from a model (RFAU by default)."""
-    from rfau.stages import unlearn_stage
-
     claim_output(out_dir, "unlearn")
     settings = parse_overrides(config, set_)
     check_method_settings(method, settings)  # before the model and the data are read
@@ -140,7 +140,7 @@ def unlearn(
     )
 
 
-@app.command()
+@experiment_app.command()
 def evaluate(
     model_dir: Annotated[Path, typer.Option("--model", "-m", help="Model folder to evaluate.")],
     split_dir: SplitOpt,
@@ -152,16 +152,9 @@ def evaluate(
     """UA, RA, TA, per-class accuracy and MIA-efficacy of a model on a split.
 
     Prints a table of the headline metrics; --out and --json hold all of them."""
-    from rfau.stages import evaluate_stage, is_evaluation
-
     claim_output_file(out_path, "evaluate", is_evaluation)
     m = evaluate_stage(model_dir, dataset, split_dir, out_path, seed)
     emit(as_json, m, lambda: out.print(_metrics_table(m, model_dir)))
-
-
-def is_bench_folder(folder: Path) -> bool:
-    """A results folder of `rfau bench` from before output folders were marked."""
-    return (folder / "bench.json").is_file()
 
 
 def _metrics_table(m, model_dir: Path) -> Table:
@@ -172,14 +165,12 @@ def _metrics_table(m, model_dir: Path) -> Table:
     return t
 
 
-@app.command()
+@experiment_app.command()
 def methods(
     name: Annotated[str | None, typer.Argument(help="A method: print its settings with their help.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List the unlearning methods, or one method's settings (`rfau methods rfau`)."""
-    from rfau.methods import METHODS, get_method, settings_help
-
     if as_json:
         data = (
             [{"method": key, "summary": m.summary} for key, m in METHODS.items()]
@@ -202,7 +193,7 @@ def methods(
     out.print(f"set with --set KEY=VALUE (e.g. `rfau unlearn ... --method {name} --set seed=1`)")
 
 
-@app.command()
+@experiment_app.command()
 def run(
     dataset: DatasetOpt = "digits",
     requests: Annotated[
@@ -237,8 +228,6 @@ def run(
 ) -> None:
     """The experiment: a deletion batch on a throwaway store and registry (bootstrap the original,
     unlearn with RFAU, evaluate, register behind the gates), then retrain, then a table."""
-    from rfau.job import RUN, is_run_folder, run_job
-
     claim_output(workdir, RUN, is_run_folder)
     if scenario not in ("random", "class"):
         raise UsageError(f"--scenario must be 'random' or 'class', got {scenario!r}")
@@ -261,124 +250,3 @@ def run(
         f"outputs in {workdir}/ (summary.json, batch/batch/split, batch/batch/base: the original, "
         "rfau/adapter, retrain/, metrics/" + (", state/: its MLflow registry)" if track else ")")
     )
-
-
-@app.command()
-def bench(
-    config: Annotated[
-        str,
-        typer.Argument(
-            help="digits (CPU, minutes), fashion-mnist (CPU), cifar10-small (CPU), text-minilm (CPU, "
-            "`make text`) or cifar10 (GPU); their sizes and run times: docs/benchmarks.md."
-        ),
-    ],
-    out_dir: Annotated[
-        Path | None,
-        typer.Option("--out", "--output", "-o", help="Results folder (default: results/<config>)."),
-    ] = None,
-    data: Annotated[
-        str | None, typer.Option(help="CIFAR-10 ImageFolder dir or archive (else RFAU_CIFAR10 or ../shared).")
-    ] = None,
-    methods: Annotated[
-        str | None, typer.Option(help="Comma-separated subset of methods (retrain is always run).")
-    ] = None,
-    seeds: Annotated[int | None, typer.Option(help="Number of seeds (default by config).")] = None,
-    scenarios: Annotated[str | None, typer.Option(help="Comma-separated: class, random, structured.")] = None,
-    max_train_per_class: Annotated[
-        int | None, typer.Option(help="Size limit: training samples per class.")
-    ] = None,
-    max_test_per_class: Annotated[
-        int | None, typer.Option(help="Size limit: test samples per class.")
-    ] = None,
-    epochs: Annotated[
-        int | None, typer.Option(help="Override the original/retrain epochs (size limit).")
-    ] = None,
-    device: DeviceOpt = "auto",
-    reuse: Annotated[
-        bool, typer.Option(help="Reuse the original and retrain models of an earlier run in --out.")
-    ] = False,
-    noise_floor: Annotated[
-        bool,
-        typer.Option(help="Run the second retrain (retrain_2, the noise floor); off: cheaper gate tables."),
-    ] = True,
-    as_json: JsonOpt = False,
-) -> None:
-    """Benchmark every method against retrain and do-nothing; writes CSV, Markdown and plots."""
-    from rfau.bench import CONFIGS, aggregate, markdown_table, run_bench
-    from rfau.bench.configs import check_bench_data
-
-    if config not in CONFIGS:
-        raise UsageError(f"unknown bench config {config!r}; known: {', '.join(CONFIGS)}")
-    cfg = CONFIGS[config]
-    out_dir = out_dir or Path("results") / config
-    claim_output(out_dir, "bench", is_bench_folder)
-    upd: dict = {}
-    if seeds:
-        upd["seeds"] = tuple(range(seeds))
-    if scenarios:
-        upd["scenarios"] = tuple(s.strip() for s in scenarios.split(","))
-        from rfau.bench import SCENARIOS
-
-        if not set(upd["scenarios"]) <= set(SCENARIOS):
-            raise UsageError(f"--scenarios must name some of {', '.join(SCENARIOS)}, got {scenarios!r}")
-    if max_train_per_class:
-        upd["train_per_class"] = max_train_per_class
-    if max_test_per_class:
-        upd["test_per_class"] = max_test_per_class
-    if epochs:
-        upd["train"] = cfg.train.model_copy(update={"epochs": epochs})
-    cfg = cfg.model_copy(update=upd)
-    check_bench_data(cfg, data)  # a missing dataset leaves no output folder behind
-    reuse_dir(out_dir, "bench", is_bench_folder)
-    rows = run_bench(cfg, out_dir, data, methods.split(",") if methods else None, device, reuse, noise_floor)
-    if as_json:
-        emit(as_json, {"config": config, "out": out_dir, "aggregate": aggregate(rows), "rows": rows})
-        return
-    from rich.markdown import Markdown
-
-    out.print(Markdown(markdown_table(cfg, aggregate(rows), rows[0]["config"])))
-    from rfau.bench.gates import gate_table
-
-    out.print(Markdown(gate_table(cfg.name, rows, "this machine")))
-    out.print(
-        f"results in {out_dir}/ (rows.csv, table.md, gates.md, bench.json, gap_vs_time_*.png, mia_hist_*.png)"
-    )
-
-
-@app.command("bench-memory")
-def bench_memory(
-    out_dir: Annotated[Path, typer.Argument(help="The --out folder of a finished `rfau bench` run.")],
-    data: Annotated[
-        str | None, typer.Option(help="The dataset as given to that run (CIFAR-10 / Fashion-MNIST path).")
-    ] = None,
-    methods: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated methods, each in its own fresh process (default: original,finetune,rfau)."
-        ),
-    ] = None,
-    scenarios: Annotated[str | None, typer.Option(help="Comma-separated (default: the run's).")] = None,
-    seed: Annotated[int, typer.Option(help="Which seed's saved originals and splits.")] = 0,
-    device: DeviceOpt = "auto",
-    as_json: JsonOpt = False,
-) -> None:
-    """Memory each method's unlearn stage needs: a fresh process per method over a bench run's
-    saved models (RSS rise above the loaded data; CUDA rise on a GPU); writes memory.json/.md."""
-    from rfau.bench.memory import memory_rises, memory_table
-
-    claim_output(out_dir, "bench", is_bench_folder)  # it adds memory.json/.md to a bench folder
-    rows = memory_rises(
-        out_dir,
-        data,
-        [m.strip() for m in methods.split(",") if m.strip()] if methods else None,
-        [s.strip() for s in scenarios.split(",")] if scenarios else None,
-        seed,
-        device,
-    )
-    if as_json:
-        emit(as_json, {"out": out_dir, "rows": rows})
-        return
-    from rich.markdown import Markdown
-
-    out.print(Markdown(memory_table(rows)))
-    out.print(f"results in {out_dir}/memory.json, memory.md")

@@ -9,9 +9,13 @@ from typing import Annotated
 
 import typer
 
+from rfau.batch import bootstrap
 from rfau.cli.common import DatasetOpt, JsonOpt, ModelNameOpt, TrackingOpt, emit, out, tracking_settings
+from rfau.data.datasets import load_dataset
 from rfau.data.split import HOLDOUT_FRACTION
 from rfau.errors import UsageError
+from rfau.io import claim_output
+from rfau.models.importer import import_model
 
 model_app = typer.Typer(
     help="Bring your own pre-trained model: import it as an rfau model.", no_args_is_help=True
@@ -71,10 +75,6 @@ def import_cmd(
 ) -> None:
     """Check the model's labels against the dataset's classes and write its model card (family,
     source, sha256 of the weights, classes, preprocessing) beside safetensors weights."""
-    from rfau.data.datasets import load_dataset
-    from rfau.io import claim_output
-    from rfau.models.importer import import_model
-
     claim_output(out_dir, "model import")  # before the model is loaded
     settings = tracking_settings(name, tracking_uri) if register else None
     ds = load_dataset(dataset)
@@ -101,8 +101,6 @@ def _summary(result: dict) -> str:
 def register_bootstrap(model_dir: Path, ds, settings, holdout_fraction: float) -> dict:
     """Register the imported model as the bootstrap champion, as ``rfau.batch.ensure_base`` does
     with a model it trained (its metrics on the empty-forget split are its baseline)."""
-    from rfau.batch import bootstrap
-
     with tempfile.TemporaryDirectory(prefix="rfau-import-") as tmp:
         res = bootstrap(
             ds, Path(tmp) / "work", settings, holdout_fraction=holdout_fraction, original=model_dir

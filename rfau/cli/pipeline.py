@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markdown import Markdown
+from rich.table import Table
 
+from rfau.cli.checks import check_before_claiming
 from rfau.cli.common import (
     JsonOpt,
     ParamsOpt,
@@ -14,14 +17,32 @@ from rfau.cli.common import (
     SetOpt,
     emit,
     out,
+    results_only,
     store_uri,
     tracking_settings,
 )
 from rfau.cli.render import exit_if_gates_failed, exit_if_overdue, print_registered
+from rfau.components.image import CPU_IMAGE
+from rfau.data.request_store import RequestStore
 from rfau.errors import UsageError
 from rfau.io import claim_output, claim_output_file
+from rfau.job import queue_demo_request
 from rfau.params import load_params
-from rfau.pipelines.schedules import SCHEDULE_NAME
+from rfau.pipelines import container
+from rfau.pipelines.deletion_batch import GpuSpec
+from rfau.pipelines.run import (
+    ROOT,
+    RUNNERS,
+    cluster_api,
+    compile_pipeline,
+    is_compiled_pipeline,
+    is_pipeline_root,
+    pipeline_arguments,
+    run_local,
+    schedule,
+    submit,
+)
+from rfau.pipelines.schedules import SCHEDULE_NAME, delete_schedule, list_schedules, set_schedule_enabled
 from rfau.records import Registered
 
 pipeline_app = RfauTyper(
@@ -48,9 +69,6 @@ def pipeline_compile(
     as_json: JsonOpt = False,
 ) -> None:
     """Compile the pipeline to KFP v2 YAML (upload it in the KFP UI or `rfau pipeline submit --package`)."""
-    from rfau.pipelines.deletion_batch import GpuSpec
-    from rfau.pipelines.run import compile_pipeline, is_compiled_pipeline
-
     claim_output_file(out_path, "pipeline compile", is_compiled_pipeline)
     key, sep, value = node_selector.partition("=")
     if not sep or not key:
@@ -101,11 +119,6 @@ def pipeline_run(
     """Run the deletion-batch pipeline; on a cluster use `submit` or `schedule`.
 
     Exit code 1 when the run completed but a gate failed (its requests are pending again)."""
-    from rfau.cli.batch import check_before_claiming
-    from rfau.data.request_store import RequestStore
-    from rfau.job import queue_demo_request
-    from rfau.pipelines.run import ROOT, RUNNERS, is_pipeline_root, pipeline_arguments, run_local
-
     if not local:
         raise UsageError(
             "only --local runs here; on a cluster use `rfau pipeline submit` or `rfau pipeline schedule`"
@@ -119,9 +132,6 @@ def pipeline_run(
     # the tasks run here: settings that would fail the unlearn task fail now, before anything is queued
     check_before_claiming(p, tracking_settings(None, None), device_here=True)
     if runner == "container":  # an engine that answers and the image in its store, before anything is queued
-        from rfau.components.image import CPU_IMAGE
-        from rfau.pipelines import container
-
         with container.docker_api() as host:
             container.check_image(host, image or CPU_IMAGE)
     if demo is None:  # a fresh checkout: show the whole flow on the embedded data
@@ -142,8 +152,6 @@ def pipeline_run(
 def _print_local_run(res, run_dir: Path) -> None:
     report = run_dir / "evaluate" / "report"
     if isinstance(res, Registered) and report.is_file():
-        from rich.markdown import Markdown
-
         out.print(Markdown(report.read_text()))
     print_registered(res)
     out.print(f"task outputs in {run_dir}")
@@ -186,8 +194,6 @@ def pipeline_submit(
     as_json: JsonOpt = False,
 ) -> None:
     """Start one pipeline run on a KFP endpoint."""
-    from rfau.pipelines.run import pipeline_arguments, submit
-
     res = submit(
         endpoint,
         pipeline_arguments(load_params(params, set_), local=False),
@@ -238,9 +244,6 @@ def pipeline_schedule(
     (never a second schedule of one name). Subcommands: list, pause, resume, delete."""
     if ctx.invoked_subcommand:
         return
-    from rfau.cli.common import results_only
-    from rfau.pipelines.run import pipeline_arguments, schedule
-
     if not endpoint:
         raise UsageError("--endpoint (or $KFP_ENDPOINT) is required: the KFP API to schedule on")
     if not cron:
@@ -269,8 +272,6 @@ def pipeline_schedule(
 
 
 def _schedules_api(endpoint: str, token: str | None, namespace: str | None):
-    from rfau.pipelines.run import cluster_api
-
     return cluster_api(endpoint, token, namespace)[0]
 
 
@@ -279,15 +280,11 @@ def schedule_list(
     endpoint: EndpointOpt, token: TokenOpt = None, namespace: NamespaceOpt = None, as_json: JsonOpt = False
 ) -> None:
     """The recurring runs of the endpoint (its namespace): name, cron, enabled."""
-    from rfau.pipelines.schedules import list_schedules
-
     rows = list_schedules(_schedules_api(endpoint, token, namespace))
     emit(as_json, rows, lambda: _print_schedules(rows))
 
 
 def _print_schedules(rows: list[dict]) -> None:
-    from rich.table import Table
-
     table = Table("name", "cron", "enabled", "recurring run", "created")
     for r in rows:
         table.add_row(
@@ -301,8 +298,6 @@ def _print_schedules(rows: list[dict]) -> None:
 
 
 def _set_enabled(endpoint, token, namespace, name, enabled: bool, as_json: bool) -> None:
-    from rfau.pipelines.schedules import set_schedule_enabled
-
     rows = set_schedule_enabled(_schedules_api(endpoint, token, namespace), name, enabled)
     emit(as_json, rows, lambda: out.print(f"schedule {name} {'resumed' if enabled else 'paused'}"))
 
@@ -340,7 +335,5 @@ def schedule_delete(
     as_json: JsonOpt = False,
 ) -> None:
     """Delete the schedule NAME (runs already started go on)."""
-    from rfau.pipelines.schedules import delete_schedule
-
     rows = delete_schedule(_schedules_api(endpoint, token, namespace), name)
     emit(as_json, rows, lambda: out.print(f"schedule {name} deleted"))

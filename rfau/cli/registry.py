@@ -1,4 +1,4 @@
-"""Model registry commands: register, promote, rollback, models."""
+"""Model registry commands (top-level): register, promote, rollback, models."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from rfau.audit.moves import move_champion
 from rfau.cli.common import (
     JsonOpt,
     ModelNameOpt,
+    RfauTyper,
     StoreOpt,
     TrackingOpt,
-    app,
     emit,
     err,
     out,
@@ -22,9 +23,17 @@ from rfau.cli.common import (
     tracking_settings,
 )
 from rfau.errors import ExitCode, UsageError
+from rfau.gates import Gates, check_gates
+from rfau.records import Evaluation, GateReport
+from rfau.tracking.aliases import list_versions
+from rfau.tracking.registry import Registry
+from rfau.tracking.versions import register as do_register
+
+# each command is a top-level `rfau NAME` (rfau.cli.COMMANDS)
+registry_app = RfauTyper()
 
 
-@app.command()
+@registry_app.command()
 def register(
     model_dir: Annotated[
         Path, typer.Option("--model", "-m", help="Unlearned model folder (from `rfau unlearn`).")
@@ -49,11 +58,6 @@ def register(
     """Register a model version; it becomes champion only when every gate passes.
 
     Exit code 1 when a gate failed (the version is registered, the champion unchanged)."""
-    from rfau.gates import Gates, check_gates
-    from rfau.records import Evaluation, GateReport
-    from rfau.tracking.registry import Registry
-    from rfau.tracking.versions import register as do_register
-
     try:
         g = Gates(**parse_overrides(gates, None)) if gates else Gates()
     except ValueError as e:  # pydantic: bad gate settings
@@ -79,7 +83,7 @@ ReopenOpt = Annotated[
 ReasonOpt = Annotated[str, typer.Option(help="Why (kept in the ledger record and the requests' history).")]
 
 
-@app.command()
+@registry_app.command()
 def promote(
     version: Annotated[int, typer.Argument(help="Version to make champion.")],
     reopen: ReopenOpt = False,
@@ -92,13 +96,11 @@ def promote(
     """Make a version champion by hand; the old champion becomes 'previous'.
 
     Refused (exit 2) when the version still holds data of a fulfilled request, unless --reopen."""
-    from rfau.audit.moves import move_champion
-
     move = move_champion(tracking_settings(name, tracking_uri), store_uri(store), version, reopen, reason)
     emit(as_json, move, lambda: out.print_json(move.model_dump_json(exclude_none=True)))
 
 
-@app.command()
+@registry_app.command()
 def rollback(
     reopen: ReopenOpt = False,
     reason: ReasonOpt = "",
@@ -110,17 +112,13 @@ def rollback(
     """Give the champion alias back to the 'previous' version.
 
     Refused (exit 2) when that version still holds data of a fulfilled request, unless --reopen."""
-    from rfau.audit.moves import move_champion
-
     move = move_champion(tracking_settings(name, tracking_uri), store_uri(store), None, reopen, reason)
     emit(as_json, move, lambda: out.print_json(move.model_dump_json()))
 
 
-@app.command()
+@registry_app.command()
 def models(name: ModelNameOpt = None, tracking_uri: TrackingOpt = None, as_json: JsonOpt = False) -> None:
     """Registered versions with their aliases and gate verdicts."""
-    from rfau.tracking.aliases import list_versions
-
     rows = list_versions(tracking_settings(name, tracking_uri))
     if as_json:
         emit(as_json, rows)

@@ -1,4 +1,5 @@
-"""Printing a stage's or a batch's result for people (rich): the CLI's and the pipeline's outputs."""
+"""Printing a stage's or a batch's result for people (rich): the CLI's and the pipeline's outputs,
+and the warnings about the request store that listing it and running a batch give."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import typer
 from rich.table import Table
 
 from rfau.cli.common import err, out
+from rfau.data.deadlines import unfinished_overdue
+from rfau.data.request_store import RequestStore, stale_after_hours
 from rfau.errors import ExitCode
 from rfau.power import one_line
 from rfau.records import BatchMeta, Registered, RunSummary, Skipped
@@ -47,13 +50,24 @@ def print_registered(res: Registered | Skipped) -> None:
 def exit_if_overdue(store: str, deadline_days: int) -> None:
     """A scheduled run that leaves a request past its due date unfulfilled fails loudly: one line
     naming them, exit CHECK_FAILED (the batch itself has completed and recorded what it did)."""
-    from rfau.data.deadlines import unfinished_overdue
-    from rfau.data.request_store import RequestStore
-
     late = unfinished_overdue(RequestStore.from_uri(store), deadline_days)
     if late:
         err.print(f"[red]overdue:[/] request(s) past their due date and not fulfilled: {', '.join(late)}")
         raise typer.Exit(code=ExitCode.CHECK_FAILED)
+
+
+def warn_stuck(reqs) -> None:
+    """Say so when requests have been in progress for longer than the batch timeout."""
+    stuck = reqs.stale_in_progress()
+    for line in dict.fromkeys(reqs.corrupt):  # found while listing: said once each
+        err.print(f"[yellow]warning:[/] {line}", soft_wrap=True)
+    if stuck:
+        err.print(
+            f"[yellow]warning:[/] {len(stuck)} request(s) in progress for more than "
+            f"{stale_after_hours():g} h "
+            f"({', '.join(s.request_id for s in stuck)}): their batch probably died; the next batch takes "
+            "them up, or `rfau request release --stale` puts them back now"
+        )
 
 
 def exit_if_gates_failed(res: Registered | Skipped) -> None:

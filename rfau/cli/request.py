@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from rfau.cli.common import (
-    JsonOpt,
-    RfauTyper,
-    StoreOpt,
-    emit,
-    err,
-    out,
-    store_uri,
-)
+import rfau.data
+from rfau.cli.common import JsonOpt, RfauTyper, StoreOpt, emit, out, store_uri
+from rfau.cli.render import warn_stuck
+from rfau.data.deadlines import due_at, failed_batches
+from rfau.data.request_store import RequestState, RequestStore
 from rfau.errors import UsageError
 
 request_app = RfauTyper(
@@ -41,10 +38,7 @@ def request_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Validate requests and queue them as pending (all or nothing)."""
-    from rfau.data.datasets import load_dataset
-    from rfau.data.request_store import RequestStore
-
-    ds = None if dataset in (None, "none") else load_dataset(dataset)
+    ds = None if dataset in (None, "none") else rfau.data.load_dataset(dataset)
     added = RequestStore.from_uri(store_uri(store)).add(list(paths), ds)
     emit(
         as_json,
@@ -77,8 +71,6 @@ def request_list(
 ) -> None:
     """Requests with their states (and why: the batch, the model version, or the rejection reason),
     their due dates (overdue: past due and not fulfilled) and the escalation rungs tried for them."""
-    from rfau.data.request_store import RequestState, RequestStore
-
     try:
         want = RequestState(state) if state else None
     except ValueError:
@@ -105,6 +97,8 @@ def request_list(
 
 def _attempts_by_request(reqs) -> dict[str, list[dict]]:
     """The escalation rungs the ledger records for each request, oldest batch first."""
+    # here, not at the top: rfau.audit.trail loads torch (rfau.tracking.registry imports
+    # rfau.models.checkpoint), which no other `rfau request` command needs
     from rfau.audit.trail import AuditTrail
 
     by: dict[str, list[dict]] = {}
@@ -116,11 +110,6 @@ def _attempts_by_request(reqs) -> dict[str, list[dict]]:
 
 def _schedule_json(status, deadline_days: int, tried: dict[str, list[dict]]) -> dict:
     """Due date, overdue flag, failed batches and rungs tried, as `request list` shows them."""
-    from datetime import UTC, datetime
-
-    from rfau.data.deadlines import due_at, failed_batches
-    from rfau.data.request_store import RequestState
-
     due = due_at(status.request, deadline_days)
     settled = (RequestState.FULFILLED, RequestState.REJECTED, RequestState.CANCELLED)
     return {
@@ -142,22 +131,6 @@ def _status_json(status) -> dict:
     }
 
 
-def warn_stuck(reqs) -> None:
-    """Say so when requests have been in progress for longer than the batch timeout."""
-    from rfau.data.request_store import stale_after_hours
-
-    stuck = reqs.stale_in_progress()
-    for line in dict.fromkeys(reqs.corrupt):  # found while listing: said once each
-        err.print(f"[yellow]warning:[/] {line}", soft_wrap=True)
-    if stuck:
-        err.print(
-            f"[yellow]warning:[/] {len(stuck)} request(s) in progress for more than "
-            f"{stale_after_hours():g} h "
-            f"({', '.join(s.request_id for s in stuck)}): their batch probably died; the next batch takes "
-            "them up, or `rfau request release --stale` puts them back now"
-        )
-
-
 @request_app.command("release")
 def request_release(
     request_id: Annotated[str | None, typer.Argument(help="The in-progress request to put back.")] = None,
@@ -171,8 +144,6 @@ def request_release(
     as_json: JsonOpt = False,
 ) -> None:
     """Put in-progress requests back to pending (after a crash, an outage or a full disk)."""
-    from rfau.data.request_store import RequestStore
-
     if (request_id is None) == (not stale):
         raise typer.BadParameter("give a request id or --stale (not both)")
     reqs = RequestStore.open(store_uri(store))
@@ -192,8 +163,6 @@ def request_reject(
     as_json: JsonOpt = False,
 ) -> None:
     """Refuse a request for good, with a reason."""
-    from rfau.data.request_store import RequestStore
-
     st = RequestStore.open(store_uri(store)).operator_reject(request_id, reason)
     emit(as_json, _status_json(st), lambda: out.print(f"{st.request_id}: {st.state.value}"))
 
@@ -208,8 +177,6 @@ def request_cancel(
     as_json: JsonOpt = False,
 ) -> None:
     """Withdraw a pending request (final state: cancelled)."""
-    from rfau.data.request_store import RequestStore
-
     st = RequestStore.open(store_uri(store)).cancel(request_id, reason)
     emit(as_json, _status_json(st), lambda: out.print(f"{st.request_id}: {st.state.value}"))
 
@@ -222,7 +189,5 @@ def request_requeue(
     as_json: JsonOpt = False,
 ) -> None:
     """Put a needs-retrain request back to pending (e.g. once its model can be retrained)."""
-    from rfau.data.request_store import RequestStore
-
     st = RequestStore.open(store_uri(store)).requeue(request_id, reason)
     emit(as_json, _status_json(st), lambda: out.print(f"{st.request_id}: {st.state.value}"))
