@@ -16,19 +16,17 @@ starts from the original its seed trains, so its numbers do not depend on earlie
 
 from __future__ import annotations
 
-import random
 import shutil
-from collections.abc import Set as AbstractSet
-from datetime import UTC, datetime
 from pathlib import Path
 
-from rfau.batch import bootstrap, requested_samples, run_batch
+from rfau.batch import bootstrap, run_batch
 from rfau.data.base import Dataset
 from rfau.data.datasets import load_dataset
-from rfau.data.request_store import RequestState, RequestStore
-from rfau.data.split import HOLDOUT_FRACTION, HOLDOUT_SALT, in_holdout, read_split
+from rfau.data.demo import demo_request
+from rfau.data.request_store import RequestStore
+from rfau.data.split import read_split
 from rfau.errors import RfauError, UsageError
-from rfau.io import claim_output, fresh_dir, write_json
+from rfau.io import claim_output, fresh_dir
 from rfau.metrics import GAP_METRICS, avg_gap
 from rfau.metrics.plots import confidence_histogram
 from rfau.params import BatchParams
@@ -52,54 +50,6 @@ STATE = "state"  # the run's own registry (MLflow sqlite + artifacts) and ledger
 STORE = "store"  # its request store and ledger
 BATCH_DIR = "batch"  # run_batch's work folder: batch/ (requests, split, base = the original), evaluation/...
 RFAU_DIR, RETRAIN_DIR, METRICS_DIR = "rfau", "retrain", "metrics"
-
-
-def demo_request(
-    ds: Dataset,
-    scenario: str,
-    out_dir: Path,
-    seed: int | str = 0,
-    fraction: float = 0.1,
-    forget_class: str | None = None,
-    exclude: AbstractSet[str] = frozenset(),
-    request_id: str | None = None,
-    subject: str | None = None,
-    holdout_fraction: float = HOLDOUT_FRACTION,
-    holdout_salt: str = HOLDOUT_SALT,
-) -> Path:
-    """Write a demo deletion request: 10% random training samples, or one whole class.
-    ``exclude``: samples already forgotten (never drawn again); at most half the pool is drawn."""
-    now = datetime.now(UTC).isoformat()
-    if scenario == "random":
-        # drawn from what the original model trained on (the holdout slice it never saw is left out)
-        pool = [
-            s
-            for s in ds.split_ids("train")
-            if s not in exclude and not in_holdout(s, holdout_fraction, holdout_salt)
-        ]
-        k = min(len(pool) // 2, round(fraction * len(ds.split_ids("train"))))
-        req = {
-            "request_id": request_id or f"demo-random-{seed}",
-            "sample_ids": sorted(random.Random(seed).sample(pool, k)),
-            "reason": f"demo: {fraction:.0%} random training samples",
-            "received_at": now,
-        }
-    elif scenario == "class":
-        cls = forget_class or ds.classes[3 % len(ds.classes)]
-        req = {
-            "request_id": f"demo-class-{cls}",
-            "classes": [cls],
-            "reason": f"demo: forget class {cls}",
-            "received_at": now,
-        }
-    else:
-        raise ValueError(f"unknown scenario {scenario!r}; use 'random' or 'class'")
-    if subject:
-        req["subject"] = subject
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{req['request_id']}.json"
-    write_json(path, req)
-    return path
 
 
 def run_job(
@@ -263,24 +213,3 @@ def _registration(wd: Path, meta: BatchMeta, reg: Registered) -> RunRegistration
         gates_passed=reg.gates_passed,
         gates=GateReport.read(wd / BATCH_DIR / "evaluation" / "gates.json").gates,
     )
-
-
-def queue_demo_request(p: BatchParams, store: str) -> str:
-    """Queue a demo request: 5% of the training samples not forgotten yet, drawn at random."""
-    ds = load_dataset(p.dataset)
-    reqs = RequestStore.from_uri(store)
-    gone = set(requested_samples(reqs, ds, set(RequestState) - {RequestState.REJECTED})[0])
-    rid = f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}"
-    path = demo_request(
-        ds,
-        "random",
-        Path("runs") / "requests",
-        seed=rid,
-        fraction=0.05,
-        exclude=gone,
-        request_id=rid,
-        subject=f"user-{rid}",
-        holdout_fraction=p.holdout_fraction,
-    )
-    reqs.add([path], ds)
-    return rid

@@ -27,7 +27,7 @@ from rfau.audit.ledger import (
 from rfau.audit.salt import require_shared_salt
 from rfau.data.request_store import RequestState, RequestStore
 from rfau.errors import RfauError, UnknownRequestError
-from rfau.models.checkpoint import read_card
+from rfau.models.card import read_card
 from rfau.storage import NotFound, Store, open_store
 from rfau.tracking import registry
 from rfau.tracking.registry import Registry

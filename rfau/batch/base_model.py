@@ -12,7 +12,7 @@ from rfau.config import TrainConfig
 from rfau.data.base import Dataset
 from rfau.data.split import HOLDOUT_FRACTION, make_split, write_split
 from rfau.errors import RfauError
-from rfau.models.checkpoint import read_card
+from rfau.models.card import read_card
 from rfau.models.importer import fetch_model_folder, import_model_folder, model_identities, weights_identity
 from rfau.records import BaseVersion, GateReport, Registration, VersionRef
 from rfau.stages import evaluate_stage, train_stage

@@ -15,7 +15,7 @@ from rfau.errors import RfauError
 from rfau.faults import Fault, fault_point
 from rfau.gates import Gates
 from rfau.io import atomic_dir, claim_output
-from rfau.models.checkpoint import read_card
+from rfau.models.card import read_card
 from rfau.params import EXACT, BatchParams
 from rfau.records import (
     BatchMeta,

@@ -18,32 +18,17 @@ from rfau.data.base import Dataset
 from rfau.data.datasets import load_dataset
 from rfau.data.deadlines import due_at, failed_batches
 from rfau.data.request_store import RequestState, RequestStore
-from rfau.data.requests import resolve_forget_set
+from rfau.data.requests import samples_of
 from rfau.data.split import HOLDOUT_FRACTION, admit_requests, make_split, write_split
 from rfau.errors import RfauError
 from rfau.io import atomic_dir, claim_output, md5_file, write_json
-from rfau.models.checkpoint import read_card
+from rfau.models.card import read_card
 from rfau.params import EXACT, BatchParams
 from rfau.records import BatchMeta, Rejection, VersionRef
 from rfau.tracking.registry import frontier_value
 from rfau.tracking.tags import VersionTags
 
 STAGE = "batch split"  # what its output folder is marked as written by
-
-
-def requested_samples(
-    store: RequestStore, ds: Dataset, states: set[RequestState]
-) -> tuple[list[str], list[str]]:
-    """(sample ids, request ids) of every request in ``states``."""
-    return _samples_of([st for st in store.list() if st.state in states], ds)
-
-
-def _samples_of(statuses: list, ds: Dataset) -> tuple[list[str], list[str]]:
-    """(the sample ids the requests name, their request ids)."""
-    ids: set[str] = set()
-    for st in statuses:
-        ids.update(resolve_forget_set([(f"request {st.request_id}", st.request)], ds)[0])
-    return sorted(ids), [st.request_id for st in statuses]
 
 
 def data_split(
@@ -245,7 +230,7 @@ def _plan_ladder(meta: BatchMeta, base: Path, p: BatchParams, requests: list, st
 
 def _frontier_samples(reqs: RequestStore, ds: Dataset, frontier: frozenset[str]):
     """(sample ids, request ids) of the requests in the base model's frontier."""
-    return _samples_of([st for st in reqs.list() if st.request_id in frontier], ds)
+    return samples_of([st for st in reqs.list() if st.request_id in frontier], ds)
 
 
 def _check_frontier(reqs: RequestStore, claim: Claim) -> None:

@@ -38,7 +38,7 @@ CIFAR_ARCHIVE = "cifar10-imagefolder.tar.gz"
 SCENARIOS = ("class", "random", "structured")
 NOISE_FLOOR = "retrain_2"  # a second retrain, another seed: the noise floor row
 RETRAIN_2_SEED_OFFSET = 10_000  # retrain_2 of seed s trains with seed s + this (never a bench seed)
-STRUCTURED_CLASS_INDEX = 3  # the class scenario's class too (job.demo_request's default)
+STRUCTURED_CLASS_INDEX = 3  # the class scenario's class too (rfau.data.demo.demo_request's default)
 
 
 def holdout_salt(seed: int) -> str:

@@ -27,7 +27,7 @@ from rfau.io import write_json
 from rfau.methods import get_method
 from rfau.methods.runner import load_libraries
 from rfau.metrics.efficiency import measure
-from rfau.models.checkpoint import read_card
+from rfau.models.card import read_card
 from rfau.models.families import get_family
 from rfau.stages import unlearn_stage
 

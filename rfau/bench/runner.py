@@ -20,12 +20,12 @@ from rfau.bench.gates import certified_seconds, gate_columns
 from rfau.bench.report import write_outputs
 from rfau.config import TrainConfig
 from rfau.data.base import Dataset
+from rfau.data.demo import demo_request
 from rfau.data.split import read_split
 from rfau.data.subpopulation import subpopulation_forget_set
 from rfau.data.text import TextDataset
 from rfau.errors import UsageError
 from rfau.io import write_json
-from rfau.job import demo_request
 from rfau.methods import get_method
 from rfau.methods.runner import load_libraries
 from rfau.metrics import GAP_METRICS, avg_gap, evaluate_model

@@ -23,10 +23,10 @@ from rfau.cli.common import (
 )
 from rfau.cli.render import exit_if_gates_failed, exit_if_overdue, print_registered
 from rfau.components.image import CPU_IMAGE
+from rfau.data.demo import queue_demo_request
 from rfau.data.request_store import RequestStore
 from rfau.errors import UsageError
 from rfau.io import claim_output, claim_output_file
-from rfau.job import queue_demo_request
 from rfau.params import load_params
 from rfau.pipelines import container
 from rfau.pipelines.deletion_batch import GpuSpec

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 import rfau.data
+from rfau.audit.trail import AuditTrail
 from rfau.cli.common import JsonOpt, RfauTyper, StoreOpt, emit, out, store_uri
 from rfau.cli.render import warn_stuck
 from rfau.data.deadlines import due_at, failed_batches
@@ -97,10 +98,6 @@ def request_list(
 
 def _attempts_by_request(reqs) -> dict[str, list[dict]]:
     """The escalation rungs the ledger records for each request, oldest batch first."""
-    # here, not at the top: rfau.audit.trail loads torch (rfau.tracking.registry imports
-    # rfau.models.checkpoint), which no other `rfau request` command needs
-    from rfau.audit.trail import AuditTrail
-
     by: dict[str, list[dict]] = {}
     for rec in AuditTrail.open(reqs.store.uri).records():
         for rid in rec.get("request_ids", []):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from rfau.data.request_backend import StoredRequests
 from rfau.data.request_events import (
@@ -43,9 +44,13 @@ from rfau.data.request_events import (
     _received_key,
     stale_after_hours,
 )
+from rfau.data.requests import samples_of
 from rfau.errors import RequestError, RfauError
 from rfau.storage import AlreadyExists
 from rfau.tracking.settings import TrackingSettings
+
+if TYPE_CHECKING:  # torch: imported only where a dataset is loaded
+    from rfau.data.base import Dataset
 
 __all__ = [
     "MARKER",
@@ -237,3 +242,10 @@ def default_store(settings: TrackingSettings | None = None) -> str:
 
     settings = settings or TrackingSettings.from_env()
     return os.environ.get("RFAU_REQUEST_STORE") or str(settings.state_dir / "store")
+
+
+def requested_samples(
+    store: RequestStore, ds: Dataset, states: set[RequestState]
+) -> tuple[list[str], list[str]]:
+    """(sample ids, request ids) of every request in ``states``."""
+    return samples_of([st for st in store.list() if st.state in states], ds)

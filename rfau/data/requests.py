@@ -151,3 +151,11 @@ def resolve_forget_set(
     # a class is forgotten as a whole also when every one of its samples is named one by one
     whole = sorted(c for c, ids in by_class.items() if ids and forget.issuperset(ids))
     return sorted(forget), whole
+
+
+def samples_of(statuses: list, ds: Dataset) -> tuple[list[str], list[str]]:
+    """(the sample ids the requests name, their request ids)."""
+    ids: set[str] = set()
+    for st in statuses:
+        ids.update(resolve_forget_set([(f"request {st.request_id}", st.request)], ds)[0])
+    return sorted(ids), [st.request_id for st in statuses]

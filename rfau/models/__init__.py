@@ -1,15 +1,27 @@
-"""Architectures and safetensors checkpoints with JSON model cards."""
+"""Architectures and safetensors checkpoints with JSON model cards.
 
-from rfau.models.arch import ARCHITECTURES, build_model, default_architecture
-from rfau.models.checkpoint import ModelCard, count_parameters, load_checkpoint, read_card, save_checkpoint
+The names below load on first use (PEP 562): the model card (rfau.models.card) is read without
+torch, which the architectures and checkpoints import.
+"""
 
-__all__ = [
-    "ARCHITECTURES",
-    "ModelCard",
-    "build_model",
-    "count_parameters",
-    "default_architecture",
-    "load_checkpoint",
-    "read_card",
-    "save_checkpoint",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "ARCHITECTURES": "rfau.models.arch",
+    "build_model": "rfau.models.arch",
+    "default_architecture": "rfau.models.arch",
+    "ModelCard": "rfau.models.card",
+    "read_card": "rfau.models.card",
+    "count_parameters": "rfau.models.checkpoint",
+    "load_checkpoint": "rfau.models.checkpoint",
+    "save_checkpoint": "rfau.models.checkpoint",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'rfau.models' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rfau.errors import RfauError, UsageError
 from rfau.io import atomic_dir
-from rfau.models.checkpoint import CARD, WEIGHTS, verify_weights
+from rfau.models.card import CARD, WEIGHTS, verify_weights
 from rfau.records import VersionRef
 from rfau.tracking.settings import TrackingSettings
 from rfau.tracking.tags import PREFIX, VersionTags, tag_key

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from rfau.errors import RfauError
-from rfau.models.checkpoint import WEIGHTS, read_card
+from rfau.models.card import WEIGHTS, read_card
 from rfau.records import Evaluation, GateReport, Registration, UnlearnInfo
 from rfau.tracking.registry import (
     CANDIDATE,

@@ -131,15 +131,5 @@ def _listed(tmp_path: Path) -> set[str]:
     return _heavy(modules)
 
 
-def test_request_list_loads_no_service_library(tmp_path):
-    assert not _listed(tmp_path) - {"torch"}
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="rfau.audit.trail (the ledger's attempts in the listing) imports torch through "
-    "rfau.tracking.registry -> rfau.models.checkpoint; when it no longer does, move the import of "
-    "AuditTrail in rfau/cli/request.py to the top and drop this mark",
-)
 def test_request_list_loads_no_torch(tmp_path):
     assert "torch" not in _listed(tmp_path)

@@ -141,10 +141,6 @@ HEAVY_SEAMS: dict[str, tuple[str, ...]] = {
         "rfau.tracking.served_model",
     ),
 }
-# held to "project modules at the top": every module but these
-TOP_IMPORTS_EXEMPT = (
-    "rfau.cli",  # joins when the CLI's own lazy-imports branch lands
-)
 # KFP lightweight components: KFP ships a @dsl.component function's body alone (the module around it
 # is not there when the task runs), so that body imports what it needs itself; KFP's rule, not ours.
 # The rest of a component module (helpers, module level) is held to the convention.
@@ -233,7 +229,6 @@ def test_project_modules_are_imported_at_the_top():
     wrong = [
         f"{path.relative_to(ROOT)}:{line} imports {mod} inside a function"
         for name, (path, tree) in _sources().items()
-        if not _in(name, TOP_IMPORTS_EXEMPT)
         for line, mod in _lazy_imports(tree, skip_components=_in(name, (COMPONENTS,)))
         if mod.split(".")[0] == "rfau" and (name, mod) not in LAZY_PROJECT_IMPORTS
     ]

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from rfau.data import load_dataset
+from rfau.data.demo import demo_request
 from rfau.errors import RfauError
 from rfau.gates import Gates, check_gates
-from rfau.job import demo_request
 from rfau.models import load_checkpoint
 from rfau.models.checkpoint import SERVING_EXAMPLE
 from rfau.records import Evaluation, GateReport, Registration

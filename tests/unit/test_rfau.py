@@ -12,9 +12,9 @@ import torch
 from peft import PeftModel
 
 from rfau.data import load_dataset
+from rfau.data.demo import demo_request
 from rfau.errors import ModelError
 from rfau.io import read_json, write_json
-from rfau.job import demo_request
 from rfau.methods import run_method
 from rfau.methods.rfau import RFAUConfig
 from rfau.models import load_checkpoint

@@ -240,9 +240,9 @@ def test_retrain_starts_from_the_backbone_with_the_same_fine_tune(tmp_path):
     import torch
 
     from rfau.config import TrainConfig
+    from rfau.data.demo import demo_request
     from rfau.data.split import read_split
     from rfau.data.text import TokenizerSpec
-    from rfau.job import demo_request
     from rfau.models.checkpoint import load_checkpoint
     from rfau.models.families.backbone import (
         BackboneRecipe,

@@ -14,6 +14,7 @@ from torch import nn
 
 from rfau.data.base import Dataset
 from rfau.errors import ModelError
+from rfau.models.card import DEFAULT_FAMILY
 from rfau.models.families.base import Family, Imported, ModuleDefaults, expand_module_names
 from rfau.models.families.hf import HFImageFamily, HFTextFamily
 from rfau.models.families.native import NATIVE_DEFAULTS, NativeFamily
@@ -22,7 +23,6 @@ from rfau.models.families.vision import TimmFamily, TorchvisionFamily
 FAMILIES: dict[str, Family] = {
     f.name: f for f in (NativeFamily(), HFImageFamily(), HFTextFamily(), TorchvisionFamily(), TimmFamily())
 }
-DEFAULT_FAMILY = "rfau"  # what a card without ``family`` is (cards written before families existed)
 
 
 def get_family(name: str) -> Family:
