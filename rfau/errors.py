@@ -59,11 +59,15 @@ class ModelSettingsError(ModelError, UsageError):
     (an unknown LoRA target module or tapped layer, an unknown device)."""
 
 
-class Terminated(RfauError):
-    """The process was told to stop (SIGTERM) and stopped cleanly (exit 143)."""
+class Terminated(BaseException):
+    """The process was told to stop (SIGTERM) and stopped cleanly (exit 143).
+
+    Not an Exception (like KeyboardInterrupt): a library's ``except Exception`` must not swallow a
+    stop. scikit-learn's cross-validation did (a failed fit or score is its NaN), and the batch then
+    ran on past the signal to the end of its grace period."""
 
 
-def exit_code_of(error: RfauError) -> ExitCode:
+def exit_code_of(error: RfauError | Terminated) -> ExitCode:
     """The exit code for ``error``, by its type."""
     if isinstance(error, Terminated):
         return ExitCode.TERMINATED

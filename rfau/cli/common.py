@@ -26,7 +26,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from rfau.config import resolve_device
 from rfau.data.request_store import default_store
-from rfau.errors import ExitCode, RfauError, UsageError, exit_code_of
+from rfau.errors import ExitCode, RfauError, Terminated, UsageError, exit_code_of
 from rfau.params import parse_overrides
 from rfau.tracking.settings import TrackingSettings, redact
 
@@ -72,7 +72,7 @@ class RootGroup(TyperGroup):
     def invoke(self, ctx: Context):
         try:
             return super().invoke(ctx)
-        except RfauError as e:
+        except (RfauError, Terminated) as e:
             fail(str(e), exit_code_of(e))
         except OSError as e:  # a full disk, a name too long: the world (or a path typed) failed
             fail(os_error_line(e), ExitCode.USAGE if e.errno == errno.ENAMETOOLONG else ExitCode.RUNTIME)

@@ -221,3 +221,26 @@ def test_a_sigterm_landing_inside_a_finalizer_is_delivered_again():
         SignalsInItsFinalizer()  # collected at once: its __del__ runs
         time.sleep(5)
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_sigterm_inside_a_librarys_except_exception_still_stops():
+    """scikit-learn's cross-validation turns any Exception of a fit or a score into NaN: a SIGTERM
+    that landed there was swallowed and the batch ran on (found with the signal sent during
+    evaluate). Terminated is no Exception, so it passes such a handler, here a real
+    cross_val_score whose scorer is interrupted."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    from rfau.errors import Terminated
+    from rfau.signals import sigterm_raises
+
+    def interrupted_scorer(estimator, x, y):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # the handler runs here, inside scikit-learn's try/except Exception
+        return 1.0
+
+    x = [[float(i)] for i in range(20)]
+    y = [i % 2 for i in range(20)]
+    with pytest.raises(Terminated, match="the test stopped by SIGTERM"), sigterm_raises("the test"):
+        cross_val_score(LogisticRegression(), x, y, cv=2, scoring=interrupted_scorer)
+        time.sleep(5)
