@@ -26,29 +26,33 @@ os.environ.setdefault("RFAU_QUIET", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-# Test time per file on the 2-core machine, the files over 15 s (2026-11-29 and 12-07 alone, `pytest
-# --durations=0`; the ladder, frontier and later entries 2026-12-07 from a whole run on a machine
-# loaded about 5.5x, scaled down); any other file counts 1 s, or 20 s when it holds an ``e2e`` test.
+# Test time per file on the 2-core machine (seconds of setup and calls, from `pytest --junitxml` of a
+# whole run alone on the AVX-512 machine, 2026-12-07); any other file counts 1 s, or 20 s when it holds
+# an ``e2e`` test.
 FILE_SECONDS = {
-    "test_secrets.py": 102,
-    "test_faults.py": 83,
-    "test_pipeline_local.py": 72,
-    "test_registry.py": 65,
-    "test_rfau.py": 61,
-    "test_concurrency.py": 60,
-    "test_ladder.py": 55,
-    "test_operator_faults.py": 40,
-    "test_dvc.py": 55,
-    "test_run_job.py": 41,
-    "test_bench.py": 36,
-    "test_request_store.py": 34,
-    "test_pipeline_failure.py": 28,
-    "test_cli_ops.py": 22,
-    "test_kfp_cluster.py": 30,  # measured 2026-12-07 on a loaded machine: 36 s of calls and setup
-    "test_batches.py": 18,
-    "test_frontier.py": 17,
-    "test_infra.py": 16,
-    "test_bench_cifar10.py": 16,
+    "test_faults.py": 67,
+    "test_secrets.py": 46,
+    "test_ladder.py": 39,
+    "test_pipeline_local.py": 36,
+    "test_registry.py": 35,
+    "test_dvc.py": 31,
+    "test_bench.py": 28,
+    "test_concurrency.py": 28,
+    "test_rfau.py": 22,
+    "test_frontier.py": 18,
+    "test_run_job.py": 18,
+    "test_request_store.py": 16,
+    "test_pipeline_failure.py": 11,
+    "test_cli_ops.py": 9,
+    "test_kfp_cluster.py": 9,
+    "test_operator_faults.py": 9,
+    "test_batches.py": 9,
+    "test_pipeline.py": 8,
+    "test_imports.py": 8,
+    "test_bench_cifar10.py": 7,
+    "test_infra.py": 6,
+    "test_cli_lazy.py": 5,
+    "test_image.py": 3,
 }
 
 
