@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rfau.errors import ModelError, ModelSettingsError
+from rfau.errors import ModelError, ModelSettingsError, UsageError
 
 if TYPE_CHECKING:  # torch loads where a device is resolved, not with the settings
     import torch
@@ -65,3 +65,17 @@ def resolve_device(device: str) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"device {device!r} asked for, but CUDA is not available on this machine")
     return resolved
+
+
+def check_device_setting(device: str, here: bool) -> None:
+    """A method's device setting: it must exist here when ``here``, else only its name is checked
+    (a pipeline's unlearn task may run on another machine)."""
+    if here:
+        resolve_device(device)
+    elif device != "auto":
+        import torch
+
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None

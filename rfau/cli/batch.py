@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from rfau.batch import BatchContext, data_split, evaluate, register, run_batch, unlearn
+from rfau.batch.preflight import check_before_claiming
 from rfau.batch.runner import RUN, is_batch_workdir
-from rfau.cli.checks import check_before_claiming
 from rfau.cli.common import (
     JsonOpt,
     ParamsOpt,

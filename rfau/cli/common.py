@@ -24,9 +24,8 @@ from typer._click.core import Context  # typer's own copy of click
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer.core import TyperCommand, TyperGroup
 
-from rfau.config import resolve_device
 from rfau.data.request_store import default_store
-from rfau.errors import ExitCode, RfauError, Terminated, UsageError, exit_code_of
+from rfau.errors import ExitCode, RfauError, Terminated, exit_code_of
 from rfau.params import parse_overrides
 from rfau.tracking.settings import TrackingSettings, redact
 
@@ -251,20 +250,6 @@ def tracking_settings(name: str | None = None, tracking_uri: str | None = None):
     settings = TrackingSettings.from_env(model_name=name, tracking_uri=tracking_uri)
     settings.check()  # a bad URI or state folder fails here, before a command changes anything
     return settings
-
-
-def check_device_setting(device: str, here: bool) -> None:
-    """A method's device setting: it must exist here when ``here``, else only its name is checked
-    (a pipeline's unlearn task may run on another machine)."""
-    if here:
-        resolve_device(device)
-    elif device != "auto":
-        import torch
-
-        try:
-            torch.device(device)
-        except RuntimeError:
-            raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
 
 
 def store_uri(store: str | None) -> str:

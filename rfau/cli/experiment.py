@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from rfau.cli.checks import check_method_settings
+from rfau.batch.preflight import check_method_settings
 from rfau.cli.common import (
     DatasetOpt,
     DeviceOpt,

@@ -9,7 +9,7 @@ import typer
 from rich.markdown import Markdown
 from rich.table import Table
 
-from rfau.cli.checks import check_before_claiming
+import rfau.batch  # torch and the stages load when `pipeline run` checks a batch (PEP 562)
 from rfau.cli.common import (
     JsonOpt,
     ParamsOpt,
@@ -130,7 +130,7 @@ def pipeline_run(
     claim_output(root, ROOT, is_pipeline_root)  # before anything is queued
     p = load_params(params, set_)
     # the tasks run here: settings that would fail the unlearn task fail now, before anything is queued
-    check_before_claiming(p, tracking_settings(None, None), device_here=True)
+    rfau.batch.check_before_claiming(p, tracking_settings(None, None), device_here=True)
     if runner == "container":  # an engine that answers and the image in its store, before anything is queued
         with container.docker_api() as host:
             container.check_image(host, image or CPU_IMAGE)

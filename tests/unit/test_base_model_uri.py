@@ -154,7 +154,7 @@ def test_base_model_uri_is_a_parameter_made_absolute_for_local_runs(tmp_path):
 
 
 def test_target_modules_are_checked_against_the_base_model_before_claiming(vit_dir, tmp_path):
-    from rfau.cli.batch import check_before_claiming
+    from rfau.batch.preflight import check_before_claiming
     from rfau.params import load_params
 
     settings = TrackingSettings(state_dir=tmp_path / ".rfau")

@@ -92,6 +92,14 @@ def test_a_command_imports_its_own_module_only(tmp_path):
     assert _groups(modules) == {"rfau.cli.batch"}
 
 
+def test_the_pipeline_commands_load_kfp_but_not_the_numeric_side(tmp_path):
+    """compile, submit and schedule need kfp only; `pipeline run` loads the stages (and torch)
+    when it checks the batch, through rfau.batch's lazy names."""
+    done, code, modules = _probe(tmp_path, "pipeline", "compile", "--help")
+    assert code == 0, done.stderr
+    assert _heavy(modules) == {"kfp"}, sorted(_heavy(modules))
+
+
 def _store_with_a_request(tmp_path: Path) -> str:
     """A request store (in ``tmp_path``) holding one pending request, made by `rfau request add`
     (checking the form only: it loads no heavy library either)."""

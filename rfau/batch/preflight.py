@@ -1,14 +1,15 @@
-"""Checks a command makes before it claims a request or reads a model: a method's settings, its
-device, and the modules it names against the model a batch starts from."""
+"""Checks a batch makes before it claims a request or reads a model (`rfau batch`, `rfau pipeline
+run`, `rfau unlearn`): a method's settings, its device, and the modules it names against the model
+the batch starts from."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
-from rfau.batch import BatchContext, staged_base_model
-from rfau.cli.common import check_device_setting
-from rfau.config import TrainConfig
+from rfau.batch.base_model import staged_base_model
+from rfau.batch.context import BatchContext
+from rfau.config import TrainConfig, check_device_setting
 from rfau.data import load_dataset
 from rfau.methods.rfau import resolve_modules
 from rfau.models.arch import build_model, default_architecture
