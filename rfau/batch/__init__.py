@@ -18,7 +18,7 @@ and ``rfau batch run`` are thin drivers of these that make the context. A batch
 With nothing pending, every stage writes a small "empty" marker and returns at once.
 """
 
-from importlib import import_module
+from rfau.lazy import lazy_exports
 
 # the names below load on first use (PEP 562): a process that only settles a batch (a local
 # pipeline run's abort, the exit task) or reads one does not import every stage, and torch with them
@@ -48,15 +48,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    try:  # a submodule (``rfau.batch.registration``), as an eagerly imported package has them
-        return import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{name}":
-            raise
-    raise AttributeError(f"module 'rfau.batch' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS, submodules=True)
 
 
 __all__ = [

@@ -4,7 +4,7 @@ The names below load on first use (PEP 562): commands that only read requests or
 (``rfau request list``, ``rfau models``, ``rfau --help``) then start without importing torch.
 """
 
-from importlib import import_module
+from rfau.lazy import lazy_exports
 
 _EXPORTS = {
     "Dataset": "rfau.data.base",
@@ -22,10 +22,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'rfau.data' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS)

@@ -4,7 +4,7 @@ The names below load on first use (PEP 562): the model card (rfau.models.card) i
 torch, which the architectures and checkpoints import.
 """
 
-from importlib import import_module
+from rfau.lazy import lazy_exports
 
 _EXPORTS = {
     "ARCHITECTURES": "rfau.models.arch",
@@ -18,10 +18,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'rfau.models' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS)

@@ -254,10 +254,11 @@ def test_a_type_only_import_of_a_project_module_keeps_a_heavy_library_out():
 
 
 def test_lazy_loading_by_name_is_pep_562_or_the_data_sources_table():
-    """``__getattr__`` at module level only in a package's ``__init__`` (PEP 562); ``import_module``
-    only there, in the data sources' one table (rfau.data.datasets.OTHER_SOURCES), and where a
-    heavy library is named by a class (a method's ``libraries``, a vision family's ``library``)."""
-    by_name = ("rfau.data.datasets", "rfau.methods.runner", "rfau.models.families.vision")
+    """``__getattr__`` at module level only in a package's ``__init__`` (PEP 562, made by
+    rfau.lazy); ``import_module`` only there, in rfau.lazy, in the data sources' one table
+    (rfau.data.datasets.OTHER_SOURCES), and where a heavy library is named by a class (a method's
+    ``libraries``, a vision family's ``library``)."""
+    by_name = ("rfau.lazy", "rfau.data.datasets", "rfau.methods.runner", "rfau.models.families.vision")
     wrong = []
     for name, (path, tree) in _sources().items():
         package = path.name == "__init__.py"
