@@ -37,9 +37,7 @@ def check_before_claiming(p: BatchParams, settings: TrackingSettings, device_her
     cfg = check_method_settings(p.method, p.method_config, device_here)
     if getattr(cfg, "target_modules", None) or getattr(cfg, "taps", None):
         resolve_modules(_starting_model(p, settings), cfg)
-    if (
-        settings.registry_exists()
-    ):  # a store that is down or an experiment deleted fails here, not in register
+    if settings.registry_exists():  # a store that is down or an experiment deleted fails here
         Registry(settings)
 
 
