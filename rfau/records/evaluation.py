@@ -21,15 +21,11 @@ class ForgetCount(StrictModel):
     forget: int
 
 
-class SamplePart(StrictModel):
-    """A mixed split's scattered samples alone (``sample_part`` of its evaluation): their UA, the
-    MIA on them and on the kept classes' test samples, and the sample-wise evidence keys
-    (rfau.metrics.evidence), gated like a sample-wise request."""
+class SampleEvidence(StrictModel):
+    """The sample-wise evidence (rfau.metrics.evidence.EVIDENCE_KEYS): the forget set against
+    unseen and test samples, AUCs with their cross-validated spread and sizes, member rates at 10%
+    FPR with their binomial spread. None: not measurable here."""
 
-    ua: float
-    mia_confidence: float
-    mia_confidence_test: float  # what "looks unseen" scores: the kept classes' test samples
-    counts: ForgetCount
     forget_vs_unseen_auc: float | None = None
     forget_vs_unseen_auc_cv_std: float | None = None
     forget_vs_unseen_n: int | None = None
@@ -42,7 +38,18 @@ class SamplePart(StrictModel):
     forget_member_rate_at_10fpr_test_std: float | None = None
 
 
-class Evaluation(Record):
+class SamplePart(SampleEvidence):
+    """A mixed split's scattered samples alone (``sample_part`` of its evaluation): their UA, the
+    MIA on them and on the kept classes' test samples, and the sample-wise evidence, gated like a
+    sample-wise request."""
+
+    ua: float
+    mia_confidence: float
+    mia_confidence_test: float  # what "looks unseen" scores: the kept classes' test samples
+    counts: ForgetCount
+
+
+class Evaluation(Record, SampleEvidence):
     """One model on one split (``rfau evaluate``, before.json / after.json of a batch): percent,
     AUCs in [0, 1]; the keys of ``rfau.metrics.evaluate_model`` plus the weights it evaluated.
     None: not defined for this split (e.g. no forgotten class); written as null."""
@@ -61,17 +68,8 @@ class Evaluation(Record):
     forget_confidence_mean: float | None = None
     test_confidence_mean: float
     counts: Counts
-    # the evidence (rfau.metrics.evidence.EVIDENCE_KEYS)
-    forget_vs_unseen_auc: float | None = None
-    forget_vs_unseen_auc_cv_std: float | None = None
-    forget_vs_unseen_n: int | None = None
-    forget_vs_test_auc: float | None = None
-    forget_vs_test_auc_cv_std: float | None = None
-    forget_vs_test_n: int | None = None
-    forget_member_rate_at_10fpr: float | None = None
-    forget_member_rate_at_10fpr_test: float | None = None
-    forget_member_rate_at_10fpr_std: float | None = None
-    forget_member_rate_at_10fpr_test_std: float | None = None
+    # the rest of the evidence (rfau.metrics.evidence.EVIDENCE_KEYS; the sample-wise keys come
+    # from SampleEvidence)
     relearn_steps: int | None = None
     relearn_target_acc: float | None = None
     probe_forgotten_class_acc: float | None = None
