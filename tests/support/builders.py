@@ -104,3 +104,45 @@ def save_vit(folder: Path, labels: list[str] | None) -> Path:
     }
     (folder / "preprocessor_config.json").write_text(json.dumps(processor))
     return folder
+
+
+def save_bert(
+    folder: Path, words: list[str], labels: list[str] | None = None, layers: int = 2, seed: int = 0
+) -> Path:
+    """A tiny transformers BERT saved with save_pretrained, its fast word-level tokenizer (``words``
+    and the special tokens) beside it: a sequence classifier over ``labels``, or without labels
+    the bare encoder, laid out as a pre-trained backbone (MiniLM's) is."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import BertConfig, BertForSequenceClassification, BertModel, PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+    )
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+    ).save_pretrained(folder)
+    head = (
+        {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {c: i for i, c in enumerate(labels)},
+        }
+        if labels
+        else {}
+    )
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        **head,
+    )
+    torch.manual_seed(seed)
+    (BertForSequenceClassification if labels else BertModel)(config).save_pretrained(folder)
+    return folder

@@ -20,7 +20,7 @@ from rfau.io import sha256_file
 from rfau.models.checkpoint import load_checkpoint, read_card
 from rfau.models.importer import import_model
 from rfau.stages import evaluate_stage, split_stage, unlearn_stage
-from tests.support.builders import FAST_RFAU, request, save_vit
+from tests.support.builders import FAST_RFAU, request, save_bert, save_vit
 
 TOPICS = {
     "food": "bread cheese soup apple rice salad pasta bake cook taste",
@@ -55,40 +55,8 @@ def text_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory) -> Path:
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
-
-    folder = tmp_path_factory.mktemp("bert")
-    vocab = {
-        t: i
-        for i, t in enumerate(
-            ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *sorted(" ".join(TOPICS.values()).split())]
-        )
-    }
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
-    )
-    fast.save_pretrained(folder)
-    labels = sorted(TOPICS)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        num_labels=3,
-        id2label=dict(enumerate(labels)),
-        label2id={c: i for i, c in enumerate(labels)},
-    )
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(folder)
-    return folder
+    words = sorted(" ".join(TOPICS.values()).split())
+    return save_bert(tmp_path_factory.mktemp("bert"), words, labels=sorted(TOPICS))
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ import pytest
 from rfau.data import load_dataset
 from rfau.data.fortunes import CATEGORIES, load_fortunes, read_category
 from rfau.errors import DatasetError
+from tests.support.builders import save_bert
 
 WORDS = {
     "computers": "kernel compiler bug program memory disk unix byte",
@@ -209,31 +210,8 @@ def test_minilm_is_unpacked_once_from_the_extra(tmp_path):
 def tiny_backbone(folder: Path) -> Path:
     """A pre-trained-encoder folder as MiniLM's is laid out: a BertModel (no head) saved with
     save_pretrained, its fast tokenizer beside it (the words of the hand-made fortunes)."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
     words = sorted({w for text in WORDS.values() for w in text.split()} | {"bold"})
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
-    )
-    PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
-    ).save_pretrained(folder)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=16,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-    )
-    torch.manual_seed(1)
-    BertModel(config).save_pretrained(folder)
-    return folder
+    return save_bert(folder, words, layers=3, seed=1)
 
 
 def test_retrain_starts_from_the_backbone_with_the_same_fine_tune(tmp_path):
