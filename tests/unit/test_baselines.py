@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import replace
 
 import pytest
 import torch
@@ -202,28 +203,20 @@ def test_a_diverging_run_stops_with_a_clear_error(setup):
 
 def test_an_empty_forget_set_and_a_bad_device_are_refused(setup):
     model, data = setup
-    empty = UnlearnData(
-        data.x_retain,
-        data.y_retain,
-        data.x_forget[:0],
-        data.y_forget[:0],
-        data.forget_classwise[:0],
-        data.x_holdout,
-        data.y_holdout,
-        data.num_classes,
+    empty = replace(
+        data,
+        x_forget=data.x_forget[:0],
+        y_forget=data.y_forget[:0],
+        forget_classwise=data.forget_classwise[:0],
     )
     with pytest.raises(RfauError, match="nothing to forget"):
         run_method("finetune", model, empty, FAST["finetune"])
     with pytest.raises(RfauError, match="unknown device 'gpu0'"):
         run_method("finetune", model, data, {**FAST["finetune"], "device": "gpu0"})
     with pytest.raises(RfauError, match="forget has 3 entries but 2 labels"):
-        UnlearnData(
-            data.x_retain,
-            data.y_retain,
-            data.x_forget[:3],
-            data.y_forget[:2],
-            data.forget_classwise[:2],
-            data.x_holdout,
-            data.y_holdout,
-            data.num_classes,
+        replace(
+            data,
+            x_forget=data.x_forget[:3],
+            y_forget=data.y_forget[:2],
+            forget_classwise=data.forget_classwise[:2],
         )
