@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import shutil
 
@@ -274,3 +275,32 @@ def test_snapshot_selection_returns_the_closest_epochs_adapters(work, ds, scenar
         assert info.stopped_after_epochs == len(history)
     if scenario == "class":  # an epoch that still recognises the class scores above 1
         assert min(trace) < 1.0
+
+
+def test_forget_passes_visit_every_forget_sample_each_epoch(work, ds):
+    from rfau.data.split import read_split
+    from rfau.methods.rfau import RFAU
+    from rfau.methods.runner import run
+
+    data = unlearn_data(ds, read_split(work["root"] / "split-random"))
+    steps: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    class Recording(RFAU):
+        def batches(self, epoch):
+            for ri, fi in super().batches(epoch):
+                steps.append((ri, fi))
+                yield ri, fi
+
+    model, _ = load_checkpoint(work["root"] / "original")
+    small = {"epochs": 1, "retain_budget": 256, "batch_size": 128, "forget_batch_size": 16}
+    run(Recording, model, data, RFAUConfig(**small, forget_passes=0))
+    assert len(steps) == 2  # the retain budget's steps: most forget samples unvisited
+    steps.clear()
+    run(Recording, model, data, RFAUConfig(**small))  # the default: one pass at least
+    assert len(steps) == math.ceil(len(data.y_forget) / 16)
+    steps.clear()
+    run(Recording, model, data, RFAUConfig(**small, forget_passes=2))
+    visits = torch.bincount(torch.cat([fi for _, fi in steps]), minlength=len(data.y_forget))
+    assert int(visits.min()) >= 2
+    assert len(steps) == math.ceil(2 * len(data.y_forget) / 16)
+    assert all(len(ri) == 128 for ri, _ in steps)  # the retain budget cycled to fill the steps

@@ -162,3 +162,42 @@ def test_unseen_loss_targets_leave_out_reference_rows_still_recognised():
     recognised = torch.tensor([True, True, True, False])  # the reference's 0.05 is still recognised
     assert unseen_loss_targets(loss, y, ref, recognised)[:2].tolist() == [4.0, 4.0]
     assert unseen_loss_targets(loss, y, ref)[:2].tolist() == pytest.approx([0.05, 4.0])
+
+
+def test_split_reference_halves_each_class_and_leaves_trained_rows_out():
+    from rfau.methods.rfau.targets import split_reference
+
+    y = torch.tensor([0] * 7 + [1] * 4 + [2] * 3)
+    ref = torch.tensor([False, True, True, True, True, True, False] + [True] * 4 + [False] * 3)
+    half = split_reference(ref, y, torch.Generator().manual_seed(0))
+    assert not bool((half & ~ref).any())  # only reference rows
+    assert int((half & (y == 0)).sum()) == 2  # 5 reference rows: 2 here, 3 to the stop
+    assert int((half & (y == 1)).sum()) == 2
+    assert int((half & (y == 2)).sum()) == 0  # no reference rows in class 2
+    other = split_reference(ref, y, torch.Generator().manual_seed(1))
+    assert int(other.sum()) == int(half.sum())  # another draw, the same sizes
+
+
+def test_unseen_loss_targets_read_only_the_fit_half_of_the_reference():
+    from rfau.methods.rfau import unseen_loss_targets
+
+    loss = torch.tensor([0.1, 0.2, 3.0, 3.0, 9.0, 9.0])
+    y = torch.zeros(6, dtype=torch.long)
+    ref = torch.tensor([False, False, True, True, True, True])
+    fit = torch.tensor([False, False, True, True, False, False])
+    assert unseen_loss_targets(loss, y, ref, None, fit)[:2].tolist() == [3.0, 3.0]
+    assert unseen_loss_targets(loss, y, ref)[:2].tolist() == [3.0, 9.0]
+    assert torch.isnan(unseen_loss_targets(loss, y, ref, None, fit)[2:]).all()  # no target on any half
+
+
+def test_forgotten_like_compares_the_given_trained_rows_with_the_stop_half():
+    y = torch.zeros(6, dtype=torch.long)
+    # class 0 is never predicted; cross-entropy grows as the logit of class 0 falls
+    logits = torch.tensor([[-k, 0.0] for k in (4.0, 4.0, 0.5, 0.5, 4.0, 4.0)])
+    trained = torch.tensor([True, True, False, False, False, False])
+    stop_half = torch.tensor([False, False, False, False, True, True])
+    fit_half = torch.tensor([False, False, True, True, False, False])
+    assert forgotten_like(logits, y, stop_half, "median", 0.05, trained)  # as far as the stop half
+    # the default reads every other row as trained: the fit half (low loss) drags the median down
+    assert not forgotten_like(logits, y, stop_half)
+    assert forgotten_like(logits, y, fit_half, "median", 0.05, trained)

@@ -105,6 +105,20 @@ class RFAUConfig(MethodConfig):
         "trained image the loss at its own quantile of the unseen images' current losses (recomputed "
         "each epoch), so that the two loss distributions match in shape (0: off)",
     )
+    loss_match_split: bool = Field(
+        False,
+        description="loss_match: split the class's unseen images in two halves (per class, at random); "
+        "the loss targets read one, the stop rule (unseen_stop) the other, so the stop is not judged on "
+        "the images the loss fits",
+    )
+    forget_passes: float = Field(
+        1.0,
+        ge=0,
+        description="at least this many passes over the forget set per epoch (the retain budget is "
+        "cycled to fill the extra steps), so that a large forget set is not under-visited at a fixed "
+        "retain budget (the cost then grows with the forget set, not the retain set); 0: the retain "
+        "budget's steps only, whatever the forget set's size",
+    )
     release_neighbours: float = Field(
         0.0,
         ge=0,

@@ -4,6 +4,7 @@ forget targets."""
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator
 
 import torch
@@ -33,6 +34,7 @@ from rfau.methods.rfau.targets import (
     forgotten_like,
     output_targets,
     regime_mask,
+    split_reference,
     unseen_loss_targets,
     unseen_reference,
 )
@@ -78,6 +80,7 @@ class RFAU(EpochMethod):
     hooks: Taps
     stops: bool  # whether the class-wise early stop applies
     reference: torch.Tensor | None  # forget rows held out as the unseen reference
+    fit_half: torch.Tensor | None = None  # loss_match_split: the reference rows loss_match reads
     retain_weights: torch.Tensor | None  # sampling weights of the retain budget (None: uniform)
     snapshots: Snapshots | None  # per-epoch selection (select_snapshot), else None
     h_h: torch.Tensor | None  # stage-cut inputs of the holdout (sample-wise selection's reference)
@@ -168,6 +171,8 @@ class RFAU(EpochMethod):
         if self.reference is not None and not cfg.reference_in_loss:  # held out of the forget loss
             self.kl_rows &= ~self.reference
             self.shift_rows &= ~self.reference
+        if cfg.loss_match > 0 and cfg.loss_match_split and self.reference is not None:
+            self.fit_half = split_reference(self.reference, data.y_forget, self.gen)
         self.snapshots = Snapshots(cfg.select_patience) if cfg.select_snapshot else None
         sample_rows = bool((~classwise).any())
         self.h_h = (
@@ -195,7 +200,8 @@ class RFAU(EpochMethod):
         if self.cfg.loss_match > 0 and self.reference is not None:
             logits, y = self.forget_logits(self.orig.h_f), self.data.y_forget
             recognised = logits.argmax(1) == y
-            targets = unseen_loss_targets(sample_losses(logits, y), y, self.reference, recognised)
+            loss = sample_losses(logits, y)
+            targets = unseen_loss_targets(loss, y, self.reference, recognised, self.fit_half)
             self.loss_target = targets.to(self.device)
 
     def finished(self, epoch: int) -> bool:
@@ -229,8 +235,11 @@ class RFAU(EpochMethod):
     def looks_unseen(self) -> bool:
         """True when the adapted model's outputs on the forget set pass ``forgotten_like``."""
         logits = self.forget_logits(self.orig.h_f)
-        cfg = self.cfg
-        return forgotten_like(logits, self.data.y_forget, self.reference, cfg.classwise_stop, cfg.ks_alpha)
+        cfg, ref, y = self.cfg, self.reference, self.data.y_forget
+        if ref is None or self.fit_half is None:
+            return forgotten_like(logits, y, ref, cfg.classwise_stop, cfg.ks_alpha)
+        # loss_match_split: the stop reads the half of the reference the loss targets do not
+        return forgotten_like(logits, y, ref & ~self.fit_half, cfg.classwise_stop, cfg.ks_alpha, ~ref)
 
     def unseen_distance(self) -> float:
         """The selection statistic of the current adapters (``selection.unseen_distance``)."""
@@ -250,16 +259,21 @@ class RFAU(EpochMethod):
 
     def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """A shuffled pass over the retain budget (drawn with ``class_anchor``'s weights where
-        they are not uniform); each retain batch with the next forget batch (the forget set is
-        cycled; its indices stay on the CPU)."""
+        they are not uniform), cycled to more steps where ``forget_passes`` asks for them; each
+        retain batch with the next forget batch (the forget set is cycled; its indices stay on
+        the CPU)."""
         budget, n_f = len(self.orig.h_r), len(self.orig.h_f)
         # a forget set smaller than a forget batch is visited once per step, not repeated to fill it
         bs, fbs = self.cfg.batch_size, min(self.cfg.forget_batch_size, n_f)
+        steps = max(math.ceil(budget / bs), math.ceil(self.cfg.forget_passes * n_f / max(fbs, 1)))
+        draws = budget if steps == math.ceil(budget / bs) else steps * bs
         w = self.retain_weights
         if w is None:
-            perm = torch.randperm(budget, generator=self.gen)
+            perm = torch.cat(
+                [torch.randperm(budget, generator=self.gen) for _ in range(math.ceil(draws / budget))]
+            )[:draws]
         else:
-            perm = torch.multinomial(w, budget, replacement=True, generator=self.gen)
+            perm = torch.multinomial(w, draws, replacement=True, generator=self.gen)
         perm = perm.to(self.device)
         fperm = torch.randperm(n_f, generator=self.gen)
         for s, ri in enumerate(even_batches(perm, bs)):

@@ -30,17 +30,20 @@ def forgotten_like(
     reference: torch.Tensor | None,
     rule: str = "median",
     alpha: float = 0.05,
+    trained: torch.Tensor | None = None,
 ) -> bool:
     """The stop rule on outputs: no forget row predicted as its class (what retraining gives: a
     model that never saw the class never predicts it) and, with a reference, the median loss of
     the other rows at least the reference rows' median loss; with ``rule="ks"`` also as soon as
-    a two-sample KS test at level ``alpha`` cannot tell the two loss distributions apart."""
+    a two-sample KS test at level ``alpha`` cannot tell the two loss distributions apart.
+    ``trained``: the rows compared with the reference (default: every row not in it)."""
     if bool((logits.argmax(1) == y).any()):
         return False
     if reference is None:
         return True
     loss = F.cross_entropy(logits, y, reduction="none")
-    trained, unseen = loss[~reference], loss[reference]
+    trained_rows = ~reference if trained is None else trained
+    trained, unseen = loss[trained_rows], loss[reference]
     if bool(trained.median() >= unseen.median()):
         return True  # past this point more training only separates them the other way
     if rule == "ks":
@@ -207,6 +210,16 @@ def output_targets(
     return q.to(next(frozen.parameters()).device)
 
 
+def split_reference(reference: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One half of each class's reference rows, drawn at random (the other half: ``reference &
+    ~half``); a class with an odd count gives the extra row to the other half."""
+    half = torch.zeros_like(reference)
+    for k in y[reference].unique():
+        rows = (reference & (y == k)).nonzero().squeeze(1)
+        half[rows[torch.randperm(len(rows), generator=gen)[: len(rows) // 2]]] = True
+    return half
+
+
 def regime_mask(forget_classwise: torch.Tensor, regime: str) -> torch.Tensor:
     """Which forget samples are forgotten class-wise: as the request says (auto), or all/none."""
     if regime == "class":
@@ -217,16 +230,23 @@ def regime_mask(forget_classwise: torch.Tensor, regime: str) -> torch.Tensor:
 
 
 def unseen_loss_targets(
-    loss: torch.Tensor, y: torch.Tensor, reference: torch.Tensor, recognised: torch.Tensor | None = None
+    loss: torch.Tensor,
+    y: torch.Tensor,
+    reference: torch.Tensor,
+    recognised: torch.Tensor | None = None,
+    fit: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Class-wise loss targets (``loss_match``): per class, the trained rows ranked by their
     current loss get the loss at the same quantile of the unseen reference rows' current losses,
     so that the trained images' loss distribution takes the unseen images' shape, not only their
     median; NaN for the reference rows and classes without a reference. Reference rows still
     ``recognised`` (predicted as their class) are left out: a model that never saw the class
-    never predicts it, so no trained image is pulled back to a recognised loss."""
+    never predicts it, so no trained image is pulled back to a recognised loss. ``fit``: the
+    reference rows whose losses are read (default: all of them; e.g. one half, the other left to
+    the stop rule)."""
     out = torch.full_like(loss, float("nan"))
-    usable = reference if recognised is None else reference & ~recognised
+    usable = reference if fit is None else reference & fit
+    usable = usable if recognised is None else usable & ~recognised
     for k in y.unique():
         ref = loss[usable & (y == k)].sort().values
         rows = (~reference & (y == k)).nonzero().squeeze(1)
