@@ -99,11 +99,12 @@ class RFAUConfig(MethodConfig):
     )
     select_patience: int = Field(5, ge=1, description="select_snapshot: epochs without a closer snapshot")
     loss_match: float = Field(
-        0.0,
+        0.1,
         ge=0,
         description="class-wise requests with an unseen reference: weight of a term that gives each "
         "trained image the loss at its own quantile of the unseen images' current losses (recomputed "
-        "each epoch), so that the two loss distributions match in shape (0: off)",
+        "each epoch; those still recognised left out), so that the two loss distributions match in "
+        "shape and not only in their medians (0: off)",
     )
     loss_match_split: bool = Field(
         False,
