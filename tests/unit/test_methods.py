@@ -61,6 +61,8 @@ def test_rfau_config_cross_field_checks():
         RFAUConfig(regime="sample", classwise_target="other_class_features")
     with pytest.warns(UserWarning, match="shift_keep has no effect"):
         RFAUConfig(classwise_target="masked_output", shift_keep=0.2)
+    with pytest.warns(UserWarning, match="loss_match_split has no effect"):
+        RFAUConfig(loss_match=0, loss_match_split=True)
     with warnings.catch_warnings():  # the defaults themselves warn about nothing
         warnings.simplefilter("error")
         RFAUConfig(regime="sample")

@@ -184,6 +184,8 @@ class RFAUConfig(MethodConfig):
             )
         if self.regime == "sample" and "classwise_target" in self.model_fields_set:
             warnings.warn("rfau: classwise_target has no effect with regime='sample'", stacklevel=2)
+        if self.loss_match_split and self.loss_match == 0:
+            warnings.warn("rfau: loss_match_split has no effect with loss_match=0", stacklevel=2)
         if "shift_keep" in self.model_fields_set and self.classwise_target != "centroid_shift":
             warnings.warn(
                 "rfau: shift_keep has no effect unless classwise_target='centroid_shift'", stacklevel=2
