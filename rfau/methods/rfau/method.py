@@ -81,6 +81,7 @@ class RFAU(EpochMethod):
     stops: bool  # whether the class-wise early stop applies
     reference: torch.Tensor | None  # forget rows held out as the unseen reference
     fit_half: torch.Tensor | None = None  # loss_match_split: the reference rows loss_match reads
+    start_logits: torch.Tensor | None = None  # the forget set's outputs at the epoch's start
     retain_weights: torch.Tensor | None  # sampling weights of the retain budget (None: uniform)
     snapshots: Snapshots | None  # per-epoch selection (select_snapshot), else None
     h_h: torch.Tensor | None  # stage-cut inputs of the holdout (sample-wise selection's reference)
@@ -197,8 +198,13 @@ class RFAU(EpochMethod):
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
 
     def start_epoch(self, epoch: int) -> None:
-        if self.cfg.loss_match > 0 and self.reference is not None:
-            logits, y = self.forget_logits(self.orig.h_f), self.data.y_forget
+        # the forget set's outputs before this epoch, read by loss_match's targets and by the stop
+        # (finished runs right after, on the same weights): one forward pass for both
+        matching = self.cfg.loss_match > 0 and self.reference is not None
+        self.start_logits = self.forget_logits(self.orig.h_f) if matching or self.stops else None
+        if matching:
+            assert self.start_logits is not None and self.reference is not None
+            logits, y = self.start_logits, self.data.y_forget
             recognised = logits.argmax(1) == y
             loss = sample_losses(logits, y)
             targets = unseen_loss_targets(loss, y, self.reference, recognised, self.fit_half)
@@ -233,13 +239,16 @@ class RFAU(EpochMethod):
             return run_from(self.inner, h, self.orig.cut).float().cpu()
 
     def looks_unseen(self) -> bool:
-        """True when the adapted model's outputs on the forget set pass ``forgotten_like``."""
-        logits = self.forget_logits(self.orig.h_f)
-        cfg, ref, y = self.cfg, self.reference, self.data.y_forget
-        if ref is None or self.fit_half is None:
-            return forgotten_like(logits, y, ref, cfg.classwise_stop, cfg.ks_alpha)
+        """True when the adapted model's outputs on the forget set at this epoch's start pass
+        ``forgotten_like``."""
+        assert self.start_logits is not None  # start_epoch computes them whenever the stop applies
+        cfg, ref = self.cfg, self.reference
         # loss_match_split: the stop reads the half of the reference the loss targets do not
-        return forgotten_like(logits, y, ref & ~self.fit_half, cfg.classwise_stop, cfg.ks_alpha, ~ref)
+        stop_ref = ref if ref is None or self.fit_half is None else ref & ~self.fit_half
+        trained = None if ref is None else ~ref
+        return forgotten_like(
+            self.start_logits, self.data.y_forget, stop_ref, cfg.classwise_stop, cfg.ks_alpha, trained
+        )
 
     def unseen_distance(self) -> float:
         """The selection statistic of the current adapters (``selection.unseen_distance``)."""
@@ -265,8 +274,9 @@ class RFAU(EpochMethod):
         budget, n_f = len(self.orig.h_r), len(self.orig.h_f)
         # a forget set smaller than a forget batch is visited once per step, not repeated to fill it
         bs, fbs = self.cfg.batch_size, min(self.cfg.forget_batch_size, n_f)
-        steps = max(math.ceil(budget / bs), math.ceil(self.cfg.forget_passes * n_f / max(fbs, 1)))
-        draws = budget if steps == math.ceil(budget / bs) else steps * bs
+        retain_steps = math.ceil(budget / bs)
+        steps = max(retain_steps, math.ceil(self.cfg.forget_passes * n_f / fbs))
+        draws = budget if steps == retain_steps else steps * bs  # more steps: the budget cycled
         w = self.retain_weights
         if w is None:
             perm = torch.cat(
